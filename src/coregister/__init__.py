@@ -1,0 +1,111 @@
+"""coregister: register medical volumes, geospatial rasters and photos, keeping their spatial metadata.
+
+>>> import coregister as cr
+>>> cr.SpatialImage  # doctest: +ELLIPSIS
+<class 'coregister.image.SpatialImage'>
+
+The public face (see ``DESIGN.md``)::
+
+    fixed = cr.read("t1.nii.gz")
+    moving = cr.read("flair.nii.gz")
+    res = cr.register(fixed, moving, preset="rigid")
+    out = cr.apply(res.transform, moving, reference=fixed)
+    cr.write(out, "flair_in_t1.nii.gz")
+
+Every transform maps fixed-space points to moving space (ITK's convention).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from coregister.errors import (
+    AmbiguousSeriesError,
+    ConfigError,
+    CoregisterError,
+    CoregisterWarning,
+    GeometryError,
+    GeometryWarning,
+    NonUniformSpacingError,
+    QualityWarning,
+    RegistrationFailed,
+    UnreadableInputError,
+    UnsupportedFormatError,
+)
+from coregister.image import SpatialImage
+from coregister.result import Result
+from coregister.transforms import (
+    Affine,
+    BSpline,
+    Composite,
+    Homography,
+    Rigid,
+    Similarity,
+    Transform,
+    Translation,
+    read_transform,
+)
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# Names whose modules import heavier dependencies load on first use.
+_LAZY = {
+    "read": "coregister.io",
+    "write": "coregister.io",
+    "register": "coregister.registration",
+    "apply": "coregister.resample",
+    "transform_points": "coregister.resample",
+    "presets": "coregister.presets",
+    "geo": "coregister.geo",
+    "medical": "coregister.medical",
+    "batch": "coregister.batch",
+}
+
+__all__ = [
+    "Affine",
+    "AmbiguousSeriesError",
+    "BSpline",
+    "Composite",
+    "ConfigError",
+    "CoregisterError",
+    "CoregisterWarning",
+    "GeometryError",
+    "GeometryWarning",
+    "Homography",
+    "NonUniformSpacingError",
+    "QualityWarning",
+    "RegistrationFailed",
+    "Result",
+    "Rigid",
+    "Similarity",
+    "SpatialImage",
+    "Transform",
+    "Translation",
+    "UnreadableInputError",
+    "UnsupportedFormatError",
+    "__version__",
+    "apply",
+    "read",
+    "read_transform",
+    "register",
+    "transform_points",
+    "write",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coregister' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if module.endswith(name) else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,170 @@
+"""Typed registration configuration: enums shared by the API and the command line, and frozen stage configs.
+
+The command line builds its ``--metric``, ``--preset``, ``--interpolation``
+choices from these enums, so the two cannot drift. Presets are functions in
+:mod:`coregister.presets` that return a :class:`RegistrationConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from coregister.errors import ConfigError
+
+__all__ = [
+    "EngineName",
+    "Initialisation",
+    "Interpolation",
+    "Metric",
+    "Optimizer",
+    "ProgressCallback",
+    "RegistrationConfig",
+    "Stage",
+    "TransformModel",
+]
+
+
+class _StrEnum(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        """Accept a member or its value (case-insensitive, ``_`` or ``-``); a clear error otherwise."""
+        if isinstance(value, cls):
+            return value
+        text = str(value).strip().lower().replace("_", "-")
+        for member in cls:
+            if member.value == text:
+                return member
+        choices = ", ".join(m.value for m in cls)
+        raise ConfigError(f"{value!r} is not a valid {cls.__name__.lower()}; choose one of: {choices}")
+
+
+class Metric(_StrEnum):
+    """Similarity measure optimised by an intensity engine."""
+
+    MATTES = "mattes"  #: Mattes mutual information (multimodal; default)
+    MI = "mi"  #: joint-histogram mutual information
+    NCC = "ncc"  #: normalised correlation (monomodal)
+    MSE = "mse"  #: mean squares (same modality and scaling)
+    ECC = "ecc"  #: enhanced correlation coefficient (Evangelidis & Psarakis 2008)
+
+
+class Optimizer(_StrEnum):
+    """Optimiser driving an intensity engine."""
+
+    GRADIENT_DESCENT = "gradient-descent"
+    REGULAR_STEP = "regular-step"
+    LBFGSB = "lbfgsb"
+    GAUSS_NEWTON = "gauss-newton"  #: ECC engine
+
+
+class TransformModel(_StrEnum):
+    """The transform family a stage estimates."""
+
+    TRANSLATION = "translation"
+    RIGID = "rigid"
+    SIMILARITY = "similarity"
+    AFFINE = "affine"
+    BSPLINE = "bspline"
+    HOMOGRAPHY = "homography"
+
+
+class Interpolation(_StrEnum):
+    """How :func:`coregister.apply` samples the moving image."""
+
+    LINEAR = "linear"
+    BSPLINE = "bspline"
+    NEAREST = "nearest"
+    LABEL_GAUSSIAN = "label-gaussian"
+
+
+class Initialisation(_StrEnum):
+    """How the first stage's starting transform is found."""
+
+    NONE = "none"  #: identity (or the given initial transform)
+    GEOMETRY = "geometry"  #: align the image centres
+    MOMENTS = "moments"  #: align the centres of mass
+    PHASE = "phase"  #: translation from phase correlation
+    FEATURES = "features"  #: 2D: feature matching (ORB/SIFT + RANSAC)
+
+
+class EngineName(_StrEnum):
+    """The engine that produced (or should produce) a transform."""
+
+    AUTO = "auto"
+    SITK = "sitk"
+    ECC = "ecc"
+    OPENCV_ECC = "opencv-ecc"
+    FEATURES = "features"
+    PHASE = "phase"
+
+
+ProgressCallback = Callable[[str, int, int, float], None]
+"""``progress(stage, level, iteration, metric)``: called from the engines' iteration events."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a registration: a transform model optimised over a resolution pyramid.
+
+    ``None`` for ``shrink_factors``/``smoothing_sigmas_mm`` means "chosen from
+    the image size and spacing".
+    """
+
+    model: TransformModel = TransformModel.RIGID
+    metric: Metric = Metric.MATTES
+    optimizer: Optimizer = Optimizer.REGULAR_STEP
+    shrink_factors: tuple[int, ...] | None = None
+    smoothing_sigmas_mm: tuple[float, ...] | None = None
+    iterations: int = 200
+    learning_rate: float | None = None
+    min_step: float = 1e-4
+    convergence_window: int = 10
+    convergence_min_value: float = 1e-6
+    sampling_fraction: float = 0.1
+    histogram_bins: int = 32
+    bspline_mesh_mm: float = 40.0
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def replace(self, **changes: Any) -> Stage:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationConfig:
+    """Everything that decides a registration's outcome, besides the images.
+
+    Same config, same images, same seed: same transform.
+    """
+
+    stages: tuple[Stage, ...] = (Stage(),)
+    initialisation: Initialisation = Initialisation.GEOMETRY
+    rotation_search: bool = False
+    engine: EngineName = EngineName.AUTO
+    seed: int = 0
+    threads: int | None = None
+    name: str = "custom"
+
+    def replace(self, **changes: Any) -> RegistrationConfig:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (enums as their values)."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            if isinstance(value, tuple | list):
+                return [convert(v) for v in value]
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return value
+
+        return convert(self)

@@ -1,0 +1,232 @@
+"""The coordinate crossings that bite, each converted in exactly one place.
+
+* NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`.
+* GDAL/rasterio geotransforms address pixel corners, ITK addresses pixel
+  centres: :func:`geotransform_to_geometry` and :func:`geometry_to_geotransform`.
+* nibabel arrays are indexed ``(i, j, k[, t])``, ours ``(z, y, x[, c])``:
+  :func:`ijk_to_zyx` and :func:`zyx_to_ijk`.
+* Origin, spacing and direction versus the homogeneous world-from-index
+  matrix: :func:`affine_from_geometry` and :func:`geometry_from_affine`.
+
+Index vectors are always in ITK order ``(x, y[, z])`` (column first); array
+axes are always in numpy order ``(z, y, x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from affine import Affine
+
+from coregister.errors import GeometryError
+
+__all__ = [
+    "affine_from_geometry",
+    "flip_ras_lps",
+    "geometry_from_affine",
+    "geometry_to_geotransform",
+    "geotransform_to_geometry",
+    "ijk_to_zyx",
+    "orientation_code",
+    "zyx_to_ijk",
+]
+
+_LPS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def flip_ras_lps(affine: np.ndarray) -> np.ndarray:
+    """Convert a 4x4 world-from-index affine between RAS and LPS.
+
+    The flip negates the first two world axes; it is its own inverse, so the
+    same call converts RAS to LPS and LPS to RAS.
+
+    Parameters
+    ----------
+    affine : ndarray, shape (4, 4)
+        Homogeneous world-from-index matrix.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        The matrix in the other world convention.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ras = np.eye(4); ras[:3, 3] = [10, 20, 30]
+    >>> flip_ras_lps(ras)[:3, 3].tolist()
+    [-10.0, -20.0, 30.0]
+    >>> np.array_equal(flip_ras_lps(flip_ras_lps(ras)), ras)
+    True
+    """
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        raise GeometryError(f"expected a 4x4 affine, got shape {affine.shape}; pass the NIfTI/ITK homogeneous matrix")
+    return _LPS_FLIP @ affine
+
+
+def affine_from_geometry(
+    origin: Sequence[float], spacing: Sequence[float], direction: np.ndarray
+) -> np.ndarray:
+    """Build the homogeneous world-from-index matrix ``world = o + D S i``.
+
+    Parameters
+    ----------
+    origin : sequence of float
+        World position of the centre of index 0.
+    spacing : sequence of float
+        Positive sample distance along each index axis.
+    direction : ndarray, shape (d, d)
+        Columns are the world directions of the index axes.
+
+    Returns
+    -------
+    ndarray, shape (d + 1, d + 1)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> affine_from_geometry([1.0, 2.0], [0.5, 2.0], np.eye(2)).tolist()
+    [[0.5, 0.0, 1.0], [0.0, 2.0, 2.0], [0.0, 0.0, 1.0]]
+    """
+    origin = np.asarray(origin, dtype=float)
+    spacing = np.asarray(spacing, dtype=float)
+    direction = np.asarray(direction, dtype=float)
+    ndim = origin.size
+    out = np.eye(ndim + 1)
+    out[:ndim, :ndim] = direction * spacing[np.newaxis, :]
+    out[:ndim, ndim] = origin
+    return out
+
+
+def geometry_from_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a world-from-index matrix into origin, spacing and direction.
+
+    Spacing is the length of each column; the direction keeps the columns'
+    orientation (so a reflected grid keeps its sign in the direction).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> o, s, d = geometry_from_affine(np.array([[0.0, -2.0, 5.0], [3.0, 0.0, 6.0], [0, 0, 1]]))
+    >>> o.tolist(), s.tolist(), d.tolist()
+    ([5.0, 6.0], [3.0, 2.0], [[0.0, -1.0], [1.0, 0.0]])
+    """
+    affine = np.asarray(affine, dtype=float)
+    ndim = affine.shape[0] - 1
+    linear = affine[:ndim, :ndim]
+    spacing = np.linalg.norm(linear, axis=0)
+    if np.any(spacing == 0) or not np.all(np.isfinite(spacing)):
+        raise GeometryError(f"degenerate affine: column lengths {spacing.tolist()}; every index axis needs a non-zero step")
+    direction = linear / spacing[np.newaxis, :]
+    return affine[:ndim, ndim].copy(), spacing, direction
+
+
+def geotransform_to_geometry(transform: Affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Convert a GDAL/rasterio geotransform (pixel corners) to ITK geometry (pixel centres).
+
+    The origin is the geotransform applied to ``(0.5, 0.5)``: the centre of
+    the top-left pixel. A north-up raster has a negative row step, which
+    becomes a ``-1`` in the direction; a rotated geotransform gives a
+    non-diagonal direction.
+
+    Parameters
+    ----------
+    transform : affine.Affine
+        Maps ``(col, row)`` of pixel corners to map ``(x, y)``.
+
+    Returns
+    -------
+    origin, spacing, direction : ndarray
+        In ITK index order ``(x=col, y=row)``.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> o, s, d = geotransform_to_geometry(Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0))
+    >>> o.tolist(), s.tolist(), d.tolist()
+    ([1015.0, 4985.0], [30.0, 30.0], [[1.0, 0.0], [0.0, -1.0]])
+    """
+    centre = transform @ Affine.translation(0.5, 0.5)
+    matrix = np.array([[centre.a, centre.b, centre.c], [centre.d, centre.e, centre.f], [0.0, 0.0, 1.0]])
+    return geometry_from_affine(matrix)
+
+
+def geometry_to_geotransform(
+    origin: Sequence[float], spacing: Sequence[float], direction: np.ndarray
+) -> Affine:
+    """Convert 2D ITK geometry (pixel centres) back to a GDAL geotransform (pixel corners).
+
+    Inverse of :func:`geotransform_to_geometry`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> geometry_to_geotransform([1015.0, 4985.0], [30.0, 30.0], np.diag([1.0, -1.0]))
+    Affine(30.0, 0.0, 1000.0,
+           0.0, -30.0, 5000.0)
+    """
+    matrix = affine_from_geometry(origin, spacing, direction)
+    if matrix.shape != (3, 3):
+        raise GeometryError(f"a geotransform is 2D; got a {matrix.shape[0] - 1}D geometry")
+    centre = Affine(*matrix[0], *matrix[1])
+    return centre @ Affine.translation(-0.5, -0.5)
+
+
+def ijk_to_zyx(array: np.ndarray, spatial_ndim: int = 3) -> np.ndarray:
+    """Reorder a nibabel-style ``(i, j, k, ...)`` array to ``(z, y, x, ...)``.
+
+    Trailing non-spatial axes (time, channels) stay at the end. Returns a view.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ijk_to_zyx(np.zeros((2, 3, 4, 5))).shape
+    (4, 3, 2, 5)
+    """
+    order = list(range(spatial_ndim))[::-1] + list(range(spatial_ndim, array.ndim))
+    return np.transpose(array, order)
+
+
+def zyx_to_ijk(array: np.ndarray, spatial_ndim: int = 3) -> np.ndarray:
+    """Inverse of :func:`ijk_to_zyx` (the same axis reversal).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> zyx_to_ijk(np.zeros((4, 3, 2, 5))).shape
+    (2, 3, 4, 5)
+    """
+    return ijk_to_zyx(array, spatial_ndim)
+
+
+_AXIS_LETTERS = {"LPS": (("L", "R"), ("P", "A"), ("S", "I"))}
+
+
+def orientation_code(direction: np.ndarray) -> str:
+    """Name the world axis each index axis points to, in the LPS world (ITK's convention).
+
+    ITK's code gives, for each index axis (x, y, z), the world direction it
+    increases towards; an identity direction is ``"LPS"``, a NIfTI-style RAS
+    volume read into LPS is ``"RAS"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> orientation_code(np.eye(3))
+    'LPS'
+    >>> orientation_code(np.diag([-1.0, -1.0, 1.0]))
+    'RAS'
+    >>> orientation_code(np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]]))
+    'PSL'
+    """
+    direction = np.asarray(direction, dtype=float)
+    ndim = direction.shape[0]
+    letters = _AXIS_LETTERS["LPS"][:ndim]
+    code = []
+    for column in direction.T:
+        world_axis = int(np.argmax(np.abs(column)))
+        positive, negative = letters[world_axis]
+        code.append(positive if column[world_axis] > 0 else negative)
+    return "".join(code)

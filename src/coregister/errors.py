@@ -1,0 +1,71 @@
+"""Errors and warnings raised by coregister.
+
+Every error derives from :class:`CoregisterError` and from the builtin it
+refines, so ``except ValueError`` keeps working for callers who do not know
+this package. Messages name the offending value and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousSeriesError",
+    "ConfigError",
+    "CoregisterError",
+    "CoregisterWarning",
+    "DataNotFoundError",
+    "GeometryError",
+    "GeometryWarning",
+    "NonUniformSpacingError",
+    "QualityWarning",
+    "RegistrationFailed",
+    "UnreadableInputError",
+    "UnsupportedFormatError",
+]
+
+
+class CoregisterError(Exception):
+    """Root of every error raised by coregister."""
+
+
+class ConfigError(CoregisterError, ValueError):
+    """An option or configuration value is invalid."""
+
+
+class UnreadableInputError(CoregisterError, OSError):
+    """An input path is missing, empty, truncated or corrupt."""
+
+
+class UnsupportedFormatError(CoregisterError, ValueError):
+    """A file's format is not one coregister reads or writes."""
+
+
+class AmbiguousSeriesError(CoregisterError, ValueError):
+    """A DICOM folder holds several series and none was chosen."""
+
+
+class GeometryError(CoregisterError, ValueError):
+    """Spatial geometry is inconsistent, degenerate or mismatched."""
+
+
+class NonUniformSpacingError(GeometryError):
+    """Slices of a DICOM series are not evenly spaced."""
+
+
+class RegistrationFailed(CoregisterError, RuntimeError):
+    """A registration could not produce any transform."""
+
+
+class DataNotFoundError(CoregisterError, FileNotFoundError):
+    """A test or example data set is not where it was expected."""
+
+
+class CoregisterWarning(UserWarning):
+    """Root of every warning issued by coregister."""
+
+
+class GeometryWarning(CoregisterWarning):
+    """Geometry was read with an assumption the user should know about."""
+
+
+class QualityWarning(CoregisterWarning):
+    """A registration ran but its result failed a quality check."""

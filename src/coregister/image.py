@@ -1,0 +1,300 @@
+"""The one image type: an array with its world geometry and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from pyproj import CRS
+
+from coregister.conventions import affine_from_geometry, orientation_code
+from coregister.errors import GeometryError
+
+__all__ = ["SpatialImage"]
+
+
+def _frozen_array(array: Any) -> np.ndarray:
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class SpatialImage:
+    """An image and the geometry that places it in the world.
+
+    Parameters
+    ----------
+    array : ndarray
+        Pixel values, C order, axes ``(z, y, x)`` for volumes and ``(y, x)``
+        for planes, with an optional trailing channel/band/time axis. Values
+        are what users mean (rescale slope and intercept already applied).
+        Stored read-only; :meth:`replace` makes a new image.
+    origin : sequence of float
+        World position of the centre of the first pixel, in ITK index order
+        ``(x, y[, z])``. Medical images: LPS millimetres. Rasters: map units
+        of ``crs`` at the pixel centre.
+    spacing : sequence of float
+        Positive pixel size along ``(x, y[, z])``.
+    direction : array_like, shape (d, d)
+        Columns are the world directions of the index axes ``x, y[, z]``.
+        Defaults to the identity.
+    crs : pyproj.CRS or anything ``CRS.from_user_input`` takes, optional
+        Coordinate reference system of a geospatial raster; ``None`` otherwise.
+    nodata : float, optional
+        Value that marks pixels without data.
+    mask : ndarray of bool, optional
+        Spatial-shape mask, ``True`` where pixels are valid.
+    meta : mapping, optional
+        What the source format needs to be written back (header fields,
+        rasterio profile, DICOM identifiers). Read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = SpatialImage(np.zeros((4, 5, 6), np.int16), origin=(1.0, 2.0, 3.0), spacing=(0.5, 0.5, 2.0))
+    >>> img.ndim, img.shape, img.size
+    (3, (4, 5, 6), (6, 5, 4))
+    >>> img.index_to_world([[1, 0, 1]]).tolist()
+    [[1.5, 2.0, 5.0]]
+    >>> img.orientation
+    'LPS'
+    >>> SpatialImage.from_sitk(img.to_sitk()).same_geometry(img)
+    True
+    """
+
+    array: np.ndarray
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: np.ndarray = None  # type: ignore[assignment]
+    crs: CRS | None = None
+    nodata: float | None = None
+    mask: np.ndarray | None = None
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        origin = tuple(float(v) for v in self.origin)
+        spacing = tuple(float(v) for v in self.spacing)
+        ndim = len(origin)
+        if ndim not in (2, 3):
+            raise GeometryError(f"origin {origin} has {ndim} values; a SpatialImage is 2D or 3D")
+        if len(spacing) != ndim:
+            raise GeometryError(f"spacing {spacing} has {len(spacing)} values but origin has {ndim}; give one per axis")
+        if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            raise GeometryError(f"spacing {spacing} must be finite and positive; put flips in the direction matrix")
+        if not all(np.isfinite(origin)):
+            raise GeometryError(f"origin {origin} must be finite")
+        direction = np.eye(ndim) if self.direction is None else np.array(self.direction, dtype=float)
+        if direction.size == ndim * ndim:
+            direction = direction.reshape(ndim, ndim)
+        if direction.shape != (ndim, ndim):
+            raise GeometryError(f"direction of shape {direction.shape} does not fit a {ndim}D image; give a {ndim}x{ndim} matrix")
+        if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+            raise GeometryError(f"direction {direction.tolist()} is singular; its columns must be independent unit vectors")
+        array = _frozen_array(self.array)
+        if array.ndim not in (ndim, ndim + 1):
+            raise GeometryError(
+                f"array of shape {array.shape} does not fit a {ndim}D geometry; expected {ndim} spatial axes "
+                "and at most one trailing channel axis"
+            )
+        mask = self.mask
+        if mask is not None:
+            mask = _frozen_array(np.asarray(mask, dtype=bool))
+            if mask.shape != array.shape[:ndim]:
+                raise GeometryError(f"mask shape {mask.shape} differs from the image's spatial shape {array.shape[:ndim]}")
+        crs = None if self.crs is None else CRS.from_user_input(self.crs)
+        nodata = None if self.nodata is None else float(self.nodata)
+        set_ = object.__setattr__
+        set_(self, "array", array)
+        set_(self, "origin", origin)
+        set_(self, "spacing", spacing)
+        set_(self, "direction", _frozen_array(direction))
+        set_(self, "mask", mask)
+        set_(self, "crs", crs)
+        set_(self, "nodata", nodata)
+        set_(self, "meta", MappingProxyType(dict(self.meta)))
+
+    # ----------------------------------------------------------------- shape
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions (2 or 3)."""
+        return len(self.origin)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape in array order ``(z, y, x)`` or ``(y, x)``."""
+        return tuple(self.array.shape[: self.ndim])
+
+    @property
+    def size(self) -> tuple[int, ...]:
+        """Spatial size in ITK index order ``(x, y[, z])``."""
+        return self.shape[::-1]
+
+    @property
+    def has_channels(self) -> bool:
+        """Whether the array carries a trailing channel/band/time axis."""
+        return self.array.ndim == self.ndim + 1
+
+    @property
+    def n_channels(self) -> int:
+        """Length of the trailing channel axis (1 when there is none)."""
+        return self.array.shape[-1] if self.has_channels else 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The array's dtype."""
+        return self.array.dtype
+
+    # -------------------------------------------------------------- geometry
+    @property
+    def affine(self) -> np.ndarray:
+        """Homogeneous world-from-index matrix (index in ITK order ``(x, y[, z])``)."""
+        return affine_from_geometry(self.origin, self.spacing, self.direction)
+
+    @property
+    def orientation(self) -> str:
+        """ITK orientation code of the direction (``"LPS"`` for identity); for 2D rasters, e.g. ``"LS"``."""
+        return orientation_code(self.direction)
+
+    @property
+    def is_geospatial(self) -> bool:
+        """True when the image carries a coordinate reference system."""
+        return self.crs is not None
+
+    def index_to_world(self, indices: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """Map continuous indices ``(x, y[, z])`` to world points.
+
+        Parameters
+        ----------
+        indices : array_like, shape (n, d)
+
+        Returns
+        -------
+        ndarray, shape (n, d)
+        """
+        indices = np.atleast_2d(np.asarray(indices, dtype=float))
+        affine = self.affine
+        return indices @ affine[:-1, :-1].T + affine[:-1, -1]
+
+    def world_to_index(self, points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+        """Map world points to continuous indices ``(x, y[, z])`` (inverse of :meth:`index_to_world`)."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        affine = self.affine
+        return np.linalg.solve(affine[:-1, :-1], (points - affine[:-1, -1]).T).T
+
+    def world_grid(self) -> np.ndarray:
+        """World coordinates of every pixel centre, shape ``spatial shape + (d,)`` (axes in array order)."""
+        axes = [np.arange(n, dtype=float) for n in self.shape]
+        grids = np.meshgrid(*axes, indexing="ij")  # (z, y, x) order
+        index = np.stack(grids[::-1], axis=-1).reshape(-1, self.ndim)
+        return self.index_to_world(index).reshape(*self.shape, self.ndim)
+
+    def same_geometry(self, other: SpatialImage, *, atol: float = 1e-6) -> bool:
+        """Whether ``other`` has the same grid (shape, origin, spacing, direction) within ``atol``."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.origin, other.origin, atol=atol, rtol=0)
+            and np.allclose(self.spacing, other.spacing, atol=atol, rtol=0)
+            and np.allclose(self.direction, other.direction, atol=atol, rtol=0)
+        )
+
+    def valid_mask(self) -> np.ndarray:
+        """Boolean spatial mask of usable pixels: ``mask``, not ``nodata``, finite in every channel."""
+        values = self.array
+        valid = np.ones(self.shape, dtype=bool) if self.mask is None else np.array(self.mask)
+        if np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.complexfloating):
+            finite = np.isfinite(values)
+            valid &= finite.all(axis=-1) if self.has_channels else finite
+        if self.nodata is not None:
+            is_nodata = values == self.nodata if not np.isnan(self.nodata) else np.isnan(values)
+            valid &= ~(is_nodata.all(axis=-1) if self.has_channels else is_nodata)
+        return valid
+
+    # ------------------------------------------------------------- derived
+    def replace(self, **changes: Any) -> SpatialImage:
+        """Return a copy with some fields replaced (``dataclasses.replace``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> img = SpatialImage(np.zeros((2, 3)), origin=(0, 0), spacing=(1, 1))
+        >>> img.replace(origin=(5, 6)).origin
+        (5.0, 6.0)
+        """
+        return dataclasses.replace(self, **changes)
+
+    def channel(self, index: int) -> SpatialImage:
+        """One channel of a multi-channel image as a single-channel image."""
+        if not self.has_channels:
+            if index != 0:
+                raise IndexError(f"channel {index} of a single-channel image; only channel 0 exists")
+            return self
+        return self.replace(array=self.array[..., index])
+
+    # ------------------------------------------------------------- SimpleITK
+    @classmethod
+    def from_sitk(
+        cls,
+        image: sitk.Image,
+        *,
+        crs: Any = None,
+        nodata: float | None = None,
+        mask: np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> SpatialImage:
+        """Wrap a ``SimpleITK.Image``; geometry is copied exactly.
+
+        A vector image becomes an array with a trailing channel axis. A 4D
+        SimpleITK image is refused: split it into 3D volumes first.
+        """
+        if image.GetDimension() not in (2, 3):
+            raise GeometryError(
+                f"SimpleITK image of dimension {image.GetDimension()}; coregister images are 2D or 3D "
+                "(use a trailing channel axis for time series)"
+            )
+        return cls(
+            sitk.GetArrayFromImage(image),
+            origin=image.GetOrigin(),
+            spacing=image.GetSpacing(),
+            direction=np.array(image.GetDirection()).reshape(image.GetDimension(), -1),
+            crs=crs,
+            nodata=nodata,
+            mask=mask,
+            meta=meta or {},
+        )
+
+    def to_sitk(self) -> sitk.Image:
+        """Convert to ``SimpleITK.Image`` with exactly the same geometry.
+
+        Boolean arrays become ``uint8``; a channel axis becomes a vector image.
+        """
+        array = self.array
+        if array.dtype == bool:
+            array = array.astype(np.uint8)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=self.has_channels)
+        image.SetOrigin(self.origin)
+        image.SetSpacing(self.spacing)
+        image.SetDirection(tuple(float(v) for v in self.direction.ravel()))
+        return image
+
+    def __repr__(self) -> str:
+        extra = []
+        if self.has_channels:
+            extra.append(f"channels={self.n_channels}")
+        if self.crs is not None:
+            extra.append(f"crs={self.crs.to_string()!r}")
+        if self.nodata is not None:
+            extra.append(f"nodata={self.nodata:g}")
+        if self.mask is not None:
+            extra.append("mask")
+        tail = (", " + ", ".join(extra)) if extra else ""
+        origin = ", ".join(f"{v:.6g}" for v in self.origin)
+        spacing = ", ".join(f"{v:.6g}" for v in self.spacing)
+        return (
+            f"SpatialImage(size={self.size}, dtype={self.dtype}, origin=({origin}), spacing=({spacing}), "
+            f"orientation={self.orientation!r}{tail})"
+        )

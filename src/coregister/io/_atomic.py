@@ -1,0 +1,55 @@
+"""Atomic output: write to a temporary file beside the target, then rename it into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from coregister.errors import UnreadableInputError
+
+__all__ = ["atomic_path"]
+
+
+def _full_suffix(path: Path) -> str:
+    """``.nii.gz`` for ``a.nii.gz``; the last suffix otherwise (keeps writers' format detection working)."""
+    suffixes = path.suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in (".gz", ".bz2", ".zst"):
+        return "".join(suffixes[-2:])
+    return path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it to ``path`` when the block succeeds.
+
+    The temporary name keeps the target's suffix (``.nii.gz``, ``.tif``) so
+    that libraries choosing a format by extension choose the right one. On
+    any exception the temporary file is removed and the target is untouched:
+    a failed run leaves no half-written file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{_full_suffix(target)}", dir=folder)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

@@ -1,0 +1,822 @@
+"""Spatial transforms as immutable values.
+
+Every transform here maps points of the **fixed** space to the **moving**
+space, as ITK does: that is the direction resampling needs (for each output
+pixel of the fixed grid, where to read in the moving image). To carry a
+landmark from the moving image into the fixed image, use the inverse.
+
+A :class:`Composite` applies its **last** transform first, as ITK's
+``CompositeTransform`` does; ``a @ b`` means "apply ``b``, then ``a``".
+
+Linear transforms share one parametrisation, ``y = A (x - c) + c + t``
+(matrix ``A``, centre ``c``, translation ``t``), which is ITK's
+``MatrixOffsetTransformBase``. Conversion to and from SimpleITK is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import SimpleITK as sitk
+
+from coregister.errors import CoregisterError, GeometryError, UnreadableInputError, UnsupportedFormatError
+
+__all__ = [
+    "Affine",
+    "BSpline",
+    "Composite",
+    "Homography",
+    "LinearTransform",
+    "Rigid",
+    "Similarity",
+    "Transform",
+    "Translation",
+    "decompose",
+    "from_dict",
+    "from_sitk",
+    "read_transform",
+]
+
+_ITK_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat", ".xfm")
+
+
+def _vector(values: Any, ndim: int | None, name: str) -> np.ndarray:
+    out = np.array(values, dtype=float).reshape(-1)
+    if ndim is not None and out.size != ndim:
+        raise GeometryError(f"{name} {out.tolist()} has {out.size} values; expected {ndim}")
+    if not np.all(np.isfinite(out)):
+        raise GeometryError(f"{name} {out.tolist()} is not finite")
+    out.flags.writeable = False
+    return out
+
+
+def _matrix(values: Any, ndim: int | None, name: str = "matrix") -> np.ndarray:
+    out = np.array(values, dtype=float)
+    if ndim is None:
+        ndim = int(round(math.sqrt(out.size)))
+    out = out.reshape(ndim, ndim)
+    if not np.all(np.isfinite(out)):
+        raise GeometryError(f"{name} {out.tolist()} is not finite")
+    out.flags.writeable = False
+    return out
+
+
+def _points(points: Any, ndim: int) -> tuple[np.ndarray, bool]:
+    arr = np.asarray(points, dtype=float)
+    single = arr.ndim == 1
+    arr = np.atleast_2d(arr)
+    if arr.shape[-1] != ndim:
+        raise GeometryError(f"points of shape {np.shape(points)} do not fit a {ndim}D transform; give (n, {ndim}) coordinates")
+    return arr, single
+
+
+def rotation_matrix(angles_rad: float | Sequence[float]) -> np.ndarray:
+    """Rotation matrix from an angle (2D) or Euler angles ``(x, y, z)`` (3D, ``R = Rz Ry Rx``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.round(rotation_matrix(np.pi / 2), 12).tolist()
+    [[0.0, -1.0], [1.0, 0.0]]
+    """
+    angles = np.atleast_1d(np.asarray(angles_rad, dtype=float))
+    if angles.size == 1:
+        c, s = math.cos(angles[0]), math.sin(angles[0])
+        return np.array([[c, -s], [s, c]])
+    if angles.size != 3:
+        raise GeometryError(f"angles {angles.tolist()}: give one angle (2D) or three (3D, about x, y, z)")
+    ax, ay, az = angles
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _rotation_angles(rotation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rotation_matrix` (radians)."""
+    if rotation.shape == (2, 2):
+        return np.array([math.atan2(rotation[1, 0], rotation[0, 0])])
+    sy = -rotation[2, 0]
+    ay = math.asin(max(-1.0, min(1.0, sy)))
+    if abs(sy) < 1 - 1e-12:
+        ax = math.atan2(rotation[2, 1], rotation[2, 2])
+        az = math.atan2(rotation[1, 0], rotation[0, 0])
+    else:  # gimbal lock: put everything into z
+        ax = 0.0
+        az = math.atan2(-rotation[0, 1], rotation[1, 1])
+    return np.array([ax, ay, az])
+
+
+def decompose(matrix: np.ndarray) -> dict[str, Any]:
+    """Decompose a linear map as ``A = R K`` with ``R`` a rotation and ``K`` upper triangular.
+
+    The diagonal of ``K`` gives the scales along the (rotated) axes, its
+    off-diagonal terms divided by the scales the shears. A reflection shows
+    as ``reflection: True`` with the first scale made negative.
+
+    Returns
+    -------
+    dict
+        ``angles_deg`` (one angle in 2D; about x, y, z for ``R = Rz Ry Rx`` in
+        3D), ``scales``, ``shears`` (xy[, xz, yz]), ``reflection``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = decompose(rotation_matrix(np.deg2rad(30)) @ np.diag([2.0, 0.5]))
+    >>> np.round(d["angles_deg"], 6).tolist(), np.round(d["scales"], 6).tolist(), d["shears"]
+    ([30.0], [2.0, 0.5], [0.0])
+    """
+    a = np.asarray(matrix, dtype=float)
+    q, r = np.linalg.qr(a)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    q = q * signs[np.newaxis, :]
+    r = r * signs[:, np.newaxis]
+    reflection = bool(np.linalg.det(q) < 0)
+    if reflection:
+        q[:, 0] = -q[:, 0]
+        r[0, :] = -r[0, :]
+    scales = np.diag(r).copy()
+    shear_terms = [r[i, j] / r[i, i] for i in range(a.shape[0]) for j in range(i + 1, a.shape[0])]
+    return {
+        "angles_deg": [float(v) for v in np.rad2deg(_rotation_angles(q))],
+        "scales": [float(v) for v in scales],
+        "shears": [float(round(v, 15)) + 0.0 for v in shear_terms],
+        "reflection": reflection,
+    }
+
+
+def _rotation(values: Any) -> np.ndarray:
+    rotation = _matrix(values, None, "rotation")
+    if not np.allclose(rotation @ rotation.T, np.eye(rotation.shape[0]), atol=1e-6) or np.linalg.det(rotation) < 0:
+        raise GeometryError(f"rotation {rotation.tolist()} is not a proper rotation; use Affine for general matrices")
+    return rotation
+
+
+def _set_translation_center(obj: Any, ndim: int) -> None:
+    for name in ("translation", "center"):
+        value = getattr(obj, name)
+        object.__setattr__(obj, name, _vector(np.zeros(ndim) if value is None else value, ndim, name))
+
+
+class Transform(ABC):
+    """A map from fixed-space points to moving-space points (ITK's direction)."""
+
+    kind: ClassVar[str] = "transform"
+
+    @property
+    @abstractmethod
+    def ndim(self) -> int:
+        """Number of spatial dimensions."""
+
+    @property
+    def is_linear(self) -> bool:
+        """True for transforms that are a matrix and an offset."""
+        return False
+
+    @abstractmethod
+    def to_sitk(self) -> sitk.Transform:
+        """Convert to a SimpleITK transform that maps points identically."""
+
+    def transform_points(self, points: Any) -> np.ndarray:
+        """Map fixed-space points ``(n, d)`` (world units) to moving space."""
+        arr, single = _points(points, self.ndim)
+        tx = self.to_sitk()
+        out = np.array([tx.TransformPoint(tuple(p)) for p in arr])
+        return out[0] if single else out
+
+    def inverse(self) -> Transform:
+        """The transform mapping moving-space points back to fixed space."""
+        raise CoregisterError(
+            f"{type(self).__name__} has no closed-form inverse; map moving-space points with "
+            "coregister.transform_points(..., inverse=True), which inverts numerically"
+        )
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description; :func:`from_dict` reads it back."""
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __matmul__(self, other: Transform) -> Transform:
+        """``a @ b``: apply ``b`` first, then ``a`` (as a point map)."""
+        if not isinstance(other, Transform):
+            return NotImplemented
+        if self.ndim != other.ndim:
+            raise GeometryError(f"cannot compose a {self.ndim}D transform with a {other.ndim}D one")
+        if isinstance(self, LinearTransform) and isinstance(other, LinearTransform):
+            h = self.homogeneous @ other.homogeneous
+            return Affine(h[:-1, :-1], h[:-1, -1])
+        parts: list[Transform] = []
+        for t in (self, other):
+            parts.extend(t.transforms if isinstance(t, Composite) else [t])
+        return Composite(tuple(parts))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the transform: ITK ``.tfm``/``.txt``/``.h5``/``.mat`` or ``.json``.
+
+        The file is written atomically (a temporary file renamed into place).
+        ITK files load in ``SimpleITK.ReadTransform``, ANTs and 3D Slicer.
+        """
+        from coregister.io._atomic import atomic_path
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            with atomic_path(path) as tmp:
+                tmp.write_text(self.to_json(indent=2))
+        elif suffix in _ITK_SUFFIXES:
+            with atomic_path(path) as tmp:
+                sitk.WriteTransform(self.to_sitk(), str(tmp))
+        else:
+            raise UnsupportedFormatError(
+                f"cannot write a transform to {str(path)!r}: use .tfm, .txt, .h5, .mat (ITK) or .json"
+            )
+        return path
+
+
+class LinearTransform(Transform):
+    """Common base of linear transforms: ``y = A (x - c) + c + t``.
+
+    Subclasses provide ``matrix`` (``A``, d x d), ``translation`` (``t``) and
+    ``center`` (``c``).
+    """
+
+    matrix: np.ndarray
+    translation: np.ndarray
+    center: np.ndarray
+
+    @property
+    def is_linear(self) -> bool:
+        return True
+
+    @property
+    def ndim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def offset(self) -> np.ndarray:
+        """``o`` in ``y = A x + o``."""
+        return self.translation + self.center - self.matrix @ self.center
+
+    @property
+    def homogeneous(self) -> np.ndarray:
+        """The (d+1) x (d+1) world matrix of the point map."""
+        h = np.eye(self.ndim + 1)
+        h[:-1, :-1] = self.matrix
+        h[:-1, -1] = self.offset
+        return h
+
+    def transform_points(self, points: Any) -> np.ndarray:
+        arr, single = _points(points, self.ndim)
+        out = arr @ self.matrix.T + self.offset
+        return out[0] if single else out
+
+    def inverse(self) -> LinearTransform:
+        inv = np.linalg.inv(self.matrix)
+        return Affine(inv, -inv @ self.offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "ndim": self.ndim,
+            "fixed_to_moving": True,
+            "matrix": self.matrix.tolist(),
+            "translation": self.translation.tolist(),
+            "center": self.center.tolist(),
+            "world_matrix": self.homogeneous.tolist(),
+            "decomposition": decompose(self.matrix),
+        }
+
+    def _sitk_common(self, tx: sitk.Transform) -> sitk.Transform:
+        tx.SetCenter(tuple(self.center.tolist()))
+        tx.SetTranslation(tuple(self.translation.tolist()))
+        return tx
+
+
+@dataclass(frozen=True, eq=False)
+class Translation(LinearTransform):
+    """A shift: fixed-space point ``x`` maps to ``x + offset`` in moving space.
+
+    Examples
+    --------
+    >>> Translation([1.0, 2.0]).transform_points([[0.0, 0.0]]).tolist()
+    [[1.0, 2.0]]
+    >>> Translation([1.0, 2.0]).inverse().translation.tolist()
+    [-1.0, -2.0]
+    """
+
+    translation: Any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "translation", _vector(self.translation, None, "translation"))
+
+    @property
+    def matrix(self) -> np.ndarray:  # type: ignore[override]
+        return np.eye(self.translation.size)
+
+    @property
+    def center(self) -> np.ndarray:  # type: ignore[override]
+        return np.zeros(self.translation.size)
+
+    def inverse(self) -> Translation:
+        return Translation(-self.translation)
+
+    def to_sitk(self) -> sitk.Transform:
+        return sitk.TranslationTransform(self.ndim, tuple(self.translation.tolist()))
+
+
+@dataclass(frozen=True, eq=False)
+class Rigid(LinearTransform):
+    """A rotation about ``center`` then a translation, mapping fixed-space points to moving space.
+
+    ``y = R (x - center) + center + translation``. Build one from angles
+    with :meth:`from_angles` (one angle in 2D; Euler angles about x, y, z
+    with ``R = Rz Ry Rx`` in 3D).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = Rigid.from_angles(np.deg2rad(90), translation=[1.0, 0.0])
+    >>> np.round(t.transform_points([[1.0, 0.0]]), 12).tolist()
+    [[1.0, 1.0]]
+    >>> np.round(t.angles_deg, 9).tolist()
+    [90.0]
+    """
+
+    rotation: Any
+    translation: Any = None
+    center: Any = None
+
+    def __post_init__(self) -> None:
+        rotation = _rotation(self.rotation)
+        object.__setattr__(self, "rotation", rotation)
+        _set_translation_center(self, rotation.shape[0])
+
+    @classmethod
+    def from_angles(
+        cls, angles_rad: float | Sequence[float], *, translation: Any = None, center: Any = None
+    ) -> Rigid:
+        """Build from an angle (2D) or Euler angles about x, y, z (3D), in radians."""
+        return cls(rotation_matrix(angles_rad), translation, center)
+
+    @property
+    def matrix(self) -> np.ndarray:  # type: ignore[override]
+        return self.rotation
+
+    @property
+    def angles_deg(self) -> np.ndarray:
+        """Rotation angle(s) in degrees (2D: one; 3D: about x, y, z)."""
+        return np.rad2deg(_rotation_angles(self.rotation))
+
+    def inverse(self) -> Rigid:
+        rt = self.rotation.T
+        return Rigid(rt, -rt @ self.offset)
+
+    def to_sitk(self) -> sitk.Transform:
+        tx = sitk.Euler2DTransform() if self.ndim == 2 else sitk.Euler3DTransform()
+        tx.SetCenter(tuple(self.center.tolist()))
+        tx.SetMatrix(tuple(self.rotation.ravel().tolist()), 1e-6)
+        tx.SetTranslation(tuple(self.translation.tolist()))
+        return tx
+
+
+@dataclass(frozen=True, eq=False)
+class Similarity(LinearTransform):
+    """An isotropic scaling and rotation about ``center``, then a translation (fixed -> moving).
+
+    ``y = s R (x - center) + center + translation``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = Similarity(2.0, np.eye(2), translation=[1.0, 1.0])
+    >>> t.transform_points([[1.0, 0.0]]).tolist()
+    [[3.0, 1.0]]
+    >>> t.inverse().transform_points([[3.0, 1.0]]).tolist()
+    [[1.0, 0.0]]
+    """
+
+    scale: float
+    rotation: Any
+    translation: Any = None
+    center: Any = None
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise GeometryError(f"scale {self.scale} must be positive; a reflection needs Affine")
+        rotation = _rotation(self.rotation)
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "rotation", rotation)
+        _set_translation_center(self, rotation.shape[0])
+
+    @classmethod
+    def from_angles(
+        cls, scale: float, angles_rad: float | Sequence[float], *, translation: Any = None, center: Any = None
+    ) -> Similarity:
+        """Build from a scale and an angle (2D) or Euler angles about x, y, z (3D), in radians."""
+        return cls(scale, rotation_matrix(angles_rad), translation, center)
+
+    @property
+    def matrix(self) -> np.ndarray:  # type: ignore[override]
+        return self.scale * self.rotation
+
+    def inverse(self) -> Similarity:
+        rt = self.rotation.T
+        return Similarity(1.0 / self.scale, rt, -(rt @ self.offset) / self.scale)
+
+    def to_sitk(self) -> sitk.Transform:
+        tx = sitk.Similarity2DTransform() if self.ndim == 2 else sitk.Similarity3DTransform()
+        tx.SetCenter(tuple(self.center.tolist()))
+        tx.SetMatrix(tuple(self.rotation.ravel().tolist()), 1e-6)  # sets scale 1
+        tx.SetScale(self.scale)
+        tx.SetTranslation(tuple(self.translation.tolist()))
+        return tx
+
+
+@dataclass(frozen=True, eq=False)
+class Affine(LinearTransform):
+    """A general linear map and translation (fixed -> moving): ``y = A (x - center) + center + translation``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = Affine([[2.0, 0.0], [0.0, 1.0]], [1.0, 0.0])
+    >>> t.transform_points([[1.0, 1.0]]).tolist()
+    [[3.0, 1.0]]
+    >>> np.allclose(t.inverse().transform_points([[3.0, 1.0]]), [[1.0, 1.0]])
+    True
+    """
+
+    matrix: Any
+    translation: Any = None
+    center: Any = None
+
+    def __post_init__(self) -> None:
+        m = _matrix(self.matrix, None)
+        if abs(np.linalg.det(m)) < 1e-12:
+            raise GeometryError(f"matrix {m.tolist()} is singular; a registration transform must be invertible")
+        object.__setattr__(self, "matrix", m)
+        _set_translation_center(self, m.shape[0])
+
+    @classmethod
+    def from_homogeneous(cls, matrix: Any) -> Affine:
+        """Build from a (d+1) x (d+1) homogeneous point map."""
+        h = np.asarray(matrix, dtype=float)
+        return cls(h[:-1, :-1], h[:-1, -1])
+
+    def to_sitk(self) -> sitk.Transform:
+        tx = sitk.AffineTransform(self.ndim)
+        tx.SetMatrix(tuple(self.matrix.ravel().tolist()))
+        return self._sitk_common(tx)
+
+
+@dataclass(frozen=True, eq=False)
+class BSpline(Transform):
+    """A cubic B-spline free-form deformation: fixed-space ``x`` maps to ``x + u(x)`` in moving space.
+
+    The displacement ``u`` is set by control-point coefficients on a grid
+    (one array per world axis), exactly as ITK's ``BSplineTransform`` holds
+    them. Outside the grid's support the displacement is zero.
+
+    Parameters
+    ----------
+    coefficients : ndarray, shape (d, *grid) with grid in array order ``(z, y, x)``
+        Displacement coefficient of each control point along each world axis.
+    grid_origin, grid_spacing : sequence of float
+        Geometry of the control-point grid, ITK order ``(x, y[, z])``.
+    grid_direction : ndarray (d, d)
+        Direction of the control-point grid.
+    order : int
+        Spline order (3).
+    """
+
+    coefficients: Any
+    grid_origin: Any
+    grid_spacing: Any
+    grid_direction: Any = None
+    order: int = 3
+
+    def __post_init__(self) -> None:
+        coeff = np.array(self.coefficients, dtype=float)
+        ndim = coeff.shape[0]
+        if coeff.ndim != ndim + 1 or ndim not in (2, 3):
+            raise GeometryError(f"B-spline coefficients of shape {coeff.shape}: expected (d, *grid) with d in (2, 3)")
+        coeff.flags.writeable = False
+        object.__setattr__(self, "coefficients", coeff)
+        object.__setattr__(self, "grid_origin", _vector(self.grid_origin, ndim, "grid_origin"))
+        object.__setattr__(self, "grid_spacing", _vector(self.grid_spacing, ndim, "grid_spacing"))
+        direction = np.eye(ndim) if self.grid_direction is None else self.grid_direction
+        object.__setattr__(self, "grid_direction", _matrix(direction, ndim, "grid_direction"))
+
+    kind: ClassVar[str] = "bspline"
+
+    @property
+    def ndim(self) -> int:
+        return int(self.coefficients.shape[0])
+
+    def to_sitk(self) -> sitk.Transform:
+        images = []
+        for comp in self.coefficients:
+            img = sitk.GetImageFromArray(np.ascontiguousarray(comp))
+            img.SetOrigin(tuple(self.grid_origin.tolist()))
+            img.SetSpacing(tuple(self.grid_spacing.tolist()))
+            img.SetDirection(tuple(self.grid_direction.ravel().tolist()))
+            images.append(img)
+        return sitk.BSplineTransform(images, self.order)
+
+    @classmethod
+    def _from_sitk(cls, tx: sitk.BSplineTransform) -> BSpline:
+        images = tx.GetCoefficientImages()
+        first = images[0]
+        return cls(
+            np.stack([sitk.GetArrayFromImage(img) for img in images]),
+            first.GetOrigin(),
+            first.GetSpacing(),
+            np.array(first.GetDirection()).reshape(first.GetDimension(), -1),
+            int(tx.GetOrder()),
+        )
+
+    def displacement(self, points: Any) -> np.ndarray:
+        """Displacement ``u(x)`` at fixed-space points."""
+        arr, _ = _points(points, self.ndim)
+        return self.transform_points(arr) - arr
+
+    def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
+        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
+        y, single = _points(points, self.ndim)
+        x = y.copy()
+        for _ in range(max_iterations):
+            x_new = y - self.displacement(x)
+            step = np.max(np.abs(x_new - x)) if x.size else 0.0
+            x = x_new
+            if step < tolerance:
+                break
+        return x[0] if single else x
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "BSpline",
+            "ndim": self.ndim,
+            "fixed_to_moving": True,
+            "order": self.order,
+            "grid_shape": list(self.coefficients.shape[1:]),
+            "grid_origin": self.grid_origin.tolist(),
+            "grid_spacing": self.grid_spacing.tolist(),
+            "grid_direction": self.grid_direction.tolist(),
+            "max_coefficient": float(np.abs(self.coefficients).max()) if self.coefficients.size else 0.0,
+            "coefficients": self.coefficients.tolist(),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Homography(Transform):
+    """A 2D projective map (fixed -> moving): ``[u, v, w] = H [x, y, 1]``, point ``(u / w, v / w)``.
+
+    ITK has no projective transform, so a homography cannot be saved as
+    ``.tfm``; it saves and loads as JSON. Resampling uses OpenCV.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h = Homography(np.array([[1.0, 0, 2], [0, 1, 3], [0, 0, 1]]))
+    >>> h.transform_points([[1.0, 1.0]]).tolist()
+    [[3.0, 4.0]]
+    """
+
+    matrix: Any
+
+    def __post_init__(self) -> None:
+        m = _matrix(self.matrix, 3, "homography")
+        if abs(m[2, 2]) < 1e-15:
+            raise GeometryError(f"homography {m.tolist()} has H[2,2] = 0; normalise it so H[2,2] = 1")
+        m = np.array(m / m[2, 2])
+        m.flags.writeable = False
+        object.__setattr__(self, "matrix", m)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def transform_points(self, points: Any) -> np.ndarray:
+        arr, single = _points(points, 2)
+        h = np.c_[arr, np.ones(len(arr))] @ self.matrix.T
+        out = h[:, :2] / h[:, 2:3]
+        return out[0] if single else out
+
+    def inverse(self) -> Homography:
+        return Homography(np.linalg.inv(self.matrix))
+
+    def to_sitk(self) -> sitk.Transform:
+        raise UnsupportedFormatError(
+            "ITK has no projective transform: a Homography cannot become a SimpleITK transform; "
+            "save it as .json and resample it with coregister.apply"
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        if Path(path).suffix.lower() != ".json":
+            raise UnsupportedFormatError(f"cannot write a Homography to {str(path)!r}: ITK has no projective transform; use .json")
+        return super().save(path)
+
+    def __matmul__(self, other: Transform) -> Transform:
+        if isinstance(other, Homography | LinearTransform) and isinstance(self, Homography | LinearTransform):
+            return Homography(_homogeneous2d(self) @ _homogeneous2d(other))
+        return super().__matmul__(other)
+
+    def __rmatmul__(self, other: Transform) -> Transform:
+        if isinstance(other, LinearTransform):
+            return Homography(_homogeneous2d(other) @ self.matrix)
+        return NotImplemented
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "Homography", "ndim": 2, "fixed_to_moving": True, "matrix": self.matrix.tolist()}
+
+
+def _homogeneous2d(t: Transform) -> np.ndarray:
+    if isinstance(t, Homography):
+        return t.matrix
+    if isinstance(t, LinearTransform) and t.ndim == 2:
+        return t.homogeneous
+    raise GeometryError(f"{type(t).__name__} cannot be combined with a homography")
+
+
+@dataclass(frozen=True, eq=False)
+class Composite(Transform):
+    """A chain of transforms applied **last first**, as ITK's ``CompositeTransform``.
+
+    ``Composite((a, b))`` maps a fixed-space point ``x`` to ``a(b(x))`` in
+    moving space: in a staged registration ``(initial, rigid, affine,
+    bspline)`` the B-spline acts first on fixed-space points.
+
+    Examples
+    --------
+    >>> c = Composite((Translation([1.0, 0.0]), Affine([[2.0, 0.0], [0.0, 2.0]])))
+    >>> c.transform_points([[1.0, 1.0]]).tolist()
+    [[3.0, 2.0]]
+    """
+
+    transforms: tuple[Transform, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        items = tuple(self.transforms)
+        if not items:
+            raise GeometryError("a Composite needs at least one transform")
+        dims = {t.ndim for t in items}
+        if len(dims) != 1:
+            raise GeometryError(f"a Composite mixes dimensions {sorted(dims)}")
+        object.__setattr__(self, "transforms", items)
+
+    @property
+    def ndim(self) -> int:
+        return self.transforms[0].ndim
+
+    @property
+    def is_linear(self) -> bool:
+        return all(t.is_linear for t in self.transforms)
+
+    def transform_points(self, points: Any) -> np.ndarray:
+        arr, single = _points(points, self.ndim)
+        for t in reversed(self.transforms):
+            arr = np.atleast_2d(t.transform_points(arr))
+        return arr[0] if single else arr
+
+    def inverse(self) -> Transform:
+        parts = [t.inverse() for t in self.transforms]  # raises for non-invertible members
+        return Composite(tuple(parts[::-1])) if len(parts) > 1 else parts[0]
+
+    def inverse_points(self, points: Any) -> np.ndarray:
+        """Map moving-space points to fixed space, inverting B-spline members numerically."""
+        arr, single = _points(points, self.ndim)
+        for t in self.transforms:
+            arr = np.atleast_2d(t.inverse_points(arr) if isinstance(t, BSpline) else t.inverse().transform_points(arr))
+        return arr[0] if single else arr
+
+    def flattened(self) -> Transform:
+        """Merge consecutive linear members into one :class:`Affine` (exact)."""
+        merged: list[Transform] = []
+        for t in self.transforms:
+            if merged and isinstance(t, LinearTransform) and isinstance(merged[-1], LinearTransform):
+                merged[-1] = merged[-1] @ t
+            else:
+                merged.append(t)
+        return merged[0] if len(merged) == 1 else Composite(tuple(merged))
+
+    def to_sitk(self) -> sitk.Transform:
+        return sitk.CompositeTransform([t.to_sitk() for t in self.transforms])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "Composite",
+            "ndim": self.ndim,
+            "fixed_to_moving": True,
+            "order": "last applied first (ITK)",
+            "transforms": [t.to_dict() for t in self.transforms],
+        }
+        flat = self.flattened()
+        if isinstance(flat, LinearTransform):
+            out["world_matrix"] = flat.homogeneous.tolist()
+            out["decomposition"] = decompose(flat.matrix)
+        return out
+
+
+# ---------------------------------------------------------------- conversion
+def from_sitk(tx: sitk.Transform) -> Transform:
+    """Convert any SimpleITK transform to a coregister transform value (exact).
+
+    Examples
+    --------
+    >>> import SimpleITK as sitk
+    >>> from_sitk(sitk.TranslationTransform(2, (1.0, 2.0)))
+    Translation(translation=array([1., 2.]))
+    """
+    tx = tx.Downcast() if type(tx) is sitk.Transform else tx
+    name = tx.GetName()
+    ndim = tx.GetDimension()
+    if isinstance(tx, sitk.CompositeTransform):
+        parts = [from_sitk(tx.GetNthTransform(i)) for i in range(tx.GetNumberOfTransforms())]
+        return parts[0] if len(parts) == 1 else Composite(tuple(parts))
+    if isinstance(tx, sitk.TranslationTransform):
+        return Translation(tx.GetOffset())
+    if isinstance(tx, sitk.BSplineTransform):
+        return BSpline._from_sitk(tx)
+    if name == "IdentityTransform":
+        return Translation(np.zeros(ndim))
+    if hasattr(tx, "GetMatrix") and hasattr(tx, "GetTranslation") and hasattr(tx, "GetCenter"):
+        matrix = np.array(tx.GetMatrix()).reshape(ndim, ndim)
+        translation = np.array(tx.GetTranslation())
+        center = np.array(tx.GetCenter())
+        if isinstance(tx, sitk.Euler2DTransform | sitk.Euler3DTransform | sitk.VersorRigid3DTransform):
+            return Rigid(matrix, translation, center)
+        if isinstance(tx, sitk.Similarity2DTransform | sitk.Similarity3DTransform):
+            scale = float(tx.GetScale())
+            return Similarity(scale, matrix / scale, translation, center)
+        return Affine(matrix, translation, center)
+    if isinstance(tx, sitk.DisplacementFieldTransform):
+        raise UnsupportedFormatError(
+            "displacement-field transforms are not transform values yet; resample with SimpleITK directly"
+        )
+    # A generic MatrixOffsetTransformBase (ANTs .mat) downcasts to AffineTransform; anything else is unknown.
+    raise UnsupportedFormatError(f"SimpleITK transform {name!r} has no coregister equivalent")
+
+
+def read_transform(path: str | os.PathLike[str]) -> Transform:
+    """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
+
+    Parameters
+    ----------
+    path : path
+        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file, or coregister ``.json``.
+
+    Returns
+    -------
+    Transform
+        Maps fixed-space points to moving space.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableInputError(f"transform file {str(path)!r} does not exist; check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            return from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UnreadableInputError(f"{str(path)!r} is not a coregister transform JSON file: {exc}") from exc
+    if suffix not in _ITK_SUFFIXES:
+        raise UnsupportedFormatError(f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat or .json")
+    try:
+        tx = sitk.ReadTransform(str(path))
+    except RuntimeError as exc:
+        raise UnreadableInputError(f"SimpleITK cannot read the transform {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
+    return from_sitk(tx)
+
+
+def from_dict(data: dict[str, Any]) -> Transform:
+    """Rebuild a transform from :meth:`Transform.to_dict` output."""
+    kind = data["type"]
+    if kind == "Translation":
+        return Translation(data["translation"])
+    if kind == "Rigid":
+        return Rigid(data["matrix"], data["translation"], data["center"])
+    if kind == "Similarity":
+        scale = float(np.cbrt(np.linalg.det(data["matrix"]))) if data["ndim"] == 3 else float(np.sqrt(np.linalg.det(data["matrix"])))
+        return Similarity(scale, np.asarray(data["matrix"]) / scale, data["translation"], data["center"])
+    if kind == "Affine":
+        return Affine(data["matrix"], data["translation"], data["center"])
+    if kind == "BSpline":
+        return BSpline(data["coefficients"], data["grid_origin"], data["grid_spacing"], data["grid_direction"], data["order"])
+    if kind == "Homography":
+        return Homography(data["matrix"])
+    if kind == "Composite":
+        return Composite(tuple(from_dict(d) for d in data["transforms"]))
+    raise UnsupportedFormatError(f"unknown transform type {kind!r} in JSON")
