@@ -16,6 +16,7 @@ __all__ = [
     "GeometryError",
     "GeometryWarning",
     "NonUniformSpacingError",
+    "OutputExistsError",
     "QualityWarning",
     "RegistrationFailed",
     "UnreadableInputError",
@@ -49,6 +50,10 @@ class GeometryError(CoregisterError, ValueError):
 
 class NonUniformSpacingError(GeometryError):
     """Slices of a DICOM series are not evenly spaced."""
+
+
+class OutputExistsError(CoregisterError, FileExistsError):
+    """Writing would overwrite an input or an existing output the user did not give up."""
 
 
 class RegistrationFailed(CoregisterError, RuntimeError):
