@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousSeriesError",
+    "ChecksumMismatchError",
     "ConfigError",
     "CoregisterError",
     "CoregisterWarning",
@@ -62,6 +63,10 @@ class RegistrationFailed(CoregisterError, RuntimeError):
 
 class DataNotFoundError(CoregisterError, FileNotFoundError):
     """A test or example data set is not where it was expected."""
+
+
+class ChecksumMismatchError(CoregisterError, ValueError):
+    """A downloaded or copied data file does not have the sha256 its manifest records (the file is deleted)."""
 
 
 class CoregisterWarning(UserWarning):

@@ -1,0 +1,65 @@
+"""What commands print: rich tables on a terminal, plain text in pipes, JSON with ``--json``.
+
+Results go to stdout, everything else (logs, progress) to stderr, so
+``coregister ... --json | jq`` always receives clean JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+__all__ = ["echo_json", "json_option", "print_table", "stdout_console"]
+
+
+def json_option(function: Any) -> Any:
+    """``--json``: print the command's result as JSON on stdout instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(function)
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout (numpy scalars and paths converted)."""
+    click.echo(json.dumps(value, indent=2, default=_default))
+
+
+def _default(value: Any) -> Any:
+    import os
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def stdout_console() -> Any:
+    """A rich console on stdout (plain text, no colour codes, when stdout is not a terminal)."""
+    from rich.console import Console
+
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, justify: Sequence[str] | None = None) -> None:
+    """Print a table with rich (``justify``: one of ``left``/``right`` per column)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    last = len(columns) - 1
+    for index, column in enumerate(columns):
+        table.add_column(
+            column,
+            justify=(justify[index] if justify else "left"),  # type: ignore[arg-type]
+            no_wrap=index < last,
+            overflow="fold",
+        )
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    stdout_console().print(table)
