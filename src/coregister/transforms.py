@@ -215,6 +215,8 @@ class Transform(ABC):
             return NotImplemented
         if self.ndim != other.ndim:
             raise GeometryError(f"cannot compose a {self.ndim}D transform with a {other.ndim}D one")
+        if isinstance(other, Homography) and isinstance(self, LinearTransform):
+            return Homography(_homogeneous2d(self) @ other.matrix)
         if isinstance(self, LinearTransform) and isinstance(other, LinearTransform):
             h = self.homogeneous @ other.homogeneous
             return Affine(h[:-1, :-1], h[:-1, -1])
@@ -237,8 +239,17 @@ class Transform(ABC):
             with atomic_path(path) as tmp:
                 tmp.write_text(self.to_json(indent=2))
         elif suffix in _ITK_SUFFIXES:
+            to_write: Transform = self
+            if suffix == ".mat" and isinstance(self, Composite):
+                # A MATLAB-format (ANTs) file holds one transform: merge a linear chain, refuse anything else.
+                to_write = self.flattened()
+                if isinstance(to_write, Composite):
+                    raise UnsupportedFormatError(
+                        f"cannot write a composite with non-linear members to {str(path)!r}: a .mat file holds "
+                        "one transform; use .h5 or .tfm"
+                    )
             with atomic_path(path) as tmp:
-                sitk.WriteTransform(self.to_sitk(), str(tmp))
+                sitk.WriteTransform(to_write.to_sitk(), str(tmp))
         else:
             raise UnsupportedFormatError(
                 f"cannot write a transform to {str(path)!r}: use .tfm, .txt, .h5, .mat (ITK) or .json"
@@ -699,7 +710,10 @@ class Composite(Transform):
         """Map moving-space points to fixed space, inverting B-spline members numerically."""
         arr, single = _points(points, self.ndim)
         for t in self.transforms:
-            arr = np.atleast_2d(t.inverse_points(arr) if isinstance(t, BSpline) else t.inverse().transform_points(arr))
+            if isinstance(t, BSpline | Composite):
+                arr = np.atleast_2d(t.inverse_points(arr))
+            else:
+                arr = np.atleast_2d(t.inverse().transform_points(arr))
         return arr[0] if single else arr
 
     def flattened(self) -> Transform:
@@ -744,7 +758,13 @@ def from_sitk(tx: sitk.Transform) -> Transform:
     name = tx.GetName()
     ndim = tx.GetDimension()
     if isinstance(tx, sitk.CompositeTransform):
-        parts = [from_sitk(tx.GetNthTransform(i)) for i in range(tx.GetNumberOfTransforms())]
+        members = [tx.GetNthTransform(i) for i in range(tx.GetNumberOfTransforms())]
+        members = [m.Downcast() if type(m) is sitk.Transform else m for m in members]
+        if len(members) == 1 and isinstance(members[0], sitk.CompositeTransform):
+            # SimpleITK wraps an ITK type it has no class for (ANTs' MatrixOffsetTransformBase) in a one-member
+            # composite whose member is that same wrapper: read it from its parameters.
+            return _generic_matrix_offset(members[0])
+        parts = [from_sitk(m) for m in members]
         return parts[0] if len(parts) == 1 else Composite(tuple(parts))
     if isinstance(tx, sitk.TranslationTransform):
         return Translation(tx.GetOffset())
@@ -768,6 +788,24 @@ def from_sitk(tx: sitk.Transform) -> Transform:
         )
     # A generic MatrixOffsetTransformBase (ANTs .mat) downcasts to AffineTransform; anything else is unknown.
     raise UnsupportedFormatError(f"SimpleITK transform {name!r} has no coregister equivalent")
+
+
+def _generic_matrix_offset(tx: sitk.Transform) -> Affine:
+    """An ITK ``MatrixOffsetTransformBase`` (parameters: matrix row by row, translation; fixed: centre)."""
+    ndim = tx.GetDimension()
+    params = np.array(tx.GetParameters(), dtype=float)
+    fixed = np.array(tx.GetFixedParameters(), dtype=float)
+    if params.size != ndim * ndim + ndim or fixed.size != ndim:
+        raise UnsupportedFormatError(
+            f"SimpleITK transform with {params.size} parameters and {fixed.size} fixed parameters has no "
+            "coregister equivalent (a matrix-offset transform has d*d+d and d)"
+        )
+    out = Affine(params[: ndim * ndim].reshape(ndim, ndim), params[ndim * ndim :], fixed)
+    probe = np.vstack([np.zeros(ndim), np.eye(ndim) * 100.0])
+    expected = np.array([tx.TransformPoint(tuple(p)) for p in probe])
+    if not np.allclose(out.transform_points(probe), expected, atol=1e-9, rtol=0):
+        raise UnsupportedFormatError(f"SimpleITK transform {tx.GetName()!r} is not a matrix-offset transform")
+    return out
 
 
 def read_transform(path: str | os.PathLike[str]) -> Transform:
