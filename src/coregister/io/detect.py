@@ -28,6 +28,28 @@ def _suffix_format(name: str) -> str | None:
     return None
 
 
+_DICOM_VRS = {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF", b"OL",
+    b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT",
+}  # fmt: skip
+
+
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A DICOM file written without the 128-byte preamble and ``DICM`` (old ACR-NEMA style exports).
+
+    It starts with a little-endian element of group 0x0002, 0x0008 or 0x0010, followed
+    either by a valid explicit VR or by an implicit 4-byte length that fits in the file's head.
+    """
+    if len(head) < 12 or head[:2] not in (b"\x02\x00", b"\x08\x00", b"\x10\x00"):
+        return False
+    if int.from_bytes(head[2:4], "little") > 0x0100:
+        return False
+    if head[4:6] in _DICOM_VRS:
+        return True
+    length = int.from_bytes(head[4:8], "little")
+    return 0 < length < 256 and head[:2] != b"\x10\x00"
+
+
 def _sniff(path: Path) -> str | None:
     with open(path, "rb") as fh:
         head = fh.read(1024)
@@ -49,6 +71,8 @@ def _sniff(path: Path) -> str | None:
         return "raster"
     if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[:2] == b"BM":
         return "plain"
+    if _looks_like_bare_dicom(head):
+        return "dicom"
     if head[:4] == b"NRRD":
         return "itk"
     if b"ObjectType" in head[:200] or b"NDims" in head[:200]:

@@ -1,0 +1,249 @@
+"""MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) through SimpleITK.
+
+These formats already speak ITK's language (LPS millimetres, origin at the
+first pixel centre, direction cosines), so the reader wraps
+``SimpleITK.ReadImage`` and the writer ``SimpleITK.WriteImage``; what this
+module adds is error classes, the header's key/value pairs kept in ``meta``,
+4D files as 3D images with a trailing axis, and atomic writes (a detached
+header and its data file appear together or not at all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.image import SpatialImage
+from coregister.io._atomic import atomic_path
+
+__all__ = ["read_itk", "write_itk"]
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_DETACHED = (".mhd", ".nhdr")
+#: keys SimpleITK adds on reading, or that describe the layout rather than the image; never written back
+_LAYOUT_KEYS = {"ITK_InputFilterName", "ITK_original_direction", "ITK_original_spacing"}
+_NRRD_LAYOUT_PREFIXES = ("NRRD_space", "NRRD_kinds", "NRRD_centerings", "NRRD_thicknesses", "NRRD_measurement frame")
+
+
+def _header_says_compressed(path: Path) -> bool:
+    """Whether the header declares compressed data (MetaImage ``CompressedData``, NRRD ``encoding: gz``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    text = head.split(b"\x00", 1)[0].decode("latin-1", "replace").lower()
+    for line in text.splitlines():
+        key, _, value = line.partition("=" if "=" in line else ":")
+        key, value = key.strip(), value.strip()
+        if key == "compresseddata":
+            return value == "true"
+        if key == "encoding":
+            return value in ("gz", "gzip", "bz2", "bzip2")
+        if key == "elementdatafile":  # the MetaImage header ends here
+            break
+    return False
+
+
+def _from_4d(image: sitk.Image, path: Path) -> SpatialImage:
+    direction = np.array(image.GetDirection()).reshape(4, 4)
+    if not np.allclose(direction[3], [0, 0, 0, 1]) or not np.allclose(direction[:3, 3], 0):
+        raise GeometryError(
+            f"{str(path)!r} is 4D with a direction that mixes the 4th axis into space; "
+            "coregister keeps a 4th axis only as a trailing time/channel axis"
+        )
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise UnsupportedFormatError(f"{str(path)!r} is a 4D vector image; split it into 3D images first")
+    array = np.moveaxis(sitk.GetArrayFromImage(image), 0, -1)  # (t, z, y, x) -> (z, y, x, t)
+    return SpatialImage(
+        np.ascontiguousarray(array),
+        origin=image.GetOrigin()[:3],
+        spacing=image.GetSpacing()[:3],
+        direction=direction[:3, :3],
+    )
+
+
+def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
+    """Read a MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``) file.
+
+    Parameters
+    ----------
+    path : path-like
+        The header file (a ``.mhd``/``.nhdr`` names its data file).
+
+    Returns
+    -------
+    SpatialImage
+        Geometry exactly as ``SimpleITK.ReadImage`` reports it; vector
+        pixels become a trailing channel axis; a 4D file becomes a 3D image
+        with a trailing axis (``meta["trailing_axis"] == "time"``).
+        ``meta`` holds ``source_path``, ``format`` (``"itk"``), ``compressed``
+        and ``itk_metadata`` (the header's extra key/value pairs, written
+        back by :func:`write_itk`).
+
+    Raises
+    ------
+    UnreadableInputError
+        Missing header or data file, truncated or corrupt data.
+    UnsupportedFormatError
+        1D or 5D+ images.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from coregister import SpatialImage
+    >>> img = SpatialImage(np.arange(6, dtype=np.uint8).reshape(2, 3), origin=(5, 6), spacing=(0.5, 2))
+    >>> back = read_itk(write_itk(img, pathlib.Path(tempfile.mkdtemp()) / "a.mhd"))
+    >>> back.same_geometry(img), np.array_equal(back.array, img.array)
+    (True, True)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UnreadableInputError(
+            f"{str(path)!r} could not be read by SimpleITK ({detail}); check that the header and its data file "
+            "are complete and side by side"
+        ) from exc
+    metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    dimension = image.GetDimension()
+    meta: dict[str, Any] = {
+        "source_path": str(path),
+        "format": "itk",
+        "compressed": _header_says_compressed(path),
+        "itk_metadata": metadata,
+        "trailing_axis": "vector" if image.GetNumberOfComponentsPerPixel() > 1 else "none",
+    }
+    if dimension in (2, 3):
+        result = SpatialImage.from_sitk(image, meta=meta)
+    elif dimension == 4:
+        result = _from_4d(image, path).replace(meta={**meta, "trailing_axis": "time"})
+    else:
+        raise UnsupportedFormatError(f"{str(path)!r} is {dimension}D; coregister reads 2D, 3D and 4D images")
+    logger.debug("read %s: %r", path, result)
+    return result
+
+
+def _metadata_to_write(image: SpatialImage, suffix: str) -> dict[str, str]:
+    if image.meta.get("format") != "itk":
+        return {}
+    out = {}
+    for key, value in dict(image.meta.get("itk_metadata", {})).items():
+        if key in _LAYOUT_KEYS or key.startswith(_NRRD_LAYOUT_PREFIXES):
+            continue
+        if key == "Modality" and value == "MET_MOD_UNKNOWN":  # MetaImageIO's placeholder, not information
+            continue
+        if key.startswith("NRRD_") and suffix not in (".nrrd", ".nhdr"):
+            continue
+        out[key] = str(value)
+    return out
+
+
+def _to_sitk(image: SpatialImage) -> sitk.Image:
+    if image.dtype == np.float16:
+        image = image.replace(array=image.array.astype(np.float32))
+    if image.dtype.kind not in "biufc":
+        raise UnsupportedFormatError(f"cannot write dtype {image.dtype} with SimpleITK; cast to a numeric dtype")
+    if image.meta.get("trailing_axis") == "time" and image.ndim == 3 and image.has_channels:
+        array = np.moveaxis(np.asarray(image.array), -1, 0)  # (z, y, x, t) -> (t, z, y, x)
+        out = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
+        direction = np.eye(4)
+        direction[:3, :3] = image.direction
+        out.SetOrigin((*image.origin, 0.0))
+        out.SetSpacing((*image.spacing, 1.0))
+        out.SetDirection(tuple(direction.ravel()))
+        return out
+    return image.to_sitk()
+
+
+def _suffix(path: Path) -> str:
+    return next((s for s in _SUFFIXES if path.name.lower().endswith(s)), "")
+
+
+def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bool | None = None) -> Path:
+    """Write ``image`` as MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``), atomically.
+
+    A detached header (``.mhd``, ``.nhdr``) is written with its data file
+    into a temporary folder beside the target, then both are moved into
+    place (data file first): a failed write leaves neither.
+
+    Parameters
+    ----------
+    image : SpatialImage
+        A channel axis becomes a vector pixel; a 3D image read from a 4D
+        file (``meta["trailing_axis"] == "time"``) is written 4D again.
+    path : path-like
+    compress : bool, optional
+        Compress the pixel data (lossless). Default: as the source file was
+        (``meta["compressed"]``), uncompressed for other images.
+
+    Returns
+    -------
+    Path
+        ``path`` (the header, for detached formats).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib, SimpleITK as sitk
+    >>> from coregister import SpatialImage
+    >>> img = SpatialImage(np.zeros((2, 3, 4), np.int16), origin=(1, 2, 3), spacing=(1, 1, 2))
+    >>> out = write_itk(img, pathlib.Path(tempfile.mkdtemp()) / "v.nrrd", compress=True)
+    >>> sitk.ReadImage(str(out)).GetSpacing()
+    (1.0, 1.0, 2.0)
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not suffix:
+        raise UnsupportedFormatError(f"write_itk needs a path ending in {', '.join(_SUFFIXES)}, got {str(path)!r}")
+    if compress is None:
+        compress = bool(image.meta.get("compressed", False)) if image.meta.get("format") == "itk" else False
+    out = _to_sitk(image)
+    for key, value in _metadata_to_write(image, suffix).items():
+        out.SetMetaData(key, value)
+    writer = sitk.ImageFileWriter()
+    writer.SetUseCompression(compress)
+    writer.KeepOriginalImageUIDOn()
+    try:
+        if suffix in _DETACHED:
+            _write_detached(writer, out, path)
+        else:
+            with atomic_path(path) as tmp:
+                writer.SetFileName(str(tmp))
+                writer.Execute(out)
+    except RuntimeError as exc:
+        raise UnreadableInputError(
+            f"SimpleITK could not write {str(path)!r}: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
+    logger.debug("wrote %s (%s, compressed=%s)", path, out.GetPixelIDTypeAsString(), compress)
+    return path
+
+
+def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
+    try:
+        writer.SetFileName(str(staging / path.name))
+        writer.Execute(image)
+        header = staging / path.name
+        for item in sorted(staging.iterdir()):
+            if item != header:
+                os.replace(item, folder / item.name)
+        os.replace(header, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
