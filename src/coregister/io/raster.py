@@ -536,6 +536,9 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
             options.pop("photometric")
         elif photometric == "YCBCR" and not (count == 3 and dtype == np.uint8 and options.get("compress") == "jpeg"):
             options.pop("photometric")
+        colorinterp = _same_band_count(meta.get("colorinterp"), count, "colorinterp") or ()
+        if count > 1 and colorinterp[-1:] == ("alpha",):
+            options["alpha"] = "YES"  # ExtraSamples: GDAL only marks alpha at creation
         if count == 1:
             options.pop("interleave", None)
         options.setdefault("bigtiff", "IF_SAFER")
