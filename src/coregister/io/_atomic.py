@@ -12,6 +12,10 @@ from coregister.errors import UnreadableInputError
 
 __all__ = ["atomic_path"]
 
+# The process umask, read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def _full_suffix(path: Path) -> str:
     """``.nii.gz`` for ``a.nii.gz``; the last suffix otherwise (keeps writers' format detection working)."""
@@ -46,6 +50,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{_full_suffix(target)}", dir=folder)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() would give
     try:
         yield tmp
         os.replace(tmp, target)
