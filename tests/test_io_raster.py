@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import warnings
 
 import numpy as np
@@ -525,3 +527,13 @@ def test_new_image_gets_tiled_compressed_defaults(tmp_path):
     back = read_raster(out)
     np.testing.assert_array_equal(back.array, img.array)
     assert back.same_geometry(img, atol=0) and back.crs.to_epsg() == 32633
+
+
+@pytest.mark.parametrize("name", ["out.tif", "out.png"])
+def test_outputs_get_the_usual_permissions(data, tmp_path, name):
+    img = cr.read(data(PLAIN_TIFF))
+    out = cr.write(img, tmp_path / name)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    np.testing.assert_array_equal(cr.read(out).array, img.array)
