@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from coregister.cli._config import config_option
 from coregister.errors import CoregisterError
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_QUALITY", "EXIT_USAGE", "QualityCheckFailed", "cli", "main"]
@@ -62,6 +63,7 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug); tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@config_option
 @click.version_option(package_name="coregister")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
