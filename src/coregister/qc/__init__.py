@@ -1,0 +1,1 @@
+"""Quality control: similarity metrics, the quality check and the HTML report."""
