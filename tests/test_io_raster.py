@@ -537,3 +537,17 @@ def test_outputs_get_the_usual_permissions(data, tmp_path, name):
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
     np.testing.assert_array_equal(cr.read(out).array, img.array)
+
+
+def test_band_statistics_are_never_left_stale(data, tmp_path):
+    img = read_raster(data(LANDSAT))
+    assert "STATISTICS_MEAN" in img.meta["band_tags"][0]
+    crop = img.replace(array=img.array[100:300, 200:500], mask=None, origin=tuple(img.index_to_world([[200, 100]])[0]))
+    out = write_raster(crop, tmp_path / "crop.tif")
+    with rasterio.open(out) as ds:
+        assert not any(k.startswith("STATISTICS_") for k in ds.tags(1))
+        assert ds.xy(0, 0) == pytest.approx(tuple(img.index_to_world([[200, 100]])[0]), abs=1e-6)
+    with raster_writer(tmp_path / "new_pixels.tif", img) as dst:  # pixels written later are new pixels
+        dst.write(np.zeros((3, *img.shape), np.uint8))
+    with rasterio.open(tmp_path / "new_pixels.tif") as ds:
+        assert not any(k.startswith("STATISTICS_") for k in ds.tags(1))

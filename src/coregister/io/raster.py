@@ -557,16 +557,24 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
     return profile
 
 
-def _write_metadata(dst: Any, image: SpatialImage) -> None:
-    """Tags, band descriptions, colour interpretation, colour maps, scales/offsets/units from ``image.meta``."""
+def _write_metadata(dst: Any, image: SpatialImage, *, same_pixels: bool) -> None:
+    """Tags, band descriptions, colour interpretation, colour maps, scales/offsets/units from ``image.meta``.
+
+    GDAL's ``STATISTICS_*`` band tags describe pixel values; they are kept
+    only when the pixels may still be the ones read (``same_pixels``: same
+    shape and dtype as the source, written whole), never left stale.
+    """
     meta = image.meta
     count = dst.count
     tags = {str(k): str(v) for k, v in (meta.get("tags") or {}).items()}
     if tags:
         dst.update_tags(**tags)
     for b, band_tags in enumerate(_same_band_count(meta.get("band_tags"), count, "band_tags") or (), start=1):
+        band_tags = {str(k): str(v) for k, v in band_tags.items()}
+        if not same_pixels:
+            band_tags = {k: v for k, v in band_tags.items() if not k.startswith("STATISTICS_")}
         if band_tags:
-            dst.update_tags(b, **{str(k): str(v) for k, v in band_tags.items()})
+            dst.update_tags(b, **band_tags)
     for b, text in enumerate(
         _same_band_count(meta.get("band_descriptions"), count, "band_descriptions") or (), start=1
     ):
@@ -638,7 +646,8 @@ def raster_writer(
 
     The dataset is created from :func:`raster_profile` of ``template`` with
     its metadata (tags, descriptions, colour interpretation, colour maps,
-    scales, offsets, units) already written. Write pixels with
+    scales, offsets, units; not GDAL's ``STATISTICS_*`` band tags, which
+    would describe other pixels) already written. Write pixels with
     ``dst.write(array, window=...)``. When the block ends, the file appears
     at ``path`` in one rename; a failure leaves nothing. With ``cog=True``
     (or a ``.jp2`` path) the pixels go to a staging GTiff beside the target,
@@ -678,7 +687,15 @@ def raster_writer(
     >>> np.unique(read_raster(out).array).tolist()
     [0, 32]
     """
-    path = Path(path)
+    with _open_writer(Path(path), template, cog=cog, same_pixels=False, overrides=profile_overrides) as dst:
+        yield dst
+
+
+@contextlib.contextmanager
+def _open_writer(
+    path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any]
+) -> Iterator[Any]:
+    profile_overrides = dict(overrides)
     driver = _driver_for(path, cog)
     staged = driver in _COPY_ONLY
     dataset_overrides = {k: v for k, v in profile_overrides.items() if k.lower() in _DATASET_KEYS}
@@ -706,13 +723,13 @@ def raster_writer(
     with _gdal_env(), atomic_path(path) as tmp:
         if not staged:
             with rasterio.open(tmp, "w", **profile) as dst:
-                _write_metadata(dst, template)
+                _write_metadata(dst, template, same_pixels=same_pixels)
                 yield dst
         else:
             stage = tmp.with_name(tmp.name + ".stage.tif")
             try:
                 with rasterio.open(stage, "w", **profile) as dst:
-                    _write_metadata(dst, template)
+                    _write_metadata(dst, template, same_pixels=same_pixels)
                     yield dst
                 rasterio.shutil.copy(stage, tmp, driver=driver, **copy_options)
             finally:
@@ -812,7 +829,11 @@ def write_raster(
     if mask is not None and _driver_for(path, cog) == "JP2OpenJPEG":
         logger.warning("%s: JPEG 2000 cannot store a mask band; the mask is dropped (write a .tif to keep it)", path)
         mask = None
-    with raster_writer(path, image, cog=cog, **profile_overrides) as dst:
+    source_profile = image.meta.get("profile") or {}
+    same_pixels = (
+        tuple(image.meta.get("source_shape") or ()) == image.shape and source_profile.get("dtype") == dtype.name
+    )
+    with _open_writer(path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides) as dst:
         dst.write(bands)
         if mask is not None:
             dst.write_mask(mask)
