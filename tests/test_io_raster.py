@@ -551,3 +551,14 @@ def test_band_statistics_are_never_left_stale(data, tmp_path):
         dst.write(np.zeros((3, *img.shape), np.uint8))
     with rasterio.open(tmp_path / "new_pixels.tif") as ds:
         assert not any(k.startswith("STATISTICS_") for k in ds.tags(1))
+
+
+def test_window_written_back_has_the_exact_window_geotransform(data, tmp_path):
+    path = data(LANDSAT)
+    block = read_raster(path, window=((101, 300), (37, 250)))
+    out = write_raster(block, tmp_path / "block.tif")
+    with rasterio.open(path) as ds:
+        expected = ds.transform @ Affine.translation(37, 101)  # the corner of pixel (row 101, col 37)
+    with rasterio.open(out) as ds:
+        assert tuple(ds.transform) == tuple(expected) and (ds.width, ds.height) == (213, 199)
+        np.testing.assert_array_equal(np.moveaxis(ds.read(), 0, -1), block.array)

@@ -185,7 +185,7 @@ def _valid_mask(ds: Any, bands: tuple[int, ...], window: Window | None) -> tuple
     return np.any(masks > 0, axis=0), source
 
 
-def _photometric(colorinterp: Sequence[str], compress: str | None, source_space: str | None) -> str | None:
+def _photometric(colorinterp: Sequence[str], source_space: str | None) -> str | None:
     if source_space and source_space.upper() == "YCBCR":
         return "YCBCR"
     if len(colorinterp) >= 3 and tuple(colorinterp[:3]) == ("red", "green", "blue"):
@@ -210,7 +210,7 @@ def _read_meta(ds: Any, path: Path, bands: tuple[int, ...], georef: bool, mask_s
         "blockxsize": profile.get("blockxsize"),
         "blockysize": profile.get("blockysize"),
         "interleave": str(profile["interleave"]).lower() if profile.get("interleave") else None,
-        "photometric": _photometric(colorinterp, compress, structure.get("SOURCE_COLOR_SPACE")),
+        "photometric": _photometric(colorinterp, structure.get("SOURCE_COLOR_SPACE")),
         "layout": structure.get("LAYOUT"),
     }
     colormaps = {}
@@ -344,6 +344,7 @@ def read_raster(
                     transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
                 )
                 origin, spacing, direction = geotransform_to_geometry(block_transform)
+                meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
             else:
                 if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
                     logger.info("%s declares a CRS but no geotransform; reading its pixel grid, CRS kept in meta", path)
