@@ -316,7 +316,7 @@ def _choose(candidates: list[SeriesInfo], series: str | int | None, where: str) 
             return candidates[0]
         raise AmbiguousSeriesError(
             f"{where} holds {len(candidates)} DICOM series: {listing}; choose one with series=<index or "
-            "SeriesInstanceUID> (on the command line: coregister dicom ls FOLDER)"
+            "SeriesInstanceUID> (command line: --series; list them with coregister dicom ls FOLDER)"
         )
     if isinstance(series, int | np.integer) and not isinstance(series, bool):
         if -len(candidates) <= series < len(candidates):
