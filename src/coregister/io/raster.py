@@ -124,28 +124,30 @@ def _is_pixel_grid(image: SpatialImage) -> bool:
 def _normalise_window(window: Window | Sequence[Sequence[int]] | None, width: int, height: int) -> Window | None:
     if window is None:
         return None
-    if not isinstance(window, Window):
+    if isinstance(window, Window):
+        block = window
+    else:
         try:
             (row_start, row_stop), (col_start, col_stop) = window
         except (TypeError, ValueError):
             raise ConfigError(
                 f"window={window!r} is not a rasterio Window nor ((row_start, row_stop), (col_start, col_stop))"
             ) from None
-        window = Window.from_slices((row_start, row_stop), (col_start, col_stop))
-    window = window.round_offsets().round_lengths()
+        block = Window.from_slices((row_start, row_stop), (col_start, col_stop))
+    rounded = block.round_offsets().round_lengths()
     if (
-        window.col_off < 0
-        or window.row_off < 0
-        or window.col_off + window.width > width
-        or window.row_off + window.height > height
+        rounded.col_off < 0
+        or rounded.row_off < 0
+        or rounded.col_off + rounded.width > width
+        or rounded.row_off + rounded.height > height
     ):
         raise ConfigError(
-            f"window {window!r} reaches outside the raster of {width} x {height} pixels (columns x rows); "
+            f"window {rounded!r} reaches outside the raster of {width} x {height} pixels (columns x rows); "
             "intersect it with the raster first (rasterio.windows.intersection)"
         )
-    if window.width <= 0 or window.height <= 0:
-        raise ConfigError(f"window {window!r} is empty; give it at least one row and one column")
-    return window
+    if rounded.width <= 0 or rounded.height <= 0:
+        raise ConfigError(f"window {rounded!r} is empty; give it at least one row and one column")
+    return rounded
 
 
 def _band_numbers(bands: Sequence[int] | None, count: int, path: Path) -> tuple[int, ...]:
@@ -522,8 +524,9 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
                 options[key] = size if size % 16 == 0 else 256
         else:
             options.pop("blockxsize", None)
-            if options.get("blockysize"):
-                options["blockysize"] = max(1, min(int(options["blockysize"]), height))
+            rows_per_strip = options.get("blockysize")
+            if rows_per_strip:
+                options["blockysize"] = max(1, min(int(rows_per_strip), height))
         if options.get("compress") in (None, "none"):
             options.pop("predictor", None)
         elif options.get("compress") in ("deflate", "lzw", "zstd", "lerc_deflate", "lerc_zstd") and (
