@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 import coregister as cr
 from coregister.conventions import geometry_to_geotransform
-from coregister.errors import ConfigError, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.io.raster import raster_profile, raster_writer, read_raster, write_raster
 
 LANDSAT = "geospatial/rasterio_landsat7/RGB.byte.tif"
@@ -562,3 +562,12 @@ def test_window_written_back_has_the_exact_window_geotransform(data, tmp_path):
     with rasterio.open(out) as ds:
         assert tuple(ds.transform) == tuple(expected) and (ds.width, ds.height) == (213, 199)
         np.testing.assert_array_equal(np.moveaxis(ds.read(), 0, -1), block.array)
+
+
+def test_tiff_stack_warns_that_only_the_first_page_is_read(data, tmp_path):
+    pages = [tifffile.imread(data(f"medical/simpleitk_notebook_data/{name}.tiff")) for name in ("B1", "B2")]
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack(pages))
+    with pytest.warns(GeometryWarning, match="2 pages"):
+        img = read_raster(stack)
+    np.testing.assert_array_equal(img.array, pages[0])

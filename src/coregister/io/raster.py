@@ -68,7 +68,7 @@ from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
-from coregister.errors import ConfigError, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._atomic import atomic_path
 
@@ -325,6 +325,13 @@ def read_raster(
             ) from exc
         with ds:
             numbers = _band_numbers(bands, ds.count, path)
+            if ds.driver == "GTiff" and ds.subdatasets:
+                warnings.warn(
+                    f"{str(path)!r} is a TIFF of {len(ds.subdatasets)} pages; only the first page was read. "
+                    "Read a stack as a volume with coregister.io.itk.read_itk (SimpleITK) or convert it to .nii.gz/.mha",
+                    GeometryWarning,
+                    stacklevel=2,
+                )
             win = _normalise_window(window, ds.width, ds.height)
             transform = ds.transform
             georef = transform != _IDENTITY
