@@ -199,3 +199,13 @@ def test_broken_files_are_reported(data, tmp_path):
         read_plain(empty)
     with pytest.raises(UnreadableInputError, match="does not exist"):
         read_plain(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize(("relative", "fmt"), [(f"{BRAINWEB}/BrainT1Slice.png", "png"), (FILES[0], "jpeg")])
+def test_files_without_suffix_are_read_by_content(data, tmp_path, relative, fmt):
+    source = data(relative)
+    bare = tmp_path / "no_suffix"
+    bare.write_bytes(source.read_bytes())
+    img = cr.read(bare)
+    assert img.meta["format"] == fmt
+    np.testing.assert_array_equal(img.array, read_plain(source).array)

@@ -57,6 +57,15 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
+def _format_by_content(head: bytes) -> str:
+    """Name a file without a known suffix by its magic number (what the decoder just accepted)."""
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    return "bmp" if head.startswith(b"BM") else "image"
+
+
 def _to_rgb(pixels: np.ndarray) -> np.ndarray:
     """OpenCV's BGR/BGRA channel order to RGB/RGBA."""
     if pixels.ndim == 2:
@@ -125,7 +134,7 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
         raise UnreadableInputError(
             f"cannot decode {str(path)!r} as PNG/JPEG/BMP: the file is truncated, corrupt or of another format"
         )
-    fmt = _FORMATS.get(path.suffix.lower(), "png" if encoded[:4].tobytes() == b"\x89PNG" else "image")
+    fmt = _FORMATS.get(path.suffix.lower()) or _format_by_content(encoded[:4].tobytes())
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     pixels = _to_rgb(pixels)
