@@ -1,0 +1,117 @@
+"""Options shared by the commands that register or resample, so every command spells them the same way.
+
+Choices come from the enums in :mod:`coregister.config` and the preset
+names from :mod:`coregister.presets`, so the API and the command line cannot
+drift. ``--config FILE.toml`` (the root group) sets any of them by their long
+name (``preset``, ``fixed-mask``...).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from coregister.config import Interpolation, Metric, TransformModel
+
+__all__ = [
+    "interpolation_option",
+    "metric_choices",
+    "preset_names",
+    "registration_options",
+    "threads_option",
+]
+
+_FALLBACK_PRESETS = ("auto",)
+
+
+def preset_names() -> list[str]:
+    """Preset names offered by :func:`coregister.register` (``coregister.presets``), for ``--preset``."""
+    try:
+        presets = importlib.import_module("coregister.presets")
+    except ImportError:  # pragma: no cover - the presets module ships with the package
+        presets = None
+    names: list[str] = []
+    for attr in ("PRESETS", "NAMES"):
+        found = getattr(presets, attr, None)
+        if found:
+            names = [str(n) for n in found]
+            break
+    if not names and presets is not None and callable(getattr(presets, "names", None)):
+        names = [str(n) for n in presets.names()]
+    if not names:
+        names = [m.value for m in TransformModel]
+    return list(dict.fromkeys([*names, *_FALLBACK_PRESETS]))
+
+
+def metric_choices() -> list[str]:
+    """Metric names for ``--metric`` (:class:`coregister.config.Metric`)."""
+    return [m.value for m in Metric]
+
+
+def _existing_path() -> click.Path:
+    # Existence is checked by the reader, whose error is one line and exit code 1 (click's would be a usage error).
+    return click.Path(path_type=Path)
+
+
+def threads_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N``: worker threads for SimpleITK (default: all cores)."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Threads for SimpleITK (default: all cores). With 1 thread results are bit-identical run after run.",
+    )(function)
+
+
+def interpolation_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--interpolation``: linear/bspline for intensities, nearest/label-gaussian for label maps."""
+    return click.option(
+        "--interpolation",
+        type=click.Choice([m.value for m in Interpolation], case_sensitive=False),
+        default=Interpolation.LINEAR.value,
+        show_default=True,
+        help="linear or bspline for intensities; nearest or label-gaussian for label maps.",
+    )(function)
+
+
+def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a registration: preset, metric, precision, masks, seed, threads."""
+    options = [
+        click.option(
+            "--preset",
+            type=click.Choice(preset_names(), case_sensitive=False),
+            default="rigid",
+            show_default=True,
+            help="Transform model and stages.",
+        ),
+        click.option(
+            "--metric",
+            type=click.Choice(metric_choices(), case_sensitive=False),
+            default=None,
+            help="Similarity metric (default: the preset's; mattes = Mattes mutual information).",
+        ),
+        click.option("--precise", is_flag=True, help="The slower, more accurate family of the preset."),
+        click.option(
+            "--fixed-mask",
+            type=_existing_path(),
+            default=None,
+            help="Image on the fixed grid, non-zero where to register (nodata is masked out anyway).",
+        ),
+        click.option(
+            "--moving-mask",
+            type=_existing_path(),
+            default=None,
+            help="Image on the moving grid, non-zero where to register.",
+        ),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the metric's random sampling."
+        ),
+        threads_option,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function

@@ -1,0 +1,308 @@
+"""``coregister register`` and ``coregister apply``: register two images, resample with a saved transform.
+
+``register`` writes into OUTDIR ``registered.<fixed image's extension>``
+(``.nii.gz`` for a DICOM fixed image), ``transform.tfm`` (``transform.json``
+for a homography, which ITK cannot store), ``result.json`` and, with
+``--report``, ``report.html``. The outputs appear together: they are written
+into a temporary folder beside OUTDIR and moved in only when all of them
+succeeded, so a failed run leaves no partial content. A run whose quality
+check failed still writes everything, then exits with code 3.
+
+The transform maps fixed-space points to moving space (ITK's convention):
+``coregister apply transform.tfm MOVING --reference FIXED`` resamples the
+moving image onto the fixed grid with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from coregister.cli import QualityCheckFailed
+from coregister.cli._options import interpolation_option, registration_options, threads_option
+from coregister.cli._output import echo_json, json_option, print_table
+from coregister.errors import GeometryError, OutputExistsError, UnsupportedFormatError
+from coregister.image import SpatialImage
+from coregister.io.detect import FORMATS, detect_format
+
+__all__ = ["apply_command", "register", "registered_name"]
+
+logger = logging.getLogger(__name__)
+
+_DATA = "../shared/data/medical/itk_brainweb_2d"
+_FIXED = f"{_DATA}/BrainProtonDensitySliceBorder20.png"
+_MOVING = f"{_DATA}/BrainProtonDensitySliceShifted13x17y.png"
+_DEFAULT_SUFFIX = {"nifti": ".nii.gz", "itk": ".mha", "raster": ".tif", "plain": ".png", "dicom": ".nii.gz"}
+_PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def registered_name(fixed_path: str | os.PathLike[str]) -> str:
+    """``registered.<ext>``: the fixed image's extension, ``.nii.gz`` for DICOM (a folder or ``.dcm`` files).
+
+    Examples
+    --------
+    >>> registered_name("t1.nii.gz"), registered_name("scene.TIF"), registered_name("slice.png")
+    ('registered.nii.gz', 'registered.tif', 'registered.png')
+    """
+    path = Path(fixed_path)
+    name = path.name.lower()
+    for fmt, suffixes in FORMATS.items():
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                return "registered" + (_DEFAULT_SUFFIX["dicom"] if fmt == "dicom" else suffix)
+    return "registered" + _DEFAULT_SUFFIX[detect_format(path)]
+
+
+def _read(path: Path, what: str) -> SpatialImage:
+    from coregister.io import read
+
+    image = read(path)
+    logger.info("%s: %s", what, image)
+    return image
+
+
+def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
+    """A boolean mask on ``grid`` from a mask image (non-zero = use), resampled by nearest neighbour if needed."""
+    from coregister.resample import apply
+    from coregister.transforms import Translation
+
+    mask = _read(path, what)
+    if mask.ndim != grid.ndim:
+        raise GeometryError(f"{what} {str(path)!r} is {mask.ndim}D but its image is {grid.ndim}D; give a mask of the same dimension")
+    if mask.has_channels:
+        mask = mask.channel(0)
+    if not mask.same_geometry(grid):
+        logger.info("%s lies on another grid: resampled onto its image's grid (nearest neighbour)", what)
+        mask = apply(Translation(np.zeros(grid.ndim)), mask, reference=grid, interpolation="nearest")
+    values = np.asarray(mask.array) != 0
+    if not values.any():
+        raise GeometryError(f"{what} {str(path)!r} has no non-zero pixel on the image's grid; check the file")
+    return values
+
+
+def _check_not_input(output: Path, inputs: list[Path]) -> None:
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if output.exists() and output.resolve() == source.resolve():
+                raise OutputExistsError(f"refusing to overwrite the input {str(source)!r}; choose another output path")
+
+
+def _writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:
+    """PNG/JPEG/BMP hold 8/16-bit integers only: other moving dtypes are written in the fixed image's dtype."""
+    if name.endswith((".png", ".jpg", ".jpeg", ".bmp")) and image.dtype not in _PLAIN_DTYPES:
+        logger.info("%s cannot hold %s pixels; writing them as %s like the fixed image", name, image.dtype, fixed.dtype)
+        return fixed.dtype
+    return None
+
+
+def _transform_name(transform: Any) -> str:
+    try:
+        transform.to_sitk()
+    except UnsupportedFormatError:  # a homography (or a chain holding one): ITK cannot store it
+        return "transform.json"
+    return "transform.tfm"
+
+
+@contextlib.contextmanager
+def _staging(outdir: Path):  # type: ignore[no-untyped-def]
+    """A temporary folder beside ``outdir``; its files move into ``outdir`` when the block succeeds."""
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputExistsError(f"the parent folder of {str(outdir)!r} does not exist; create it first")
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputExistsError(f"{str(outdir)!r} exists and is not a folder; choose another -o")
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".part", dir=parent))
+    try:
+        yield staging
+        outdir.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, outdir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _summary(result: Any, written: list[Path]) -> None:
+    before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
+    rows = []
+    for key in ("ncc", "mi", "mse"):
+        if key in before or key in after:
+            rows.append((key, _fmt(before.get(key)), _fmt(after.get(key))))
+    print_table(
+        f"{result.engine or 'registration'}: {'passed' if result.passed else 'FAILED the quality check'} "
+        f"in {result.time_s:.2f} s (seed {result.seed}, {result.threads} thread(s))",
+        ["metric", "before", "after"],
+        rows,
+        justify=["left", "right", "right"],
+    )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{float(value):.6g}"
+
+
+@click.command(
+    "register",
+    epilog=(
+        "\b\nExample (from the repository root; the moving slice is the fixed one shifted by (13, 17) mm):\n"
+        f"  coregister register {_FIXED} \\\n    {_MOVING} \\\n    -o reg-out --preset translation --metric ncc"
+    ),
+)
+@click.argument("fixed", type=click.Path(path_type=Path))
+@click.argument("moving", type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True, help="Output folder (created if needed).")
+@registration_options
+@click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
+@json_option
+@click.pass_context
+def register(
+    ctx: click.Context,
+    fixed: Path,
+    moving: Path,
+    outdir: Path,
+    preset: str,
+    metric: str | None,
+    precise: bool,
+    fixed_mask: Path | None,
+    moving_mask: Path | None,
+    seed: int,
+    threads: int | None,
+    report: bool,
+    as_json: bool,
+) -> None:
+    """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
+
+    The transform maps fixed-space points to moving space (ITK's convention);
+    `coregister apply` resamples any image of the moving space with it.
+    Exit code 3: the registration ran but failed its quality check (the
+    outputs are written all the same).
+    """
+    fixed_image = _read(fixed, "fixed image")
+    moving_image = _read(moving, "moving image")
+    if fixed_image.ndim != moving_image.ndim:
+        raise GeometryError(
+            f"the fixed image {str(fixed)!r} is {fixed_image.ndim}D and the moving image {str(moving)!r} is "
+            f"{moving_image.ndim}D; register images of the same dimension"
+        )
+    fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
+    moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
+    image_name = registered_name(fixed)
+    inputs = [p for p in (fixed, moving, fixed_mask, moving_mask) if p is not None]
+    for name in (image_name, "transform.tfm", "transform.json", "result.json", "report.html"):
+        _check_not_input(outdir / name, inputs)
+
+    from coregister.cli._progress import registration_progress
+    from coregister.registration import register as run_registration
+    from coregister.resample import apply
+
+    with registration_progress(ctx) as progress:
+        result = run_registration(
+            fixed_image,
+            moving_image,
+            preset=preset,
+            metric=metric,
+            precise=precise,
+            fixed_mask=fixed_values,
+            moving_mask=moving_values,
+            seed=seed,
+            threads=threads,
+            progress=progress,
+        )
+    registered = apply(
+        result.transform,
+        moving_image,
+        reference=fixed_image,
+        output_dtype=_writable_dtype(moving_image, fixed_image, image_name),
+        threads=threads,
+    )
+
+    from coregister.io import write
+
+    transform_name = _transform_name(result.transform)
+    with _staging(outdir) as staging:
+        write(registered, staging / image_name)
+        result.transform.save(staging / transform_name)
+        result.save_json(staging / "result.json")
+        if report:
+            from coregister.qc.report import write_report
+
+            write_report(result, fixed_image, moving_image, registered, staging / "report.html")
+        names = sorted(p.name for p in staging.iterdir())
+    written = [outdir / n for n in names]
+
+    if as_json:
+        echo_json({**result.to_dict(), "outputs": [str(p) for p in written]})
+    else:
+        _summary(result, written)
+    if not result.passed:
+        raise QualityCheckFailed(
+            "the registration failed its quality check: " + ("; ".join(result.warnings) or "see result.json")
+        )
+
+
+@click.command(
+    "apply",
+    epilog=(
+        "\b\nExample (from the repository root; the first line makes reg-out/transform.tfm):\n"
+        f"  coregister register {_FIXED} {_MOVING} -o reg-out --preset translation --metric ncc\n"
+        f"  coregister apply reg-out/transform.tfm {_MOVING} \\\n    --reference {_FIXED} -o moved-on-fixed.png"
+    ),
+)
+@click.argument("transform", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("moving", type=click.Path(path_type=Path))
+@click.option(
+    "--reference", type=click.Path(path_type=Path), required=True, help="Image whose grid, CRS and header the output takes (the fixed image)."
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output image; its suffix picks the format.")
+@interpolation_option
+@click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
+@threads_option
+def apply_command(
+    transform: Path,
+    moving: Path,
+    reference: Path,
+    output: Path,
+    interpolation: str,
+    default_value: float,
+    threads: int | None,
+) -> None:
+    """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
+
+    TRANSFORM maps reference (fixed) points to moving points, as `coregister
+    register` writes it. Use --interpolation nearest (or label-gaussian) for
+    label maps; integer images are rounded and clipped back to their dtype.
+    """
+    from coregister.io import write
+    from coregister.resample import apply
+    from coregister.transforms import read_transform
+
+    value = read_transform(transform)
+    moving_image = _read(moving, "moving image")
+    reference_image = _read(reference, "reference image")
+    if not (value.ndim == moving_image.ndim == reference_image.ndim):
+        raise GeometryError(
+            f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "
+            f"{reference_image.ndim}D; they must match"
+        )
+    _check_not_input(output, [transform, moving, reference])
+    out = apply(
+        value,
+        moving_image,
+        reference=reference_image,
+        interpolation=interpolation,
+        default_value=default_value,
+        output_dtype=_writable_dtype(moving_image, reference_image, output.name.lower()),
+        threads=threads,
+    )
+    write(out, output)
+    click.echo(f"wrote {output}")
