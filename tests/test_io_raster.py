@@ -512,7 +512,7 @@ def test_unreadable_raster_is_reported(tmp_path):
 
 def test_new_image_gets_tiled_compressed_defaults(tmp_path):
     img = cr.SpatialImage(
-        np.arange(300 * 200, dtype=np.float32).reshape(300, 200),
+        np.arange(600 * 200, dtype=np.float32).reshape(600, 200),
         origin=(1000.5, 2000.5),
         spacing=(1.0, 1.0),
         direction=np.diag([1.0, -1.0]),
@@ -571,3 +571,15 @@ def test_tiff_stack_warns_that_only_the_first_page_is_read(data, tmp_path):
     with pytest.warns(GeometryWarning, match="2 pages"):
         img = read_raster(stack)
     np.testing.assert_array_equal(img.array, pages[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_new_plain_tiff_reads_identically_in_simpleitk(data, tmp_path, dtype):
+    import SimpleITK as sitk
+
+    slice_ = cr.read(data("medical/itk_brainweb_2d/BrainT1Slice.png"), grayscale=True).array
+    array = (slice_.astype(np.float64) * 97.3 - 5000.0).astype(dtype) if dtype != np.uint8 else slice_
+    out = write_raster(cr.SpatialImage(array, origin=(0, 0), spacing=(1, 1)), tmp_path / "plain.tif")
+    view = _rasterio_view(out)
+    assert not view["tiled"] and view["compress"] == "deflate" and view["transform"] == tuple(Affine.identity())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), array)

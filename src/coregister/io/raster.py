@@ -443,7 +443,9 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
     RPCs, GCPs) come from the image; GTiff creation options (compression,
     predictor, tiling and block size, interleave, photometric) come from
     ``image.meta["profile"]`` when the image was read from a raster, with
-    sensible defaults otherwise (DEFLATE, 256 x 256 tiles). ``overrides``
+    sensible defaults otherwise (DEFLATE with a predictor; 256 x 256 tiles
+    for georeferenced rasters over 512 pixels on a side, strips for the rest,
+    which every TIFF reader, ITK's included, reads). ``overrides``
     (rasterio/GDAL names, case-insensitive) win over both.
 
     For windowed writing of a large raster, pass a template with a
@@ -518,13 +520,12 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
             options = {k: source.get(k) for k in _GTIFF_OPTIONS if source.get(k) is not None}
             options["tiled"] = bool(source.get("tiled"))
         else:
-            options = {
-                "compress": "deflate",
-                "tiled": True,
-                "blockxsize": 256,
-                "blockysize": 256,
-                "interleave": "pixel" if count > 1 else "band",
-            }
+            # Tiles serve GIS readers of large rasters; strips are read by every TIFF reader (ITK's TIFF
+            # reader, hence elastix/ANTs/Slicer, mangles tiled files), so plain and small images get strips.
+            tiled = image.crs is not None and max(height, width) > 512
+            options = {"compress": "deflate", "tiled": tiled, "interleave": "pixel" if count > 1 else "band"}
+            if tiled:
+                options.update(blockxsize=256, blockysize=256)
         if options.get("tiled"):
             for key in ("blockxsize", "blockysize"):
                 size = int(options.get(key) or 256)
