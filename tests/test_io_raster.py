@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+import SimpleITK as sitk
 import tifffile
 from affine import Affine
 from rasterio.control import GroundControlPoint
@@ -575,8 +576,6 @@ def test_tiff_stack_warns_that_only_the_first_page_is_read(data, tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
 def test_new_plain_tiff_reads_identically_in_simpleitk(data, tmp_path, dtype):
-    import SimpleITK as sitk
-
     slice_ = cr.read(data("medical/itk_brainweb_2d/BrainT1Slice.png"), grayscale=True).array
     array = (slice_.astype(np.float64) * 97.3 - 5000.0).astype(dtype) if dtype != np.uint8 else slice_
     out = write_raster(cr.SpatialImage(array, origin=(0, 0), spacing=(1, 1)), tmp_path / "plain.tif")
