@@ -60,19 +60,18 @@ class _LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExample (no network needed; the data ships with nibabel and scikit-image):\n  coregister demo -o coregister-demo",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug); tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
 @config_option
 @click.version_option(package_name="coregister")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
-    """Register medical volumes, geospatial rasters and photos, keeping their spatial metadata.
-
-    \b
-    Example:
-      coregister demo -o coregister-demo
-    """
+    """Register medical volumes, geospatial rasters and photos, keeping their spatial metadata."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("coregister").setLevel(level)

@@ -21,25 +21,15 @@ def _size(nbytes: int | None) -> str:
     return str(nbytes)  # pragma: no cover
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="\b\nExample:\n  coregister data ls")
 def data() -> None:
-    """Public data sets (medical volumes, satellite scenes, photos): provenance, licence, checksum-verified download.
-
-    \b
-    Example:
-      coregister data ls
-    """
+    """Public data sets (medical volumes, satellite scenes, photos): provenance, licence, checksum-verified download."""
 
 
-@data.command("ls")
+@data.command("ls", epilog="\b\nExample:\n  coregister data ls --json")
 @json_option
 def data_ls(as_json: bool) -> None:
-    """List the data sets: name, files, size, licence, and whether they can be fetched.
-
-    \b
-    Example:
-      coregister data ls --json
-    """
+    """List the data sets: name, files, size, licence, and whether they can be fetched."""
     from coregister import data as datasets
 
     sets = datasets.list_datasets()
@@ -60,16 +50,11 @@ def _short(text: str, width: int = 30) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@data.command("info")
+@data.command("info", epilog="\b\nExample:\n  coregister data info nibabel_anat_func")
 @click.argument("name")
 @json_option
 def data_info(name: str, as_json: bool) -> None:
-    """Show one data set's source, licence, citation, ground truth and files.
-
-    \b
-    Example:
-      coregister data info nibabel_anat_func
-    """
+    """Show one data set's source, licence, citation, ground truth and files."""
     from coregister import data as datasets
 
     ds = datasets.get_dataset(name)
@@ -100,7 +85,9 @@ def data_info(name: str, as_json: bool) -> None:
     )
 
 
-@data.command("fetch")
+@data.command(
+    "fetch", epilog="\b\nExample (no network needed: nibabel ships these files):\n  coregister data fetch nibabel_anat_func --dest coregister-data"
+)
 @click.argument("name")
 @click.option(
     "--dest",
@@ -117,10 +104,6 @@ def data_fetch(ctx: click.Context, name: str, dest: Path | None, files: tuple[st
     A file whose checksum differs from the manifest is deleted and the
     command fails (exit 1): nothing unverified is left behind. Files already
     present with the right checksum are not downloaded again.
-
-    \b
-    Example:
-      coregister data fetch nibabel_anat_func --dest coregister-data
     """
     from coregister import data as datasets
     from coregister.cli._progress import file_progress

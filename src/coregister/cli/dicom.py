@@ -12,17 +12,15 @@ from coregister.cli._output import echo_json, json_option
 __all__ = ["dicom", "ls"]
 
 
-@click.group("dicom")
+_EXAMPLE = "\b\nExample:\n  " + 'coregister dicom ls "$(python -c \'import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file("17106", read=False)))\')"'
+
+
+@click.group("dicom", epilog=_EXAMPLE)
 def dicom() -> None:
-    """DICOM folders: list their series (then read one with ``--series`` or ``series=``).
-
-    \b
-    Example:
-      coregister dicom ls "$(python -c 'import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file("17106", read=False)))')"
-    """
+    """DICOM folders: list their series (then read one with ``--series`` or ``series=``)."""
 
 
-@dicom.command("ls")
+@dicom.command("ls", epilog=_EXAMPLE)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("-r", "--recursive", is_flag=True, help="Also list the series in every subfolder.")
 @json_option
@@ -32,10 +30,6 @@ def ls(folder: Path, recursive: bool, as_json: bool) -> None:
     The index is what ``coregister info FOLDER --series INDEX`` and
     ``coregister.read(FOLDER, series=INDEX)`` take (a SeriesInstanceUID
     works too).
-
-    \b
-    Example:
-      coregister dicom ls "$(python -c 'import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file("17106", read=False)))')"
     """
     from coregister.errors import UnreadableInputError
     from coregister.io.dicom import list_series

@@ -196,7 +196,7 @@ def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-@click.command("info")
+@click.command("info", epilog="\b\nExample:\n  " + 'coregister info "$(python -c \'import importlib.resources as r; print(r.files("nibabel") / "tests/data/anatomical.nii")\')"')
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
     "--series", default=None, help="DICOM folder with several series: index, SeriesInstanceUID or description."
@@ -214,10 +214,6 @@ def info(path: Path, series: str | None, volume: int | None, resample_nonuniform
     PATH is any image coregister reads: NIfTI, MHA/MHD/NRRD, GeoTIFF/JPEG 2000,
     PNG/JPEG/TIFF, a DICOM folder or file. Warnings met while reading are
     shown with the facts.
-
-    \b
-    Example:
-      coregister info "$(python -c 'import importlib.resources as r; print(r.files("nibabel") / "tests/data/anatomical.nii")')"
     """
     from coregister.io import detect_format, read
 

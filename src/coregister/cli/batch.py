@@ -1,0 +1,109 @@
+"""``coregister batch PAIRS.csv -o OUTDIR``: many registrations through Dask (local cluster or a scheduler)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from coregister.cli._output import echo_json, json_option, print_table
+
+__all__ = ["batch"]
+
+
+def _preset_choices() -> list[str]:
+    from coregister.config import TransformModel
+
+    return ["auto", *[m.value for m in TransformModel]]
+
+
+def _metric_choices() -> list[str]:
+    from coregister.config import Metric
+
+    return [m.value for m in Metric]
+
+
+_DATA = "../shared/data/medical/itk_brainweb_2d"
+_EXAMPLE = (
+    "\b\nExample (from the repository root: two brain slices registered to the T1 slice):\n"
+    "  printf 'fixed,moving\\n' > pairs.csv\n"
+    f"  printf '{_DATA}/BrainT1SliceBorder20.png,{_DATA}/BrainProtonDensitySliceShifted13x17y.png\\n' >> pairs.csv\n"
+    f"  printf '{_DATA}/BrainT1SliceBorder20.png,{_DATA}/BrainProtonDensitySliceR10X13Y17.png\\n' >> pairs.csv\n"
+    "  coregister batch pairs.csv -o batch-out --workers 1"
+)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXAMPLE)
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: one sub-folder per pair, plus summary.csv and summary.json.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Address of an existing dask.distributed scheduler (tcp://host:8786); default: a local cluster.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the local cluster (default: the CPU count, at most one per pair).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ITK threads per registration (default: CPU count / workers).")
+@click.option("--preset", type=click.Choice(_preset_choices()), default="rigid", show_default=True,
+              help="Preset for rows whose 'preset' cell is empty.")
+@click.option("--metric", type=click.Choice(_metric_choices()), default=None,
+              help="Metric for rows whose 'metric' cell is empty (default: the preset's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed of every registration.")
+@click.option("--report", is_flag=True, help="Also write each pair's report.html.")
+@click.option("--threaded", is_flag=True, help="Local cluster with thread workers instead of processes.")
+@json_option
+@click.pass_context
+def batch(
+    ctx: click.Context,
+    pairs: Path,
+    output: Path,
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    preset: str,
+    metric: str | None,
+    seed: int,
+    report: bool,
+    threaded: bool,
+    as_json: bool,
+) -> None:
+    """Register every pair listed in PAIRS (CSV: fixed,moving[,name,preset,metric,fixed_mask,moving_mask]).
+
+    Each pair runs as one Dask task that reads its inputs and writes
+    OUTPUT/<name>/registered.<ext>, transform.tfm and result.json itself;
+    OUTPUT/summary.csv and summary.json list every pair's status, engine,
+    time and metrics. Relative paths in PAIRS are relative to its folder.
+    Exit code 1 when a pair could not be registered, 3 when one failed its
+    quality check (after all pairs ran and the summary was written).
+
+    """
+    from coregister.batch import PairStatus, read_pairs, run_batch
+    from coregister.cli import QualityCheckFailed
+    from coregister.cli._progress import file_progress
+
+    jobs = read_pairs(pairs, preset=preset, metric=metric)
+    with file_progress(ctx, f"{len(jobs)} pairs") as bar:
+        summary = run_batch(
+            jobs, output, scheduler=scheduler, workers=workers, threads_per_registration=threads,
+            processes=not threaded, report=report, seed=seed,
+            progress=None if bar is None else (lambda outcome, done, total: bar(outcome.name, done, total)),
+        )
+    if as_json:
+        echo_json(summary.to_dict())
+    else:
+        rows = [
+            (o.name, o.status.value, o.engine, f"{o.time_s:.2f}",
+             ", ".join(f"{k} {o.metrics.get('before', {}).get(k, float('nan')):.3f}→{v:.3f}"
+                       for k, v in o.metrics.get("after", {}).items() if k in ("ncc", "mi")) or o.error)
+            for o in summary.outcomes
+        ]
+        print_table(
+            f"{len(rows)} pairs in {summary.wall_s:.1f} s ({summary.scheduler}); summary: {summary.summary_csv}",
+            ("pair", "status", "engine", "time (s)", "metrics before→after / error"),
+            rows,
+            justify=("left", "left", "left", "right", "left"),
+        )
+    counts = summary.counts
+    if counts[PairStatus.ERROR.value]:
+        raise click.ClickException(f"{counts[PairStatus.ERROR.value]} of {len(jobs)} pairs could not be registered; see {summary.summary_csv}")
+    if counts[PairStatus.QUALITY_FAILED.value]:
+        raise QualityCheckFailed(f"{counts[PairStatus.QUALITY_FAILED.value]} of {len(jobs)} pairs failed the quality check; see {summary.summary_csv}")
