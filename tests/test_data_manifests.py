@@ -176,6 +176,13 @@ def test_unknown_names_are_refused_with_the_choices(tmp_path: Path) -> None:
         datasets.fetch("nibabel_anat_func", dest=tmp_path, files=["nope.nii"])
 
 
+def test_locate_finds_the_shared_layout_and_refuses_without_download(data, tmp_path: Path) -> None:
+    folder = datasets.locate("itk_brainweb_2d", roots=[tmp_path, data(".")], download=False)
+    assert folder == data("medical/itk_brainweb_2d")
+    with pytest.raises(DataNotFoundError, match="run `coregister data fetch mni_icbm152_2009`"):
+        datasets.locate("mni_icbm152_2009", roots=[tmp_path], download=False)
+
+
 # ---------------------------------------------------------------- command line
 def test_cli_data_ls_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "ls", "--json"]) == 0

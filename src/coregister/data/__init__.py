@@ -53,6 +53,7 @@ __all__ = [
     "get_dataset",
     "list_datasets",
     "load_manifest",
+    "locate",
     "manifest_dir",
     "names",
     "sha256_of",
@@ -368,3 +369,55 @@ def _fetch_into(root: Path, wanted: Iterable[DataFile], created: list[Path], pro
         else:
             logger.info("%s: downloading %s", entry.path, entry.url)
             _download(entry, target)
+
+
+def locate(
+    name: str,
+    *,
+    roots: Sequence[str | os.PathLike[str]] = (),
+    download: bool = True,
+    directory: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The folder of data set ``name``: a local copy if one exists, else a checksum-verified :func:`fetch`.
+
+    Each root is searched for the set's ``shared_path`` (the layout of the
+    project's ``shared/data`` folder, e.g. ``medical/antspy``) and for its
+    name (the layout :func:`fetch` creates); then the default cache. Only
+    when none holds it, and ``download`` is true, is it fetched.
+
+    Parameters
+    ----------
+    name : str
+        A data set name (``coregister data ls``).
+    roots : sequence of paths
+        Folders to search first, in order.
+    download : bool
+        Fetch the set when no local copy exists (default); otherwise raise
+        :class:`~coregister.errors.DataNotFoundError`.
+    directory : path, optional
+        Where to read manifests (default: the package's).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> fetched = fetch("nibabel_anat_func", dest=root)  # copied from the installed nibabel: no network
+    >>> locate("nibabel_anat_func", roots=[root], download=False) == fetched
+    True
+    """
+    dataset = get_dataset(name, directory=directory)
+    candidates: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if dataset.shared_path:
+            candidates.append(root / dataset.shared_path)
+        candidates.append(root / name)
+    candidates.append(default_cache() / name)
+    wanted = [f.path for f in dataset.files if f.fetchable]
+    for folder in candidates:
+        if folder.is_dir() and all((folder / rel).exists() for rel in wanted):
+            return folder
+    if not download:
+        searched = ", ".join(str(c) for c in candidates)
+        raise DataNotFoundError(f"data set {name!r} is not in {searched}; run `coregister data fetch {name}`")
+    return fetch(name, directory=directory)
