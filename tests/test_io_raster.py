@@ -582,3 +582,21 @@ def test_new_plain_tiff_reads_identically_in_simpleitk(data, tmp_path, dtype):
     view = _rasterio_view(out)
     assert not view["tiled"] and view["compress"] == "deflate" and view["transform"] == tuple(Affine.identity())
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), array)
+
+
+def test_four_band_image_is_not_taken_for_rgba_unless_it_is(data, tmp_path):
+    rgb = cr.read(data("photos/skimage_motorcycle_stereo/motorcycle_left.png")).array[:64, :96]
+    fourth = np.zeros(rgb.shape[:2], np.uint8)  # e.g. a near-infrared band that is 0 in places
+    fourth[10:] = 200
+    bands = np.dstack([rgb, fourth])
+    out = write_raster(cr.SpatialImage(bands, origin=(0, 0), spacing=(1, 1)), tmp_path / "four.tif")
+    back = read_raster(out)
+    assert back.mask is None and back.meta["colorinterp"][3] != "alpha"
+    np.testing.assert_array_equal(back.array, bands)
+    # a PNG's RGBA stays RGBA, with its transparency as the mask
+    png = cr.write(cr.SpatialImage(bands, origin=(0, 0), spacing=(1, 1)), tmp_path / "rgba.png")
+    out_rgba = write_raster(cr.read(png), tmp_path / "rgba.tif")
+    back_rgba = read_raster(out_rgba)
+    assert back_rgba.meta["colorinterp"] == ("red", "green", "blue", "alpha")
+    np.testing.assert_array_equal(back_rgba.mask, fourth > 0)
+    np.testing.assert_array_equal(back_rgba.array, bands)

@@ -526,6 +526,14 @@ def raster_profile(image: SpatialImage, *, driver: str = "GTiff", **overrides: A
             options = {"compress": "deflate", "tiled": tiled, "interleave": "pixel" if count > 1 else "band"}
             if tiled:
                 options.update(blockxsize=256, blockysize=256)
+            # GDAL would call a 4-band uint8 image RGBA and read its 4th band as a mask: say what the bands are.
+            layout = meta.get("layout")  # set by the PNG/JPEG reader
+            if layout == "rgb" and count == 3:
+                options["photometric"] = "RGB"
+            elif layout == "rgba" and count == 4:
+                options.update(photometric="RGB", alpha="YES")
+            elif count == 4:
+                options["photometric"] = "MINISBLACK"
         if options.get("tiled"):
             for key in ("blockxsize", "blockysize"):
                 size = int(options.get(key) or 256)
