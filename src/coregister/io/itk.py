@@ -152,11 +152,21 @@ def _metadata_to_write(image: SpatialImage, suffix: str) -> dict[str, str]:
     return out
 
 
-def _to_sitk(image: SpatialImage) -> sitk.Image:
+def _to_sitk(image: SpatialImage, suffix: str) -> sitk.Image:
     if image.dtype == np.float16:
         image = image.replace(array=image.array.astype(np.float32))
     if image.dtype.kind not in "biufc":
         raise UnsupportedFormatError(f"cannot write dtype {image.dtype} with SimpleITK; cast to a numeric dtype")
+    if image.dtype.kind == "c" and image.has_channels:
+        raise UnsupportedFormatError(
+            f"SimpleITK has no complex vector pixels ({image.dtype}, {image.n_channels} channels); "
+            "write one channel at a time (image.channel(i)) or .nii"
+        )
+    if image.dtype.kind == "c" and suffix in (".mha", ".mhd"):
+        raise UnsupportedFormatError(
+            f"MetaImage has no complex pixel type ({image.dtype} would come back as two float channels); "
+            "write .nrrd or .nii instead"
+        )
     if image.meta.get("trailing_axis") == "time" and image.ndim == 3 and image.has_channels:
         array = np.moveaxis(np.asarray(image.array), -1, 0)  # (z, y, x, t) -> (t, z, y, x)
         out = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
@@ -210,7 +220,7 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
         raise UnsupportedFormatError(f"write_itk needs a path ending in {', '.join(_SUFFIXES)}, got {str(path)!r}")
     if compress is None:
         compress = bool(image.meta.get("compressed", False)) if image.meta.get("format") == "itk" else False
-    out = _to_sitk(image)
+    out = _to_sitk(image, suffix)
     for key, value in _metadata_to_write(image, suffix).items():
         out.SetMetaData(key, value)
     writer = sitk.ImageFileWriter()

@@ -59,7 +59,7 @@ def _text(value: Any) -> str:
 
 
 def _corners(shape: tuple[int, ...]) -> np.ndarray:
-    extent = [(0, max(n - 1, 0)) for n in shape[:3]]
+    extent = [(0, max(n - 1, 0)) for n in (tuple(shape[:3]) + (1, 1))[:3]]
     grid = np.array(np.meshgrid(*extent, indexing="ij")).reshape(3, -1)
     return np.vstack([grid, np.ones(grid.shape[1])])
 
@@ -167,7 +167,7 @@ def _spatial_slice(shape: tuple[int, ...], volume: int | None, path: Path) -> tu
     trailing = {4: "time", 5: "vector"}.get(ndim, "none")
     count = shape[-1] if trailing != "none" else 1
     if volume is None:
-        return ((slice(None),) * 3 + ((0,) if ndim == 5 else ()), trailing)
+        return ((slice(None),) * min(ndim, 4) + ((0,) if ndim == 5 else ()), trailing)
     if not -count <= volume < count:
         raise ConfigError(
             f"volume={volume} is out of range for {str(path)!r}, which has {count} volume(s) (0..{count - 1})"
