@@ -45,8 +45,8 @@ def smallest_exact_dtype(values: np.ndarray, *, prefer: np.dtype | None = None) 
     """The smallest dtype that holds every value of ``values`` exactly.
 
     Integer-valued data get an integer type: ``prefer`` when it holds the
-    range, else the narrowest signed (or, without negatives, unsigned) type
-    that does. Other data get ``float32`` when the values survive the round
+    range, else the narrowest type of the same signedness that does (signed
+    as soon as a value is negative). Other data get ``float32`` when the values survive the round
     trip through it, else ``float64``.
 
     Examples
@@ -56,6 +56,8 @@ def smallest_exact_dtype(values: np.ndarray, *, prefer: np.dtype | None = None) 
     dtype('int16')
     >>> smallest_exact_dtype(np.array([0.0, 70000.0]), prefer=np.dtype("uint16"))
     dtype('uint32')
+    >>> smallest_exact_dtype(np.array([0.0, 70000.0]), prefer=np.dtype("int16"))
+    dtype('int32')
     >>> smallest_exact_dtype(np.array([0.5, 1.25])), smallest_exact_dtype(np.array([0.1]))
     (dtype('float32'), dtype('float64'))
     """
@@ -69,7 +71,8 @@ def smallest_exact_dtype(values: np.ndarray, *, prefer: np.dtype | None = None) 
         candidates: list[np.dtype] = (
             [np.dtype(prefer)] if prefer is not None and np.issubdtype(prefer, np.integer) else []
         )
-        candidates += [np.dtype(t) for t in (_SIGNED if low < 0 else _UNSIGNED + _SIGNED)]
+        signed = low < 0 or (prefer is not None and np.issubdtype(prefer, np.signedinteger))
+        candidates += [np.dtype(t) for t in (_SIGNED if signed else _UNSIGNED + _SIGNED)]
         for dtype in candidates:
             info = np.iinfo(dtype)
             if info.min <= low and high <= info.max:
