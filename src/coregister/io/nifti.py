@@ -167,7 +167,7 @@ def _spatial_slice(shape: tuple[int, ...], volume: int | None, path: Path) -> tu
     trailing = {4: "time", 5: "vector"}.get(ndim, "none")
     count = shape[-1] if trailing != "none" else 1
     if volume is None:
-        return ((slice(None),) * min(ndim, 4) + ((0,) if ndim == 5 else ()), trailing)
+        return ((slice(None),) * 3 + (0, slice(None)) if ndim == 5 else (slice(None),) * ndim), trailing
     if not -count <= volume < count:
         raise ConfigError(
             f"volume={volume} is out of range for {str(path)!r}, which has {count} volume(s) (0..{count - 1})"
@@ -397,10 +397,12 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
         sform_code = qform_code = _DEFAULT_XFORM_CODE
     direction = np.asarray(image.direction)
     if not np.allclose(direction.T @ direction, np.eye(image.ndim), atol=1e-6):
-        sform_code = sform_code or _DEFAULT_XFORM_CODE
+        sform_code, qform_code = sform_code or _DEFAULT_XFORM_CODE, qform_code or _DEFAULT_XFORM_CODE
         warn(
-            f"writing {str(path)!r}: the direction is not orthonormal (sheared); the qform cannot hold a shear, "
-            f"so only the sform (code {sform_code}) carries the exact geometry",
+            f"writing {str(path)!r}: the direction is not orthonormal (sheared); the sform keeps it exactly "
+            "(nibabel, FSL, SPM read it), but a qform cannot hold a shear and ITK-based tools (SimpleITK, ANTs, "
+            "elastix) refuse sheared sforms and fall back to the qform, which drops the shear; "
+            "resample onto an orthonormal grid for them",
             GeometryWarning,
         )
 
