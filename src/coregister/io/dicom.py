@@ -45,6 +45,7 @@ from coregister.errors import (
 )
 from coregister.image import SpatialImage
 from coregister.io._scaling import smallest_exact_dtype
+from coregister.io._text import one_line
 from coregister.io._warn import warn
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom"]
@@ -167,7 +168,9 @@ def _read_header(path: str | Path) -> pydicom.Dataset:
                 raise
             return header
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise UnreadableInputError(f"{str(path)!r} is not a readable DICOM file ({exc}); check the file") from exc
+        raise UnreadableInputError(
+            f"{str(path)!r} is not a readable DICOM file ({one_line(exc)}); check the file"
+        ) from exc
 
 
 def _plain(value: Any) -> Any:
@@ -287,7 +290,7 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
                 if (files := sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
             }
     except RuntimeError as exc:
-        logger.warning("GDCM could not scan %s (%s); scanning with pydicom", folder, str(exc).strip().splitlines()[-1])
+        logger.warning("GDCM could not scan %s (%s); scanning with pydicom", folder, one_line(exc))
     groups: dict[str, list[str]] = {}
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
@@ -539,7 +542,7 @@ def _execute(files: Sequence[str], as_float: bool) -> sitk.Image:
         with _itk_warnings_off():
             return reader.Execute()
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        detail = one_line(exc)
         raise UnreadableInputError(
             f"GDCM could not read the series starting at {str(files[0])!r} ({detail}); "
             "compressed transfer syntaxes GDCM lacks need converting first"

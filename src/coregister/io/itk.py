@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._atomic import atomic_path
+from coregister.io._text import one_line
 
 __all__ = ["read_itk", "write_itk"]
 
@@ -113,7 +114,7 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        detail = one_line(exc)
         raise UnreadableInputError(
             f"{str(path)!r} could not be read by SimpleITK ({detail}); check that the header and its data file "
             "are complete and side by side"
@@ -234,9 +235,7 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
                 writer.SetFileName(str(tmp))
                 writer.Execute(out)
     except RuntimeError as exc:
-        raise UnreadableInputError(
-            f"SimpleITK could not write {str(path)!r}: {str(exc).strip().splitlines()[-1]}"
-        ) from exc
+        raise UnreadableInputError(f"SimpleITK could not write {str(path)!r}: {one_line(exc)}") from exc
     logger.debug("wrote %s (%s, compressed=%s)", path, out.GetPixelIDTypeAsString(), compress)
     return path
 

@@ -39,6 +39,7 @@ from coregister.errors import (
 from coregister.image import SpatialImage
 from coregister.io._atomic import atomic_path
 from coregister.io._scaling import apply_rescale, is_identity_scaling, unapply_rescale
+from coregister.io._text import one_line
 from coregister.io._warn import warn
 
 __all__ = ["read_nifti", "write_nifti"]
@@ -247,7 +248,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
         image = nib.load(path)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableInputError(
-            f"{str(path)!r} is not a readable NIfTI file ({exc}); check that it is complete"
+            f"{str(path)!r} is not a readable NIfTI file ({one_line(exc)}); check that it is complete"
         ) from exc
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise UnsupportedFormatError(f"{str(path)!r} is a {type(image).__name__}, not a single-file NIfTI; convert it")
@@ -262,7 +263,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
         stored = np.asarray(_raw_proxy(proxy)[index])
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableInputError(
-            f"{str(path)!r} is truncated or corrupt: its data could not be read ({exc}); re-copy or re-export the file"
+            f"{str(path)!r} is truncated or corrupt: its data could not be read ({one_line(exc)}); re-copy or re-export the file"
         ) from exc
     native = np.dtype(stored.dtype.name)  # native byte order (anatomical.nii is big-endian)
     stored = stored.view(native) if stored.dtype.isnative else stored.astype(native)
