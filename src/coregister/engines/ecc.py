@@ -674,8 +674,9 @@ def ecc_register(
     -------
     EngineOutput
         ``transform`` maps fixed-space points to moving space; ``history``
-        holds the ECC per iteration and level; ``extras["ecc"]`` is the final
-        coefficient.
+        holds the ECC per iteration and level; ``extras["ecc"]`` is the last
+        coefficient computed, ``extras["failed"]`` says whether the finest
+        level stopped on a failure (reasons in ``warnings``).
 
     Examples
     --------
@@ -737,6 +738,7 @@ def _ecc_register(
 
     history: list[LevelHistory] = []
     hit_cap = False
+    last_failed = False
     final_rho = float("nan")
     model = TransformModel.AFFINE
     started = time.perf_counter()
@@ -780,6 +782,7 @@ def _ecc_register(
             if outcome.failed:
                 warnings.append(f"ECC stage {stage_name}, level {level_index} (shrink {level.shrink}): {outcome.stop_reason}")
             hit_cap = outcome.hit_cap
+            last_failed = outcome.failed
         logger.debug("ECC stage %s done: rho %.6f", stage_name, final_rho)
     transform = transform_from_matrix(matrix, model, center=fixed_centre)
     elapsed = time.perf_counter() - started
@@ -789,7 +792,7 @@ def _ecc_register(
         history=tuple(history),
         warnings=tuple(warnings),
         hit_iteration_cap=hit_cap,
-        extras={"ecc": final_rho, "optimisation_time_s": elapsed},
+        extras={"ecc": final_rho, "failed": last_failed, "optimisation_time_s": elapsed},
     )
 
 
