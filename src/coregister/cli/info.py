@@ -52,7 +52,11 @@ def _value_range(image: SpatialImage) -> tuple[float, float] | None:
     valid = image.valid_mask()
     if not valid.any():
         return None
-    values = image.array[valid]
+    values = image.array[valid].ravel()
+    if image.nodata is not None:  # as GDAL's statistics: a band's nodata value is no value, even in a valid pixel
+        values = values[~np.isnan(values)] if np.isnan(image.nodata) else values[values != image.nodata]
+        if values.size == 0:
+            return None
     if np.iscomplexobj(values):
         values = np.abs(values)
     if np.issubdtype(values.dtype, np.floating):
@@ -196,7 +200,11 @@ def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-@click.command("info", epilog="\b\nExample:\n  " + 'coregister info "$(python -c \'import importlib.resources as r; print(r.files("nibabel") / "tests/data/anatomical.nii")\')"')
+@click.command(
+    "info",
+    epilog="\b\nExample:\n  "
+    + 'coregister info "$(python -c \'import importlib.resources as r; print(r.files("nibabel") / "tests/data/anatomical.nii")\')"',
+)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
     "--series", default=None, help="DICOM folder with several series: index, SeriesInstanceUID or description."
