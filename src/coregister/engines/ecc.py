@@ -87,6 +87,7 @@ _DEFAULT_MAX_SAMPLES = {2: 1 << 14, 3: 1 << 16}
 # coarse levels only need to bring the next level into its capture range
 _STEP_TOLERANCE_PX = 2e-3
 _COARSE_STEP_TOLERANCE_PX = 2e-2
+_STALL_ITERATIONS = 10  # a level stops when the ECC has not beaten its best for this many iterations
 _MIN_SAMPLES = 64
 
 
@@ -511,6 +512,7 @@ def _solve_level(
 
     rhos: list[float] = []
     best = (-np.inf, matrix)
+    best_iteration = 0
     stop_reason, hit_cap, failed = "iteration cap", True, False
     for iteration in range(iterations):
         # moving continuous index (x, y[, z]) of every sample: index_from_world . P . x
@@ -559,6 +561,11 @@ def _solve_level(
             progress(stage_name, level_index, iteration, rho)
         if rho > best[0]:
             best = (rho, matrix)
+            best_iteration = iteration
+        elif iteration - best_iteration >= _STALL_ITERATIONS:
+            stop_reason, hit_cap = f"stalled (no gain in {_STALL_ITERATIONS} iterations; kept the best)", False
+            matrix = best[1]
+            break
         hessian = big_g.T @ big_g
         i_proj, t_proj = big_g.T @ i, big_g.T @ t
         try:
