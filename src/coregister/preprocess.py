@@ -368,7 +368,8 @@ def fill_mask(
     ignores the border instead of being pulled by it (0.4-0.8 px on a
     512 x 512 photo warped by a homography). Do not use it where a constant
     background is data (the zero background around a head is part of its
-    silhouette). Interpolation kernels blend the fill into a thin band of
+    silhouette), and mind that an 8-bit photo's flat runs along its edge
+    (saturated sky) are taken as fill too. Interpolation kernels blend the fill into a thin band of
     valid pixels next to it, which pulls as hard as the fill itself: the fill,
     and the outside of the image, are grown by ``margin_px`` pixels (2 covers
     cubic interpolation).
