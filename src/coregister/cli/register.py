@@ -103,6 +103,14 @@ def _writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:
     return None
 
 
+def _for_writing(image: SpatialImage, name: str) -> SpatialImage:
+    """PNG/JPEG/BMP keep no mask beside the pixels: pixels without data already hold the fill value."""
+    if image.mask is not None and name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+        logger.info("%s: pixels without data hold the fill value; the mask is not written", name)
+        return image.replace(mask=None)
+    return image
+
+
 def _transform_name(transform: Any) -> str:
     try:
         transform.to_sitk()
@@ -135,9 +143,12 @@ def _summary(result: Any, written: list[Path]) -> None:
     for key in ("ncc", "mi", "mse"):
         if key in before or key in after:
             rows.append((key, _fmt(before.get(key)), _fmt(after.get(key))))
-    print_table(
+    click.echo(
         f"{result.engine or 'registration'}: {'passed' if result.passed else 'FAILED the quality check'} "
-        f"in {result.time_s:.2f} s (seed {result.seed}, {result.threads} thread(s))",
+        f"in {result.time_s:.2f} s (seed {result.seed}, {result.threads} thread(s))"
+    )
+    print_table(
+        None,
         ["metric", "before", "after"],
         rows,
         justify=["left", "right", "right"],
@@ -230,7 +241,7 @@ def register(
 
     transform_name = _transform_name(result.transform)
     with _staging(outdir) as staging:
-        write(registered, staging / image_name)
+        write(_for_writing(registered, image_name), staging / image_name)
         result.transform.save(staging / transform_name)
         result.save_json(staging / "result.json")
         if report:
@@ -304,5 +315,5 @@ def apply_command(
         output_dtype=_writable_dtype(moving_image, reference_image, output.name.lower()),
         threads=threads,
     )
-    write(out, output)
+    write(_for_writing(out, output.name), output)
     click.echo(f"wrote {output}")
