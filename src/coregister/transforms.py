@@ -310,7 +310,7 @@ class LinearTransform(Transform):
             "decomposition": decompose(self.matrix),
         }
 
-    def _sitk_common(self, tx: sitk.Transform) -> sitk.Transform:
+    def _sitk_common(self, tx: Any) -> sitk.Transform:
         tx.SetCenter(tuple(self.center.tolist()))
         tx.SetTranslation(tuple(self.translation.tolist()))
         return tx

@@ -52,7 +52,7 @@ def metric_choices() -> list[str]:
     return [m.value for m in Metric]
 
 
-def _existing_path() -> click.Path:
+def _input_path() -> click.Path:
     # Existence is checked by the reader, whose error is one line and exit code 1 (click's would be a usage error).
     return click.Path(path_type=Path)
 
@@ -80,7 +80,7 @@ def interpolation_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """The options of a registration: preset, metric, precision, masks, seed, threads."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--preset",
             type=click.Choice(preset_names(), case_sensitive=False),
@@ -97,13 +97,13 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precise", is_flag=True, help="The slower, more accurate family of the preset."),
         click.option(
             "--fixed-mask",
-            type=_existing_path(),
+            type=_input_path(),
             default=None,
             help="Image on the fixed grid, non-zero where to register (nodata is masked out anyway).",
         ),
         click.option(
             "--moving-mask",
-            type=_existing_path(),
+            type=_input_path(),
             default=None,
             help="Image on the moving grid, non-zero where to register.",
         ),
