@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from coregister.config import EngineName, Initialisation, ProgressCallback, RegistrationConfig, TransformModel
+from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, TransformModel
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
@@ -129,15 +129,16 @@ def _quality(
     output: EngineOutput,
     before: Mapping[str, float],
     after: Mapping[str, float],
+    metric: Metric,
 ) -> tuple[bool, list[str]]:
-    """C1's quality check when it is there; the same rules, minimal, otherwise."""
+    """The quality check of :mod:`coregister.qc.quality`; the same rules, minimal, where it is missing."""
     try:
         from coregister.qc import quality
     except ImportError:
         quality = None  # type: ignore[assignment]
     if quality is not None and hasattr(quality, "check"):
         verdict = quality.check(
-            fixed, moving, output.transform, before, after, hit_iteration_cap=output.hit_iteration_cap
+            fixed, moving, output.transform, before, after, metric=metric, hit_iteration_cap=output.hit_iteration_cap
         )
         return _read_verdict(verdict)
     return _basic_check(output, before, after)
@@ -178,6 +179,13 @@ def _basic_check(output: EngineOutput, before: Mapping[str, float], after: Mappi
     if after.get("overlap", 1.0) < 0.1:
         reasons.append(f"the images overlap on {after.get('overlap', 0.0):.0%} of the fixed mask only")
     return not reasons, reasons
+
+
+def _judged_metric(engine: EngineName, config: RegistrationConfig) -> Metric:
+    """What an attempt optimised, hence what must not get worse: correlation for ECC and features."""
+    if engine in (EngineName.ECC, EngineName.OPENCV_ECC, EngineName.FEATURES):
+        return Metric.ECC
+    return Metric.parse(config.stages[-1].metric) if config.stages else Metric.MATTES
 
 
 def _identity(ndim: int) -> Transform:
@@ -289,7 +297,7 @@ def run_auto(
             attempts.append(Attempt(name.value, False, float("nan"), (reason,), time.perf_counter() - started))
             continue
         after = _metrics(fixed, moving, output.transform, mask, config.threads)
-        passed, reasons = _quality(fixed, moving, output, before, after)
+        passed, reasons = _quality(fixed, moving, output, before, after, _judged_metric(name, config))
         if bool(output.extras.get("failed")):
             passed = False
             reasons = [*reasons, "the engine reported that it did not converge", *output.warnings]

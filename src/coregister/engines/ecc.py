@@ -664,9 +664,10 @@ def ecc_register(
         Each stage's ``model`` (translation, rigid, similarity, affine,
         homography in 2D), ``shrink_factors``/``smoothing_sigmas_mm`` (chosen
         by :func:`default_pyramid` when None) and ``iterations`` (cap per
-        level) are used; ``extra`` may hold ``("max_samples", n)``, the
-        number of fixed samples per level (default 65536). Defaults to one
-        affine stage.
+        level) are used, and the number of fixed samples per level
+        (``("max_samples", n)`` in ``extra``, else the stage's ``max_samples``
+        field where it has one, else 16384 in 2D and 65536 in 3D). Defaults
+        to one affine stage.
     initial : Transform, optional
         Starting fixed -> moving transform (linear or homography); otherwise
         ``config.initialisation`` decides (image centres by default).
@@ -755,7 +756,7 @@ def _ecc_register(
         gens = model_generators(model, d)
         matrix = _project(matrix, model, fixed_centre)
         factors, sigmas = _stage_pyramid(stage, fixed)
-        max_samples = int(_stage_option(stage, "max_samples", _DEFAULT_MAX_SAMPLES[d]))
+        max_samples = int(_stage_option(stage, "max_samples", getattr(stage, "max_samples", None) or _DEFAULT_MAX_SAMPLES[d]))
         levels = _build_levels(fixed, moving, fixed_valid, moving_valid, factors, sigmas, max_samples, rng)
         if not levels:
             raise RegistrationFailed(
