@@ -196,7 +196,9 @@ FORMATS = {
     "geotiff-no-crs": Format(
         ".tif", lambda c: c.ndim == 2 and _medical(c) and not c.pixel_grid and c.dtype in _GDAL_DTYPES
     ),
-    "tiff": Format(".tiff", lambda c: c.ndim == 2 and c.pixel_grid and not c.geospatial and c.dtype in _GDAL_DTYPES),
+    "tiff-plain": Format(
+        ".tif", lambda c: c.ndim == 2 and c.pixel_grid and not c.geospatial and c.dtype in _GDAL_DTYPES
+    ),
     "png": Format(".png", lambda c: c.ndim == 2 and c.pixel_grid and _medical(c) and c.dtype in ("uint8", "uint16")),
 }
 

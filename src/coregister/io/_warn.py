@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 
 __all__ = ["warn"]
 
@@ -24,7 +25,7 @@ def warn(message: str, category: type[Warning]) -> None:
     'look'
     """
     level = 2  # 1 would name this function
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_ROOT):
         frame = frame.f_back
         level += 1

@@ -259,6 +259,8 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     index, trailing = _spatial_slice(shape, volume, path)
 
     proxy = image.dataobj
+    if not isinstance(proxy, ArrayProxy):  # nib.load always gives a proxy; anything else is a bug upstream
+        raise UnreadableInputError(f"{str(path)!r}: nibabel returned {type(proxy).__name__}, not an on-disk array")
     try:
         stored = np.asarray(_raw_proxy(proxy)[index])
     except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -294,7 +296,13 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     if volume is not None and len(shape) >= 4:
         meta["volume"] = volume % shape[-1]
     logger.debug("read %s: shape %s, %s affine, %s -> %s", path, shape, chosen, stored.dtype, array.dtype)
-    return SpatialImage(np.ascontiguousarray(array), origin=origin, spacing=spacing, direction=direction, meta=meta)
+    return SpatialImage(
+        np.ascontiguousarray(array),
+        origin=tuple(float(v) for v in origin),
+        spacing=tuple(float(v) for v in spacing),
+        direction=direction,
+        meta=meta,
+    )
 
 
 # --------------------------------------------------------------------- writing
