@@ -12,7 +12,10 @@ from coregister.cli._output import echo_json, json_option
 __all__ = ["dicom", "ls"]
 
 
-_EXAMPLE = "\b\nExample:\n  " + 'coregister dicom ls "$(python -c \'import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file("17106", read=False)))\')"'
+_EXAMPLE = (
+    "\b\nExample:\n  "
+    + 'coregister dicom ls "$(python -c \'import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file("17106", read=False)))\')"'
+)
 
 
 @click.group("dicom", epilog=_EXAMPLE)
