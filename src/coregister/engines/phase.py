@@ -28,6 +28,7 @@ same thing as target pixel ``x - shift``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
+from threadpoolctl import ThreadpoolController
 
 from coregister.config import ProgressCallback, RegistrationConfig, TransformModel
 from coregister.engines.base import EngineOutput
@@ -150,6 +152,22 @@ class PhaseSimilarity:
 
 
 # ----------------------------------------------------------------------------- helpers
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _one_blas_thread(function: Any) -> Any:
+    """Run ``function`` with one BLAS thread: OpenBLAS threads spin on our thin products and small DFTs."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _threadpools().limit(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _as_array_and_mask(image: Any, mask: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(image, SpatialImage):
         if image.has_channels:
@@ -195,8 +213,9 @@ def _apodize(shape: tuple[int, ...]) -> np.ndarray:
     return window
 
 
-def _peak_ratio(ref_freq: np.ndarray, tgt_freq: np.ndarray, radius: int = 2) -> float:
-    """Main phase-correlation peak over the highest peak outside its neighbourhood."""
+def _phase_peak(ref_freq: np.ndarray, tgt_freq: np.ndarray, radius: int = 2) -> tuple[float, np.ndarray]:
+    """Phase-correlation surface: its main peak over the highest peak outside the peak's neighbourhood, and
+    the whole-pixel shift at the peak (scikit-image's sign and wrap-around convention)."""
     product = ref_freq * tgt_freq.conj()
     product /= np.maximum(np.abs(product), 1e-12)
     surface = np.abs(sfft.ifftn(product))
@@ -205,13 +224,23 @@ def _peak_ratio(ref_freq: np.ndarray, tgt_freq: np.ndarray, radius: int = 2) -> 
     rolled = np.roll(surface, [radius - int(i) for i in peak_index], axis=tuple(range(surface.ndim)))
     rolled[tuple(slice(0, 2 * radius + 1) for _ in peak_index)] = 0.0
     second = float(rolled.max())
-    return peak / second if second > 0 else math.inf
+    shift = np.array(peak_index, dtype=float)
+    size = np.array(surface.shape)
+    wrap = shift > np.trunc(size / 2)
+    shift[wrap] -= size[wrap]
+    return (peak / second if second > 0 else math.inf), shift
 
 
-def _bspline_weights(frac: float) -> np.ndarray:
-    """Cubic B-spline weights of coefficients ``x - n - m`` for ``m = -1, 0, 1, 2`` at fractional shift ``frac``."""
+def _peak_ratio(ref_freq: np.ndarray, tgt_freq: np.ndarray) -> float:
+    return _phase_peak(ref_freq, tgt_freq)[0]
+
+
+def _bspline_weights(frac: float, derivative: bool = False) -> np.ndarray:
+    """Cubic B-spline weights (or their derivative) of coefficients ``x - n - m``, ``m = -1, 0, 1, 2``, at fraction ``frac``."""
     f = frac
     g = 1.0 - f
+    if derivative:
+        return np.array([g * g / 2.0, 2.0 * f - 1.5 * f * f, -2.0 * g + 1.5 * g * g, -f * f / 2.0])
     return np.array([g**3 / 6.0, 2.0 / 3.0 - f * f + f**3 / 2.0, 2.0 / 3.0 - g * g + g**3 / 2.0, f**3 / 6.0])
 
 
@@ -228,12 +257,17 @@ def _shifted_region(shape: tuple[int, ...], shift: np.ndarray) -> tuple[slice, .
     return tuple(region)
 
 
-def _shift_coefficients(coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...]) -> np.ndarray:
-    """Sample the cubic B-spline ``s(x - shift)`` for ``x`` in ``region`` (separable, slicing only)."""
+def _shift_coefficients(
+    coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...], derivative_axis: int | None = None
+) -> np.ndarray:
+    """Sample the cubic B-spline ``s(x - shift)`` (or its derivative along one axis) for ``x`` in ``region``.
+
+    Separable, slicing only: four multiply-adds per axis.
+    """
     out = coeffs
     for axis, (d, sl) in enumerate(zip(shift, region, strict=True)):
         whole = math.floor(d)
-        weights = _bspline_weights(d - whole)
+        weights = _bspline_weights(d - whole, derivative=axis == derivative_axis)
         acc = None
         for m, weight in zip((-1, 0, 1, 2), weights, strict=True):
             start = sl.start - whole - m
@@ -269,13 +303,12 @@ class _Fit:
     valid_fraction: float
 
 
-def _spline_gradients(image: np.ndarray) -> list[np.ndarray]:
-    """Exact derivatives of the cubic B-spline interpolant at the pixel centres (sharper than ``np.gradient``)."""
-    coeffs = ndimage.spline_filter(image, order=3, mode="mirror")
-    grads = []
-    for axis in range(image.ndim):
-        grads.append(ndimage.correlate1d(coeffs, np.array([-0.5, 0.0, 0.5]), axis=axis, mode="mirror"))
-    return grads
+def _moved_mask(ok: np.ndarray | None, region: tuple[slice, ...], shift: np.ndarray) -> np.ndarray | None:
+    """``ok(x - shift)`` (nearest) for ``x`` in ``region``."""
+    if ok is None:
+        return None
+    nearest = np.round(shift).astype(int)
+    return ok[tuple(slice(sl.start - k, sl.stop - k) for sl, k in zip(region, nearest, strict=True))]
 
 
 def _gradient_refine(
@@ -288,41 +321,51 @@ def _gradient_refine(
     max_iterations: int,
     tolerance_px: float,
     max_step_px: float,
+    sigma_px: float,
 ) -> _Fit | None:
     """Gauss-Newton fit of ``reference(x) ~ gain * target(x - d) + offset`` over the valid pixels.
 
-    The target is a cubic B-spline; the Jacobian with respect to ``d`` uses the
-    mean of the reference's and the warped target's gradients (efficient
-    second-order minimisation), which converges in a few iterations.
+    The target is a cubic B-spline (exact derivatives). Both images are
+    first smoothed with a Gaussian of ``sigma_px``: interpolating at a
+    fraction of a pixel smooths the fine detail that a whole-pixel position
+    keeps, which pulls the least-squares optimum towards whole pixels by a few
+    hundredths of a pixel on sharp images; without that detail the optimum
+    stays put (smoothing both images alike does not move it), and the fit
+    converges in about three iterations.
     """
     ndim = reference.ndim
-    coeffs = ndimage.spline_filter(_fill(target, tgt_mask), order=3, mode="mirror")
-    # a masked pixel's filled value leaks into coefficients a few pixels away
-    tgt_ok = None if tgt_mask is None else ndimage.binary_erosion(tgt_mask, iterations=_EDGE_PX + 1, border_value=1)
-    ref_grads = _spline_gradients(reference)
+    ref_f, tgt_f = _fill(reference, ref_mask), _fill(target, tgt_mask)
+    if sigma_px > 0:
+        ref_f = ndimage.gaussian_filter(ref_f, sigma_px, mode="mirror")
+        tgt_f = ndimage.gaussian_filter(tgt_f, sigma_px, mode="mirror")
+    coeffs = ndimage.spline_filter(tgt_f, order=3, mode="mirror")
+    # a masked pixel's filled value leaks into its neighbours (smoothing, spline coefficients)
+    erode = _EDGE_PX + 1 + int(math.ceil(2 * sigma_px))
+    ref_ok = None if ref_mask is None else ndimage.binary_erosion(ref_mask, iterations=erode, border_value=1)
+    tgt_ok = None if tgt_mask is None else ndimage.binary_erosion(tgt_mask, iterations=erode, border_value=1)
     d = np.array(start, dtype=float)
     gain = math.nan
     offset = 0.0
     converged = False
     iterations = 0
     cache_key: tuple[Any, ...] | None = None
+    residual = w = r_ref = normal = None
+    valid = None
     for iterations in range(1, max_iterations + 2):  # noqa: B007 - the last pass only evaluates
         region = _shifted_region(reference.shape, d)
         if region is None:
             return None
-        nearest = tuple(int(v) for v in np.round(d))
-        key = (tuple((sl.start, sl.stop) for sl in region), nearest)
+        key = (tuple((sl.start, sl.stop) for sl in region), tuple(np.round(d).astype(int)))
         if key != cache_key:
             cache_key = key
-            valid = None if ref_mask is None else ref_mask[region]
-            if tgt_ok is not None:
-                src = tuple(slice(sl.start - k, sl.stop - k) for sl, k in zip(region, nearest, strict=True))
-                valid = tgt_ok[src] if valid is None else (valid & tgt_ok[src])
+            valid = None if ref_ok is None else ref_ok[region]
+            moved = _moved_mask(tgt_ok, region, d)
+            if moved is not None:
+                valid = moved if valid is None else (valid & moved)
             if valid is not None and valid.sum() < 16 * (ndim + 2):
                 return None
-            r_ref = reference[region] if valid is None else reference[region][valid]
-            r_ref = r_ref.ravel()
-            g_ref = [(g[region] if valid is None else g[region][valid]).ravel() for g in ref_grads]
+            r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
+        assert r_ref is not None
         warped = _shift_coefficients(coeffs, d, region)
         w = warped.ravel() if valid is None else warped[valid]
         if math.isnan(gain):  # start from the least-squares gain and offset
@@ -334,10 +377,10 @@ def _gradient_refine(
         if iterations == max_iterations + 1 or converged:
             break
         jac = np.empty((ndim + 2, w.size))
-        for k, g_w in enumerate(np.gradient(warped) if ndim > 1 else [np.gradient(warped)]):
-            # d/d(shift) of gain * t(x - d) is -gain * grad t; averaged with -grad(reference) (ESM)
-            g_w = g_w.ravel() if valid is None else g_w[valid]
-            jac[k] = -0.5 * (g_ref[k] + gain * g_w)
+        for k in range(ndim):
+            # d/d(shift) of gain * t(x - d) is -gain * (grad t)(x - d), exact from the spline
+            g_w = _shift_coefficients(coeffs, d, region, derivative_axis=k)
+            jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
         jac[ndim + 1] = 1.0
         # einsum, not BLAS: OpenBLAS threads spin on these thin products and triple the CPU time
@@ -352,12 +395,13 @@ def _gradient_refine(
         if np.max(np.abs(d - start)) > max_step_px:
             return None
         converged = bool(np.max(np.abs(step[:ndim])) < tolerance_px)
+    assert residual is not None and w is not None and r_ref is not None
     dof = max(w.size - (ndim + 2), 1)
     sigma2 = _dot(residual, residual) / dof
     try:
         cov = sigma2 * np.linalg.inv(normal)[:ndim, :ndim]
         std = math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0))
-    except (np.linalg.LinAlgError, UnboundLocalError):
+    except (np.linalg.LinAlgError, TypeError):
         std = math.inf
     return _Fit(
         shift=d,
@@ -390,6 +434,7 @@ def _aligned_ncc(reference: np.ndarray, target: np.ndarray, shift: np.ndarray, m
 
 
 # ----------------------------------------------------------------------------- public
+@_one_blas_thread
 def phase_correlate(
     reference: np.ndarray | SpatialImage,
     target: np.ndarray | SpatialImage,
@@ -399,7 +444,8 @@ def phase_correlate(
     refine: str = "gradient",
     upsample_factor: int = 100,
     max_iterations: int = 20,
-    tolerance_px: float = 1e-4,
+    tolerance_px: float = 1e-3,
+    smoothing_px: float = 1.0,
     max_shift_px: float | None = None,
 ) -> PhaseShift:
     """Find the translation between two images by phase correlation, refined below a hundredth of a pixel.
@@ -417,7 +463,7 @@ def phase_correlate(
     refine : {"gradient", "upsample", "iterate"}
         Sub-pixel refinement. ``"gradient"`` (default): Gauss-Newton fit of
         shift, gain and offset with cubic B-spline interpolation of the
-        target, under the masks. ``"upsample"``: scikit-image's upsampled DFT
+        target, on both images smoothed by ``smoothing_px``, under the masks. ``"upsample"``: scikit-image's upsampled DFT
         alone (masked pixels replaced by the mean), biased towards whole
         pixels by up to about 0.1 px. ``"iterate"``: shift the target by the
         estimate and correlate again, three times.
@@ -427,6 +473,9 @@ def phase_correlate(
         Gauss-Newton iterations at most.
     tolerance_px : float
         Stop when an update moves the shift by less than this (pixels).
+    smoothing_px : float
+        Gaussian sigma applied to both images before the Gauss-Newton fit
+        (removes the interpolation bias towards whole pixels; 0 disables).
     max_shift_px : float, optional
         Refuse shifts longer than this (:class:`~coregister.errors.RegistrationFailed`).
 
@@ -472,9 +521,9 @@ def phase_correlate(
     ref_f = _fill(ref, ref_mask)
     tgt_f = _fill(tgt, tgt_mask)
     window = _apodize(ref.shape)
-    ref_freq = sfft.fftn((ref_f - ref_f.mean()) * window)
-    tgt_freq = sfft.fftn((tgt_f - tgt_f.mean()) * window)
-    peak_ratio = _peak_ratio(ref_freq, tgt_freq)
+    ref_freq = sfft.fftn(((ref_f - ref_f.mean()) * window).astype(np.float32))
+    tgt_freq = sfft.fftn(((tgt_f - tgt_f.mean()) * window).astype(np.float32))
+    peak_ratio, whole_pixels = _phase_peak(ref_freq, tgt_freq)
 
     from skimage.registration import phase_cross_correlation
 
@@ -487,9 +536,10 @@ def phase_correlate(
             reference_mask=ref_mask if ref_mask is not None else np.ones(ref.shape, bool),
             moving_mask=tgt_mask if tgt_mask is not None else np.ones(ref.shape, bool),
         )[0]
+    elif refine == "gradient":
+        coarse = whole_pixels  # the surface's peak, as phase_cross_correlation(upsample_factor=1) finds it
     else:
-        factor = 1 if refine == "gradient" else int(upsample_factor)
-        coarse = phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=factor)[0]
+        coarse = phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=upsample_factor)[0]
     coarse = np.asarray(coarse, dtype=float)
     method = refine + ("+masked" if masked else "")
 
@@ -497,7 +547,7 @@ def phase_correlate(
     if refine == "gradient":
         fit = _gradient_refine(
             ref, ref_mask, tgt, tgt_mask, coarse,
-            max_iterations=max_iterations, tolerance_px=tolerance_px, max_step_px=2.0,
+            max_iterations=max_iterations, tolerance_px=tolerance_px, max_step_px=2.0, sigma_px=smoothing_px,
         )
         if fit is None:
             logger.debug("gradient refinement failed from %s; keeping the upsampled estimate", coarse.tolist())
@@ -510,7 +560,7 @@ def phase_correlate(
         estimate = coarse
         for _ in range(3):
             moved = ndimage.shift(tgt_f, estimate, order=3, mode="nearest")
-            moved_freq = sfft.fftn((moved - moved.mean()) * window)
+            moved_freq = sfft.fftn(((moved - moved.mean()) * window).astype(np.float32))
             step = phase_cross_correlation(ref_freq, moved_freq, space="fourier", upsample_factor=upsample_factor)[0]
             estimate = estimate + np.asarray(step, dtype=float)
         coarse = estimate
@@ -601,12 +651,12 @@ def _refine_similarity(
     *,
     allow_scale: bool,
     max_iterations: int = 30,
-) -> tuple[np.ndarray, float] | None:
+) -> tuple[np.ndarray, float, float] | None:
     """Gauss-Newton fit of ``reference(p) ~ gain * target(M p) + offset`` over rotation, [scale], translation.
 
     ``M`` maps reference pixels ``(col, row)`` to target pixels and is
     parametrised about the image centre as ``M q = s R(theta) q + c + t``.
-    Returns the refined matrix and the final normalised correlation.
+    Returns the refined matrix and the normalised correlation at the end and at the start.
     """
     centre = np.array([(reference.shape[1] - 1) / 2.0, (reference.shape[0] - 1) / 2.0])
     lin = matrix[:2, :2]
@@ -620,7 +670,7 @@ def _refine_similarity(
     ref_flat = reference.ravel()
     ref_ok = np.ones(ref_flat.size, bool) if ref_mask is None else ref_mask.ravel()
     gain, offset = math.nan, 0.0
-    ncc = 0.0
+    ncc = first_ncc = math.nan
     extent = float(np.abs(q).max())
     for _ in range(max_iterations):
         s = math.exp(log_s)
@@ -648,6 +698,8 @@ def _refine_similarity(
             offset = float(rm - gain * wm)
         residual = r - (gain * w + offset)
         ncc = _ncc(r, w)
+        if math.isnan(first_ncc):
+            first_ncc = ncc
         qv = q[:, valid]
         rq = s * rot @ qv  # d pos / d log_s
         drot = s * np.array([[-math.sin(theta), -math.cos(theta)], [math.cos(theta), -math.sin(theta)]]) @ qv
@@ -677,9 +729,10 @@ def _refine_similarity(
     out = np.eye(3)
     out[:2, :2] = s * np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     out[:2, 2] = centre + trans - out[:2, :2] @ centre
-    return out, ncc
+    return out, ncc, first_ncc
 
 
+@_one_blas_thread
 def fourier_mellin(
     reference: np.ndarray | SpatialImage,
     target: np.ndarray | SpatialImage,
@@ -764,7 +817,7 @@ def fourier_mellin(
         matrix = linear @ translate
         if refine:
             refined = _refine_similarity(ref, ref_mask, tgt_f, tgt_mask, matrix, allow_scale=allow_scale)
-            if refined is not None and abs(refined[1]) >= abs(shift.ncc) - 0.01:
+            if refined is not None and abs(refined[1]) >= abs(refined[2]) - 1e-3:
                 matrix = refined[0]
                 shift = dataclasses.replace(shift, ncc=float(refined[1]), error=math.sqrt(max(0.0, 1 - refined[1] ** 2)))
         lin = matrix[:2, :2]
