@@ -214,3 +214,21 @@ def test_read_angle_of_example4d_oblique_affine(data: Callable[[str], Path]) -> 
     assert tilt == pytest.approx(math.degrees(math.asin(0.162)), abs=0.1)
     assert image.orientation == "LAS"
     np.testing.assert_allclose(image.direction.T @ image.direction, np.eye(3), atol=1e-6)
+
+
+@pytest.mark.parametrize(("unit", "mm_per_unit"), [("micron", 0.001), ("meter", 1000.0), ("mm", 1.0), ("unknown", 1.0)])
+def test_spatial_units_become_millimetres_as_in_itk(
+    unit: str, mm_per_unit: float, data: Callable[[str], Path], tmp_path: Path
+) -> None:
+    raw, affine = _raw_anatomical(data)
+    made = nib.Nifti1Image(raw, affine, dtype=np.int16)
+    made.header.set_xyzt_units(unit, "sec")
+    made.to_filename(tmp_path / "units.nii")
+    image = cr.read(tmp_path / "units.nii")
+    reference = sitk.ReadImage(str(tmp_path / "units.nii"))
+    np.testing.assert_allclose(image.spacing, np.array(reference.GetSpacing()), rtol=1e-12)
+    np.testing.assert_allclose(image.origin, np.array(reference.GetOrigin()), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(image.spacing, np.full(3, 2.0 * mm_per_unit), rtol=1e-12)
+    written = nib.load(cr.write(image, tmp_path / "copy.nii"))  # the file's own unit is written back
+    assert written.header.get_xyzt_units()[0] == unit
+    np.testing.assert_allclose(written.affine, affine, rtol=1e-7, atol=1e-9)

@@ -70,6 +70,16 @@ def _max_disagreement_mm(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -
     return float(np.max(np.linalg.norm((a @ corners - b @ corners)[:3], axis=0)))
 
 
+#: NIfTI spatial units -> millimetres (coregister's medical geometry is in mm; ITK converts the same way)
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _to_mm(space_unit: str) -> np.ndarray:
+    """Homogeneous scaling from the file's spatial unit to millimetres (applied to the world side)."""
+    scale = _MM_PER_UNIT.get(space_unit, 1.0)
+    return np.diag([scale, scale, scale, 1.0])
+
+
 def _itk_choice(sform_code: int, qform_code: int) -> str:
     """The affine ITK's NiftiImageIO uses (measured with SimpleITK 2.5 for every code pair)."""
     if sform_code > 0 and (sform_code == 1 or qform_code == 0):
@@ -207,7 +217,9 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     Returns
     -------
     SpatialImage
-        Geometry in ITK/LPS millimetres. Values have ``scl_slope`` and
+        Geometry in ITK/LPS millimetres (a file whose xyzt units say metres
+        or microns is converted to mm, as ITK does; the unit is kept in
+        ``meta`` and written back). Values have ``scl_slope`` and
         ``scl_inter`` applied, in the smallest dtype that holds them exactly
         (an unscaled ``int16`` file stays ``int16``). ``meta`` holds
         ``source_path``, ``format`` (``"nifti"``), ``affine_source``
@@ -272,7 +284,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     slope, intercept = float(proxy.slope), float(proxy.inter)
     values = apply_rescale(stored, slope, intercept)
 
-    lps = flip_ras_lps(affine)
+    lps = _to_mm(header.get_xyzt_units()[0]) @ flip_ras_lps(affine)
     geometry = _geometry_2d(lps) if len(shape) == 2 else None
     if geometry is not None:
         array = ijk_to_zyx(values, 2)
@@ -329,14 +341,14 @@ def _stored_values(image: SpatialImage) -> tuple[np.ndarray, float | None, float
     return values, None, None
 
 
-def _ras_affine(image: SpatialImage) -> np.ndarray:
+def _ras_affine(image: SpatialImage, space_unit: str) -> np.ndarray:
     lps = image.affine
     if image.ndim == 2:
         full = np.eye(4)
         full[:2, :2] = lps[:2, :2]
         full[:2, 3] = lps[:2, 2]
         lps = full
-    return flip_ras_lps(lps)
+    return flip_ras_lps(np.linalg.inv(_to_mm(space_unit)) @ lps)
 
 
 def _fill_header(header: Any, fields: dict[str, Any]) -> None:
@@ -398,8 +410,8 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
         )
     data, slope, intercept = _stored_values(image)
     data = zyx_to_ijk(data, image.ndim)
-    ras = _ras_affine(image)
     fields = dict(image.meta.get("nifti", {})) if image.meta.get("format") == "nifti" else {}
+    ras = _ras_affine(image, fields.get("xyzt_units", ("mm", "sec"))[0])
     sform_code = int(fields.get("sform_code", _DEFAULT_XFORM_CODE))
     qform_code = int(fields.get("qform_code", _DEFAULT_XFORM_CODE))
     if sform_code == 0 and qform_code == 0:
