@@ -130,6 +130,12 @@ class Stage:
     histogram_bins: int = 32
     bspline_mesh_mm: float = 40.0
     extra: tuple[tuple[str, Any], ...] = ()
+    #: random sample points per level (None: ``sampling_fraction`` of the level's voxels)
+    max_samples: int | None = None
+    #: iteration cap of each level, coarse to fine (None: ``iterations`` at every level)
+    iterations_per_level: tuple[int, ...] | None = None
+    #: where a level subsamples, draw points only from this fraction of fixed voxels with the strongest gradient
+    edge_sampling_fraction: float | None = None
 
     def replace(self, **changes: Any) -> Stage:
         """A copy with some fields replaced."""

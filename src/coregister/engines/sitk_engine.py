@@ -1,0 +1,817 @@
+"""SimpleITK intensity engine: multi-resolution registration on ``SimpleITK.ImageRegistrationMethod``.
+
+What it does, stage by stage (a :class:`~coregister.config.Stage` is one
+transform model optimised over a resolution pyramid):
+
+* **Pyramid.** Both images are reduced by bin averaging
+  (``BinShrinkImageFilter``: each coarse voxel is the mean of the fine ones it
+  covers, an anti-aliasing box filter) from the previous level, never from
+  full resolution again, then optionally Gaussian-smoothed in millimetres
+  on the reduced grid. ITK's own pyramid smooths the full-resolution moving
+  image at every level and never shrinks it; on a 1 mm head that alone
+  costs more than a whole registration here. Each level then runs as one
+  ``ImageRegistrationMethod`` on the reduced pair (shrink 1, no smoothing),
+  the transform carried in place from level to level.
+* **Levels** are chosen from the image size and spacing when the stage
+  leaves ``shrink_factors`` as None (:func:`plan_levels`): factors 1, 2, 4,
+  ... while the smallest axis keeps enough voxels, per axis so that
+  anisotropic voxels become closer to isotropic.
+* **Sampling.** Each level uses ``max_samples`` random points (seeded by the
+  config's seed; all voxels when the level has fewer), drawn from the fixed
+  mask and, when ``edge_sampling_fraction`` is set, only from that fraction
+  of fixed voxels with the strongest gradient: flat regions add nothing to
+  the metric's gradient, so the same number of points pins the optimum
+  down better.
+* **Metric and optimiser.** Mattes mutual information (default),
+  joint-histogram MI, normalised correlation or mean squares; regular-step
+  or plain gradient descent with scales from physical shift (steps in
+  millimetres; the step shrinks by ``Stage.extra`` ``"relaxation"``, default
+  0.5, when the gradient turns back) and a convergence window, or L-BFGS-B
+  (B-spline). The
+  moving image's gradient is taken by central differences at the sample
+  points rather than from a full gradient image per level.
+* **Stages** chain as ITK chains them: the transforms earlier stages found
+  are the moving initial transform of the next stage, which starts at the
+  identity about the same centre. The answer is one value of
+  :mod:`coregister.transforms`: the composed linear map (``Translation``,
+  ``Rigid``, ``Similarity`` or ``Affine``) for linear stages, a
+  ``Composite`` (linear part, then B-spline) otherwise.
+
+Every transform maps fixed-space points to moving space (ITK's convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from coregister.config import (
+    Initialisation,
+    Metric,
+    Optimizer,
+    ProgressCallback,
+    RegistrationConfig,
+    Stage,
+    TransformModel,
+)
+from coregister.engines.base import EngineOutput
+from coregister.errors import ConfigError, GeometryError, RegistrationFailed
+from coregister.image import SpatialImage
+from coregister.result import LevelHistory
+from coregister.transforms import (
+    Affine,
+    Composite,
+    LinearTransform,
+    Rigid,
+    Similarity,
+    Transform,
+    Translation,
+    from_sitk,
+)
+
+__all__ = ["LevelPlan", "SitkEngine", "plan_levels"]
+
+logger = logging.getLogger(__name__)
+
+# smallest number of voxels (pixels) along any axis at the coarsest automatic level
+_MIN_COARSE_VOXELS = {2: 32, 3: 16}
+# coarsest automatic shrink factor
+_MAX_AUTO_FACTOR = 8
+# sampling points below which a level simply uses every voxel of its region
+_MIN_SAMPLES = 256
+# the edge mask is found on a grid of at most this many voxels
+_EDGE_GRID_MAX_VOXELS = 1_500_000
+# regular-step descent shrinks its step by this factor when the gradient turns back (Stage.extra "relaxation")
+_RELAXATION = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelPlan:
+    """One pyramid level: per-axis shrink factors (ITK order ``x, y[, z]``) and extra smoothing."""
+
+    factors: tuple[int, ...]
+    sigma_mm: float
+
+    @property
+    def nominal_factor(self) -> int:
+        """The largest per-axis factor (what the history reports)."""
+        return max(self.factors)
+
+
+def _axis_factors(nominal: int, size: Sequence[int], spacing: Sequence[float]) -> tuple[int, ...]:
+    """Per-axis factors for a nominal factor: coarse axes shrink less, no axis below 4 voxels."""
+    finest = min(spacing)
+    out = []
+    for n, s in zip(size, spacing, strict=True):
+        f = max(1, int(round(nominal * finest / s)))
+        f = min(f, max(1, n // 4))
+        out.append(f)
+    return tuple(out)
+
+
+def plan_levels(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    *,
+    shrink_factors: Sequence[int] | None = None,
+    smoothing_sigmas_mm: Sequence[float] | None = None,
+) -> tuple[LevelPlan, ...]:
+    """The pyramid levels of a stage, coarse to fine.
+
+    Parameters
+    ----------
+    size : sequence of int
+        Fixed image size in ITK order ``(x, y[, z])``.
+    spacing : sequence of float
+        Fixed image spacing (world units per voxel).
+    shrink_factors : sequence of int, optional
+        Nominal factor per level (applied to the finest axis; coarser axes
+        shrink proportionally less). None: powers of two from 1 up to 8
+        while the smallest axis keeps at least 16 voxels (3D) or 32 pixels
+        (2D).
+    smoothing_sigmas_mm : sequence of float, optional
+        Gaussian sigma in world units applied after bin averaging. None: no
+        extra smoothing (bin averaging is the anti-aliasing filter).
+
+    Returns
+    -------
+    tuple of LevelPlan
+
+    Examples
+    --------
+    >>> [p.factors for p in plan_levels((182, 218, 182), (1.0, 1.0, 1.0))]
+    [(8, 8, 8), (4, 4, 4), (2, 2, 2), (1, 1, 1)]
+    >>> [p.factors for p in plan_levels((256, 256, 33), (1.0, 1.0, 5.0))]
+    [(8, 8, 2), (4, 4, 1), (2, 2, 1), (1, 1, 1)]
+    >>> [p.factors for p in plan_levels((221, 257), (1.0, 1.0))]
+    [(4, 4), (2, 2), (1, 1)]
+    """
+    size = tuple(int(n) for n in size)
+    spacing = tuple(float(s) for s in spacing)
+    ndim = len(size)
+    if shrink_factors is None:
+        finest = min(spacing)
+        physical_min = min(n * s for n, s in zip(size, spacing, strict=True))
+        top = 1
+        while top * 2 <= _MAX_AUTO_FACTOR and physical_min / (top * 2 * finest) >= _MIN_COARSE_VOXELS[ndim]:
+            top *= 2
+        nominal = [top >> k for k in range(int(math.log2(top)) + 1)]
+    else:
+        nominal = [int(f) for f in shrink_factors]
+        if not nominal or min(nominal) < 1:
+            raise ConfigError(f"shrink_factors {tuple(shrink_factors)} must be a non-empty sequence of integers >= 1")
+    if smoothing_sigmas_mm is None:
+        sigmas = [0.0] * len(nominal)
+    else:
+        sigmas = [float(s) for s in smoothing_sigmas_mm]
+        if len(sigmas) != len(nominal) or min(sigmas) < 0:
+            raise ConfigError(
+                f"smoothing_sigmas_mm {tuple(smoothing_sigmas_mm)} must give one non-negative sigma per level "
+                f"({len(nominal)} levels from shrink factors {tuple(nominal)})"
+            )
+    return tuple(
+        LevelPlan(_axis_factors(f, size, spacing), s) for f, s in zip(nominal, sigmas, strict=True)
+    )
+
+
+class _Pyramid:
+    """Bin-averaged (and optionally smoothed) versions of one image and its mask, built once and shared by stages."""
+
+    def __init__(self, image: sitk.Image, mask: sitk.Image | None, threads: int | None) -> None:
+        self.image = image
+        self.mask = mask
+        self.threads = threads
+        self._shrunk: dict[tuple[int, ...], sitk.Image] = {(1,) * image.GetDimension(): image}
+        self._smoothed: dict[tuple[tuple[int, ...], float], sitk.Image] = {}
+        self._masks: dict[tuple[int, ...], sitk.Image | None] = {(1,) * image.GetDimension(): mask}
+        self._edges: dict[tuple[tuple[int, ...], float], tuple[sitk.Image, float]] = {}
+
+    def _filter(self, flt: Any) -> Any:
+        if self.threads is not None:
+            flt.SetNumberOfThreads(self.threads)
+        return flt
+
+    def shrunk(self, factors: tuple[int, ...]) -> sitk.Image:
+        if factors not in self._shrunk:
+            # start from the coarsest cached level whose factors divide these ones
+            base = max(
+                (f for f in self._shrunk if all(b % a == 0 for a, b in zip(f, factors, strict=True))),
+                key=lambda f: math.prod(f),
+            )
+            flt = self._filter(sitk.BinShrinkImageFilter())
+            flt.SetShrinkFactors([b // a for a, b in zip(base, factors, strict=True)])
+            self._shrunk[factors] = flt.Execute(self._shrunk[base])
+        return self._shrunk[factors]
+
+    def level(self, plan: LevelPlan) -> sitk.Image:
+        key = (plan.factors, plan.sigma_mm)
+        if key not in self._smoothed:
+            image = self.shrunk(plan.factors)
+            if plan.sigma_mm > 0:
+                flt = self._filter(sitk.SmoothingRecursiveGaussianImageFilter())
+                flt.SetSigma(plan.sigma_mm)
+                image = flt.Execute(image)
+            self._smoothed[key] = image
+        return self._smoothed[key]
+
+    def edge_mask(self, factors: tuple[int, ...], fraction: float) -> tuple[sitk.Image, float]:
+        """Mask of the strongest-gradient ``fraction`` of the (masked) voxels, and the share of the grid it covers.
+
+        Found on a grid of at most ~1.5 million voxels (twice as coarse as
+        ``factors`` if needed): the mask is looked up in world space, so it
+        serves the finer level as it is, and costs a fraction of the time.
+        """
+        grid = tuple(factors)
+        while math.prod(n // f for n, f in zip(self.image.GetSize(), grid, strict=True)) > _EDGE_GRID_MAX_VOXELS:
+            doubled = tuple(min(2 * f, max(1, n // 4)) for n, f in zip(self.image.GetSize(), grid, strict=True))
+            if doubled == grid:
+                break
+            grid = doubled
+        key = (grid, round(fraction, 6))
+        if key not in self._edges:
+            mask = _edge_mask(self.shrunk(grid), self.level_mask(grid), fraction, self.threads)
+            share = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) / math.prod(mask.GetSize())
+            self._edges[key] = (mask, share)
+        return self._edges[key]
+
+    def level_mask(self, factors: tuple[int, ...]) -> sitk.Image | None:
+        """The mask on a level's grid: a coarse voxel is in when most of the fine voxels it covers are."""
+        if self.mask is None:
+            return None
+        if factors not in self._masks:
+            flt = self._filter(sitk.BinShrinkImageFilter())
+            flt.SetShrinkFactors(list(factors))
+            fraction = flt.Execute(sitk.Cast(self.mask, sitk.sitkFloat32))
+            self._masks[factors] = sitk.Cast(fraction >= 0.5, sitk.sitkUInt8)
+        return self._masks[factors]
+
+
+def _to_sitk_float(image: SpatialImage) -> sitk.Image:
+    """Single-channel float32 SimpleITK image with the same geometry; non-finite values become 0."""
+    if image.has_channels:
+        raise GeometryError(
+            f"the SimpleITK engine registers single-channel images; this one has {image.n_channels} channels "
+            "(coregister.register uses the luminance; pass image.channel(i) to choose one)"
+        )
+    values = np.asarray(image.array)
+    if values.dtype != np.float32:
+        values = values.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        values = np.where(np.isfinite(values), values, np.float32(0))
+    out = sitk.GetImageFromArray(np.ascontiguousarray(values))
+    out.SetOrigin(image.origin)
+    out.SetSpacing(image.spacing)
+    out.SetDirection(tuple(float(v) for v in image.direction.ravel()))
+    return out
+
+
+def _to_sitk_mask(mask: np.ndarray | None, reference: sitk.Image, name: str) -> sitk.Image | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    expected = reference.GetSize()[::-1]
+    if mask.shape != expected:
+        raise GeometryError(f"{name} of shape {mask.shape} does not fit the image's shape {expected}; give a mask on its grid")
+    if not mask.any():
+        raise GeometryError(f"{name} is empty: no voxel is marked usable")
+    if mask.all():
+        return None
+    out = sitk.GetImageFromArray(mask.astype(np.uint8))
+    out.CopyInformation(reference)
+    return out
+
+
+def _physical_centre(image: sitk.Image) -> tuple[float, ...]:
+    return image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in image.GetSize()])
+
+
+def _new_transform(model: TransformModel, fixed: sitk.Image, stage: Stage) -> sitk.Transform:
+    ndim = fixed.GetDimension()
+    if model is TransformModel.TRANSLATION:
+        return sitk.TranslationTransform(ndim)
+    if model is TransformModel.RIGID:
+        return sitk.Euler2DTransform() if ndim == 2 else sitk.Euler3DTransform()
+    if model is TransformModel.SIMILARITY:
+        return sitk.Similarity2DTransform() if ndim == 2 else sitk.Similarity3DTransform()
+    if model is TransformModel.AFFINE:
+        return sitk.AffineTransform(ndim)
+    if model is TransformModel.BSPLINE:
+        extent = [n * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing(), strict=True)]
+        mesh = [max(1, int(round(e / stage.bspline_mesh_mm))) for e in extent]
+        return sitk.BSplineTransformInitializer(fixed, mesh, 3)
+    raise ConfigError(
+        f"transform model {model.value!r} is not estimated by the SimpleITK engine; "
+        "homographies come from the feature engine (preset='homography')"
+    )
+
+
+def _set_center(tx: sitk.Transform, center: Sequence[float]) -> None:
+    if hasattr(tx, "SetCenter"):
+        tx.SetCenter(tuple(float(c) for c in center))
+
+
+def _itk_seed(seed: int, stage: int, level: int) -> int:
+    # SimpleITK reads seed 0 as "use the wall clock": never pass it
+    return (int(seed) * 1009 + stage * 97 + level) % 2_147_483_629 + 1
+
+
+def _edge_mask(image: sitk.Image, region: sitk.Image | None, fraction: float, threads: int | None) -> sitk.Image:
+    """Mask of the ``fraction`` of voxels (inside ``region``) with the strongest gradient magnitude."""
+    flt = sitk.GradientMagnitudeImageFilter()
+    if threads is not None:
+        flt.SetNumberOfThreads(threads)
+    magnitude = sitk.GetArrayFromImage(flt.Execute(image))
+    inside = magnitude if region is None else magnitude[sitk.GetArrayViewFromImage(region) > 0]
+    k = max(1, int(round(fraction * inside.size)))
+    threshold = np.partition(inside.ravel(), inside.size - k)[inside.size - k]
+    keep = magnitude >= threshold
+    if region is not None:
+        keep &= sitk.GetArrayViewFromImage(region) > 0
+    out = sitk.GetImageFromArray(keep.astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def _set_metric(method: sitk.ImageRegistrationMethod, stage: Stage) -> None:
+    metric = stage.metric
+    if metric is Metric.MATTES:
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=stage.histogram_bins)
+    elif metric is Metric.MI:
+        method.SetMetricAsJointHistogramMutualInformation(numberOfHistogramBins=stage.histogram_bins)
+    elif metric is Metric.NCC:
+        method.SetMetricAsCorrelation()
+    elif metric is Metric.MSE:
+        method.SetMetricAsMeanSquares()
+    else:
+        raise ConfigError(f"metric {metric.value!r} is not a SimpleITK metric; metric='ecc' runs the ECC engine")
+
+
+def _level_spacing(image: sitk.Image) -> float:
+    return float(np.mean(image.GetSpacing()))
+
+
+def _set_optimizer(
+    method: sitk.ImageRegistrationMethod, stage: Stage, iterations: int, spacing_mm: float, first: bool, final: bool
+) -> None:
+    opt = stage.optimizer
+    if opt is Optimizer.REGULAR_STEP:
+        # steps in millimetres (physical-shift scales): the first level may move a voxel per step, later
+        # levels start from an answer already good to a fraction of their voxel
+        if stage.learning_rate is not None:
+            step = stage.learning_rate * (1.0 if first else 0.25) * spacing_mm
+        else:
+            step = spacing_mm * (1.0 if first else 0.25)
+        min_step = stage.min_step if final else max(stage.min_step, 0.01 * spacing_mm)
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=float(step),
+            minStep=float(min_step),
+            numberOfIterations=int(iterations),
+            relaxationFactor=float(dict(stage.extra).get("relaxation", _RELAXATION)),
+            gradientMagnitudeTolerance=1e-12,
+        )
+        method.SetOptimizerScalesFromPhysicalShift()
+    elif opt is Optimizer.GRADIENT_DESCENT:
+        method.SetOptimizerAsGradientDescent(
+            learningRate=float(stage.learning_rate if stage.learning_rate is not None else 1.0),
+            numberOfIterations=int(iterations),
+            convergenceMinimumValue=float(stage.convergence_min_value),
+            convergenceWindowSize=int(stage.convergence_window),
+            estimateLearningRate=method.EachIteration,
+            maximumStepSizeInPhysicalUnits=float(spacing_mm),
+        )
+        method.SetOptimizerScalesFromPhysicalShift()
+    elif opt is Optimizer.LBFGSB:
+        method.SetOptimizerAsLBFGSB(
+            gradientConvergenceTolerance=1e-5,
+            numberOfIterations=int(iterations),
+            maximumNumberOfCorrections=5,
+            maximumNumberOfFunctionEvaluations=max(4 * int(iterations), 100),
+            costFunctionConvergenceFactor=1e7,
+        )
+    else:
+        raise ConfigError(
+            f"optimizer {opt.value!r} is not a SimpleITK optimizer here; choose regular-step, gradient-descent or lbfgsb"
+        )
+
+
+def _stage_name(stage: Stage, index: int, stages: Sequence[Stage]) -> str:
+    name = stage.model.value
+    if sum(1 for s in stages if s.model is stage.model) > 1:
+        name = f"{name}{index}"
+    return name
+
+
+@dataclasses.dataclass
+class _LevelRun:
+    history: LevelHistory
+    hit_cap: bool
+    final_metric: float
+
+
+class SitkEngine:
+    """The SimpleITK intensity engine behind :func:`coregister.register` (see the module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from coregister import SpatialImage
+    >>> from coregister.config import RegistrationConfig, Stage
+    >>> y, x = np.mgrid[0:96, 0:96]
+    >>> blob = np.exp(-((x - 50.0) ** 2 + (y - 44.0) ** 2) / 200) + 0.5 * np.exp(-((x - 30.0) ** 2 + (y - 60.0) ** 2) / 60)
+    >>> fixed = SpatialImage(blob.astype(np.float32), origin=(0, 0), spacing=(1, 1))
+    >>> moved = ndimage.shift(blob, (2.0, -3.0), order=3)  # content moves by (-3, +2) px in (x, y)
+    >>> config = RegistrationConfig(stages=(Stage(model="translation", metric="mse"),))
+    >>> out = SitkEngine().run(fixed, fixed.replace(array=moved.astype(np.float32)), config)
+    >>> np.round(out.transform.translation, 1).tolist()  # fixed (x, y) -> moving (x - 3, y + 2)
+    [-3.0, 2.0]
+    """
+
+    name = "sitk"
+
+    def run(
+        self,
+        fixed: SpatialImage,
+        moving: SpatialImage,
+        config: RegistrationConfig,
+        *,
+        initial: Transform | None = None,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> EngineOutput:
+        """Estimate the transform mapping fixed-space points to moving space.
+
+        Parameters
+        ----------
+        fixed, moving : SpatialImage
+            Single-channel 2D or 3D images of the same dimension.
+        config : RegistrationConfig
+            Stages (model, metric, optimiser, pyramid, sampling), initialisation,
+            seed and threads.
+        initial : Transform, optional
+            A fixed -> moving transform the first stage starts from (it becomes
+            the moving initial transform: stages refine on top of it and the
+            answer includes it). Replaces ``config.initialisation``.
+        fixed_mask, moving_mask : ndarray of bool, optional
+            On each image's grid; True = use.
+        progress : callable, optional
+            ``progress(stage, level, iteration, metric)`` at every iteration.
+
+        Returns
+        -------
+        EngineOutput
+        """
+        if not config.stages:
+            raise ConfigError("the configuration has no stage; give at least one Stage")
+        stages = tuple(_normalised(s) for s in config.stages)
+        if fixed.ndim != moving.ndim:
+            raise GeometryError(f"fixed image is {fixed.ndim}D and moving image is {moving.ndim}D; register images of one dimension")
+        threads = config.threads
+        fixed_img = _to_sitk_float(fixed)
+        moving_img = _to_sitk_float(moving)
+        fixed_pyr = _Pyramid(fixed_img, _to_sitk_mask(fixed_mask, fixed_img, "fixed mask"), threads)
+        moving_pyr = _Pyramid(moving_img, _to_sitk_mask(moving_mask, moving_img, "moving mask"), threads)
+
+        warnings: list[str] = []
+        history: list[LevelHistory] = []
+        hit_cap = False
+        final_metric = float("nan")
+        extras: dict[str, Any] = {
+            "threads": threads if threads is not None else sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+        }
+
+        # ---------------------------------------------------------------- initialisation
+        plans = [
+            plan_levels(fixed_img.GetSize(), fixed_img.GetSpacing(), shrink_factors=s.shrink_factors,
+                        smoothing_sigmas_mm=s.smoothing_sigmas_mm)
+            for s in stages
+        ]
+        parts: list[sitk.Transform] = []  # applied last first: [initial, stage0, stage1, ...]
+        user_initial: Transform | None = initial
+        if initial is not None:
+            if initial.ndim != fixed.ndim:
+                raise GeometryError(f"initial transform is {initial.ndim}D but the images are {fixed.ndim}D")
+            try:
+                parts.append(initial.to_sitk())
+            except Exception as exc:  # a Homography has no ITK form
+                raise ConfigError(
+                    f"the SimpleITK engine cannot start from a {type(initial).__name__}: {exc}"
+                ) from exc
+        first_tx = _new_transform(stages[0].model, fixed_img, stages[0])
+        center = _physical_centre(fixed_img)
+        coarse = plans[0][0]
+        if initial is None and stages[0].model is not TransformModel.BSPLINE:
+            center = self._initialise(first_tx, config.initialisation, fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
+        elif stages[0].model is not TransformModel.BSPLINE:
+            _set_center(first_tx, center)
+        if config.rotation_search and initial is None:
+            if stages[0].model in (TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE):
+                best = self._rotation_search(first_tx, stages[0], fixed_pyr.level(coarse), moving_pyr.level(coarse),
+                                             fixed_pyr.level_mask(coarse.factors), config, threads)
+                extras["rotation_search_deg"] = best
+            else:
+                warnings.append(f"rotation_search ignored: the first stage estimates a {stages[0].model.value}, not a rotation")
+
+        # ---------------------------------------------------------------- stages
+        for index, (stage, levels) in enumerate(zip(stages, plans, strict=True)):
+            tx = first_tx if index == 0 else _new_transform(stage.model, fixed_img, stage)
+            if index > 0 and stage.model is not TransformModel.BSPLINE:
+                _set_center(tx, center)
+            name = _stage_name(stage, index, stages)
+            moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
+            iterations = _iterations_per_level(stage, len(levels))
+            for level, plan in enumerate(levels):
+                run = self._run_level(
+                    tx, stage, name, index, level, plan, levels, iterations[level], fixed_pyr, moving_pyr,
+                    moving_initial, config, threads, progress,
+                )
+                history.append(run.history)
+                hit_cap = hit_cap or run.hit_cap
+                final_metric = run.final_metric
+            parts.append(tx)
+
+        extras["final_metric"] = final_metric
+        stage_parts = [from_sitk(t) for t in parts[1 if user_initial is not None else 0:]]
+        all_parts = ([user_initial] if user_initial is not None else []) + stage_parts
+        transform = _compose(all_parts, center)
+        return EngineOutput(
+            transform=transform,
+            engine=self.name,
+            history=tuple(history),
+            warnings=tuple(warnings),
+            hit_iteration_cap=hit_cap,
+            extras=extras,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _initialise(
+        self,
+        tx: sitk.Transform,
+        how: Initialisation,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        fixed_pyr: _Pyramid,
+        moving_pyr: _Pyramid,
+        coarse: LevelPlan,
+    ) -> tuple[float, ...]:
+        """Set the first stage's centre and translation; return the centre (fixed space)."""
+        if how in (Initialisation.GEOMETRY, Initialisation.MOMENTS):
+            mode = sitk.CenteredTransformInitializerFilter.GEOMETRY
+            f_img, m_img = fixed, moving
+            if how is Initialisation.MOMENTS:
+                mode = sitk.CenteredTransformInitializerFilter.MOMENTS
+                # centres of mass of the bin-averaged images: the same up to a fraction of a voxel, far cheaper
+                f_img, m_img = fixed_pyr.shrunk(coarse.factors), moving_pyr.shrunk(
+                    _axis_factors(coarse.nominal_factor, moving.GetSize(), moving.GetSpacing())
+                )
+            probe = sitk.Euler2DTransform() if fixed.GetDimension() == 2 else sitk.Euler3DTransform()
+            init = sitk.CenteredTransformInitializer(f_img, m_img, probe, mode)
+            center = tuple(init.GetCenter())
+            if isinstance(tx, sitk.TranslationTransform):
+                tx.SetOffset(init.GetTranslation())
+            else:
+                tx.SetCenter(center)
+                tx.SetTranslation(init.GetTranslation())
+            return center
+        if how is Initialisation.NONE:
+            center = _physical_centre(fixed)
+            _set_center(tx, center)
+            return center
+        raise ConfigError(
+            f"initialisation {how.value!r} comes from another engine; coregister.register runs it first "
+            "and passes its answer as initial_transform"
+        )
+
+    def _rotation_search(
+        self,
+        tx: sitk.Transform,
+        stage: Stage,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        mask: sitk.Image | None,
+        config: RegistrationConfig,
+        threads: int | None,
+    ) -> list[float]:
+        """Try a coarse grid of rotations about the centre at the coarsest level; keep the best (in place)."""
+        ndim = fixed.GetDimension()
+        probe = sitk.Euler2DTransform() if ndim == 2 else sitk.Euler3DTransform()
+        probe.SetCenter(tx.GetCenter())
+        translation = tx.GetTranslation() if hasattr(tx, "GetTranslation") else (0.0,) * ndim
+        probe.SetTranslation(translation)
+        method = sitk.ImageRegistrationMethod()
+        _set_metric(method, stage.replace(histogram_bins=min(stage.histogram_bins, 32)))
+        method.SetInterpolator(sitk.sitkLinear)
+        method.SetMetricSamplingStrategy(method.NONE)
+        method.MetricUseFixedImageGradientFilterOff()
+        method.MetricUseMovingImageGradientFilterOff()
+        if mask is not None:
+            method.SetMetricFixedMask(mask)
+        if threads is not None:
+            method.SetNumberOfThreads(threads)
+        if ndim == 2:
+            grid = [(a,) for a in np.deg2rad(np.arange(-180, 180, 15))]
+        else:
+            values = np.deg2rad([-90.0, -45.0, 0.0, 45.0, 90.0, 180.0])
+            grid = [(a, b, c) for a in values for b in values for c in values]
+        best_value, best_angles = math.inf, grid[0]
+        for angles in grid:
+            probe.SetParameters((*angles, *translation))
+            method.SetInitialTransform(probe, inPlace=True)
+            try:
+                value = method.MetricEvaluate(fixed, moving)
+            except RuntimeError:  # no overlap at this rotation
+                continue
+            if value < best_value - 1e-12:
+                best_value, best_angles = value, angles
+        probe.SetParameters((*best_angles, *translation))
+        matrix = np.array(probe.GetMatrix()).reshape(ndim, ndim)
+        if isinstance(tx, sitk.Euler2DTransform | sitk.Euler3DTransform):
+            tx.SetParameters((*best_angles, *translation))
+        elif isinstance(tx, sitk.AffineTransform):
+            tx.SetMatrix(tuple(matrix.ravel()))
+        else:  # similarity: the rotation at scale 1
+            tx.SetMatrix(tuple(matrix.ravel()))
+        logger.info("rotation search: best start %s deg (metric %.5g)", np.rad2deg(best_angles).round(1).tolist(), best_value)
+        return [float(v) for v in np.rad2deg(best_angles)]
+
+    def _run_level(
+        self,
+        tx: sitk.Transform,
+        stage: Stage,
+        name: str,
+        stage_index: int,
+        level: int,
+        plan: LevelPlan,
+        levels: Sequence[LevelPlan],
+        iterations: int,
+        fixed_pyr: _Pyramid,
+        moving_pyr: _Pyramid,
+        moving_initial: sitk.Transform | None,
+        config: RegistrationConfig,
+        threads: int | None,
+        progress: ProgressCallback | None,
+    ) -> _LevelRun:
+        fixed = fixed_pyr.level(plan)
+        moving_plan = LevelPlan(_axis_factors(plan.nominal_factor, moving_pyr.image.GetSize(), moving_pyr.image.GetSpacing()),
+                                plan.sigma_mm)
+        moving = moving_pyr.level(moving_plan)
+        final = level == len(levels) - 1
+        method = sitk.ImageRegistrationMethod()
+        if threads is not None:
+            method.SetNumberOfThreads(threads)
+        _set_metric(method, stage)
+        method.SetInterpolator(sitk.sitkLinear)
+        method.MetricUseFixedImageGradientFilterOff()
+        method.MetricUseMovingImageGradientFilterOff()
+
+        region = fixed_pyr.level_mask(plan.factors)
+        n_region = (
+            int(np.count_nonzero(sitk.GetArrayViewFromImage(region))) if region is not None else math.prod(fixed.GetSize())
+        )
+        wanted = _samples_wanted(stage, n_region)
+        sample_mask = region
+        if wanted < n_region and stage.edge_sampling_fraction is not None:
+            fraction = max(stage.edge_sampling_fraction, wanted / n_region)
+            if fraction < 1.0:
+                sample_mask, volume_fraction = fixed_pyr.edge_mask(plan.factors, fraction)
+                n_region = max(1, int(volume_fraction * math.prod(fixed.GetSize())))
+        if sample_mask is not None:
+            method.SetMetricFixedMask(sample_mask)
+        moving_mask = moving_pyr.level_mask(moving_plan.factors)
+        if moving_mask is not None:
+            method.SetMetricMovingMask(moving_mask)
+        if wanted >= n_region:
+            method.SetMetricSamplingStrategy(method.NONE)
+        else:
+            # ITK draws percentage x (all voxels) points and keeps those inside the mask
+            percentage = wanted / n_region
+            method.SetMetricSamplingStrategy(method.RANDOM)
+            method.SetMetricSamplingPercentage(percentage, _itk_seed(config.seed, stage_index, level))
+
+        spacing_mm = _level_spacing(fixed)
+        _set_optimizer(method, stage, iterations, spacing_mm, level == 0, final)
+        if moving_initial is not None:
+            method.SetMovingInitialTransform(moving_initial)
+        method.SetInitialTransform(tx, inPlace=True)
+
+        values: list[float] = []
+
+        def on_iteration() -> None:
+            value = float(method.GetMetricValue())
+            values.append(value)
+            if progress is not None:
+                progress(name, level, int(method.GetOptimizerIteration()), value)
+
+        method.AddCommand(sitk.sitkIterationEvent, on_iteration)
+        started = time.perf_counter()
+        try:
+            method.Execute(fixed, moving)
+        except RuntimeError as exc:
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise RegistrationFailed(
+                f"SimpleITK registration failed at stage {name!r}, level {level} (shrink {plan.factors}): {message}. "
+                "The images may not overlap: check their geometry, or start closer with initial_transform"
+            ) from exc
+        stop = method.GetOptimizerStopConditionDescription()
+        done = int(method.GetOptimizerIteration())
+        hit_cap = done >= iterations or "maximum number of iterations" in stop.lower()
+        logger.debug("%s level %d %s: %d points, %d iterations in %.3f s, metric %.6g, %s", name, level, plan.factors,
+                     min(wanted, n_region), done, time.perf_counter() - started, method.GetMetricValue(), stop)
+        history = LevelHistory(
+            stage=name,
+            level=level,
+            shrink_factor=float(plan.nominal_factor),
+            smoothing_sigma_mm=float(plan.sigma_mm),
+            metric_values=tuple(values),
+            stop_reason=stop,
+        )
+        return _LevelRun(history, hit_cap, float(method.GetMetricValue()))
+
+
+def _normalised(stage: Stage) -> Stage:
+    """Enum fields parsed from strings (``Stage(model="rigid")`` is accepted)."""
+    return stage.replace(
+        model=TransformModel.parse(stage.model),
+        metric=Metric.parse(stage.metric),
+        optimizer=Optimizer.parse(stage.optimizer),
+    )
+
+
+def _iterations_per_level(stage: Stage, n_levels: int) -> tuple[int, ...]:
+    given = stage.iterations_per_level
+    if given is None:
+        return (int(stage.iterations),) * n_levels
+    given = tuple(int(v) for v in given)
+    if len(given) != n_levels or min(given) < 1:
+        raise ConfigError(
+            f"iterations_per_level {given} must give one positive count per level ({n_levels} levels)"
+        )
+    return given
+
+
+def _samples_wanted(stage: Stage, n_region: int) -> int:
+    """Sample points for a level with ``n_region`` usable voxels (``n_region`` or more means all of them)."""
+    if stage.max_samples is not None:
+        wanted = int(stage.max_samples)
+    else:
+        wanted = int(math.ceil(stage.sampling_fraction * n_region))
+    return max(_MIN_SAMPLES, wanted)
+
+
+def _compose(parts: Sequence[Transform], center: Sequence[float]) -> Transform:
+    """One transform for a chain applied last first (``parts[0]`` is applied last)."""
+    if len(parts) == 1 and not isinstance(parts[0], Composite):
+        return parts[0]
+    flat: list[Transform] = []
+    for part in parts:
+        flat.extend(part.transforms if isinstance(part, Composite) else [part])
+    if all(isinstance(p, LinearTransform) for p in flat):
+        return _linear_product(flat, center)
+    merged: list[Transform] = []
+    run: list[Transform] = []
+    for part in flat:
+        if isinstance(part, LinearTransform):
+            run.append(part)
+            continue
+        if run:
+            merged.append(_linear_product(run, center))
+            run = []
+        merged.append(part)
+    if run:
+        merged.append(_linear_product(run, center))
+    return merged[0] if len(merged) == 1 else Composite(tuple(merged))
+
+
+def _linear_product(parts: Sequence[Transform], center: Sequence[float]) -> Transform:
+    """The product of linear transforms, as the narrowest type that holds it, about ``center``."""
+    h = np.eye(parts[0].ndim + 1)
+    for part in parts:
+        h = h @ part.homogeneous  # type: ignore[attr-defined]
+    matrix, offset = h[:-1, :-1], h[:-1, -1]
+    c = np.asarray(center, dtype=float)
+    translation = offset + matrix @ c - c
+    kinds = {type(p) for p in parts}
+    if kinds <= {Translation}:
+        return Translation(offset)
+    if kinds <= {Translation, Rigid}:
+        rotation = _orthonormal(matrix)
+        return Rigid(rotation, translation, c)
+    if kinds <= {Translation, Rigid, Similarity}:
+        scale = float(abs(np.linalg.det(matrix)) ** (1.0 / matrix.shape[0]))
+        return Similarity(scale, _orthonormal(matrix / scale), translation, c)
+    return Affine(matrix, translation, c)
+
+
+def _orthonormal(matrix: np.ndarray) -> np.ndarray:
+    """The nearest rotation (polar factor) of a matrix that is a rotation up to rounding."""
+    u, _, vt = np.linalg.svd(matrix)
+    return u @ vt
+
