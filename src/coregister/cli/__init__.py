@@ -80,6 +80,12 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
+def _one_line_error(exc: BaseException) -> None:
+    """Print ``exc`` as exactly one line on stderr (library messages may span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    click.echo(f"coregister: error: {text}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``coregister`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -95,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     except CoregisterError as exc:
         if verbose:
             raise
-        click.echo(f"coregister: error: {exc}", err=True)
+        _one_line_error(exc)
         return EXIT_ERROR
     except (OSError, MemoryError) as exc:
         if verbose:
             raise
-        click.echo(f"coregister: error: {exc}", err=True)
+        _one_line_error(exc)
         return EXIT_ERROR
     return rv if isinstance(rv, int) else EXIT_OK
 
