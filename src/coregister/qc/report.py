@@ -35,7 +35,7 @@ Examples
 ...                     pathlib.Path(tempfile.mkdtemp()) / "report.html")
 >>> text = path.read_text()
 >>> text.count("<img "), "5.000" in text
-(4, True)
+(3, True)
 """
 
 from __future__ import annotations
@@ -457,7 +457,11 @@ def _esc(value: Any) -> str:
 
 
 def _num(value: Any, digits: int = 4) -> str:
-    if isinstance(value, int | float | np.floating | np.integer):
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
         v = float(value)
         if not math.isfinite(v):
             return str(v)
@@ -596,7 +600,9 @@ def _units(image: SpatialImage) -> str:
         except (IndexError, AttributeError):
             unit = "map units"
         return unit or "map units"
-    return "mm" if image.meta.get("format") not in ("png", "jpeg", "plain") else "pixels"
+    photo = image.meta.get("format") in ("png", "jpeg", "bmp", "tiff")
+    pixel_grid = np.allclose(image.origin, 0.0) and np.allclose(image.spacing, 1.0) and np.allclose(image.direction, np.eye(image.ndim))
+    return "pixels" if photo or (image.ndim == 2 and pixel_grid and not image.meta) else "mm"
 
 
 def _resampled(transform: Transform, moving: SpatialImage, fixed: SpatialImage) -> SpatialImage:
@@ -619,19 +625,23 @@ def _comparison_sections(fixed: SpatialImage, before: SpatialImage, after: Spati
     a_n[~a_valid] = 0.0
     planes, views = _planes(fixed, [f_n, b_n, a_n])
     fv, bv, av = views
-    aspects = [p.aspect for p in planes]
-    col_titles = [p.name for p in planes]
-    board = _grid_figure(
-        [[checkerboard(fv[i], bv[i]) for i in range(len(planes))], [checkerboard(fv[i], av[i]) for i in range(len(planes))]],
-        row_titles=["before", "after"], col_titles=col_titles, aspects=aspects,
-    )
-    overlay = _grid_figure(
-        [[colour_overlay(fv[i], bv[i]) for i in range(len(planes))], [colour_overlay(fv[i], av[i]) for i in range(len(planes))]],
-        row_titles=["before", "after"], col_titles=col_titles, aspects=aspects, cmap=None, vmin=None, vmax=None,
-    )
+    n = len(planes)
+
+    def arrange(make: Any) -> tuple[list[list[np.ndarray]], list[str], list[str], list[float]]:
+        """2D: one row (before | after); 3D: rows before/after, one column per plane."""
+        before_row = [make(fv[i], bv[i]) for i in range(n)]
+        after_row = [make(fv[i], av[i]) for i in range(n)]
+        if fixed.ndim == 2:
+            return [[before_row[0], after_row[0]]], [""], ["before", "after"], [planes[0].aspect] * 2
+        return [before_row, after_row], ["before", "after"], [p.name for p in planes], [p.aspect for p in planes]
+
+    panels, rows, cols, aspects = arrange(checkerboard)
+    board = _grid_figure(panels, row_titles=rows, col_titles=cols, aspects=aspects)
+    panels, rows, cols, aspects = arrange(colour_overlay)
+    overlay = _grid_figure(panels, row_titles=rows, col_titles=cols, aspects=aspects, cmap=None, vmin=None, vmax=None)
+    panels, rows, cols, aspects = arrange(lambda f, m: f - m)
     difference = _grid_figure(
-        [[fv[i] - bv[i] for i in range(len(planes))], [fv[i] - av[i] for i in range(len(planes))]],
-        row_titles=["before", "after"], col_titles=col_titles, aspects=aspects, cmap="RdBu_r", vmin=-1.0, vmax=1.0,
+        panels, row_titles=rows, col_titles=cols, aspects=aspects, cmap="RdBu_r", vmin=-1.0, vmax=1.0,
         colorbar="fixed − moving (normalised)",
     )
     where = "three orthogonal planes through the centre of the fixed image" if fixed.ndim == 3 else "the fixed grid"
