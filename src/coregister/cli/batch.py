@@ -76,10 +76,20 @@ def batch(
     quality check (after all pairs ran and the summary was written).
 
     """
+    import logging
+
     from coregister.batch import PairStatus, read_pairs, run_batch
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import file_progress
 
+    verbose = ctx.find_root().obj.get("verbose", 0) if isinstance(ctx.find_root().obj, dict) else 0
+    if verbose < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
+        import distributed  # noqa: F401 - creates its loggers, whose levels are set below
+
+        for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "dask")]:
+            logger = logging.getLogger(name)
+            if logger.level < logging.WARNING:
+                logger.setLevel(logging.WARNING)
     jobs = read_pairs(pairs, preset=preset, metric=metric)
     with file_progress(ctx, f"{len(jobs)} pairs") as bar:
         summary = run_batch(
@@ -90,18 +100,21 @@ def batch(
     if as_json:
         echo_json(summary.to_dict())
     else:
-        rows = [
-            (o.name, o.status.value, o.engine, f"{o.time_s:.2f}",
-             ", ".join(f"{k} {o.metrics.get('before', {}).get(k, float('nan')):.3f}→{v:.3f}"
-                       for k, v in o.metrics.get("after", {}).items() if k in ("ncc", "mi")) or o.error)
-            for o in summary.outcomes
-        ]
+        rows = []
+        for o in summary.outcomes:
+            before, after = o.metrics.get("before", {}), o.metrics.get("after", {})
+            key = next((k for k in ("ncc", "mi") if k in after), None)
+            change = f"{key} {before.get(key, float('nan')):.3f}→{after[key]:.3f}" if key else "-"
+            rows.append((o.name, o.status.value, o.engine or "-", f"{o.time_s:.2f}", change))
         print_table(
             f"{len(rows)} pairs in {summary.wall_s:.1f} s ({summary.scheduler}); summary: {summary.summary_csv}",
-            ("pair", "status", "engine", "time (s)", "metrics before→after / error"),
+            ("pair", "status", "engine", "time (s)", "before → after"),
             rows,
             justify=("left", "left", "left", "right", "left"),
         )
+        for o in summary.outcomes:
+            if o.error:
+                click.echo(f"{o.name}: {o.error}", err=True)
     counts = summary.counts
     if counts[PairStatus.ERROR.value]:
         raise click.ClickException(f"{counts[PairStatus.ERROR.value]} of {len(jobs)} pairs could not be registered; see {summary.summary_csv}")

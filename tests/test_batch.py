@@ -1,0 +1,125 @@
+"""Batch registration through Dask: pairs file parsing, a 1-worker local cluster, an existing scheduler, the summary.
+
+Pairs: BrainWeb PD slices from ITK's examples; ``BrainProtonDensitySliceShifted13x17y.png`` is
+``BrainProtonDensitySliceBorder20.png`` with its content moved by exactly (13, 17) px (1 mm pixels), so a
+translation registration must find the fixed -> moving translation (13, 17) mm.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import coregister as cr
+from coregister.batch import PairJob, PairStatus, read_pairs, run_batch, run_pair
+from coregister.cli import main
+from coregister.errors import ConfigError
+
+BRAINWEB = "medical/itk_brainweb_2d"
+
+
+def _pairs_file(tmp_path: Path, data, rows: list[str], header: str = "fixed,moving,name,preset,metric") -> Path:
+    folder = data(BRAINWEB)
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join([header, *[r.format(d=folder) for r in rows]]) + "\n")
+    return path
+
+
+FIXED = "{d}/BrainProtonDensitySliceBorder20.png"
+SHIFTED = "{d}/BrainProtonDensitySliceShifted13x17y.png"
+
+
+def test_read_pairs_resolves_relative_paths_and_fills_defaults(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "pairs.csv"
+    path.write_text("fixed,moving,preset\nt1.nii.gz,a/flair.nii.gz,\n/abs/t1.nii.gz,b.nii.gz,affine\n")
+    jobs = read_pairs(path, preset="similarity", metric="ncc")
+    assert [j.name for j in jobs] == ["1_flair", "2_b"]
+    assert jobs[0].fixed == tmp_path / "sub" / "t1.nii.gz" and jobs[0].moving == tmp_path / "sub" / "a" / "flair.nii.gz"
+    assert jobs[1].fixed == Path("/abs/t1.nii.gz")
+    assert [j.preset for j in jobs] == ["similarity", "affine"] and {j.metric for j in jobs} == {"ncc"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("fixed,img\na,b\n", r"lacks column\(s\) \['moving'\]"),
+        ("fixed,moving,colour\na,b,red\n", r"unknown column\(s\) \['colour'\]"),
+        ("fixed,moving\na,\n", "row 1: the 'moving' cell is empty"),
+        ("fixed,moving,name\na,b,x\nc,d,x\n", r"names \['x'\] appear more than once"),
+        ("fixed,moving\n", "lists no pair"),
+    ],
+)
+def test_read_pairs_refuses_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_pairs(path)
+
+
+def _translation(folder: Path) -> np.ndarray:
+    return cr.read_transform(folder / "transform.tfm").transform_points([[0.0, 0.0]])[0]
+
+
+def test_batch_on_a_one_worker_local_cluster(data, tmp_path: Path) -> None:
+    pairs = _pairs_file(
+        tmp_path, data,
+        [f"{FIXED},{SHIFTED},shift,translation,ncc", f"{FIXED},{{d}}/missing.png,broken,translation,ncc",
+         f"{FIXED},{{d}}/BrainProtonDensitySliceR10X13Y17.png,rotated,rigid,ncc"],
+    )
+    seen: list[tuple[str, int, int]] = []
+    summary = run_batch(pairs, tmp_path / "out", workers=1, processes=False, progress=lambda o, d, t: seen.append((o.name, d, t)))
+    assert [o.name for o in summary.outcomes] == ["shift", "broken", "rotated"]  # the pairs file's order
+    assert sorted(d for _, d, _ in seen) == [1, 2, 3] and {t for *_, t in seen} == {3}
+    status = {o.name: o.status for o in summary.outcomes}
+    assert status == {"shift": PairStatus.DONE, "broken": PairStatus.ERROR, "rotated": PairStatus.DONE}
+    assert "missing.png" in summary.outcomes[1].error
+    np.testing.assert_allclose(_translation(tmp_path / "out" / "shift"), [13.0, 17.0], atol=0.2)
+    fixed = cr.read(data(f"{BRAINWEB}/BrainProtonDensitySliceBorder20.png"))
+    registered = cr.read(tmp_path / "out" / "shift" / "registered.png")
+    assert registered.same_geometry(fixed)
+    assert summary.counts == {"done": 2, "quality-failed": 0, "error": 1}
+    with summary.summary_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["done", "error", "done"]
+    assert float(rows[0]["ncc_after"]) > float(rows[0]["ncc_before"])
+    saved = json.loads(summary.summary_json.read_text())
+    assert saved["workers"] == 1 and [p["name"] for p in saved["pairs"]] == ["shift", "broken", "rotated"]
+    assert not (tmp_path / "out" / "broken").exists(), "a failed pair leaves no folder"
+
+
+def test_batch_on_an_existing_scheduler(data, tmp_path: Path) -> None:
+    from dask.distributed import LocalCluster
+
+    folder = data(BRAINWEB)
+    job = PairJob("shift", folder / "BrainProtonDensitySliceBorder20.png", folder / "BrainProtonDensitySliceShifted13x17y.png",
+                  preset="translation", metric="ncc")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        summary = run_batch([job], tmp_path / "out", scheduler=cluster.scheduler_address, report=True)
+    assert summary.scheduler == cluster.scheduler_address
+    assert summary.outcomes[0].status is PairStatus.DONE
+    assert (tmp_path / "out" / "shift" / "report.html").is_file()
+    np.testing.assert_allclose(_translation(tmp_path / "out" / "shift"), [13.0, 17.0], atol=0.2)
+    with pytest.raises(ConfigError, match="--workers sets the size of a local cluster"):
+        run_batch([job], tmp_path / "out2", scheduler=cluster.scheduler_address, workers=2)
+
+
+def test_run_pair_directly_reports_errors_as_outcomes(tmp_path: Path) -> None:
+    outcome = run_pair(PairJob("x", tmp_path / "nope.nii.gz", tmp_path / "nope2.nii.gz"), tmp_path)
+    assert outcome.status is PairStatus.ERROR and "nope.nii.gz" in outcome.error
+
+
+def test_cli_batch_exit_codes_and_json(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _pairs_file(tmp_path, data, [f"{FIXED},{SHIFTED},shift,translation,ncc"])
+    assert main(["batch", str(good), "-o", str(tmp_path / "a"), "--workers", "1", "--threaded", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"]["done"] == 1 and out["pairs"][0]["outputs"]
+    (tmp_path / "bad").mkdir()
+    bad = _pairs_file(tmp_path / "bad", data, [f"{FIXED},{{d}}/missing.png,gone,translation,ncc"])
+    assert main(["batch", str(bad), "-o", str(tmp_path / "b"), "--workers", "1", "--threaded"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 pairs could not be registered" in err and (tmp_path / "b" / "summary.csv").is_file()
