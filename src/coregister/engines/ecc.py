@@ -60,6 +60,7 @@ from coregister.transforms import (
     Similarity,
     Transform,
     Translation,
+    rotation_matrix,
 )
 
 __all__ = [
@@ -87,6 +88,7 @@ _DEFAULT_MAX_SAMPLES = {2: 1 << 14, 3: 1 << 16}
 # coarse levels only need to bring the next level into its capture range
 _STEP_TOLERANCE_PX = 2e-3
 _COARSE_STEP_TOLERANCE_PX = 2e-2
+_SEARCH_SAMPLES = 8192  # fixed samples per start in the rotation search
 _STALL_ITERATIONS = 10  # a level stops when the ECC has not beaten its best for this many iterations
 _MIN_SAMPLES = 64
 
@@ -575,11 +577,19 @@ def _solve_level(
             break
         lambda_n = i_norm2 - i_proj @ i_proj_h
         lambda_d = correlation - t_proj @ i_proj_h
-        if lambda_d <= 0:
-            stop_reason, hit_cap, failed = "the correlation would decrease (images uncorrelated or not overlapping)", False, True
-            break
+        if lambda_d > 0:
+            scale = lambda_n / lambda_d
+        else:
+            # far from the optimum (the correlation of the linearised warp is not positive): the paper's
+            # second update, lambda = sqrt(lambda_n / (|t|^2 - t' P_G t)), still raises the ECC
+            # (Evangelidis & Psarakis 2008, sec. 3.2); OpenCV raises an error here instead
+            t_rest = t_norm2 - t_proj @ np.linalg.solve(hessian, t_proj)
+            if not (lambda_n > 0 and t_rest > 0):
+                stop_reason, hit_cap, failed = "no update raises the correlation (images uncorrelated or not overlapping)", False, True
+                break
+            scale = float(np.sqrt(lambda_n / t_rest))
         # error projection: G^T (lambda t - i)
-        delta = np.linalg.solve(hessian, (lambda_n / lambda_d) * t_proj - i_proj)
+        delta = np.linalg.solve(hessian, scale * t_proj - i_proj)
         step = _expm(np.tensordot(delta, gens, axes=1))
         moved = corners_h @ step.T
         moved = moved[:, :d] / moved[:, d : d + 1] if projective_gens else moved[:, :d]
@@ -670,7 +680,11 @@ def ecc_register(
         to one affine stage.
     initial : Transform, optional
         Starting fixed -> moving transform (linear or homography); otherwise
-        ``config.initialisation`` decides (image centres by default).
+        ``config.initialisation`` decides (image centres by default). With
+        ``config.rotation_search``, the first stage's coarsest level is run
+        from rotated starts (every 30 degrees in 2D, the 24 axis-aligned
+        turns in 3D) and the best-correlated one is kept: large rotations
+        without features.
     fixed_mask, moving_mask : ndarray of bool, optional
         Pixels to use, on each image's grid, combined with the images' own
         masks and nodata.
@@ -763,7 +777,12 @@ def _ecc_register(
                 f"the fixed mask leaves fewer than {_MIN_SAMPLES} samples at every level; give a larger mask"
             )
         stage_name = f"{stage_number}:{model.value}"
+        search = bool(config.rotation_search) and stage_number == 0 and model is not TransformModel.TRANSLATION
         for level_index, level in enumerate(levels):
+            if search and level_index == 0:
+                matrix, note = _rotation_search(level, matrix, gens, model, fixed_centre, stage_name)
+                if note:
+                    warnings.append(note)
             outcome = _solve_level(
                 level,
                 matrix,
@@ -802,6 +821,43 @@ def _ecc_register(
         hit_iteration_cap=hit_cap,
         extras={"ecc": final_rho, "failed": last_failed, "optimisation_time_s": elapsed},
     )
+
+
+def _candidate_rotations(ndim: int) -> list[np.ndarray]:
+    """Starting rotations of the coarse search: every 30 degrees in 2D; the 24 axis-aligned turns in 3D."""
+    if ndim == 2:
+        return [rotation_matrix(np.deg2rad(a)) for a in range(0, 360, 30)]
+    turns = []
+    for angles in np.ndindex(4, 4, 4):
+        r = np.round(rotation_matrix(np.deg2rad(np.array(angles) * 90.0)))
+        if not any(np.array_equal(r, t) for t in turns):
+            turns.append(r)
+    return turns
+
+
+def _rotation_search(
+    level: _Level, matrix: np.ndarray, gens: np.ndarray, model: TransformModel, centre: np.ndarray, stage_name: str
+) -> tuple[np.ndarray, str | None]:
+    """Run the coarsest level from rotated starts (about the fixed centre); keep the start that ends with the best ECC."""
+    d = matrix.shape[0] - 1
+    stride = max(1, len(level.values) // _SEARCH_SAMPLES)
+    level = dataclasses.replace(level, points=level.points[::stride], values=level.values[::stride])
+    best: tuple[float, np.ndarray, float] = (-np.inf, matrix, 0.0)
+    for rotation in _candidate_rotations(d):
+        turn = np.eye(d + 1)
+        turn[:d, :d] = rotation
+        turn[:d, d] = centre - rotation @ centre
+        start = _project(matrix @ turn, model, centre)
+        outcome = _solve_level(
+            level, start, gens, iterations=20, finest=False, stage_name=stage_name, level_index=0, progress=None
+        )
+        if outcome.rho and not outcome.failed and outcome.rho[-1] > best[0]:
+            angle = float(np.degrees(np.arccos(np.clip((np.trace(rotation) - (d - 2)) / 2.0, -1.0, 1.0))))
+            best = (outcome.rho[-1], outcome.matrix, angle)
+    if not np.isfinite(best[0]):
+        return matrix, "rotation search: no start converged at the coarsest level; kept the initial transform"
+    logger.info("rotation search: best start turned by %.0f degrees (ECC %.4f at the coarsest level)", best[2], best[0])
+    return best[1], None
 
 
 def _engine_initial(
