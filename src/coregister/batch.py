@@ -181,18 +181,6 @@ def read_pairs(path: str | os.PathLike[str], *, preset: str = "rigid", metric: s
 
 
 # ----------------------------------------------------------------- one pair
-def _registered_name(fixed: Path) -> str:
-    """``registered.<suffix of the fixed image>``; ``.nii.gz`` for DICOM (a folder or ``.dcm`` files)."""
-    from coregister.io.detect import FORMATS
-
-    lower = fixed.name.lower()
-    for fmt, suffixes in FORMATS.items():
-        for suffix in suffixes:
-            if lower.endswith(suffix) and fmt != "dicom" and not fixed.is_dir():
-                return "registered" + suffix
-    return "registered.nii.gz"
-
-
 def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = False, seed: int = 0, threads: int | None = 1) -> PairOutcome:
     """Read, register and write one pair (runs in a Dask worker; safe to call directly).
 
@@ -214,10 +202,15 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
         result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
         folder.mkdir(parents=True, exist_ok=True)
-        registered = cr.apply(result.transform, moving, reference=fixed)
-        outputs = [cr.write(registered, folder / _registered_name(job.fixed))]
-        transform_name = "transform.json" if isinstance(result.transform, cr.Homography) else "transform.tfm"
-        outputs.append(result.transform.save(folder / transform_name))
+        # the same output names and dtypes as `coregister register` (one definition, in the command's module)
+        from coregister.cli.register import _transform_name, _writable_dtype, registered_name
+
+        image_name = registered_name(job.fixed)
+        registered = cr.apply(
+            result.transform, moving, reference=fixed, output_dtype=_writable_dtype(moving, fixed, image_name), threads=threads
+        )
+        outputs = [cr.write(registered, folder / image_name)]
+        outputs.append(result.transform.save(folder / _transform_name(result.transform)))
         outputs.append(result.save_json(folder / "result.json"))
         if report:
             from coregister.qc.report import write_report
