@@ -400,7 +400,7 @@ def fill_mask(
         corner_index = [
             tuple(0 if (k >> axis) & 1 == 0 else n - 1 for axis, n in enumerate(spatial)) for k in range(2**image.ndim)
         ]
-        candidates = {np.asarray(values[c]).tobytes(): np.asarray(values[c]) for c in corner_index}.values()
+        candidates = list({np.asarray(values[c]).tobytes(): np.asarray(values[c]) for c in corner_index}.values())
     else:
         candidates = [np.asarray(value, dtype=values.dtype)]
     edge = np.zeros(spatial, dtype=bool)

@@ -126,9 +126,10 @@ def model_generators(model: TransformModel | str, ndim: int) -> np.ndarray:
     >>> [model_generators(m, 3).shape[0] for m in ("translation", "rigid", "similarity", "affine")]
     [3, 6, 7, 12]
     """
-    model = TransformModel.parse(model)
-    if model not in _MODELS:
-        raise ConfigError(f"the ECC engine estimates {', '.join(m.value for m in _MODELS)}; not {model.value!r}")
+    parsed: TransformModel = TransformModel.parse(model)
+    if parsed not in _MODELS:
+        raise ConfigError(f"the ECC engine estimates {', '.join(m.value for m in _MODELS)}; not {parsed.value!r}")
+    model = parsed
     if model is TransformModel.HOMOGRAPHY and ndim != 2:
         raise ConfigError("a homography is a 2D model; use 'affine' for volumes")
     d = ndim
@@ -210,7 +211,9 @@ def _project(matrix: np.ndarray, model: TransformModel, center: np.ndarray) -> n
     return out
 
 
-def transform_from_matrix(matrix: np.ndarray, model: TransformModel | str, *, center: Sequence[float]) -> Transform:
+def transform_from_matrix(
+    matrix: np.ndarray, model: TransformModel | str, *, center: Sequence[float] | np.ndarray
+) -> Transform:
     """The transform value of ``model`` for a homogeneous fixed -> moving world matrix.
 
     Linear models are returned about ``center`` (world units), which is
@@ -225,20 +228,20 @@ def transform_from_matrix(matrix: np.ndarray, model: TransformModel | str, *, ce
     >>> type(t).__name__, round(t.scale, 9), np.round(t.translation, 9).tolist()
     ('Similarity', 2.0, [5.0, 1.0])
     """
-    model = TransformModel.parse(model)
+    kind: TransformModel = TransformModel.parse(model)
     m = np.asarray(matrix, dtype=float)
     d = m.shape[0] - 1
     c = np.asarray(center, dtype=float)
-    if model is TransformModel.HOMOGRAPHY:
+    if kind is TransformModel.HOMOGRAPHY:
         return Homography(m)
-    m = _project(m, model, c)
+    m = _project(m, kind, c)
     a = m[:d, :d]
     translation = a @ c + m[:d, d] - c
-    if model is TransformModel.TRANSLATION:
+    if kind is TransformModel.TRANSLATION:
         return Translation(m[:d, d])
-    if model is TransformModel.RIGID:
+    if kind is TransformModel.RIGID:
         return Rigid(_polar_rotation(a), translation, c)
-    if model is TransformModel.SIMILARITY:
+    if kind is TransformModel.SIMILARITY:
         scale = abs(np.linalg.det(a)) ** (1.0 / d)
         return Similarity(scale, _polar_rotation(a / scale), translation, c)
     return Affine(a, translation, c)
@@ -476,8 +479,8 @@ def _sample_gradients(gradients: np.ndarray, coords: np.ndarray) -> np.ndarray:
         xy = np.zeros((rows * width, 2), dtype=np.float32)
         xy[:k, 0] = coords[1]
         xy[:k, 1] = coords[0]
-        out = cv2.remap(gradients, xy.reshape(rows, width, 2), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out.reshape(-1, 2)[:k].astype(np.float64)
+        out = cv2.remap(gradients, xy.reshape(rows, width, 2), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
+        return np.asarray(out).reshape(-1, 2)[:k].astype(np.float64)
     return np.stack(
         [ndimage.map_coordinates(gradients[..., a], coords, order=1, mode="nearest", prefilter=False) for a in range(d)],
         axis=1,
@@ -630,7 +633,7 @@ def _centre_of_mass(image: SpatialImage, valid: np.ndarray | None) -> np.ndarray
     if total <= 0:
         return _world_centre(image)
     com = np.array(ndimage.center_of_mass(weights))[::-1]
-    return image.index_to_world([com])[0]
+    return image.index_to_world(com[np.newaxis, :])[0]
 
 
 def _stage_pyramid(stage: Stage, fixed: SpatialImage) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -827,9 +830,9 @@ def _candidate_rotations(ndim: int) -> list[np.ndarray]:
     """Starting rotations of the coarse search: every 30 degrees in 2D; the 24 axis-aligned turns in 3D."""
     if ndim == 2:
         return [rotation_matrix(np.deg2rad(a)) for a in range(0, 360, 30)]
-    turns = []
+    turns: list[np.ndarray] = []
     for angles in np.ndindex(4, 4, 4):
-        r = np.round(rotation_matrix(np.deg2rad(np.array(angles) * 90.0)))
+        r = np.round(rotation_matrix([float(np.deg2rad(90.0 * a)) for a in angles]))
         if not any(np.array_equal(r, t) for t in turns):
             turns.append(r)
     return turns
