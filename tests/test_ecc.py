@@ -334,3 +334,13 @@ def test_rotation_search_3d_captures_a_half_turn(data) -> None:
     head = fixed.world_grid()[np.asarray(fixed.array) > 1000]
     error = np.linalg.norm(out.transform.transform_points(head) - truth.transform_points(head), axis=1)
     assert error.mean() < 0.05
+
+
+def test_opencv_non_convergence_is_a_warning() -> None:
+    """cv2.error ("The correlation is going to be minimized") becomes warnings and a soft failure, never a crash."""
+    fixed = SpatialImage(photo("camera"), origin=(0, 0), spacing=(1, 1))
+    noise = np.random.default_rng(0).normal(100, 30, fixed.shape).astype(np.float32)
+    out = OpenCvEccEngine().run(fixed, fixed.replace(array=noise), _config("affine"))
+    assert any("did not converge" in w and "minimized" in w for w in out.warnings)
+    assert isinstance(out.transform, Affine)
+    assert out.extras["ecc"] < 0.1 or out.extras["failed"]

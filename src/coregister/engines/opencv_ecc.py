@@ -148,6 +148,7 @@ class OpenCvEccEngine:
         model = TransformModel.AFFINE
         hit_cap = False
         failures = 0
+        last_failed = False
         final_rho = float("nan")
         started = time.perf_counter()
         for stage_number, stage in enumerate(config.stages):
@@ -163,6 +164,7 @@ class OpenCvEccEngine:
             warp, stage_history, stage_warnings, rho, capped = _run_stage(
                 fixed_values, moving_values, fixed_valid, moving_valid, warp, motion, stage, stage_name, progress
             )
+            last_failed = not stage_history or not stage_history[-1].metric_values
             history.extend(stage_history)
             warnings.extend(stage_warnings)
             failures += len(stage_warnings)
@@ -180,7 +182,7 @@ class OpenCvEccEngine:
             history=tuple(history),
             warnings=tuple(warnings),
             hit_iteration_cap=hit_cap,
-            extras={"ecc": final_rho, "optimisation_time_s": elapsed, "failed": not np.isfinite(final_rho)},
+            extras={"ecc": final_rho, "optimisation_time_s": elapsed, "failed": last_failed or not np.isfinite(final_rho)},
         )
 
 
@@ -269,15 +271,13 @@ def _run_stage(
             else:  # older OpenCV: the moving mask only
                 rho, out = cv2.findTransformECC(f, m, as_cv(level_warp), motion, criteria, _uint8_mask(mv, m.shape), gauss)
             warp = scale @ from_cv(out) @ np.linalg.inv(scale)
-            stop = "opencv converged"
+            stop, values = "opencv converged", (float(rho),)
         except cv2.error as exc:
-            stop = f"did not converge: {_reason(exc)}"
+            stop, values = f"did not converge: {_reason(exc)}", ()
             warnings.append(f"OpenCV ECC stage {stage_name}, level {depth - 1 - level} (shrink {2**level}) {stop}")
-        if progress is not None and np.isfinite(rho):
-            progress(stage_name, depth - 1 - level, 0, float(rho))
-        history.append(
-            LevelHistory(stage_name, depth - 1 - level, float(2**level), 0.0, (float(rho),) if np.isfinite(rho) else (), stop)
-        )
+        if progress is not None and values:
+            progress(stage_name, depth - 1 - level, 0, values[0])
+        history.append(LevelHistory(stage_name, depth - 1 - level, float(2**level), 0.0, values, stop))
     return warp, history, warnings, float(rho), capped
 
 
