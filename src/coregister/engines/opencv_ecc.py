@@ -259,6 +259,7 @@ def _run_stage(
         fixed_levels.append((cv2.pyrDown(f), _shrink_mask(fv)))
         moving_levels.append((cv2.pyrDown(m), _shrink_mask(mv)))
     for level in range(depth - 1, -1, -1):
+        values: tuple[float, ...]
         scale = np.diag([2.0**level, 2.0**level, 1.0])
         level_warp = np.linalg.inv(scale) @ warp @ scale
         f, fv = fixed_levels[level]
