@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -257,38 +256,27 @@ def _geo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     files = [ref_path.name, tgt_path.name, "corrected.tif"]
     found_cols, found_rows = _geo_correction_px(outcome)
     error = float(np.hypot(found_cols - (-dx), found_rows - (-dy)))
-    (folder / "result.json").write_text(json.dumps(_plain(outcome), indent=2))
-    files.append("result.json")
+    files.append(outcome.save_json(folder / "result.json").name)
     if report:
         from coregister.qc.report import write_geo_report
 
         corrected = cr.read(folder / "corrected.tif")
         write_geo_report(
             cr.read(ref_path), cr.read(tgt_path), corrected, folder / "report.html",
-            shift_px=(found_cols, found_rows), details={"mode": "shift", "true correction (columns, rows)": f"{-dx:+.3f}, {-dy:+.3f} px"},
+            tie_points=outcome.tie_points, shift_px=(found_cols, found_rows), warnings=outcome.warnings,
+            details={"mode": "shift", "true correction (columns, rows)": f"{-dx:+.3f}, {-dy:+.3f} px",
+                     "windows used": f"{len(outcome.used_windows)} of {len(outcome.windows)}"},
         )
         files.append("report.html")
     return CaseOutcome(
-        "geo-shift", "raster vs sub-pixel shifted copy", "phase", _geo_time(outcome), error, "px", 0.05, False, folder,
+        "geo-shift", "raster vs sub-pixel shifted copy", "phase", outcome.time_s, error, "px", 0.05, False, folder,
         tuple(files), note="correction found vs applied shift",
     )
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
 
 
 def _geo_correction_px(outcome: Any) -> tuple[float, float]:
     shift = outcome.shift_px
     return float(shift[0]), float(shift[1])
-
-
-def _geo_time(outcome: Any) -> float:
-    return float(getattr(outcome, "time_s", 0.0))
 
 
 def run_demo(

@@ -206,7 +206,7 @@ def _grid_figure(
     for col in range(cols):
         h, w = panels[0][col].shape[:2]
         widths.append(w / max(h * aspects[col], 1e-9))
-    height_in = 3.0 if cols > 1 else 3.6
+    height_in = 3.0 if rows > 1 else 4.2
     fig = _figure(min(height_in * sum(widths) + 0.6 * (colorbar is not None), 13.0), height_in * rows)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={"width_ratios": widths})
     shown = None
@@ -392,13 +392,12 @@ class TiePoints:
         n = len(columns.get("x", []))
         kept = np.asarray(columns.get("kept", np.ones(n, bool))).astype(bool)
         rel = columns.get("reliability")
+        x, y = np.asarray(columns["x"], float), np.asarray(columns["y"], float)
+        dx, dy = np.asarray(columns["dx"], float), np.asarray(columns["dy"], float)
+        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(dx) & np.isfinite(dy)  # failed matches have no vector
         return cls(
-            x=np.asarray(columns["x"], float),
-            y=np.asarray(columns["y"], float),
-            dx=np.asarray(columns["dx"], float),
-            dy=np.asarray(columns["dy"], float),
-            kept=kept,
-            reliability=None if rel is None else np.asarray(rel, float),
+            x=x[finite], y=y[finite], dx=dx[finite], dy=dy[finite], kept=kept[finite],
+            reliability=None if rel is None else np.asarray(rel, float)[finite],
         )
 
 
@@ -425,6 +424,7 @@ def _tie_point_figure(reference: SpatialImage, points: TiePoints, *, pixel_size:
             )
     ax.set_xlim(min(x0, x1), max(x0, x1))
     ax.set_ylim(min(y0, y1), max(y0, y1))
+    ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_xlabel("x (map units, east)")
     ax.set_ylabel("y (map units, north)")
     ax.set_title(
