@@ -111,3 +111,29 @@ def test_attempt_order(ndim: int, model: str, initialisation: str, expected: lis
     config = RegistrationConfig(stages=(Stage(model=model),), initialisation=Initialisation.parse(initialisation))
     assert [e.value for e in attempt_order(ndim, config)] == expected
     assert all(isinstance(e, EngineName) for e in attempt_order(ndim, config))
+
+
+def test_register_auto_preset_goes_through_the_chain() -> None:
+    """``coregister.register(preset="auto")``: Result.engine names the engine that produced the answer and
+    Result.warnings carry the reason for the fallback."""
+    import coregister as cr
+
+    fixed, moving, valid, truth = _rotated_pair("astronaut", 60.0)
+    result = cr.register(fixed, moving, preset="auto", moving_mask=valid)
+    assert result.engine == "features" and result.passed
+    assert any(w.startswith("ecc:") for w in result.warnings)
+    assert mean_error_px(result.transform, truth, fixed.shape) < 0.05
+    assert result.extras["chain"][-1]["engine"] == "features"
+
+
+@pytest.mark.parametrize(("options", "engine"), [({"preset": "similarity", "metric": "ecc"}, "ecc"),
+                                                 ({"preset": "homography"}, "features")])
+def test_register_routes_to_these_engines(options: dict[str, str], engine: str) -> None:
+    import coregister as cr
+
+    kind = "homography" if options["preset"] == "homography" else "similarity"
+    fixed, moving, valid, truth = pair("camera", kind, 4)
+    result = cr.register(fixed, moving, moving_mask=valid, **options)
+    assert result.engine == engine
+    error = mean_error_px(result.transform, truth, fixed.shape)
+    assert error < (0.1 if kind == "homography" else 0.05)
