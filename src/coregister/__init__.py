@@ -61,6 +61,7 @@ _LAZY = {
     "apply": "coregister.resample",
     "transform_points": "coregister.resample",
     "presets": "coregister.presets",
+    "preprocess": "coregister.preprocess",
     "geo": "coregister.geo",
     "medical": "coregister.medical",
     "batch": "coregister.batch",
