@@ -20,7 +20,7 @@ Cases (each with a known truth, so the table shows the real error):
     why multimodal pairs need mutual information.
 ``photo-homography``
     scikit-image's astronaut photograph against a known homography warp of
-    itself (corners moved by up to 6 % of the image size); error = mean
+    itself (corners moved by 2-6 % of the image size along each axis); error = mean
     corner displacement in pixels.
 ``geo-shift``
     A georeferenced raster (scikit-image's moon image, EPSG:32633, 10 m
@@ -130,7 +130,7 @@ def remap_contrast(values: np.ndarray, *, knee: float = 0.35) -> np.ndarray:
 def photo_truth(shape: tuple[int, int]) -> np.ndarray:
     """The known homography (fixed -> moving, pixel coordinates ``(x, y)``) for the photo case.
 
-    Corners move by 3-6 % of the image size, in fixed directions (deterministic).
+    Corners move by 2-6 % of the image size along each axis, in fixed directions (deterministic).
     """
     import cv2
 
