@@ -41,10 +41,19 @@ def _default(value: Any) -> Any:
 
 
 def stdout_console() -> Any:
-    """A rich console on stdout (plain text, no colour codes, when stdout is not a terminal)."""
+    """A rich console on stdout (plain text, no colour codes, when stdout is not a terminal).
+
+    In a pipe or a log file, where rich would assume 80 columns, tables get
+    120 (or ``$COLUMNS``) so that their rows stay on one line.
+    """
+    import os
+
     from rich.console import Console
 
-    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    width = None
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        width = 120
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False, width=width)
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, justify: Sequence[str] | None = None) -> None:

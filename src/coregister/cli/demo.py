@@ -190,8 +190,9 @@ def _t1_case(name: str, out: Path, *, metric: str | None, remap: bool, progress:
     moving = cr.read(nibabel_data() / "reoriented_anat_moved.nii")
     files = []
     if remap:
-        moving = moving.replace(array=remap_contrast(moving.array))
-        files.append(cr.write(moving, folder / "moving_remapped.nii.gz").name)
+        remapped = cr.write(moving.replace(array=remap_contrast(moving.array)), folder / "moving_remapped.nii.gz")
+        files.append(remapped.name)
+        moving = cr.read(remapped)
     result = cr.register(fixed, moving, preset="rigid", metric=metric, progress=progress)
     files += _save_registration(folder, result, fixed, moving, "registered.nii.gz", report)
     error = _mean_displacement(result.transform, spm_truth(), _head_points(fixed))
@@ -218,9 +219,10 @@ def _photo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     gray = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)
     truth = photo_truth(gray.shape)
     warped = cv2.warpPerspective(gray, truth, (gray.shape[1], gray.shape[0]), flags=cv2.INTER_LINEAR)
-    fixed = SpatialImage(gray, origin=(0.0, 0.0), spacing=(1.0, 1.0))
-    moving = SpatialImage(warped, origin=(0.0, 0.0), spacing=(1.0, 1.0))
-    files = [cr.write(fixed, folder / "fixed.png").name, cr.write(moving, folder / "moving.png").name]
+    fixed_path = cr.write(SpatialImage(gray, origin=(0.0, 0.0), spacing=(1.0, 1.0)), folder / "fixed.png")
+    moving_path = cr.write(SpatialImage(warped, origin=(0.0, 0.0), spacing=(1.0, 1.0)), folder / "moving.png")
+    files = [fixed_path.name, moving_path.name]
+    fixed, moving = cr.read(fixed_path), cr.read(moving_path)  # as a user would: the report names the files
     result = cr.register(fixed, moving, preset="homography", progress=progress)
     files += _save_registration(folder, result, fixed, moving, "registered.png", report)
     corners = _corners(gray.shape)

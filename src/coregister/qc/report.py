@@ -559,7 +559,12 @@ def _transform_html(transform: Transform, units: str) -> str:
 
 
 def _image_summary(image: SpatialImage, name: str) -> str:
-    where = f"CRS {image.crs.to_string()}" if image.crs is not None else f"orientation {image.orientation}"
+    if image.crs is not None:
+        where = f"CRS {image.crs.to_string()}"
+    elif _units(image) == "pixels":
+        where = "pixel grid"
+    else:
+        where = f"orientation {image.orientation}"
     source = image.meta.get("source_path", "")
     return (
         f'<tr><td class="l">{_esc(name)}</td><td class="l">{_esc(" x ".join(map(str, image.size)))}</td>'
