@@ -44,7 +44,7 @@ from typing import Any
 
 from coregister.errors import ConfigError, CoregisterError, UnreadableInputError
 
-__all__ = ["BatchSummary", "PairJob", "PairOutcome", "PairStatus", "read_pairs", "run_batch", "run_pair"]
+__all__ = ["BatchSummary", "PairJob", "PairOutcome", "PairStatus", "quiet_dask_logging", "read_pairs", "run_batch", "run_pair"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,21 @@ class BatchSummary:
             "summary_json": str(self.summary_json),
             "pairs": [o.to_dict() for o in self.outcomes],
         }
+
+
+def quiet_dask_logging(level: int = logging.WARNING) -> None:
+    """Raise dask's loggers to ``level``: its scheduler and workers log every start and stop at INFO.
+
+    For scripts and the command line (the library itself never configures
+    logging). Dask sets its loggers' levels when it is imported, so this
+    imports it first.
+    """
+    import distributed  # noqa: F401 - creates the loggers whose levels are set below
+
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "dask")]:
+        logger_ = logging.getLogger(name)
+        if logger_.level < level:
+            logger_.setLevel(level)
 
 
 # ------------------------------------------------------------------ reading

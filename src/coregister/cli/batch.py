@@ -76,20 +76,13 @@ def batch(
     quality check (after all pairs ran and the summary was written).
 
     """
-    import logging
-
-    from coregister.batch import PairStatus, read_pairs, run_batch
+    from coregister.batch import PairStatus, quiet_dask_logging, read_pairs, run_batch
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import file_progress
 
     verbose = ctx.find_root().obj.get("verbose", 0) if isinstance(ctx.find_root().obj, dict) else 0
     if verbose < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
-        import distributed  # noqa: F401 - creates its loggers, whose levels are set below
-
-        for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "dask")]:
-            logger = logging.getLogger(name)
-            if logger.level < logging.WARNING:
-                logger.setLevel(logging.WARNING)
+        quiet_dask_logging()
     jobs = read_pairs(pairs, preset=preset, metric=metric)
     with file_progress(ctx, f"{len(jobs)} pairs") as bar:
         summary = run_batch(
