@@ -19,10 +19,11 @@ Order of attempts:
 * **3D**: the SimpleITK engine, then the ECC engine.
 
 The chain stops at the first attempt that passes the check with a
-normalised correlation of at least ``accept_ncc`` (0.8; ``("accept_ncc",
-v)`` in the last stage's ``extra``); otherwise it returns the best attempt
-that passed (highest correlation), or, when none passed, the best attempt
-with the failure said in ``warnings``.
+normalised correlation of at least ``accept_ncc`` in magnitude (0.8;
+``("accept_ncc", v)`` in the last stage's ``extra``); otherwise it returns
+the best attempt that passed (highest ``|NCC|``), or, when none passed, the
+best attempt with the failure said in ``warnings``. Correlation is a
+monomodal yardstick: for multimodal pairs choose an MI preset directly.
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ def run_auto(
         attempt = Attempt(output.engine or name.value, passed, ncc, tuple(reasons), time.perf_counter() - started)
         attempts.append(attempt)
         results.append((output, attempt))
-        if passed and ncc >= accept_ncc:
+        if passed and abs(ncc) >= accept_ncc:  # |NCC|: an inverted contrast aligned is aligned
             break
         why = "; ".join(reasons) if reasons else f"NCC {ncc:.3f} below {accept_ncc}"
         warnings.append(f"{attempt.engine}: {why}")
@@ -335,6 +336,6 @@ def _choose(results: list[tuple[EngineOutput, Attempt]]) -> tuple[EngineOutput, 
 
     def key(item: tuple[EngineOutput, Attempt]) -> tuple[bool, float]:
         ncc = item[1].ncc
-        return item[1].passed, ncc if math.isfinite(ncc) else -np.inf
+        return item[1].passed, abs(ncc) if math.isfinite(ncc) else -np.inf
 
     return max(results, key=key)
