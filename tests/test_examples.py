@@ -1,0 +1,79 @@
+"""Every script in ``examples/`` runs on small data (``--small``, the real files in ``../shared/data``, offline).
+
+Each example is imported from its file and its ``main(argv)`` run in this
+process; the checks are on what it wrote and printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import coregister as cr
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, monkeypatch: pytest.MonkeyPatch, data, out: Path, *extra: str) -> int:
+    module = _load(name, monkeypatch)
+    return module.main(["--small", "--offline", "--data-root", str(data(".")), "-o", str(out), *extra])
+
+
+def test_every_example_is_tested() -> None:
+    scripts = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+    tested = sorted(name.removeprefix("test_example_") for name in globals() if name.startswith("test_example_"))
+    assert scripts == tested
+
+
+def test_example_photo_pair(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("photo_pair", monkeypatch, data, tmp_path) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["engine"] == "features" and result["metrics"]["after"]["ncc"] > result["metrics"]["before"]["ncc"] + 0.1
+    assert isinstance(cr.read_transform(tmp_path / "homography.json"), cr.Homography)
+    plane = float(re.search(r"([0-9.]+) px on its best-fitting quarter", printed).group(1))
+    assert plane < 3.0, printed  # half-size images: the dominant plane is matched to a few pixels
+    assert (tmp_path / "report.html").is_file() and cr.read(tmp_path / "right_on_left.png").shape == (250, 371)
+
+
+def test_example_ct_to_mr(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("ct_to_mr", monkeypatch, data, tmp_path) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["passed"] and result["metrics"]["after"]["mi"] > 1.5 * result["metrics"]["before"]["mi"]
+    mr = cr.read(data("medical/mri_dir_phantom/MR_T2_every2nd"))
+    assert cr.read(tmp_path / "ct_on_mr.nii.gz").same_geometry(mr, atol=1e-4)  # NIfTI stores the affine in float32
+    assert isinstance(cr.read_transform(tmp_path / "ct_to_mr.tfm"), cr.transforms.LinearTransform)
+    assert "mutual information" in capsys.readouterr().out
+
+
+def test_example_mri_cohort_to_template(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path) -> None:
+    assert _run("mri_cohort_to_template", monkeypatch, data, tmp_path, "--workers", "1") == 0
+    with (tmp_path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert all(float(r["ncc_after"]) > 0.6 for r in rows)
+    atlas_labels = set(np.unique(cr.read(tmp_path / "inputs_3mm" / "atlas.nii.gz").array).tolist())
+    for row in rows:
+        labels = cr.read(tmp_path / row["name"] / "atlas_in_subject.nii.gz")
+        subject = cr.read(Path(row["moving"]))
+        assert labels.same_geometry(subject)
+        found = set(np.unique(labels.array).tolist())
+        assert found <= atlas_labels and len(found) > 50, "nearest-neighbour labels stay atlas labels"
