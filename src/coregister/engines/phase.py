@@ -72,6 +72,9 @@ class PhaseShift:
         translation-invariant error, gain and offset removed).
     ncc : float
         Normalised cross-correlation of the aligned images over the pixels valid in both.
+    ncc_before : float
+        The same correlation with the images as given (no shift): a shift
+        that does not raise it does not improve the match.
     std_px : float
         Standard deviation of the shift estimated from the least-squares fit
         (largest axis of the error ellipse; pixels are assumed independent, so
@@ -84,7 +87,8 @@ class PhaseShift:
         Whether the refinement met its tolerance (always True without refinement).
     method : str
         ``"gradient"``, ``"upsample"``, ``"iterate"`` (refinement) with ``"+masked"``
-        when the integer search used scikit-image's masked correlation.
+        when the integer search used scikit-image's masked correlation (more
+        than a tenth of the pixels masked; fewer are filled with the mean).
     valid_fraction : float
         Fraction of reference pixels used (valid in both images after the shift).
     """
@@ -95,6 +99,7 @@ class PhaseShift:
     error: float
     ncc: float
     std_px: float = math.nan
+    ncc_before: float = math.nan
     gain: float = 1.0
     offset: float = 0.0
     iterations: int = 0
@@ -202,14 +207,16 @@ def _fill(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _apodize(shape: tuple[int, ...]) -> np.ndarray:
-    """Separable Tukey window (flat centre, cosine taper on the outer 15 % of each side)."""
+    """Separable Tukey window (flat centre, cosine taper on the outer 15 % of each side); cached, read-only."""
     from scipy.signal.windows import tukey
 
     window = np.ones(shape)
     for axis, n in enumerate(shape):
         taper = tukey(n, alpha=0.3) if n > 3 else np.ones(n)
         window = window * taper.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    window.flags.writeable = False
     return window
 
 
@@ -257,6 +264,21 @@ def _shifted_region(shape: tuple[int, ...], shift: np.ndarray) -> tuple[slice, .
     return tuple(region)
 
 
+def _shift_axis(values: np.ndarray, axis: int, d: float, sl: slice, derivative: bool) -> np.ndarray:
+    """One separable pass of :func:`_shift_coefficients` along ``axis``."""
+    whole = math.floor(d)
+    weights = _bspline_weights(d - whole, derivative=derivative)
+    acc = None
+    for m, weight in zip((-1, 0, 1, 2), weights, strict=True):
+        start = sl.start - whole - m
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(start, start + (sl.stop - sl.start))
+        term = values[tuple(index)] * values.dtype.type(weight)
+        acc = term if acc is None else acc + term
+    assert acc is not None
+    return acc
+
+
 def _shift_coefficients(
     coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...], derivative_axis: int | None = None
 ) -> np.ndarray:
@@ -266,17 +288,22 @@ def _shift_coefficients(
     """
     out = coeffs
     for axis, (d, sl) in enumerate(zip(shift, region, strict=True)):
-        whole = math.floor(d)
-        weights = _bspline_weights(d - whole, derivative=axis == derivative_axis)
-        acc = None
-        for m, weight in zip((-1, 0, 1, 2), weights, strict=True):
-            start = sl.start - whole - m
-            index = [slice(None)] * out.ndim
-            index[axis] = slice(start, start + (sl.stop - sl.start))
-            term = weight * out[tuple(index)]
-            acc = term if acc is None else acc + term
-        out = acc
+        out = _shift_axis(out, axis, d, sl, axis == derivative_axis)
     return out
+
+
+def _shift_with_gradient(coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...]) -> list[np.ndarray]:
+    """``[s(x - shift), d/dx_0, d/dx_1, ...]`` over ``region``; in 2D the first pass is shared (5 passes, not 6)."""
+    if coeffs.ndim != 2:
+        return [_shift_coefficients(coeffs, shift, region)] + [
+            _shift_coefficients(coeffs, shift, region, derivative_axis=k) for k in range(coeffs.ndim)
+        ]
+    plain_rows = _shift_axis(coeffs, 0, shift[0], region[0], False)
+    deriv_rows = _shift_axis(coeffs, 0, shift[0], region[0], True)
+    value = _shift_axis(plain_rows, 1, shift[1], region[1], False)
+    d_cols = _shift_axis(plain_rows, 1, shift[1], region[1], True)
+    d_rows = _shift_axis(deriv_rows, 1, shift[1], region[1], False)
+    return [value, d_rows, d_cols]
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -297,6 +324,7 @@ class _Fit:
     gain: float
     offset: float
     ncc: float
+    ncc_before: float
     std_px: float
     iterations: int
     converged: bool
@@ -338,7 +366,7 @@ def _gradient_refine(
     if sigma_px > 0:
         ref_f = ndimage.gaussian_filter(ref_f, sigma_px, mode="mirror")
         tgt_f = ndimage.gaussian_filter(tgt_f, sigma_px, mode="mirror")
-    coeffs = ndimage.spline_filter(tgt_f, order=3, mode="mirror")
+    coeffs = ndimage.spline_filter(tgt_f, order=3, mode="mirror", output=np.float32)
     # a masked pixel's filled value leaks into its neighbours (smoothing, spline coefficients)
     erode = _EDGE_PX + 1 + int(math.ceil(2 * sigma_px))
     ref_ok = None if ref_mask is None else ndimage.binary_erosion(ref_mask, iterations=erode, border_value=1)
@@ -351,7 +379,9 @@ def _gradient_refine(
     cache_key: tuple[Any, ...] | None = None
     residual = w = r_ref = normal = None
     valid = None
-    for iterations in range(1, max_iterations + 2):  # noqa: B007 - the last pass only evaluates
+    previous: tuple[np.ndarray, float, float, float, np.ndarray] | None = None
+    halvings = 0
+    for iterations in range(1, 2 * max_iterations + 2):  # noqa: B007 - halvings and the last pass only evaluate
         region = _shifted_region(reference.shape, d)
         if region is None:
             return None
@@ -366,20 +396,30 @@ def _gradient_refine(
                 return None
             r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
         assert r_ref is not None
-        warped = _shift_coefficients(coeffs, d, region)
-        w = warped.ravel() if valid is None else warped[valid]
+        warped, *grads = _shift_with_gradient(coeffs, d, region)
+        w = (warped.ravel() if valid is None else warped[valid]).astype(np.float64)
         if math.isnan(gain):  # start from the least-squares gain and offset
             w_mean, r_mean = w.mean(), r_ref.mean()
             var = _dot(w - w_mean, w - w_mean)
             gain = _dot(w - w_mean, r_ref - r_mean) / var if var > 0 else 1.0
             offset = float(r_mean - gain * w_mean)
         residual = r_ref - (gain * w + offset)
-        if iterations == max_iterations + 1 or converged:
+        mse = _dot(residual, residual) / residual.size
+        if previous is not None and mse > previous[3] and halvings < 6:
+            # the quadratic model overshot (textures whose similarity is not convex a pixel away): halve the step
+            step = previous[4] * 0.5
+            d = previous[0] + step[:ndim]
+            gain, offset = previous[1] + float(step[ndim]), previous[2] + float(step[ndim + 1])
+            previous = (previous[0], previous[1], previous[2], previous[3], step)
+            halvings += 1
+            converged = bool(np.max(np.abs(step[:ndim])) < tolerance_px)
+            continue
+        halvings = 0
+        if iterations >= max_iterations + 1 or converged:
             break
         jac = np.empty((ndim + 2, w.size))
-        for k in range(ndim):
+        for k, g_w in enumerate(grads):
             # d/d(shift) of gain * t(x - d) is -gain * (grad t)(x - d), exact from the spline
-            g_w = _shift_coefficients(coeffs, d, region, derivative_axis=k)
             jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
         jac[ndim + 1] = 1.0
@@ -389,6 +429,10 @@ def _gradient_refine(
             step = np.linalg.solve(normal, np.einsum("ij,j->i", jac, residual))
         except np.linalg.LinAlgError:
             return None
+        longest = float(np.max(np.abs(step[:ndim])))
+        if longest > 0.5:  # no jump beyond half a pixel per iteration
+            step *= 0.5 / longest
+        previous = (d.copy(), gain, offset, mse, step)
         d = d + step[:ndim]
         gain += float(step[ndim])
         offset += float(step[ndim + 1])
@@ -396,6 +440,15 @@ def _gradient_refine(
             return None
         converged = bool(np.max(np.abs(step[:ndim])) < tolerance_px)
     assert residual is not None and w is not None and r_ref is not None
+    # similarity before and after the shift, on the same pixels
+    region = _shifted_region(reference.shape, d)
+    assert region is not None
+    same = np.ones(w.size, bool)
+    unshifted = tgt_f[region] if valid is None else tgt_f[region][valid]
+    if tgt_ok is not None:
+        same = tgt_ok[region].ravel() if valid is None else tgt_ok[region][valid]
+    ncc_before = _ncc(r_ref[same], unshifted.ravel()[same]) if same.sum() > 16 else math.nan
+    ncc_after = _ncc(r_ref[same], w[same]) if same.sum() > 16 else _ncc(r_ref, w)
     dof = max(w.size - (ndim + 2), 1)
     sigma2 = _dot(residual, residual) / dof
     try:
@@ -407,7 +460,8 @@ def _gradient_refine(
         shift=d,
         gain=float(gain),
         offset=float(offset),
-        ncc=_ncc(r_ref, w),
+        ncc=ncc_after,
+        ncc_before=ncc_before,
         std_px=std,
         iterations=iterations - 1,
         converged=converged,
@@ -527,8 +581,11 @@ def phase_correlate(
 
     from skimage.registration import phase_cross_correlation
 
-    masked = ref_mask is not None or tgt_mask is not None
-    if masked:
+    # scikit-image's masked correlation (Padfield) costs a dozen padded FFTs: worth it when much is masked;
+    # a few masked pixels filled with the mean do not move the peak
+    invalid = max(0.0 if ref_mask is None else 1 - ref_mask.mean(), 0.0 if tgt_mask is None else 1 - tgt_mask.mean())
+    padfield = invalid > 0.1
+    if padfield:
         # integer-pixel only (scikit-image's masked variant); sub-pixel is ours below
         coarse = phase_cross_correlation(
             ref_f,
@@ -541,7 +598,7 @@ def phase_correlate(
     else:
         coarse = phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=upsample_factor)[0]
     coarse = np.asarray(coarse, dtype=float)
-    method = refine + ("+masked" if masked else "")
+    method = refine + ("+masked" if padfield else "")
 
     fit: _Fit | None = None
     if refine == "gradient":
@@ -554,8 +611,8 @@ def phase_correlate(
             coarse = np.asarray(
                 phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=upsample_factor)[0],
                 dtype=float,
-            ) if not masked else coarse
-            method = "upsample" + ("+masked" if masked else "")
+            ) if not padfield else coarse
+            method = "upsample" + ("+masked" if padfield else "")
     elif refine == "iterate":
         estimate = coarse
         for _ in range(3):
@@ -568,8 +625,8 @@ def phase_correlate(
     if fit is not None:
         shift, ncc = fit.shift, fit.ncc
         extra = {
-            "std_px": fit.std_px, "gain": fit.gain, "offset": fit.offset, "iterations": fit.iterations,
-            "converged": fit.converged, "valid_fraction": fit.valid_fraction,
+            "std_px": fit.std_px, "ncc_before": fit.ncc_before, "gain": fit.gain, "offset": fit.offset,
+            "iterations": fit.iterations, "converged": fit.converged, "valid_fraction": fit.valid_fraction,
         }
     else:
         shift = coarse

@@ -1,0 +1,479 @@
+"""``coregister.geo.coregister``: align a target raster to a reference raster (shift, affine or local).
+
+The target is always matched **on the reference grid**: whatever its CRS,
+resolution and extent, the windows are read from the reference and the
+target is warped onto the same pixels (rasterio/GDAL), so shifts come out in
+reference pixels. Corrections are reported as the correction applied to the
+target, in reference pixels (columns, rows counted downwards) and in map
+units of the reference CRS (x east, y north).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coregister.config import ProgressCallback
+from coregister.errors import ConfigError, OutputExistsError, RegistrationFailed
+from coregister.geo._raster import GeoRaster, Grid, open_raster
+from coregister.geo.local import fit_field, ransac_filter, tie_point_grid, write_tie_points
+from coregister.geo.result import GeoResult, WindowMatch
+from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
+from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_window, place_windows
+from coregister.image import SpatialImage
+from coregister.transforms import LinearTransform, Translation
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["coregister"]
+
+_MODES = ("shift", "affine", "local")
+_ORDERS = {"nearest": 0, "linear": 1, "cubic": 3}
+
+Source = str | os.PathLike[str] | SpatialImage
+
+
+def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Path | None:
+    if output is None:
+        return None
+    path = Path(output)
+    for source in inputs:
+        if isinstance(source, SpatialImage):
+            source = source.meta.get("source_path") or ""
+        if source and Path(source).exists() and Path(source).resolve() == path.resolve():
+            raise OutputExistsError(f"refusing to overwrite the input {str(path)!r}; write the output to another path")
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"the output {str(path)!r} must be a GeoTIFF (.tif)")
+    return path
+
+
+def _is_categorical(target: GeoRaster) -> bool:
+    return any(str(c).lower() == "palette" for c in (target.meta.get("colorinterp") or ()))
+
+
+def _transformer(src_crs: Any, dst_crs: Any) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """Point transformation between two CRSs (None when they are the same)."""
+    if src_crs == dst_crs:
+        return None
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(src_crs.to_wkt(), dst_crs.to_wkt(), always_xy=True)
+
+    def apply(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u, v = tr.transform(np.asarray(x, float), np.asarray(y, float))
+        return np.asarray(u), np.asarray(v)
+
+    return apply
+
+
+def _mapping(
+    grid: Grid, target: GeoRaster, correct: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Reference pixel centres -> target pixel positions: ``correct`` in map units, then the CRS change.
+
+    A CRS change is computed exactly on a lattice every 16 pixels and
+    interpolated bilinearly in between (projections are smooth at that scale).
+    """
+    to_target = _transformer(grid.crs, target.dataset.crs)
+    tgt_grid = target.grid
+
+    def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = grid.xy(rows, cols)
+        x, y = correct(x, y)
+        if to_target is not None:
+            x, y = to_target(x, y)
+        return tgt_grid.rowcol(x, y)
+
+    if to_target is None:
+        return exact
+
+    def lattice(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import ndimage
+
+        r_axis, c_axis = rows[:, 0], cols[0, :]
+        step = 16
+        lr = np.unique(np.r_[r_axis[::step], r_axis[-1]])
+        lc = np.unique(np.r_[c_axis[::step], c_axis[-1]])
+        gr, gc = np.meshgrid(lr, lc, indexing="ij")
+        tr, tc = exact(gr, gc)
+        # fractional lattice coordinates of every pixel
+        fr = np.interp(r_axis, lr, np.arange(lr.size))
+        fc = np.interp(c_axis, lc, np.arange(lc.size))
+        coords = np.array(np.meshgrid(fr, fc, indexing="ij"))
+        return (ndimage.map_coordinates(tr, coords, order=1, mode="nearest"),
+                ndimage.map_coordinates(tc, coords, order=1, mode="nearest"))
+
+    return lattice
+
+
+def _summarise_rejections(matches: list[WindowMatch]) -> str:
+    reasons: dict[str, int] = {}
+    for m in matches:
+        if not m.used:
+            key = m.reason.split(" (")[0].split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    return "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+
+
+def _raster_info(raster: GeoRaster) -> dict[str, Any]:
+    return {
+        "name": raster.name,
+        "band": raster.band,
+        "nodata": raster.nodata,
+        "nodata_source": raster.nodata_source,
+        "crs": raster.dataset.crs.to_string() if raster.dataset.crs else None,
+        "size": [raster.dataset.width, raster.dataset.height],
+        "pixel_size": list(raster.grid.pixel_size),
+    }
+
+
+def _match_all(
+    reference: GeoRaster,
+    target: GeoRaster,
+    grid: Grid,
+    centres: list[tuple[int, int]],
+    options: MatchOptions,
+    progress: ProgressCallback | None,
+    stage: str,
+) -> list[WindowMatch]:
+    matches = []
+    for index, (row, col) in enumerate(centres):
+        matches.append(match_window(reference, target, grid, row, col, options))
+        if progress is not None:
+            progress(stage, 0, index, float(len(centres)))
+    return matches
+
+
+def coregister(
+    reference: Source,
+    target: Source,
+    *,
+    mode: str = "shift",
+    output: str | os.PathLike[str] | None = None,
+    reference_band: int = 1,
+    target_band: int = 1,
+    nodata: float | None = None,
+    target_nodata: float | None = None,
+    reference_mask: Source | None = None,
+    target_mask: Source | None = None,
+    window_px: int = 256,
+    max_windows: int = 49,
+    grid_spacing_px: int = 100,
+    min_reliability: float = 0.3,
+    max_shift_px: float = 20.0,
+    outlier_px: float = 0.5,
+    field: str = "smooth",
+    polynomial_order: int = 1,
+    resample: bool = False,
+    interpolation: str | None = None,
+    cog: bool = False,
+    tie_points: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> GeoResult:
+    """Coregister a target raster to a reference raster, and write the corrected target.
+
+    Parameters
+    ----------
+    reference, target : path or SpatialImage
+        Georeferenced rasters; any CRS, resolution and extent (the target is
+        matched on the reference grid). Paths are read window by window, so
+        whole scenes stay in bounded memory.
+    mode : {"shift", "affine", "local"}
+        ``shift``: one global sub-pixel shift from phase correlation in up to
+        ``max_windows`` windows spread over the overlap (unreliable windows,
+        over clouds, nodata or featureless ground, are rejected; the rest
+        agree by a robust mean). ``affine``: a global affine from intensity
+        registration (:func:`coregister.register`, Mattes mutual information,
+        so multi-sensor pairs work), started from the shift. ``local``: a grid
+        of tie points (``grid_spacing_px`` apart, ``window_px`` wide), each
+        matched by phase correlation and kept only when reliable and when it
+        raises the local similarity, outliers removed by RANSAC; the target is
+        warped by a displacement field through the kept points (``field``).
+    output : path, optional
+        GeoTIFF to write. ``shift`` writes the target with a corrected
+        geotransform and bit-identical pixels, unless ``resample=True``;
+        ``affine``/``local`` (and ``resample=True``) write the target
+        resampled onto the reference grid, every band by the same correction.
+        The target's profile (dtype, nodata, compression, tiling,
+        descriptions, tags) is kept.
+    reference_band, target_band : int
+        Band matched (from 1); every band is corrected.
+    nodata : float, optional
+        Nodata value of the reference (and of the target unless
+        ``target_nodata``), overriding what the files declare. Files that
+        declare none get a fill value detected from constant corners (as AROSICS does).
+    target_nodata : float, optional
+        Nodata value of the target.
+    reference_mask, target_mask : path or SpatialImage, optional
+        Bad-data masks (clouds, shadows): nonzero pixels are not used. Any
+        grid and CRS.
+    window_px : int
+        Side of the matching windows (reference pixels).
+    max_windows : int
+        ``shift``: how many windows to try.
+    grid_spacing_px : int
+        ``local``: distance between tie points (reference pixels).
+    min_reliability : float
+        Windows with a lower phase-correlation reliability (0-1) are rejected.
+    max_shift_px : float
+        Corrections longer than this are rejected.
+    outlier_px : float
+        ``shift``: windows further than this from the windows' median are
+        outliers; ``local``: RANSAC residual threshold.
+    field : {"smooth", "polynomial"}
+        ``local``: thin-plate spline through the kept tie points, or a
+        polynomial of ``polynomial_order`` (1-3).
+    polynomial_order : int
+        Order of the ``"polynomial"`` field.
+    resample : bool
+        ``shift``: resample onto the reference grid instead of correcting only the geotransform.
+    interpolation : {"cubic", "linear", "nearest"}, optional
+        Resampling kernel; default cubic, and nearest for palette (class) rasters.
+    cog : bool
+        Write a Cloud-Optimised GeoTIFF with overviews.
+    tie_points : path, optional
+        Write the tie points (windows) as CSV, or GeoPackage for ``.gpkg``.
+    seed : int
+        Seed of RANSAC (the result is deterministic).
+    progress : callable, optional
+        ``progress(stage, 0, done, total)`` with stage ``"windows"``,
+        ``"tie points"`` or ``"writing"`` (``total`` passed as the metric).
+
+    Returns
+    -------
+    GeoResult
+        Shifts, windows or tie points, the output path, warnings.
+
+    Raises
+    ------
+    RegistrationFailed
+        No window or too few tie points could be matched reliably.
+    ConfigError
+        An option is invalid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> from coregister import SpatialImage
+    >>> rng = np.random.default_rng(0)
+    >>> scene = ndimage.gaussian_filter(rng.normal(size=(300, 300)), 2) * 100 + 1000
+    >>> reference = SpatialImage(scene, origin=(500005.0, 4999995.0), spacing=(10.0, 10.0),
+    ...                          direction=np.diag([1.0, -1.0]), crs="EPSG:32633")
+    >>> moved = ndimage.shift(scene, (0.4, -0.7), order=3, mode="nearest")  # content 0.4 px south, 0.7 px west
+    >>> result = coregister(reference, reference.replace(array=moved), window_px=128, max_windows=4)
+    >>> np.round(result.shift_px, 2).tolist(), np.round(result.shift_map, 1).tolist()
+    ([0.7, -0.4], [7.0, 4.0])
+    """
+    started = time.perf_counter()
+    if mode not in _MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {', '.join(_MODES)}")
+    if interpolation is not None and interpolation not in _ORDERS:
+        raise ConfigError(f"interpolation={interpolation!r} is not one of {', '.join(_ORDERS)}")
+    if window_px < 32:
+        raise ConfigError(f"window_px={window_px} is too small for sub-pixel matching; use 64 or more (default 256)")
+    out_path = _check_output(output, reference, target)
+    options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability),
+                           max_shift_px=float(max_shift_px))
+    warnings: list[str] = []
+    config = {
+        "mode": mode, "reference_band": reference_band, "target_band": target_band, "window_px": window_px,
+        "max_windows": max_windows, "grid_spacing_px": grid_spacing_px, "min_reliability": min_reliability,
+        "max_shift_px": max_shift_px, "outlier_px": outlier_px, "field": field, "polynomial_order": polynomial_order,
+        "resample": resample, "interpolation": interpolation, "cog": cog, "seed": seed,
+    }
+    with (
+        open_raster(reference, role="reference", band=reference_band, nodata=nodata, bad_data_mask=reference_mask) as ref,
+        open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
+                    bad_data_mask=target_mask) as tgt,
+    ):
+        for raster, role in ((ref, "reference"), (tgt, "target")):
+            if raster.nodata_source.startswith("detected"):
+                warnings.append(f"the {role} declares no nodata; fill value {raster.nodata:g} {raster.nodata_source}")
+        grid = ref.grid
+        overlap = find_overlap(ref, tgt, grid)
+        order = _ORDERS[interpolation] if interpolation else (0 if _is_categorical(tgt) else 3)
+        result_fields: dict[str, Any] = {}
+        if mode in ("shift", "affine"):
+            centres = place_windows(overlap, grid, window_px=options.window_px, count=max_windows)
+            if not centres:
+                raise RegistrationFailed(
+                    f"no {options.window_px} x {options.window_px} px window fits inside the overlap of "
+                    f"{ref.name!r} and {tgt.name!r}; use a smaller window_px"
+                )
+            matches = _match_all(ref, tgt, grid, centres, options, progress, "windows")
+            estimate, matches = consensus(matches, outlier_px=outlier_px)
+            if not np.all(np.isfinite(estimate)):
+                raise RegistrationFailed(
+                    f"none of the {len(matches)} windows matched reliably ({_summarise_rejections(matches)}); "
+                    "try a larger window_px, a lower min_reliability, or a bad-data mask over clouds"
+                )
+            used = [m for m in matches if m.used]
+            if len(used) < len(matches):
+                warnings.append(f"{len(used)} of {len(matches)} windows used ({_summarise_rejections(matches)})")
+            shift_px = (float(estimate[0]), float(estimate[1]))
+            dx, dy = grid.linear @ estimate
+            shift_map = (float(dx), float(dy))
+            result_fields.update(shift_px=shift_px, shift_map=shift_map, windows=tuple(matches))
+            if mode == "shift":
+                anchor = (used[0].x, used[0].y)
+                offset = _target_offset(grid, tgt, anchor, shift_map)
+                result_fields["target_offset"] = offset
+                if out_path is not None:
+                    if resample:
+                        fill, note = output_nodata(tgt)
+                        warnings += [note] if note else []
+                        mapping = _mapping(grid, tgt, lambda x, y: (x - shift_map[0], y - shift_map[1]))
+                        resampled_copy(tgt, grid, out_path, mapping, order=order, nodata=fill, cog=cog,
+                                       progress=progress)
+                    else:
+                        shifted_copy(tgt, out_path, offset, cog=cog)
+            else:
+                transform, extras = _affine(ref, tgt, grid, overlap, shift_map, seed=seed, progress=progress)
+                result_fields.update(transform=transform, extras=extras)
+                warnings += list(extras.get("warnings", ()))
+                if out_path is not None:
+                    fill, note = output_nodata(tgt)
+                    warnings += [note] if note else []
+
+                    def correct(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                        pts = transform.transform_points(np.c_[np.ravel(x), np.ravel(y)])
+                        return pts[:, 0].reshape(np.shape(x)), pts[:, 1].reshape(np.shape(y))
+
+                    resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, correct), order=order, nodata=fill,
+                                   cog=cog, progress=progress)
+        else:
+            centres = tie_point_grid(grid.height, grid.width, spacing_px=int(grid_spacing_px), window_px=options.window_px)
+            centres = _inside_overlap(centres, overlap, grid, options.window_px)
+            if not centres:
+                raise RegistrationFailed(f"no tie point of a {grid_spacing_px} px grid lies inside the overlap")
+            matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points")
+            matches = ransac_filter(matches, threshold_px=outlier_px, seed=seed)
+            if tie_points is not None:
+                write_tie_points(matches, tie_points, crs_wkt=grid.crs.to_wkt() if grid.crs else None)
+            displacement = fit_field(matches, grid.height, grid.width, kind=field, order=polynomial_order)
+            used = [m for m in matches if m.used]
+            mean = np.mean([m.shift_px for m in used], axis=0)
+            dx, dy = grid.linear @ mean
+            warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
+            result_fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
+                                 windows=tuple(matches), field=displacement.describe())
+            if out_path is not None:
+                fill, note = output_nodata(tgt)
+                warnings += [note] if note else []
+                inv = ~grid.transform
+
+                def correct_local(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    cols = inv.a * x + inv.b * y + inv.c - 0.5
+                    rows = inv.d * x + inv.e * y + inv.f - 0.5
+                    dcol, drow = displacement.at(rows, cols)
+                    # the target's content at reference pixel p sits at p - correction
+                    return grid.xy(rows - drow, cols - dcol)
+
+                resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, correct_local), order=order, nodata=fill,
+                               cog=cog, progress=progress)
+        for message in warnings:
+            logger.info(message)
+        return GeoResult(
+            mode=mode,
+            output=out_path,
+            tie_points_path=Path(tie_points) if tie_points is not None and mode == "local" else None,
+            reference=_raster_info(ref),
+            target=_raster_info(tgt),
+            warnings=tuple(warnings),
+            time_s=time.perf_counter() - started,
+            config=config,
+            **result_fields,
+        )
+
+
+def _inside_overlap(centres: list[tuple[int, int]], overlap: Any, grid: Grid, window_px: int) -> list[tuple[int, int]]:
+    """Tie points whose window centre area (the central half) lies in the coarse overlap."""
+    coarse = overlap.grid
+    kept = []
+    quarter = window_px / 4.0
+    for row, col in centres:
+        ok = True
+        for dr in (-quarter, 0.0, quarter):
+            for dc in (-quarter, 0.0, quarter):
+                x, y = grid.xy(row + dr, col + dc)
+                r, c = coarse.rowcol(x, y)
+                ri, ci = int(round(float(r))), int(round(float(c)))
+                if not (0 <= ri < coarse.height and 0 <= ci < coarse.width and overlap.valid[ri, ci]):
+                    ok = False
+        if ok:
+            kept.append((row, col))
+    return kept
+
+
+def _target_offset(grid: Grid, target: GeoRaster, anchor: tuple[float, float], shift_map: tuple[float, float]) -> tuple[float, float]:
+    """The shift (reference CRS) expressed as a translation of the target's geotransform (target CRS), at ``anchor``."""
+    to_target = _transformer(grid.crs, target.dataset.crs)
+    if to_target is None:
+        return shift_map
+    x = np.array([anchor[0], anchor[0] + shift_map[0]])
+    y = np.array([anchor[1], anchor[1] + shift_map[1]])
+    u, v = to_target(x, y)
+    return float(u[1] - u[0]), float(v[1] - v[0])
+
+
+def _affine(
+    ref: GeoRaster,
+    tgt: GeoRaster,
+    grid: Grid,
+    overlap: Any,
+    shift_map: tuple[float, float],
+    *,
+    seed: int,
+    progress: ProgressCallback | None,
+    max_side_px: int = 2048,
+) -> tuple[LinearTransform, dict[str, Any]]:
+    """Affine (reference map -> target map, reference CRS) by Mattes MI registration over the overlap."""
+    from rasterio.enums import Resampling
+
+    from coregister.conventions import geotransform_to_geometry
+    from coregister.geo._raster import read_on_grid
+    from coregister.registration import register
+
+    rows, cols = np.nonzero(overlap.valid)
+    coarse = overlap.grid
+    x0, y0 = coarse.xy(rows.min() - 0.5, cols.min() - 0.5)
+    x1, y1 = coarse.xy(rows.max() + 0.5, cols.max() + 0.5)
+    r_a, c_a = grid.rowcol([x0, x1], [y0, y1])
+    r0, r1 = max(0, int(math.floor(min(r_a)))), min(grid.height, int(math.ceil(max(r_a))) + 1)
+    c0, c1 = max(0, int(math.floor(min(c_a)))), min(grid.width, int(math.ceil(max(c_a))) + 1)
+    factor = max(1, math.ceil(max(r1 - r0, c1 - c0) / max_side_px))
+    from affine import Affine
+
+    sub = Grid(grid.window_transform(r0, c0) @ Affine.scale(factor), grid.crs,
+               math.ceil((c1 - c0) / factor), math.ceil((r1 - r0) / factor))
+    resampling = Resampling.average if factor > 1 else Resampling.cubic
+    fixed_values, fixed_ok = read_on_grid(ref, sub, resampling=resampling, dtype=np.float32)
+    moving_values, moving_ok = read_on_grid(tgt, sub, resampling=resampling if factor > 1 else Resampling.cubic,
+                                            dtype=np.float32)
+    origin, spacing, direction = geotransform_to_geometry(sub.transform)
+    fixed = SpatialImage(fixed_values, origin=origin, spacing=spacing, direction=direction)
+    moving = SpatialImage(moving_values, origin=origin, spacing=spacing, direction=direction)
+    initial = Translation([-shift_map[0], -shift_map[1]])  # reference point p shows target point p - shift
+    result = register(
+        fixed, moving, preset="affine", metric="mattes", fixed_mask=fixed_ok, moving_mask=moving_ok,
+        initial_transform=initial, seed=seed, progress=progress,
+    )
+    transform = result.transform
+    flat = transform.flattened() if hasattr(transform, "flattened") else transform
+    if not isinstance(flat, LinearTransform):
+        raise RegistrationFailed(f"the affine registration returned a {type(flat).__name__}, not a linear transform")
+    extras = {
+        "registration": {"metrics": {k: dict(v) for k, v in result.metrics.items()}, "engine": result.engine,
+                         "passed": result.passed, "time_s": result.time_s, "decimation": factor},
+        "warnings": [f"affine registration: {w}" for w in result.warnings],
+    }
+    return flat, extras

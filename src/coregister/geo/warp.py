@@ -1,0 +1,173 @@
+"""Writing the corrected target: a new geotransform only, or resampled onto the reference grid block by block.
+
+Both writers go through :func:`coregister.io.raster.raster_writer` (atomic,
+profile and metadata of the target kept, ``cog=True`` for a Cloud-Optimised
+GeoTIFF) and hold one block of the output (plus the target pixels it needs)
+in memory at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+from scipy import ndimage
+
+from coregister.config import ProgressCallback
+from coregister.conventions import geotransform_to_geometry
+from coregister.geo._raster import GeoRaster, Grid
+from coregister.image import SpatialImage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["resampled_copy", "shifted_copy"]
+
+#: output block side when resampling (pixels)
+BLOCK_PX = 512
+
+# (rows, cols) of reference pixel centres -> fractional (rows, cols) in the target raster, NaN where undefined
+Mapping2D = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _template(grid: Grid, dtype: np.dtype, count: int, nodata: float | None, meta: dict[str, Any]) -> SpatialImage:
+    origin, spacing, direction = geotransform_to_geometry(grid.transform)
+    shape = (grid.height, grid.width) if count == 1 else (grid.height, grid.width, count)
+    meta = dict(meta)
+    meta["transform"] = tuple(grid.transform)[:6]
+    meta["crs_wkt"] = grid.crs.to_wkt() if grid.crs is not None else None
+    meta.pop("source_path", None)
+    return SpatialImage(
+        np.broadcast_to(np.zeros((), dtype), shape),
+        origin=origin,
+        spacing=spacing,
+        direction=direction,
+        crs=grid.crs.to_wkt() if grid.crs is not None else None,
+        nodata=nodata,
+        meta=meta,
+    )
+
+
+def shifted_copy(
+    target: GeoRaster, path: str | os.PathLike[str], offset: tuple[float, float], *, cog: bool = False
+) -> Path:
+    """Copy the target with its geotransform moved by ``offset`` (x, y in its CRS units): pixels bit-identical.
+
+    Every band, the nodata declaration, compression, tiling, descriptions
+    and tags are kept as they are.
+    """
+    from coregister.io.raster import raster_writer
+
+    ds = target.dataset
+    moved = Affine.translation(*offset) @ ds.transform
+    grid = Grid(moved, ds.crs, ds.width, ds.height)
+    template = _template(grid, np.dtype(ds.dtypes[0]), ds.count, ds.nodata, target.meta)
+    with raster_writer(path, template, cog=cog) as dst:
+        for _, window in ds.block_windows(1):
+            dst.write(ds.read(window=window), window=window)
+    return Path(path)
+
+
+def _fill_invalid(block: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Invalid pixels take the value of the nearest valid one (no nodata enters the interpolation)."""
+    if valid.all() or not valid.any():
+        return block
+    index = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    return block[tuple(index)]
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def output_nodata(target: GeoRaster) -> tuple[float, str | None]:
+    """Nodata of the resampled output: the target's (declared, given or detected), else 0 or NaN (with a warning)."""
+    if target.nodata is not None:
+        return target.nodata, None
+    if target.dtype.kind == "f":
+        return math.nan, "the target has no nodata value; NaN marks pixels outside it in the output"
+    return 0.0, "the target has no nodata value; 0 marks pixels outside it in the output (set nodata= to choose)"
+
+
+def resampled_copy(
+    target: GeoRaster,
+    grid: Grid,
+    path: str | os.PathLike[str],
+    mapping: Mapping2D,
+    *,
+    order: int = 3,
+    nodata: float,
+    cog: bool = False,
+    progress: ProgressCallback | None = None,
+    block_px: int = BLOCK_PX,
+) -> Path:
+    """Resample every band of the target onto ``grid`` through ``mapping``, one output block at a time.
+
+    Parameters
+    ----------
+    target : GeoRaster
+        The raster to resample.
+    grid : Grid
+        Output grid (the reference's).
+    mapping : callable
+        ``(rows, cols)`` of output pixel centres -> fractional ``(rows, cols)``
+        in the target (its pixel centres at whole numbers), NaN where undefined.
+    order : int
+        Spline order: 3 (cubic B-spline), 1 (linear) or 0 (nearest, for classes).
+    nodata : float
+        Written where the target has no valid data.
+    """
+    from coregister.io.raster import raster_writer
+
+    ds = target.dataset
+    dtype = np.dtype(ds.dtypes[0])
+    template = _template(grid, dtype, ds.count, nodata, target.meta)
+    blocks = [
+        (r, c, min(block_px, grid.height - r), min(block_px, grid.width - c))
+        for r in range(0, grid.height, block_px)
+        for c in range(0, grid.width, block_px)
+    ]
+    fill = nodata if not (math.isnan(nodata) and dtype.kind in "iu") else 0
+    margin = 3 if order == 3 else 1
+    with raster_writer(path, template, cog=cog) as dst:
+        for index, (r0, c0, h, w) in enumerate(blocks):
+            rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
+            src_rows, src_cols = mapping(rows, cols)
+            out = np.full((ds.count, h, w), fill, dtype=dtype)
+            finite = np.isfinite(src_rows) & np.isfinite(src_cols)
+            inside = finite & (src_rows > -0.5) & (src_rows < ds.height - 0.5) & (src_cols > -0.5) & (src_cols < ds.width - 0.5)
+            if inside.any():
+                rr0 = max(0, int(math.floor(src_rows[inside].min())) - margin)
+                rr1 = min(ds.height, int(math.ceil(src_rows[inside].max())) + margin + 1)
+                cc0 = max(0, int(math.floor(src_cols[inside].min())) - margin)
+                cc1 = min(ds.width, int(math.ceil(src_cols[inside].max())) + margin + 1)
+                window = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+                source = ds.read(window=window)
+                valid = target.valid_block(window, source[target.band - 1])
+                coords = np.array([np.where(inside, src_rows - rr0, -1.0), np.where(inside, src_cols - cc0, -1.0)])
+                # a pixel is valid where the nearest source pixels are (bilinear weight of valid >= 1/2)
+                weight = ndimage.map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
+                good = inside & (weight >= 0.5)
+                for b in range(ds.count):
+                    band = _fill_invalid(source[b].astype(np.float64), valid)
+                    if order == 3:
+                        values = ndimage.map_coordinates(
+                            ndimage.spline_filter(band, order=3, mode="mirror"), coords, order=3, prefilter=False,
+                            mode="mirror",
+                        )
+                    else:
+                        values = ndimage.map_coordinates(band, coords, order=order, mode="nearest")
+                    out[b][good] = _cast(values[good], dtype)
+            dst.write(out, window=Window(c0, r0, w, h))
+            if progress is not None:
+                progress("writing", 0, index, float(len(blocks)))
+    return Path(path)
