@@ -6,21 +6,10 @@ from pathlib import Path
 
 import click
 
+from coregister.cli._options import metric_choices, preset_names
 from coregister.cli._output import echo_json, json_option, print_table
 
 __all__ = ["batch"]
-
-
-def _preset_choices() -> list[str]:
-    from coregister.config import TransformModel
-
-    return ["auto", *[m.value for m in TransformModel]]
-
-
-def _metric_choices() -> list[str]:
-    from coregister.config import Metric
-
-    return [m.value for m in Metric]
 
 
 _DATA = "../shared/data/medical/itk_brainweb_2d"
@@ -43,9 +32,9 @@ _EXAMPLE = (
               help="Workers of the local cluster (default: the CPU count, at most one per pair).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="ITK threads per registration (default: CPU count / workers).")
-@click.option("--preset", type=click.Choice(_preset_choices()), default="rigid", show_default=True,
+@click.option("--preset", type=click.Choice(preset_names()), default="rigid", show_default=True,
               help="Preset for rows whose 'preset' cell is empty.")
-@click.option("--metric", type=click.Choice(_metric_choices()), default=None,
+@click.option("--metric", type=click.Choice(metric_choices()), default=None,
               help="Metric for rows whose 'metric' cell is empty (default: the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed of every registration.")
 @click.option("--report", is_flag=True, help="Also write each pair's report.html.")
