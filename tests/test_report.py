@@ -281,3 +281,21 @@ def test_report_is_written_atomically(tmp_path: Path) -> None:
     write_report(result, image, image, None, target)
     assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+# ------------------------------------------------------- with register()
+def test_report_of_a_real_registration(data, tmp_path: Path) -> None:
+    """register() -> write_report: the curves come from the engine's per-level history, the numbers from the Result."""
+    folder = data("medical/itk_brainweb_2d")
+    fixed = cr.read(folder / "BrainProtonDensitySliceBorder20.png", grayscale=True)
+    moving = cr.read(folder / "BrainProtonDensitySliceShifted13x17y.png", grayscale=True)
+    result = cr.register(fixed, moving, preset="translation", metric="ncc")
+    assert result.history and all(level.metric_values for level in result.history)
+    path = write_report(result, fixed, moving, None, tmp_path / "report.html")
+    text = path.read_text(encoding="utf-8")
+    assert "BrainProtonDensitySliceShifted13x17y.png → BrainProtonDensitySliceBorder20.png" in text
+    row = re.search(r"translation \(pixels\)</td><td[^>]*>([-0-9.]+)</td><td[^>]*>([-0-9.]+)</td>", text)  # PNG: no mm
+    assert row is not None
+    np.testing.assert_allclose([float(row.group(1)), float(row.group(2))], [13.0, 17.0], atol=0.2)
+    legend_levels = len(result.history)
+    assert legend_levels >= 2 and len(_decoded_pngs(_parse(path))) == 4
