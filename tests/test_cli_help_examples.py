@@ -92,7 +92,7 @@ def test_help_ends_with_an_example_that_runs(path: tuple[str, ...], data, tmp_pa
     assert result.returncode == 0, f"{script}\nexit {result.returncode}\n{result.stderr[-2000:]}"
 
 
-PRINTS_A_RESULT = {("register",), ("info",), ("batch",), ("demo",), ("data", "ls"), ("data", "info"), ("data", "fetch"),
+PRINTS_A_RESULT = {("register",), ("apply",), ("info",), ("batch",), ("demo",), ("data", "ls"), ("data", "info"), ("data", "fetch"),
                    ("dicom", "ls"), ("geo", "coreg"), ("geo", "change"), ("geo", "georef")}
 
 

@@ -278,6 +278,7 @@ def register(
 @interpolation_option
 @click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
 @threads_option
+@json_option
 def apply_command(
     transform: Path,
     moving: Path,
@@ -286,6 +287,7 @@ def apply_command(
     interpolation: str,
     default_value: float,
     threads: int | None,
+    as_json: bool = False,
 ) -> None:
     """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
 
@@ -316,4 +318,8 @@ def apply_command(
         threads=threads,
     )
     write(_for_writing(out, output.name), output)
-    click.echo(f"wrote {output}")
+    if as_json:
+        echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
+                   "interpolation": interpolation, "size": list(out.size), "spacing": list(out.spacing), "dtype": str(out.dtype)})
+    else:
+        click.echo(f"wrote {output}")
