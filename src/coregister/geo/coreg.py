@@ -10,6 +10,7 @@ units of the reference CRS (x east, y north).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -283,7 +284,6 @@ def coregister(
     out_path = _check_output(output, reference, target)
     options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability),
                            max_shift_px=float(max_shift_px))
-    warnings: list[str] = []
     config = {
         "mode": mode, "reference_band": reference_band, "target_band": target_band, "window_px": window_px,
         "max_windows": max_windows, "grid_spacing_px": grid_spacing_px, "min_reliability": min_reliability,
@@ -295,90 +295,21 @@ def coregister(
         open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
                     bad_data_mask=target_mask) as tgt,
     ):
-        for raster, role in ((ref, "reference"), (tgt, "target")):
-            if raster.nodata_source.startswith("detected"):
-                warnings.append(f"the {role} declares no nodata; fill value {raster.nodata:g} {raster.nodata_source}")
+        estimate = _estimate(
+            ref, tgt, mode=mode, options=options, max_windows=max_windows, grid_spacing_px=grid_spacing_px,
+            outlier_px=outlier_px, field=field, polynomial_order=polynomial_order, tie_points=tie_points, seed=seed,
+            progress=progress,
+        )
+        warnings = list(estimate.warnings)
         grid = ref.grid
-        overlap = find_overlap(ref, tgt, grid)
         order = _ORDERS[interpolation] if interpolation else (0 if _is_categorical(tgt) else 3)
-        result_fields: dict[str, Any] = {}
-        if mode in ("shift", "affine"):
-            centres = place_windows(overlap, grid, window_px=options.window_px, count=max_windows)
-            if not centres:
-                raise RegistrationFailed(
-                    f"no {options.window_px} x {options.window_px} px window fits inside the overlap of "
-                    f"{ref.name!r} and {tgt.name!r}; use a smaller window_px"
-                )
-            matches = _match_all(ref, tgt, grid, centres, options, progress, "windows")
-            estimate, matches = consensus(matches, outlier_px=outlier_px)
-            if not np.all(np.isfinite(estimate)):
-                raise RegistrationFailed(
-                    f"none of the {len(matches)} windows matched reliably ({_summarise_rejections(matches)}); "
-                    "try a larger window_px, a lower min_reliability, or a bad-data mask over clouds"
-                )
-            used = [m for m in matches if m.used]
-            if len(used) < len(matches):
-                warnings.append(f"{len(used)} of {len(matches)} windows used ({_summarise_rejections(matches)})")
-            shift_px = (float(estimate[0]), float(estimate[1]))
-            dx, dy = grid.linear @ estimate
-            shift_map = (float(dx), float(dy))
-            result_fields.update(shift_px=shift_px, shift_map=shift_map, windows=tuple(matches))
-            if mode == "shift":
-                anchor = (used[0].x, used[0].y)
-                offset = _target_offset(grid, tgt, anchor, shift_map)
-                result_fields["target_offset"] = offset
-                if out_path is not None:
-                    if resample:
-                        fill, note = output_nodata(tgt)
-                        warnings += [note] if note else []
-                        mapping = _mapping(grid, tgt, lambda x, y: (x - shift_map[0], y - shift_map[1]))
-                        resampled_copy(tgt, grid, out_path, mapping, order=order, nodata=fill, cog=cog,
-                                       progress=progress)
-                    else:
-                        shifted_copy(tgt, out_path, offset, cog=cog)
+        if out_path is not None:
+            if mode == "shift" and not resample:
+                shifted_copy(tgt, out_path, estimate.fields["target_offset"], cog=cog)
             else:
-                transform, extras = _affine(ref, tgt, grid, overlap, shift_map, seed=seed, progress=progress)
-                result_fields.update(transform=transform, extras=extras)
-                warnings += list(extras.get("warnings", ()))
-                if out_path is not None:
-                    fill, note = output_nodata(tgt)
-                    warnings += [note] if note else []
-
-                    def correct(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                        pts = transform.transform_points(np.c_[np.ravel(x), np.ravel(y)])
-                        return pts[:, 0].reshape(np.shape(x)), pts[:, 1].reshape(np.shape(y))
-
-                    resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, correct), order=order, nodata=fill,
-                                   cog=cog, progress=progress)
-        else:
-            centres = tie_point_grid(grid.height, grid.width, spacing_px=int(grid_spacing_px), window_px=options.window_px)
-            centres = _inside_overlap(centres, overlap, grid, options.window_px)
-            if not centres:
-                raise RegistrationFailed(f"no tie point of a {grid_spacing_px} px grid lies inside the overlap")
-            matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points")
-            matches = ransac_filter(matches, threshold_px=outlier_px, seed=seed)
-            if tie_points is not None:
-                write_tie_points(matches, tie_points, crs_wkt=grid.crs.to_wkt() if grid.crs else None)
-            displacement = fit_field(matches, grid.height, grid.width, kind=field, order=polynomial_order)
-            used = [m for m in matches if m.used]
-            mean = np.mean([m.shift_px for m in used], axis=0)
-            dx, dy = grid.linear @ mean
-            warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
-            result_fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
-                                 windows=tuple(matches), field=displacement.describe())
-            if out_path is not None:
                 fill, note = output_nodata(tgt)
                 warnings += [note] if note else []
-                inv = ~grid.transform
-
-                def correct_local(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                    cols = inv.a * x + inv.b * y + inv.c - 0.5
-                    rows = inv.d * x + inv.e * y + inv.f - 0.5
-                    dcol, drow = displacement.at(rows, cols)
-                    # the target's content at reference pixel p sits at p - correction
-                    return grid.xy(rows - drow, cols - dcol)
-
-                resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, correct_local), order=order, nodata=fill,
+                resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, estimate.correct), order=order, nodata=fill,
                                cog=cog, progress=progress)
         for message in warnings:
             logger.info(message)
@@ -391,8 +322,104 @@ def coregister(
             warnings=tuple(warnings),
             time_s=time.perf_counter() - started,
             config=config,
-            **result_fields,
+            **estimate.fields,
         )
+
+
+@dataclasses.dataclass
+class _Estimate:
+    """What a mode found: the result's fields, warnings, and the correction as a map-point function."""
+
+    fields: dict[str, Any]
+    warnings: list[str]
+    # reference map point (x, y) -> where the target shows it, still in the reference CRS
+    correct: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _estimate(
+    ref: GeoRaster,
+    tgt: GeoRaster,
+    *,
+    mode: str,
+    options: MatchOptions,
+    max_windows: int,
+    grid_spacing_px: int,
+    outlier_px: float,
+    field: str,
+    polynomial_order: int,
+    tie_points: str | os.PathLike[str] | None,
+    seed: int,
+    progress: ProgressCallback | None,
+) -> _Estimate:
+    """Run one mode on open rasters (no output written)."""
+    warnings: list[str] = []
+    for raster, role in ((ref, "reference"), (tgt, "target")):
+        if raster.nodata_source.startswith("detected"):
+            warnings.append(f"the {role} declares no nodata; fill value {raster.nodata:g} {raster.nodata_source}")
+    grid = ref.grid
+    overlap = find_overlap(ref, tgt, grid)
+    fields: dict[str, Any] = {}
+    if mode in ("shift", "affine"):
+        centres = place_windows(overlap, grid, window_px=options.window_px, count=max_windows)
+        if not centres:
+            raise RegistrationFailed(
+                f"no {options.window_px} x {options.window_px} px window fits inside the overlap of "
+                f"{ref.name!r} and {tgt.name!r}; use a smaller window_px"
+            )
+        matches = _match_all(ref, tgt, grid, centres, options, progress, "windows")
+        estimate, matches = consensus(matches, outlier_px=outlier_px)
+        if not np.all(np.isfinite(estimate)):
+            raise RegistrationFailed(
+                f"none of the {len(matches)} windows matched reliably ({_summarise_rejections(matches)}); "
+                "try a larger window_px, a lower min_reliability, or a bad-data mask over clouds"
+            )
+        used = [m for m in matches if m.used]
+        if len(used) < len(matches):
+            warnings.append(f"{len(used)} of {len(matches)} windows used ({_summarise_rejections(matches)})")
+        dx, dy = grid.linear @ estimate
+        shift_map = (float(dx), float(dy))
+        fields.update(shift_px=(float(estimate[0]), float(estimate[1])), shift_map=shift_map, windows=tuple(matches))
+        if mode == "shift":
+            fields["target_offset"] = _target_offset(grid, tgt, (used[0].x, used[0].y), shift_map)
+
+            def correct(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return x - shift_map[0], y - shift_map[1]
+
+            return _Estimate(fields, warnings, correct)
+        transform, extras = _affine(ref, tgt, grid, overlap, shift_map, seed=seed, progress=progress)
+        fields.update(transform=transform, extras=extras)
+        warnings += list(extras.pop("warnings", ()))
+
+        def correct_affine(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pts = transform.transform_points(np.c_[np.ravel(x), np.ravel(y)])
+            return pts[:, 0].reshape(np.shape(x)), pts[:, 1].reshape(np.shape(y))
+
+        return _Estimate(fields, warnings, correct_affine)
+    centres = tie_point_grid(grid.height, grid.width, spacing_px=int(grid_spacing_px), window_px=options.window_px)
+    centres = _inside_overlap(centres, overlap, grid, options.window_px)
+    if not centres:
+        raise RegistrationFailed(f"no tie point of a {grid_spacing_px} px grid lies inside the overlap")
+    matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points")
+    matches = ransac_filter(matches, threshold_px=outlier_px, seed=seed)
+    if tie_points is not None:
+        write_tie_points(matches, tie_points, crs_wkt=grid.crs.to_wkt() if grid.crs else None)
+    displacement = fit_field(matches, grid.height, grid.width, kind=field, order=polynomial_order)
+    used = [m for m in matches if m.used]
+    mean = np.mean([m.shift_px for m in used], axis=0)
+    dx, dy = grid.linear @ mean
+    warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
+    fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
+                  windows=tuple(matches), field=displacement.describe())
+    inv = ~grid.transform
+
+    def correct_local(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cols = inv.a * x + inv.b * y + inv.c - 0.5
+        rows = inv.d * x + inv.e * y + inv.f - 0.5
+        dcol, drow = displacement.at(rows, cols)
+        # the target's content at reference pixel p sits at p - correction
+        return grid.xy(rows - drow, cols - dcol)
+
+    return _Estimate(fields, warnings, correct_local)
 
 
 def _inside_overlap(centres: list[tuple[int, int]], overlap: Any, grid: Grid, window_px: int) -> list[tuple[int, int]]:

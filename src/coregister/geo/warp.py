@@ -27,7 +27,7 @@ from coregister.image import SpatialImage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["resampled_copy", "shifted_copy"]
+__all__ = ["output_nodata", "resampled_copy", "sample_block", "shifted_copy"]
 
 #: output block side when resampling (pixels)
 BLOCK_PX = 512
@@ -98,6 +98,51 @@ def output_nodata(target: GeoRaster) -> tuple[float, str | None]:
     return 0.0, "the target has no nodata value; 0 marks pixels outside it in the output (set nodata= to choose)"
 
 
+def sample_block(
+    target: GeoRaster, src_rows: np.ndarray, src_cols: np.ndarray, *, order: int = 3, bands: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample bands of the target at fractional pixel positions (one output block).
+
+    Only the target pixels the block needs are read. Nodata never enters the
+    interpolation (invalid pixels take their nearest valid neighbour's value
+    first); an output pixel is valid where its nearest source pixels are.
+
+    Returns
+    -------
+    values : ndarray (n_bands, h, w) float64
+    good : ndarray of bool (h, w)
+    """
+    ds = target.dataset
+    bands = bands or list(range(1, ds.count + 1))
+    values = np.zeros((len(bands), *src_rows.shape))
+    finite = np.isfinite(src_rows) & np.isfinite(src_cols)
+    inside = finite & (src_rows > -0.5) & (src_rows < ds.height - 0.5) & (src_cols > -0.5) & (src_cols < ds.width - 0.5)
+    if not inside.any():
+        return values, inside
+    margin = 3 if order == 3 else 1
+    rr0 = max(0, int(math.floor(src_rows[inside].min())) - margin)
+    rr1 = min(ds.height, int(math.ceil(src_rows[inside].max())) + margin + 1)
+    cc0 = max(0, int(math.floor(src_cols[inside].min())) - margin)
+    cc1 = min(ds.width, int(math.ceil(src_cols[inside].max())) + margin + 1)
+    window = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+    source = ds.read(bands, window=window)
+    match = target.read_block(window) if target.band not in bands else source[bands.index(target.band)]
+    valid = target.valid_block(window, match)
+    coords = np.array([np.where(inside, src_rows - rr0, -1.0), np.where(inside, src_cols - cc0, -1.0)])
+    # a pixel is valid where the nearest source pixels are (bilinear weight of valid >= 1/2)
+    weight = ndimage.map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
+    good = inside & (weight >= 0.5)
+    for k in range(len(bands)):
+        band = _fill_invalid(source[k].astype(np.float64), valid)
+        if order == 3:
+            values[k] = ndimage.map_coordinates(
+                ndimage.spline_filter(band, order=3, mode="mirror"), coords, order=3, prefilter=False, mode="mirror"
+            )
+        else:
+            values[k] = ndimage.map_coordinates(band, coords, order=order, mode="nearest")
+    return values, good
+
+
 def resampled_copy(
     target: GeoRaster,
     grid: Grid,
@@ -137,36 +182,13 @@ def resampled_copy(
         for c in range(0, grid.width, block_px)
     ]
     fill = nodata if not (math.isnan(nodata) and dtype.kind in "iu") else 0
-    margin = 3 if order == 3 else 1
     with raster_writer(path, template, cog=cog) as dst:
         for index, (r0, c0, h, w) in enumerate(blocks):
             rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
-            src_rows, src_cols = mapping(rows, cols)
+            values, good = sample_block(target, *mapping(rows, cols), order=order)
             out = np.full((ds.count, h, w), fill, dtype=dtype)
-            finite = np.isfinite(src_rows) & np.isfinite(src_cols)
-            inside = finite & (src_rows > -0.5) & (src_rows < ds.height - 0.5) & (src_cols > -0.5) & (src_cols < ds.width - 0.5)
-            if inside.any():
-                rr0 = max(0, int(math.floor(src_rows[inside].min())) - margin)
-                rr1 = min(ds.height, int(math.ceil(src_rows[inside].max())) + margin + 1)
-                cc0 = max(0, int(math.floor(src_cols[inside].min())) - margin)
-                cc1 = min(ds.width, int(math.ceil(src_cols[inside].max())) + margin + 1)
-                window = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
-                source = ds.read(window=window)
-                valid = target.valid_block(window, source[target.band - 1])
-                coords = np.array([np.where(inside, src_rows - rr0, -1.0), np.where(inside, src_cols - cc0, -1.0)])
-                # a pixel is valid where the nearest source pixels are (bilinear weight of valid >= 1/2)
-                weight = ndimage.map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
-                good = inside & (weight >= 0.5)
-                for b in range(ds.count):
-                    band = _fill_invalid(source[b].astype(np.float64), valid)
-                    if order == 3:
-                        values = ndimage.map_coordinates(
-                            ndimage.spline_filter(band, order=3, mode="mirror"), coords, order=3, prefilter=False,
-                            mode="mirror",
-                        )
-                    else:
-                        values = ndimage.map_coordinates(band, coords, order=order, mode="nearest")
-                    out[b][good] = _cast(values[good], dtype)
+            for b in range(ds.count):
+                out[b][good] = _cast(values[b][good], dtype)
             dst.write(out, window=Window(c0, r0, w, h))
             if progress is not None:
                 progress("writing", 0, index, float(len(blocks)))

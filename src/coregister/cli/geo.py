@@ -1,0 +1,207 @@
+"""``coregister geo``: coregister rasters (shift, affine, local), change maps, georeferencing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from coregister.cli._output import echo_json, json_option, print_table
+
+__all__ = ["geo"]
+
+_S2 = "../shared/data/geospatial/arosics_s2_T33UUU"
+_REF = f"{_S2}/ref_S2A_20160608T153121_T33UUU_sub.tif"
+_TGT = f"{_S2}/tgt_S2A_20160529T153631_T33UUU_sub.tif"
+_LANDSAT = "../shared/data/geospatial/rasterio_landsat7/RGB.byte.tif"
+_GCP_LINE = (
+    "printf 'pixel,line,x,y\\n0,0,101985,2826915\\n791,0,339315,2826915\\n0,718,101985,2611485\\n"
+    "791,718,339315,2611485\\n' > gcps.csv"
+)
+
+
+def _path() -> click.Path:
+    # existence is checked by the library, whose error is one line and exit code 1
+    return click.Path(path_type=Path)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "" if value is None else f"{float(value):+.{digits}f}"
+
+
+def _summary(result: Any) -> None:
+    rows: list[tuple[str, str]] = []
+    if result.shift_px is not None:
+        label = "mean correction" if result.mode == "local" else "correction"
+        rows.append((f"{label} (columns, rows)", f"{_fmt(result.shift_px[0])}, {_fmt(result.shift_px[1])} px"))
+        rows.append((f"{label} (x east, y north)", f"{_fmt(result.shift_map[0])}, {_fmt(result.shift_map[1])} map units"))
+    if result.target_offset is not None:
+        rows.append(("target geotransform moved by", f"{_fmt(result.target_offset[0])}, {_fmt(result.target_offset[1])}"))
+    if result.transform is not None:
+        matrix = result.transform.to_dict()["world_matrix"]
+        rows.append(("affine (reference -> target map)", "; ".join(", ".join(f"{v:.6g}" for v in row) for row in matrix[:2])))
+    if result.windows:
+        noun = "tie points" if result.mode == "local" else "windows"
+        rows.append((f"{noun} used", f"{len(result.used_windows)} of {len(result.windows)}"))
+    for key in ("rmse_px", "rmse_map", "inliers"):
+        if result.extras.get(key) is not None:
+            rows.append((key.replace("_", " "), f"{float(result.extras[key]):.4g}"))
+    if result.output is not None:
+        rows.append(("output", str(result.output)))
+    if result.tie_points_path is not None:
+        rows.append(("tie points", str(result.tie_points_path)))
+    rows.append(("time", f"{result.time_s:.2f} s"))
+    print_table(f"geo {result.mode}", ["quantity", "value"], rows, justify=["left", "left"])
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _report(result: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        _summary(result)
+
+
+def _common_inputs(function: Any) -> Any:
+    options = [
+        click.option("--nodata", type=float, default=None,
+                     help="Nodata value of both rasters, overriding what they declare (default: declared, or a "
+                          "fill value detected in constant corners)."),
+        click.option("--target-nodata", type=float, default=None, help="Nodata value of the target only."),
+        click.option("--mask", "reference_mask", type=_path(), default=None,
+                     help="Bad-data mask of the reference (clouds): a raster, nonzero = do not use."),
+        click.option("--target-mask", type=_path(), default=None, help="Bad-data mask of the target."),
+        click.option("--band", "reference_band", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Reference band to match (from 1)."),
+        click.option("--target-band", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Target band to match (from 1); every band is corrected."),
+        click.option("--window", "window_px", type=click.IntRange(min=32), default=256, show_default=True,
+                     help="Side of the matching windows, in reference pixels."),
+        click.option("--min-reliability", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+                     help="Reject windows whose phase-correlation reliability is lower."),
+        click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group(
+    "geo",
+    epilog=(
+        "\b\nExample (from the repository root; two Sentinel-2 dates, corrected by a global shift):\n"
+        f"  coregister geo coreg {_REF} \\\n    {_TGT} \\\n    -o tgt_corrected.tif"
+    ),
+)
+def geo() -> None:
+    """Geospatial rasters: coregistration (shift, affine, local), change maps, georeferencing.
+
+    Corrections are reported as the correction applied to the target, in
+    reference pixels (columns, rows counted downwards) and in map units of
+    the reference CRS (x east, y north).
+    """
+
+
+@geo.command(
+    "coreg",
+    epilog=(
+        "\b\nExample (from the repository root; shift by default, --mode local for a tie-point grid):\n"
+        f"  coregister geo coreg {_REF} \\\n    {_TGT} \\\n    -o tgt_corrected.tif"
+    ),
+)
+@click.argument("reference", type=_path())
+@click.argument("target", type=_path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The corrected target (GeoTIFF).")
+@click.option("--mode", type=click.Choice(["shift", "affine", "local"], case_sensitive=False), default="shift",
+              show_default=True,
+              help="shift: global sub-pixel shift (geotransform only, pixels untouched); affine: Mattes MI "
+                   "registration (multi-sensor); local: tie-point grid and a smooth displacement field.")
+@_common_inputs
+@click.option("--max-windows", type=click.IntRange(min=1), default=49, show_default=True,
+              help="shift/affine: windows tried over the overlap.")
+@click.option("--grid", "grid_spacing_px", type=click.IntRange(min=1), default=100, show_default=True,
+              help="local: tie-point spacing in reference pixels.")
+@click.option("--field", type=click.Choice(["smooth", "polynomial"]), default="smooth", show_default=True,
+              help="local: thin-plate spline through the kept tie points, or a polynomial (--order).")
+@click.option("--order", "polynomial_order", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="local: order of the polynomial field.")
+@click.option("--resample", is_flag=True, help="shift: resample onto the reference grid instead of moving the geotransform.")
+@click.option("--interpolation", type=click.Choice(["cubic", "linear", "nearest"]), default=None,
+              help="Resampling kernel (default cubic; nearest for palette/class rasters).")
+@click.option("--tie-points", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
+@json_option
+@click.pass_context
+def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
+    """Coregister TARGET to REFERENCE and write the corrected target.
+
+    Different CRS and resolutions are matched on the reference grid; nodata,
+    fill values and bad-data masks are left out of every window.
+    """
+    from coregister.cli._progress import registration_progress
+    from coregister.geo import coregister
+
+    with registration_progress(ctx) as progress:
+        result = coregister(reference, target, output=output, progress=progress, **options)
+    _report(result, as_json)
+
+
+@geo.command(
+    "change",
+    epilog=(
+        "\b\nExample (from the repository root; shift-corrected difference of two Sentinel-2 dates):\n"
+        f"  coregister geo change {_REF} \\\n    {_TGT} \\\n    -o change.tif"
+    ),
+)
+@click.argument("reference", type=_path())
+@click.argument("target", type=_path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The change map (float32 GeoTIFF on the reference grid, NaN where either input is invalid).")
+@click.option("--kind", type=click.Choice(["difference", "ratio", "normalized-difference"]), default="difference",
+              show_default=True, help="target - reference, target / reference, or their normalised difference.")
+@click.option("--mode", type=click.Choice(["shift", "affine", "local"], case_sensitive=False), default="shift",
+              show_default=True, help="How the target is coregistered first.")
+@_common_inputs
+@json_option
+@click.pass_context
+def change_command(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
+    """Coregister TARGET to REFERENCE, then write a change map on the reference grid."""
+    from coregister.cli._progress import registration_progress
+    from coregister.geo import change
+
+    with registration_progress(ctx) as progress:
+        result = change(reference, target, output=output, progress=progress, **options)
+    _report(result, as_json)
+
+
+@geo.command(
+    "georef",
+    epilog=(
+        "\b\nExample (from the repository root; four corner GCPs of the Landsat clip, EPSG:32618):\n"
+        f"  {_GCP_LINE}\n"
+        f"  coregister geo georef {_LANDSAT} --gcps gcps.csv --crs EPSG:32618 -o georef.tif"
+    ),
+)
+@click.argument("image", type=_path())
+@click.option("--base", type=_path(), default=None, help="A georeferenced raster covering the image.")
+@click.option("--gcps", type=_path(), default=None,
+              help="CSV of ground control points: pixel,line,x,y (pixel/line from the top-left corner, as GDAL).")
+@click.option("--crs", default=None, help="CRS of the GCPs' x,y (e.g. EPSG:32633); required with --gcps.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The georeferenced image (GeoTIFF).")
+@click.option("--order", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="--gcps: polynomial order; 1 writes a geotransform, 2-3 write the GCPs.")
+@click.option("--method", type=click.Choice(["features", "intensity"]), default="features", show_default=True,
+              help="--base: SIFT + robust affine + ECC refinement, or intensity registration (similar, roughly aligned imagery).")
+@click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews.")
+@json_option
+def georef(image: Path, base: Path | None, gcps: Path | None, crs: str | None, output: Path, order: int, method: str,
+           cog: bool, as_json: bool) -> None:
+    """Georeference IMAGE against a georeferenced --base, or from --gcps."""
+    from coregister.geo import georeference
+
+    result = georeference(image, base=base, gcps=gcps, crs=crs, output=output, order=order, method=method, cog=cog)
+    _report(result, as_json)

@@ -1,0 +1,72 @@
+"""``coregister geo coreg|change|georef`` on real rasters: outputs, JSON, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import rasterio
+from conftest import require_data
+
+from coregister.cli import main
+
+S2 = "geospatial/arosics_s2_T33UUU"
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[str, str]:
+    return (str(require_data(f"{S2}/ref_S2A_20160608T153121_T33UUU_sub.tif")),
+            str(require_data(f"{S2}/tgt_S2A_20160529T153631_T33UUU_sub.tif")))
+
+
+def test_coreg_shift_json(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "corrected.tif"
+    assert main(["geo", "coreg", *pair, "-o", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mode"] == "shift" and result["output"] == str(out)
+    dcol, drow = result["shift_px"]
+    assert abs(dcol + 0.6) < 0.1 and abs(drow - 1.8) < 0.15
+    assert result["reference"]["nodata_source"].startswith("detected")
+    with rasterio.open(out) as ds, rasterio.open(pair[1]) as src:
+        assert ds.transform.c == pytest.approx(src.transform.c + result["target_offset"][0])
+
+
+def test_coreg_nodata_override_and_table(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["geo", "coreg", *pair, "-o", str(tmp_path / "c.tif"), "--nodata", "0", "--max-windows", "9"]) == 0
+    captured = capsys.readouterr()
+    assert "correction (columns, rows)" in captured.out
+    assert "fill value" not in captured.err  # given, not detected
+
+
+def test_change_and_georef(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["geo", "change", *pair, "-o", str(tmp_path / "change.tif"), "--kind", "ratio", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["extras"]["change"]["kind"] == "ratio"
+    gcps = tmp_path / "gcps.csv"
+    gcps.write_text("pixel,line,x,y\n0,0,330000,5862000\n2400,0,354000,5862000\n0,3200,330000,5830000\n2400,3200,354000,5830000\n")
+    assert main(["geo", "georef", pair[0], "--gcps", str(gcps), "--crs", "EPSG:32633", "-o", str(tmp_path / "g.tif"), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["extras"]["geotransform"]
+    assert found == pytest.approx([10.0, 0.0, 330000.0, 0.0, -10.0, 5862000.0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["geo", "coreg", "missing.tif", "missing2.tif", "-o", "x.tif"], "does not exist"),
+        (["geo", "georef", "missing.tif", "-o", "x.tif"], "exactly one of"),
+    ],
+)
+def test_errors_are_one_line(tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    if args[1] == "georef":
+        args = [*args[:2], str(require_data(f"{S2}/ref_S2A_20160608T153121_T33UUU_sub.tif")), *args[3:]]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_refuses_to_overwrite_the_target(pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["geo", "coreg", *pair, "-o", pair[1]]) == 1
+    assert "overwrite" in capsys.readouterr().err
