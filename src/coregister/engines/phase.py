@@ -209,12 +209,19 @@ def _fill(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _apodize(shape: tuple[int, ...]) -> np.ndarray:
-    """Separable Tukey window (flat centre, cosine taper on the outer 15 % of each side); cached, read-only."""
-    from scipy.signal.windows import tukey
+    """Separable Tukey window (flat centre, cosine taper on the outer 15 % of each side); cached, read-only.
 
+    Built from ``numpy.hanning`` halves (the Tukey window's definition), which
+    spares importing ``scipy.signal`` (a second of start-up) for one formula.
+    """
     window = np.ones(shape)
     for axis, n in enumerate(shape):
-        taper = tukey(n, alpha=0.3) if n > 3 else np.ones(n)
+        taper = np.ones(n)
+        width = int(0.15 * n)
+        if width >= 2:
+            ramp = np.hanning(2 * width + 1)[:width]
+            taper[:width] = ramp
+            taper[n - width :] = ramp[::-1]
         window = window * taper.reshape([-1 if a == axis else 1 for a in range(len(shape))])
     window.flags.writeable = False
     return window
@@ -307,8 +314,8 @@ def _shift_with_gradient(coeffs: np.ndarray, shift: np.ndarray, region: tuple[sl
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Inner product without BLAS (whose threads spin on a shared machine)."""
-    return float(np.einsum("i,i->", a, b))
+    """Inner product (callers run with one BLAS thread: OpenBLAS threads spin on these thin products)."""
+    return float(np.dot(a, b))
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -376,25 +383,33 @@ def _gradient_refine(
     offset = 0.0
     converged = False
     iterations = 0
-    cache_key: tuple[Any, ...] | None = None
-    residual = w = r_ref = normal = None
-    valid = None
+    residual = w = normal = None
     previous: tuple[np.ndarray, float, float, float, np.ndarray] | None = None
     halvings = 0
-    for iterations in range(1, 2 * max_iterations + 2):  # noqa: B007 - halvings and the last pass only evaluate
-        region = _shifted_region(reference.shape, d)
-        if region is None:
+    # one pixel set for the whole fit (every shift within max_step_px of the start can be sampled on it):
+    # the objective then changes continuously with the shift, and Gauss-Newton converges in a few steps
+    region = None
+    for corner in (start - max_step_px, start + max_step_px):
+        found = _shifted_region(reference.shape, corner)
+        if found is None:
             return None
-        key = (tuple((sl.start, sl.stop) for sl in region), tuple(np.round(d).astype(int)))
-        if key != cache_key:
-            cache_key = key
-            valid = None if ref_ok is None else ref_ok[region]
-            moved = _moved_mask(tgt_ok, region, d)
-            if moved is not None:
-                valid = moved if valid is None else (valid & moved)
-            if valid is not None and valid.sum() < 16 * (ndim + 2):
-                return None
-            r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
+        region = found if region is None else tuple(
+            slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(region, found, strict=True)
+        )
+    assert region is not None
+    if any(sl.stop - sl.start < 8 for sl in region):
+        return None
+    valid = None if ref_ok is None else ref_ok[region]
+    if tgt_ok is not None:
+        # target pixels valid wherever the shift may take them
+        reach = int(math.ceil(max_step_px)) + 1
+        moved = _moved_mask(ndimage.binary_erosion(tgt_ok, iterations=reach, border_value=1), region, start)
+        assert moved is not None
+        valid = moved if valid is None else (valid & moved)
+    if valid is not None and valid.sum() < 16 * (ndim + 2):
+        return None
+    r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
+    for iterations in range(1, 2 * max_iterations + 2):  # noqa: B007 - halvings and the last pass only evaluate
         assert r_ref is not None
         warped, *grads = _shift_with_gradient(coeffs, d, region)
         w = (warped.ravel() if valid is None else warped[valid]).astype(np.float64)
@@ -423,10 +438,9 @@ def _gradient_refine(
             jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
         jac[ndim + 1] = 1.0
-        # einsum, not BLAS: OpenBLAS threads spin on these thin products and triple the CPU time
-        normal = np.einsum("ij,kj->ik", jac, jac)
+        normal = jac @ jac.T  # one BLAS thread (see _one_blas_thread)
         try:
-            step = np.linalg.solve(normal, np.einsum("ij,j->i", jac, residual))
+            step = np.linalg.solve(normal, jac @ residual)
         except np.linalg.LinAlgError:
             return None
         longest = float(np.max(np.abs(step[:ndim])))
@@ -441,8 +455,6 @@ def _gradient_refine(
         converged = bool(np.max(np.abs(step[:ndim])) < tolerance_px)
     assert residual is not None and w is not None and r_ref is not None
     # similarity before and after the shift, on the same pixels
-    region = _shifted_region(reference.shape, d)
-    assert region is not None
     same = np.ones(w.size, bool)
     unshifted = tgt_f[region] if valid is None else tgt_f[region][valid]
     if tgt_ok is not None:
@@ -501,6 +513,7 @@ def phase_correlate(
     tolerance_px: float = 1e-3,
     smoothing_px: float = 1.0,
     max_shift_px: float | None = None,
+    skip_below: float = 0.0,
 ) -> PhaseShift:
     """Find the translation between two images by phase correlation, refined below a hundredth of a pixel.
 
@@ -532,6 +545,10 @@ def phase_correlate(
         (removes the interpolation bias towards whole pixels; 0 disables).
     max_shift_px : float, optional
         Refuse shifts longer than this (:class:`~coregister.errors.RegistrationFailed`).
+    skip_below : float
+        Skip the sub-pixel fit when the whole-pixel match is already less
+        reliable than this (the result is the whole-pixel one, ``converged=False``):
+        saves time on windows over clouds or water in a tie-point grid.
 
     Returns
     -------
@@ -601,6 +618,12 @@ def phase_correlate(
     method = refine + ("+masked" if padfield else "")
 
     fit: _Fit | None = None
+    if refine == "gradient" and skip_below > 0:
+        joint = ref_mask if tgt_mask is None else (tgt_mask if ref_mask is None else ref_mask & tgt_mask)
+        whole = abs(_aligned_ncc(ref_f, tgt_f, coarse, joint)) * max(0.0, 1.0 - 1.0 / peak_ratio)
+        if whole < skip_below:
+            refine = "skipped"
+            method = "skipped" + ("+masked" if padfield else "")
     if refine == "gradient":
         fit = _gradient_refine(
             ref, ref_mask, tgt, tgt_mask, coarse,
@@ -632,7 +655,7 @@ def phase_correlate(
         shift = coarse
         joint = ref_mask if tgt_mask is None else (tgt_mask if ref_mask is None else ref_mask & tgt_mask)
         ncc = _aligned_ncc(ref_f, tgt_f, shift, joint)
-        extra = {"valid_fraction": n_valid / ref.size, "converged": refine != "gradient"}
+        extra = {"valid_fraction": n_valid / ref.size, "converged": refine not in ("gradient", "skipped")}
     if max_shift_px is not None and float(np.max(np.abs(shift))) > max_shift_px:
         raise RegistrationFailed(
             f"phase correlation found a shift of {np.round(shift, 2).tolist()} px, beyond max_shift_px={max_shift_px}; "
@@ -765,9 +788,9 @@ def _refine_similarity(
             columns.append(gain * (g_col * rq[0] + g_row * rq[1]))
         columns += [gain * g_col, gain * g_row, w, np.ones_like(w)]
         jac = np.stack(columns)
-        normal = np.einsum("ij,kj->ik", jac, jac)
+        normal = jac @ jac.T
         try:
-            step = np.linalg.solve(normal, np.einsum("ij,j->i", jac, residual))
+            step = np.linalg.solve(normal, jac @ residual)
         except np.linalg.LinAlgError:
             return None
         k = 0

@@ -27,7 +27,7 @@ from coregister.geo._raster import GeoRaster, Grid, open_raster
 from coregister.geo.local import fit_field, ransac_filter, tie_point_grid, write_tie_points
 from coregister.geo.result import GeoResult, WindowMatch
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
-from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_window, place_windows
+from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
 from coregister.transforms import LinearTransform, Translation
 
@@ -143,8 +143,20 @@ def _match_all(
     options: MatchOptions,
     progress: ProgressCallback | None,
     stage: str,
+    *,
+    strips: bool = False,
 ) -> list[WindowMatch]:
-    matches = []
+    """Match every window; with ``strips`` (a tie-point grid), windows sharing a row are read as one strip."""
+    matches: list[WindowMatch] = []
+    if strips:
+        rows: dict[int, list[tuple[int, int]]] = {}
+        for centre in centres:
+            rows.setdefault(centre[0], []).append(centre)
+        for row_centres in rows.values():
+            matches += match_strip(reference, target, grid, row_centres, options)
+            if progress is not None:
+                progress(stage, 0, len(matches) - 1, float(len(centres)))
+        return matches
     for index, (row, col) in enumerate(centres):
         matches.append(match_window(reference, target, grid, row, col, options))
         if progress is not None:
@@ -399,7 +411,7 @@ def _estimate(
     centres = _inside_overlap(centres, overlap, grid, options.window_px)
     if not centres:
         raise RegistrationFailed(f"no tie point of a {grid_spacing_px} px grid lies inside the overlap")
-    matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points")
+    matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points", strips=True)
     matches = ransac_filter(matches, threshold_px=outlier_px, seed=seed)
     if tie_points is not None:
         write_tie_points(matches, tie_points, crs_wkt=grid.crs.to_wkt() if grid.crs else None)

@@ -36,6 +36,8 @@ __all__ = ["DisplacementField", "fit_field", "ransac_filter", "tie_point_grid", 
 
 #: lattice step (reference pixels) of the smooth field
 LATTICE_PX = 32
+#: thin-plate smoothing per tie point (coordinates scaled to the scene's extent), for reliability 1
+_SMOOTHING = 1e-5
 _FIELDS = ("smooth", "polynomial")
 
 
@@ -151,8 +153,9 @@ def fit_field(
     order : int
         Polynomial order, 1 to 3 (``"polynomial"``).
     smoothing : float, optional
-        Thin-plate smoothing (``"smooth"``), in squared pixels of tie-point
-        noise per point; default from the points' own scatter.
+        Thin-plate smoothing (``"smooth"``) per tie point of reliability 1
+        (coordinates scaled to the scene's extent; a point of reliability
+        ``r`` gets ``smoothing / r**2``).
     """
     if kind not in _FIELDS:
         raise ConfigError(f"field={kind!r} is not one of {', '.join(_FIELDS)}")
@@ -183,9 +186,10 @@ def fit_field(
     extent = float(max(height, width))
     points = np.c_[rows, cols] / extent
     if smoothing is None:
-        # noise of the tie points: scatter around their local neighbours' median
-        smoothing = float(len(kept)) * 1e-4
-    rbf = RBFInterpolator(points, values, kernel="thin_plate_spline", smoothing=smoothing, degree=1)
+        smoothing = _SMOOTHING
+    # less reliable points are smoothed more (per-point smoothing ~ 1 / reliability^2)
+    per_point = float(smoothing) * len(kept) / weights**2
+    rbf = RBFInterpolator(points, values, kernel="thin_plate_spline", smoothing=per_point, degree=1)
     n_rows = int(math.ceil((height - 1) / LATTICE_PX)) + 1
     n_cols = int(math.ceil((width - 1) / LATTICE_PX)) + 1
     lr, lc = np.mgrid[0:n_rows, 0:n_cols].astype(float) * LATTICE_PX

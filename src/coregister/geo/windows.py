@@ -23,7 +23,7 @@ from coregister.geo.result import WindowMatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MatchOptions", "Overlap", "find_overlap", "match_window", "place_windows"]
+__all__ = ["MatchOptions", "Overlap", "consensus", "find_overlap", "match_arrays", "match_strip", "match_window", "place_windows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class MatchOptions:
     min_reliability: float = 0.3
     min_valid_fraction: float = 0.8
     max_shift_px: float = 20.0
-    max_iterations: int = 15
+    max_iterations: int = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,13 +146,49 @@ def match_window(
     beyond ``max_shift_px``, or a shift that does not raise the local similarity.
     """
     n = options.window_px
-    top, left = row - n // 2, col - n // 2
-    sub = grid.subgrid(top, left, n, n)
+    sub = grid.subgrid(row - n // 2, col - n // 2, n, n)
+    ref_values, ref_ok = read_on_grid(reference, sub)
+    tgt_values, tgt_ok = read_on_grid(target, sub)
+    return match_arrays(grid, row, col, ref_values, ref_ok, tgt_values, tgt_ok, options)
+
+
+def match_strip(
+    reference: GeoRaster, target: GeoRaster, grid: Grid, centres: list[tuple[int, int]], options: MatchOptions
+) -> list[WindowMatch]:
+    """Match windows whose centres share one row: both rasters are read once, as a strip, and sliced.
+
+    Tie-point grids overlap heavily (256 px windows every 100 px): one read
+    (and one warp) per row instead of one per window.
+    """
+    n = options.window_px
+    row = centres[0][0]
+    c0 = min(c for _, c in centres) - n // 2
+    c1 = max(c for _, c in centres) - n // 2 + n
+    strip = grid.subgrid(row - n // 2, c0, n, c1 - c0)
+    ref_values, ref_ok = read_on_grid(reference, strip)
+    tgt_values, tgt_ok = read_on_grid(target, strip)
+    out = []
+    for r, c in centres:
+        sl = (slice(None), slice(c - n // 2 - c0, c - n // 2 - c0 + n))
+        out.append(match_arrays(grid, r, c, ref_values[sl], ref_ok[sl], tgt_values[sl], tgt_ok[sl], options))
+    return out
+
+
+def match_arrays(
+    grid: Grid,
+    row: int,
+    col: int,
+    ref_values: np.ndarray,
+    ref_ok: np.ndarray,
+    tgt_values: np.ndarray,
+    tgt_ok: np.ndarray,
+    options: MatchOptions,
+) -> WindowMatch:
+    """Match one window from arrays already on the reference grid (see :func:`match_window`)."""
+    n = options.window_px
     x, y = grid.xy(row, col)
     base = {"row": int(row), "col": int(col), "x": float(x), "y": float(y), "size_px": int(n)}
     nan2 = (math.nan, math.nan)
-    ref_values, ref_ok = read_on_grid(reference, sub)
-    tgt_values, tgt_ok = read_on_grid(target, sub)
     both = float((ref_ok & tgt_ok).mean())
     if both < options.min_valid_fraction:
         return WindowMatch(**base, shift_px=nan2, shift_map=nan2, valid_fraction=both,
@@ -165,6 +201,7 @@ def match_window(
             mask=None if ref_ok.all() else ref_ok,
             target_mask=None if tgt_ok.all() else tgt_ok,
             max_iterations=options.max_iterations,
+            skip_below=0.5 * options.min_reliability,
         )
     except RegistrationFailed as exc:
         return WindowMatch(**base, shift_px=nan2, shift_map=nan2, valid_fraction=both, reason=str(exc))
@@ -182,7 +219,9 @@ def match_window(
         "valid_fraction": found.valid_fraction,
     }
     reason = ""
-    if not found.method.startswith("gradient"):
+    if found.method.startswith("skipped"):
+        reason = f"unreliable at the whole-pixel match already (below {0.5 * options.min_reliability:.2f})"
+    elif not found.method.startswith("gradient"):
         reason = "the sub-pixel fit failed (the images differ too much here)"
     elif not found.converged:
         reason = f"the sub-pixel fit did not converge in {options.max_iterations} iterations"
