@@ -299,3 +299,42 @@ def test_report_of_a_real_registration(data, tmp_path: Path) -> None:
     np.testing.assert_allclose([float(row.group(1)), float(row.group(2))], [13.0, 17.0], atol=0.2)
     legend_levels = len(result.history)
     assert legend_levels >= 2 and len(_decoded_pngs(_parse(path))) == 4
+
+
+def test_geo_report_from_paths_in_another_crs(data, tmp_path: Path) -> None:
+    """Paths are read as previews and the target is reprojected onto the reference by GDAL (EPSG:3857 -> 32618)."""
+    from coregister.qc.metrics import ncc
+    from coregister.qc.report import _raster_preview, _warped_onto
+
+    folder = data("geospatial/rasterio_landsat7")
+    reference, target = folder / "rgb1.tif", folder / "rgb1_fake_nir_epsg3857.tif"
+    preview = _raster_preview(reference, 2, 200)
+    full = cr.read(reference)
+    assert max(preview.shape) == 200 and preview.crs == full.crs
+    corner = full.index_to_world([[-0.5, -0.5]])[0]
+    np.testing.assert_allclose(preview.index_to_world([[-0.5, -0.5]])[0], corner, atol=1e-6)  # same extent
+    warped = _warped_onto(preview, target, 1)
+    valid = np.isfinite(warped.array) & np.isfinite(preview.array) & (preview.array > 0)
+    assert valid.mean() > 0.5 and ncc(preview.array, warped.array, valid) > 0.85  # the fake NIR follows band 2
+    path = write_geo_report(reference, target, None, tmp_path / "geo.html", reference_band=2)
+    assert len(_decoded_pngs(_parse(path))) == 3
+    with pytest.raises(cr.GeometryError, match="give its path"):
+        write_geo_report(cr.read(reference), cr.read(target), None, tmp_path / "bad.html")
+
+
+def test_cli_geo_coreg_writes_its_report(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``coregister geo coreg ... --report``: the report lands beside the output, with the windows drawn."""
+    from scipy import ndimage
+
+    from coregister.cli import main
+
+    reference = cr.read(data("geospatial/rasterio_landsat7/RGB.byte.tif"), bands=[2])
+    moved = ndimage.shift(reference.array.astype(float), (0.4, -0.3), order=3, mode="nearest")
+    target = reference.replace(array=np.clip(np.round(moved), 0, 255).astype(np.uint8))
+    ref_path, tgt_path = cr.write(reference, tmp_path / "ref.tif"), cr.write(target, tmp_path / "tgt.tif")
+    assert main(["geo", "coreg", str(ref_path), str(tgt_path), "-o", str(tmp_path / "out.tif"), "--report"]) == 0
+    assert "report: " in capsys.readouterr().out
+    report = tmp_path / "out.report.html"
+    text = report.read_text(encoding="utf-8")
+    assert "tie-points" in _parse(report).ids and "Tie points" in text and "histogram-equalised" in text
+    assert len(_decoded_pngs(_parse(report))) == 4

@@ -262,9 +262,8 @@ def _geo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     if report:
         from coregister.qc.report import write_geo_report
 
-        corrected = cr.read(folder / "corrected.tif")
         write_geo_report(
-            cr.read(ref_path), cr.read(tgt_path), corrected, folder / "report.html",
+            ref_path, tgt_path, folder / "corrected.tif", folder / "report.html",
             tie_points=outcome.tie_points, shift_px=(found_cols, found_rows), warnings=outcome.warnings,
             details={"mode": "shift", "true correction (columns, rows)": f"{-dx:+.3f}, {-dy:+.3f} px",
                      "windows used": f"{len(outcome.used_windows)} of {len(outcome.windows)}"},

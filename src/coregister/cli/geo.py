@@ -133,6 +133,8 @@ def geo() -> None:
               help="Resampling kernel (default cubic; nearest for palette/class rasters).")
 @click.option("--tie-points", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
+@click.option("--report", is_flag=True,
+              help="Also write OUTPUT's QC report beside it (OUTPUT without .tif + .report.html): before/after views, tie points.")
 @json_option
 @click.pass_context
 def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
@@ -144,8 +146,22 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     from coregister.cli._progress import registration_progress
     from coregister.geo import coregister
 
+    report = options.pop("report")
     with registration_progress(ctx) as progress:
         result = coregister(reference, target, output=output, progress=progress, **options)
+    if report:
+        from coregister.qc.report import write_geo_report
+
+        report_path = output.with_name(output.name.split(".")[0] + ".report.html")
+        details = {"mode": result.mode, "windows / tie points used": f"{len(result.used_windows)} of {len(result.windows)}"}
+        write_geo_report(
+            reference, target, result.output, report_path, reference_band=options["reference_band"],
+            target_band=options["target_band"], reference_nodata=result.reference.get("nodata"),
+            target_nodata=result.target.get("nodata"), tie_points=result.tie_points, shift_px=result.shift_px,
+            warnings=result.warnings, details=details,
+        )
+        if not as_json:
+            click.echo(f"report: {report_path}")
     _report(result, as_json)
 
 

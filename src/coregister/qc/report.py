@@ -58,6 +58,7 @@ from coregister.result import Result
 from coregister.transforms import BSpline, Composite, Homography, LinearTransform, Transform, Translation
 
 __all__ = [
+    "PREVIEW_MAX_PX",
     "TiePoints",
     "checkerboard",
     "colour_overlay",
@@ -102,6 +103,25 @@ def _normalise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarra
     if high <= low:
         high = low + 1.0
     out = np.clip((values - low) / (high - low), 0.0, 1.0)
+    out[~finite] = 0.0
+    return out.astype(np.float32)
+
+
+def _equalise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Map each value to its quantile among the valid, finite values (0..1): histogram equalisation.
+
+    Two acquisitions with different radiometry (dates, seasons, sensors) then
+    look alike where they agree, so overlays and differences show geometry,
+    not brightness; a cloud takes the top quantiles of one image only.
+    """
+    finite = np.isfinite(values)
+    use = finite if valid is None else (finite & valid)
+    if not use.any():
+        return np.zeros(values.shape, dtype=np.float32)
+    levels = np.unique(np.quantile(values[use], np.linspace(0.0, 1.0, 257)))
+    if levels.size < 2:
+        return np.where(finite, 0.5, 0.0).astype(np.float32)
+    out = np.interp(values, levels, np.linspace(0.0, 1.0, levels.size))
     out[~finite] = 0.0
     return out.astype(np.float32)
 
@@ -378,6 +398,7 @@ class TiePoints:
     dy: np.ndarray
     kept: np.ndarray
     reliability: np.ndarray | None = None
+    unmatched: int = 0  #: points without a vector (the match failed), not drawn
 
     @classmethod
     def from_records(cls, records: Any) -> TiePoints:
@@ -397,7 +418,7 @@ class TiePoints:
         finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(dx) & np.isfinite(dy)  # failed matches have no vector
         return cls(
             x=x[finite], y=y[finite], dx=dx[finite], dy=dy[finite], kept=kept[finite],
-            reliability=None if rel is None else np.asarray(rel, float)[finite],
+            reliability=None if rel is None else np.asarray(rel, float)[finite], unmatched=int((~finite).sum()),
         )
 
 
@@ -414,14 +435,15 @@ def _tie_point_figure(reference: SpatialImage, points: TiePoints, *, pixel_size:
     typical = float(np.median(magnitudes[points.kept])) if points.kept.any() else float(np.median(magnitudes) or 1.0)
     span = max(abs(x1 - x0), abs(y1 - y0))
     scale = (0.04 * span) / max(typical, 1e-12)  # median arrow = 4 % of the scene
-    for kept, colour, label in ((True, "#19d219", "kept"), (False, "#ff3030", "rejected")):
-        select = points.kept == kept
-        if select.any():
-            ax.quiver(
-                points.x[select], points.y[select], points.dx[select] * scale, points.dy[select] * scale,
-                color=colour, angles="xy", scale_units="xy", scale=1.0, width=0.003,
-                label=f"{label} ({int(select.sum())})",
-            )
+    kept = points.kept
+    if kept.any():
+        ax.quiver(
+            points.x[kept], points.y[kept], points.dx[kept] * scale, points.dy[kept] * scale,
+            color="#19d219", angles="xy", scale_units="xy", scale=1.0, width=0.003, label=f"kept ({int(kept.sum())})",
+        )
+    if (~kept).any():  # rejected vectors are unreliable by definition: mark where they are, do not draw them
+        ax.scatter(points.x[~kept], points.y[~kept], marker="x", s=14, linewidths=0.8, color="#ff3030",
+                   label=f"rejected ({int((~kept).sum())})")
     ax.set_xlim(min(x0, x1), max(x0, x1))
     ax.set_ylim(min(y0, y1), max(y0, y1))
     ax.ticklabel_format(useOffset=False, style="plain")
@@ -616,16 +638,22 @@ def _resampled(transform: Transform, moving: SpatialImage, fixed: SpatialImage) 
     return apply(transform, moving, reference=fixed, output_dtype=np.float32, default_value=float("nan"))
 
 
-def _comparison_sections(fixed: SpatialImage, before: SpatialImage, after: SpatialImage) -> list[str]:
+def _comparison_sections(
+    fixed: SpatialImage, before: SpatialImage, after: SpatialImage, *, equalise: bool = False
+) -> list[str]:
     fixed_valid = fixed.mask if fixed.mask is not None else np.ones(fixed.shape, bool)
     f = _luminance(fixed)
     b = _luminance(before)
     a = _luminance(after)
-    f_n = _normalise(f, fixed_valid)
+    fixed_valid = fixed_valid & np.isfinite(f)
     b_valid = np.isfinite(b) & (before.mask if before.mask is not None else True)
     a_valid = np.isfinite(a) & (after.mask if after.mask is not None else True)
-    b_n = _normalise(b, b_valid & fixed_valid)
-    a_n = _normalise(a, a_valid & fixed_valid)
+    # each image stretched over the overlap of both (after registration), so that their contrasts compare
+    overlap = fixed_valid & a_valid
+    stretch = _equalise if equalise else _normalise
+    f_n = stretch(f, overlap if overlap.any() else fixed_valid)
+    b_n = stretch(b, (b_valid & overlap) if (b_valid & overlap).any() else b_valid)
+    a_n = stretch(a, overlap if overlap.any() else a_valid)
     b_n[~b_valid] = 0.0
     a_n[~a_valid] = 0.0
     planes, views = _planes(fixed, [f_n, b_n, a_n])
@@ -660,7 +688,9 @@ def _comparison_sections(fixed: SpatialImage, before: SpatialImage, after: Spati
                        "misalignment shows as colour fringes.", "colour overlay before and after")
         + "</section>",
         '<section id="difference"><h2>Difference</h2>'
-        + _figure_html(difference, "Normalised fixed minus moving intensities (meaningful for same-modality pairs).",
+        + _figure_html(difference, ("Fixed minus moving, each histogram-equalised over the overlap (dates and sensors differ "
+                                    "in brightness)." if equalise else
+                                    "Normalised fixed minus moving intensities (meaningful for same-modality pairs)."),
                        "difference before and after")
         + "</section>",
     ]
@@ -786,12 +816,64 @@ def write_report(
     return _write(path, _page(title, sections))
 
 
+#: Rasters given as paths are drawn from a preview of at most this many pixels on the long side.
+PREVIEW_MAX_PX = 1200
+
+
+def _raster_preview(path: str | os.PathLike[str], band: int, max_px: int, *, nodata: float | None = None) -> SpatialImage:
+    """Band ``band`` of a raster, decimated so that its long side is at most ``max_px`` (memory bounded)."""
+    import rasterio
+    from affine import Affine as GeoAffine
+    from rasterio.vrt import WarpedVRT
+
+    from coregister.conventions import geotransform_to_geometry
+
+    with rasterio.open(path) as ds:
+        factor = max(1.0, max(ds.width, ds.height) / max_px)
+        width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
+        if nodata is not None and ds.nodata is None:
+            with WarpedVRT(ds, src_nodata=nodata, nodata=nodata) as vrt:  # declare the fill so averaging skips it
+                values = vrt.read(band, out_shape=(height, width), masked=True, resampling=rasterio.enums.Resampling.average)
+        else:
+            values = ds.read(band, out_shape=(height, width), masked=True, resampling=rasterio.enums.Resampling.average)
+        transform = ds.transform @ GeoAffine.scale(ds.width / width, ds.height / height)
+        crs = ds.crs.to_wkt() if ds.crs else None
+    origin, spacing, direction = geotransform_to_geometry(transform)
+    array = np.ma.filled(values.astype(np.float32), np.nan)
+    return SpatialImage(array, origin=origin, spacing=spacing, direction=direction, crs=crs,
+                        meta={"source_path": str(path), "format": "geotiff"})
+
+
+def _warped_onto(grid: SpatialImage, path: str | os.PathLike[str], band: int, *, nodata: float | None = None) -> SpatialImage:
+    """Band ``band`` of the raster at ``path`` reprojected onto ``grid`` (any CRS; GDAL's warper, bilinear)."""
+    import rasterio
+    from rasterio.vrt import WarpedVRT
+
+    from coregister.conventions import geometry_to_geotransform
+
+    height, width = grid.shape
+    transform = geometry_to_geotransform(grid.origin, grid.spacing, grid.direction)
+    with rasterio.open(path) as ds, WarpedVRT(
+        ds, crs=grid.crs.to_wkt() if grid.crs else ds.crs, transform=transform, width=width, height=height,
+        resampling=rasterio.enums.Resampling.bilinear,
+        **({"src_nodata": nodata, "nodata": nodata} if nodata is not None and ds.nodata is None else {}),
+    ) as vrt:
+        values = vrt.read(band, masked=True)
+    array = np.ma.filled(values.astype(np.float32), np.nan)
+    return SpatialImage(array, origin=grid.origin, spacing=grid.spacing, direction=grid.direction, crs=grid.crs,
+                        meta={"source_path": str(path)})
+
+
 def write_geo_report(
-    reference: SpatialImage,
-    target: SpatialImage,
-    corrected: SpatialImage | None,
+    reference: SpatialImage | str | os.PathLike[str],
+    target: SpatialImage | str | os.PathLike[str],
+    corrected: SpatialImage | str | os.PathLike[str] | None,
     path: str | os.PathLike[str],
     *,
+    reference_band: int = 1,
+    target_band: int = 1,
+    reference_nodata: float | None = None,
+    target_nodata: float | None = None,
     tie_points: Any = None,
     shift_px: Sequence[float] | None = None,
     metrics: Mapping[str, Mapping[str, float]] | None = None,
@@ -803,13 +885,21 @@ def write_geo_report(
 
     Parameters
     ----------
-    reference, target : SpatialImage
-        The reference raster and the target as read (georeferenced).
-    corrected : SpatialImage or None
-        The corrected target (any grid: it is resampled onto the reference's
-        for the pictures); ``None`` shows only the "before" state.
+    reference, target : SpatialImage or path
+        The reference raster and the target as given (georeferenced). Paths
+        are read as previews (long side at most ``PREVIEW_MAX_PX`` pixels,
+        the target reprojected onto the reference preview by GDAL), so whole
+        scenes in any CRS cost little memory; images must share the
+        reference's CRS.
+    corrected : SpatialImage, path or None
+        The corrected target (any grid); ``None`` shows only the "before" state.
     path : path
         The ``.html`` file (written atomically).
+    reference_band, target_band : int
+        Bands drawn from paths (counted from 1; the corrected target uses ``target_band``).
+    reference_nodata, target_nodata : float, optional
+        Values drawn as "no data" (for files that declare none but fill with,
+        say, 0; the geo result's ``reference["nodata"]``/``target["nodata"]``).
     tie_points : TiePoints, mapping of columns or sequence of records, optional
         ``x, y`` (map units), ``dx, dy`` (correction, map units, x east, y
         north), optional ``kept`` and ``reliability``: drawn as arrows over
@@ -827,8 +917,20 @@ def write_geo_report(
     Path
     """
     identity = Translation(np.zeros(2))
-    before = _resampled(identity, target, reference)
-    after = _resampled(identity, corrected, reference) if corrected is not None else before
+    if not isinstance(reference, SpatialImage):
+        reference = _raster_preview(reference, reference_band, PREVIEW_MAX_PX, nodata=reference_nodata)
+
+    def on_reference(source: SpatialImage | str | os.PathLike[str]) -> SpatialImage:
+        if not isinstance(source, SpatialImage):
+            return _warped_onto(reference, source, target_band, nodata=target_nodata)
+        if (source.crs is None) != (reference.crs is None) or (source.crs is not None and source.crs != reference.crs):
+            from coregister.errors import GeometryError
+
+            raise GeometryError("an image in another CRS than the reference's: give its path, it is reprojected for the report")
+        return _resampled(identity, source, reference)
+
+    before = on_reference(target)
+    after = on_reference(corrected) if corrected is not None else before
     title = title or "coregister: geospatial coregistration report"
     pixel = float(min(reference.spacing))
     rows = [("reference CRS", reference.crs.to_string() if reference.crs is not None else "none"),
@@ -848,15 +950,16 @@ def write_geo_report(
                         + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul></section>")
     if metrics:
         sections.append('<section id="metrics"><h2>Metrics</h2>' + _metrics_html(metrics) + "</section>")
-    sections += _comparison_sections(reference, before, after)
+    sections += _comparison_sections(reference, before, after, equalise=True)
     if tie_points is not None:
         points = TiePoints.from_records(tie_points)
         if len(points.x):
             figure = _tie_point_figure(reference, points, pixel_size=pixel)
             kept = int(points.kept.sum())
+            unmatched = f" ({points.unmatched} more had no match)" if points.unmatched else ""
             sections.append(
                 '<section id="tie-points"><h2>Tie points</h2>'
-                f"<p>{kept} of {len(points.x)} tie points kept.</p>"
+                f"<p>{kept} of {len(points.x) + points.unmatched} tie points kept{unmatched}.</p>"
                 + _figure_html(figure, "Correction vectors at each tie point (exaggerated; the title gives the factor).",
                                "tie-point vectors")
                 + "</section>"
