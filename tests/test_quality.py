@@ -1,0 +1,139 @@
+"""The quality check (:func:`coregister.qc.quality.check`) on real registrations and on transforms built to fail.
+
+Transforms map fixed-space points to moving space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import coregister as cr
+from coregister import presets
+from coregister.errors import ConfigError
+from coregister.qc import synthetic
+from coregister.qc.metrics import compare
+from coregister.qc.quality import check, jacobian_determinant_range, judged_measure
+
+BRAINWEB = "medical/itk_brainweb_2d/"
+
+
+@pytest.fixture
+def pair(data) -> tuple[cr.SpatialImage, cr.SpatialImage]:
+    # PD slice and the same slice shifted by exactly (13, 17) px (1 mm pixels)
+    fixed = cr.read(data(BRAINWEB + "BrainProtonDensitySliceBorder20.png")).channel(0)
+    moving = cr.read(data(BRAINWEB + "BrainProtonDensitySliceShifted13x17y.png")).channel(0)
+    return fixed, moving
+
+
+@pytest.mark.parametrize(
+    ("metric", "transform", "passes"),
+    [
+        ("mattes", cr.Translation([13.0, 17.0]), True),  # the truth
+        ("mattes", cr.Translation([-13.0, -17.0]), False),  # the opposite way: worse than not moving at all
+        ("ncc", cr.Translation([13.0, 17.0]), True),
+        ("ncc", cr.Translation([-13.0, -17.0]), False),
+        ("mse", cr.Translation([13.0, 17.0]), True),
+        ("mse", cr.Translation([-13.0, -17.0]), False),
+    ],
+)
+def test_metric_that_got_worse_fails(pair, metric, transform, passes):
+    fixed, moving = pair
+    before = compare(fixed, moving, cr.Translation([0.0, 0.0]))
+    after = compare(fixed, moving, transform)
+    report = check(fixed, moving, transform, before, after, metric=metric)
+    assert report.passed is passes
+    assert any("got worse" in w for w in report.warnings) is not passes
+    key, _ = judged_measure(metric)
+    assert report.figures["measure"] == key
+
+
+def test_inverted_contrast_counts_as_correlation(pair):
+    # NCC is judged on its magnitude: a perfectly aligned negative image is a match, not a failure
+    fixed, moving = pair
+    negative = moving.replace(array=255.0 - np.asarray(moving.array, dtype=np.float64))
+    before = compare(fixed, negative, cr.Translation([0.0, 0.0]))
+    after = compare(fixed, negative, cr.Translation([13.0, 17.0]))
+    assert after["ncc"] < before["ncc"] < 0
+    assert check(fixed, negative, cr.Translation([13.0, 17.0]), before, after, metric="ncc").passed
+
+
+@pytest.mark.parametrize(
+    ("matrix", "finding"),
+    [
+        (np.diag([0.4, 1.0]), "scale 0.4 is outside [0.5, 2]"),
+        (np.diag([1.0, 2.5]), "scale 2.5 is outside [0.5, 2]"),
+        (np.array([[1.0, 0.45], [0.0, 1.0]]), "shear 0.45 exceeds 0.3"),
+        (np.diag([-1.0, 1.0]), "mirrors the image"),
+        (np.diag([1.9, 0.55]), None),
+        (np.array([[1.0, 0.2], [0.0, 1.0]]), None),
+    ],
+)
+def test_extreme_linear_parts(pair, matrix, finding):
+    fixed, moving = pair
+    transform = cr.Affine(matrix, center=[110.0, 128.0])
+    figures = {"mi": 1.0, "overlap": 1.0}
+    report = check(fixed, moving, transform, figures, figures)
+    if finding is None:
+        assert report.passed and not report.warnings
+    else:
+        assert not report.passed
+        assert any(finding in w for w in report.warnings), report.warnings
+
+
+def test_scale_range_is_validated(pair):
+    fixed, moving = pair
+    with pytest.raises(ConfigError, match="scale_range"):
+        check(fixed, moving, cr.Translation([0.0, 0.0]), {}, {}, scale_range=(2.0, 0.5))
+
+
+@pytest.mark.parametrize(("mesh_mm", "max_displacement_mm", "folds"), [(40.0, 3.0, False), (10.0, 20.0, True)])
+def test_bspline_folding(pair, mesh_mm, max_displacement_mm, folds):
+    fixed, moving = pair
+    spline = synthetic.random_bspline(fixed, 3, mesh_mm=mesh_mm, max_displacement_mm=max_displacement_mm)
+    transform = cr.Composite((cr.Translation([13.0, 17.0]), spline))
+    figures = {"mi": 1.0, "overlap": 1.0}
+    report = check(fixed, moving, transform, figures, figures)
+    assert (report.figures["min_jacobian"] <= 0) is folds
+    assert report.passed is not folds
+    assert any("folds space" in w for w in report.warnings) is folds
+
+
+def test_jacobian_matches_finite_differences(pair):
+    # the determinant from SimpleITK's displacement-field filter against central differences of the map itself
+    fixed, _ = pair
+    spline = synthetic.random_bspline(fixed, 11, mesh_mm=30.0, max_displacement_mm=6.0)
+    low, high = jacobian_determinant_range(spline, fixed)
+    y, x = np.mgrid[2:fixed.shape[0] - 2:3, 2:fixed.shape[1] - 2:3]
+    points = fixed.index_to_world(np.c_[x.ravel(), y.ravel()].astype(float))
+    h = 1e-3
+    columns = [
+        (spline.transform_points(points + h * e) - spline.transform_points(points - h * e)) / (2 * h)
+        for e in np.eye(2)
+    ]
+    det = columns[0][:, 0] * columns[1][:, 1] - columns[0][:, 1] * columns[1][:, 0]
+    assert low <= det.min() + 1e-3
+    assert high >= det.max() - 1e-3
+    assert det.min() - low < 0.05 and high - det.max() < 0.05
+
+
+def test_iteration_cap_is_reported_but_not_fatal(pair):
+    fixed, moving = pair
+    config = presets.translation(ndim=2)
+    config = config.replace(stages=(config.stages[0].replace(iterations=2),))
+    result = cr.register(fixed, moving, config=config)
+    assert result.extras["quality"]["hit_iteration_cap"] is True
+    assert any("iteration cap" in w for w in result.warnings)
+    assert result.passed
+
+
+def test_run_pushed_out_of_view_fails(pair):
+    # a start that moves the image almost out of the field of view, and no iterations to come back
+    fixed, moving = pair
+    config = presets.translation(ndim=2)
+    config = config.replace(stages=(config.stages[0].replace(iterations=1, shrink_factors=(1,)),))
+    result = cr.register(fixed, moving, config=config, initial_transform=cr.Translation([190.0, 0.0]))
+    assert not result.passed
+    assert any("got worse" in w for w in result.warnings)
+    assert any("field of view" in w for w in result.warnings)
+    assert result.to_dict()["passed"] is False
