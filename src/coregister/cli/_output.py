@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-__all__ = ["echo_json", "json_option", "print_table", "stdout_console"]
+__all__ = ["echo_json", "echo_warning", "json_option", "print_table", "stdout_console"]
 
 
 def json_option(function: Any) -> Any:
@@ -38,6 +38,15 @@ def _default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def echo_warning(text: str) -> None:
+    """``warning: text`` on stderr, unless the user asked for quiet (``-q``: errors only)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"):
+        return
+    click.echo(f"warning: {text}", err=True)
 
 
 def stdout_console() -> Any:

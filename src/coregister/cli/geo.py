@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from coregister.cli._output import echo_json, json_option, print_table
+from coregister.cli._output import echo_json, echo_warning, json_option, print_table
 
 __all__ = ["geo"]
 
@@ -54,7 +54,7 @@ def _summary(result: Any) -> None:
     rows.append(("time", f"{result.time_s:.2f} s"))
     print_table(f"geo {result.mode}", ["quantity", "value"], rows, justify=["left", "left"])
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo_warning(warning)
 
 
 def _report(result: Any, as_json: bool) -> None:

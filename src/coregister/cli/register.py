@@ -28,7 +28,7 @@ import numpy as np
 
 from coregister.cli import QualityCheckFailed
 from coregister.cli._options import interpolation_option, registration_options, threads_option
-from coregister.cli._output import echo_json, json_option, print_table
+from coregister.cli._output import echo_json, echo_warning, json_option, print_table
 from coregister.errors import GeometryError, OutputExistsError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS, detect_format
@@ -154,7 +154,7 @@ def _summary(result: Any, written: list[Path]) -> None:
         justify=["left", "right", "right"],
     )
     for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo_warning(warning)
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
