@@ -67,10 +67,9 @@ def stdout_console() -> Any:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, justify: Sequence[str] | None = None) -> None:
     """Print a table with rich (``justify``: one of ``left``/``right`` per column)."""
-    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, title_justify="left", show_lines=False)
     last = len(columns) - 1
     for index, column in enumerate(columns):
         table.add_column(
