@@ -206,7 +206,7 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
 
     start = time.perf_counter()
     folder = Path(out_dir) / job.name
-    common = {"name": job.name, "fixed": str(job.fixed), "moving": str(job.moving)}
+    name, fixed_name, moving_name = job.name, str(job.fixed), str(job.moving)
     try:
         fixed = cr.read(job.fixed)
         moving = cr.read(job.moving)
@@ -233,16 +233,21 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
             outputs.append(write_report(result, fixed, moving, registered, folder / "report.html"))
     except (CoregisterError, OSError, ValueError, RuntimeError) as exc:
         logger.error("pair %s failed: %s", job.name, exc)
-        return PairOutcome(status=PairStatus.ERROR, error=f"{type(exc).__name__}: {exc}", wall_s=time.perf_counter() - start, **common)
+        return PairOutcome(
+            name, PairStatus.ERROR, fixed_name, moving_name, error=f"{type(exc).__name__}: {exc}",
+            wall_s=time.perf_counter() - start,
+        )
     return PairOutcome(
-        status=PairStatus.DONE if result.passed else PairStatus.QUALITY_FAILED,
+        name,
+        PairStatus.DONE if result.passed else PairStatus.QUALITY_FAILED,
+        fixed_name,
+        moving_name,
         engine=result.engine,
         time_s=result.time_s,
         wall_s=time.perf_counter() - start,
         metrics={k: dict(v) for k, v in result.metrics.items()},
         warnings=tuple(result.warnings),
         outputs=tuple(str(p) for p in outputs),
-        **common,
     )
 
 

@@ -136,7 +136,7 @@ def photo_truth(shape: tuple[int, int]) -> np.ndarray:
 
     h, w = shape
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
-    moves = np.array([[0.04, 0.03], [-0.05, 0.02], [-0.03, -0.06], [0.05, -0.04]], dtype=np.float32) * np.float32([w, h])
+    moves = np.array([[0.04, 0.03], [-0.05, 0.02], [-0.03, -0.06], [0.05, -0.04]], dtype=np.float32) * np.array([w, h], dtype=np.float32)
     return cv2.getPerspectiveTransform(corners, corners + moves).astype(float)
 
 
@@ -236,6 +236,7 @@ def _photo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
 
 
 def _geo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
+    from pyproj import CRS
     from scipy import ndimage
     from skimage import data as skdata
 
@@ -249,9 +250,11 @@ def _geo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     dx, dy = GEO_SHIFT_PX
     shifted = ndimage.shift(reference_values.astype(np.float64), (dy, dx), order=3, mode="nearest")
     target_values = np.clip(np.round(shifted), 0, 255).astype(np.uint8)
-    geometry = {"origin": (400005.0, 5800005.0 - 10.0), "spacing": (10.0, 10.0), "direction": np.diag([1.0, -1.0]), "crs": "EPSG:32633"}
-    reference = SpatialImage(reference_values, **geometry)
-    target = SpatialImage(target_values, **geometry)
+    def georeferenced(values: np.ndarray) -> SpatialImage:  # 10 m pixels, north up, UTM 33N
+        return SpatialImage(values, origin=(400005.0, 5799995.0), spacing=(10.0, 10.0), direction=np.diag([1.0, -1.0]),
+                            crs=CRS.from_epsg(32633))
+
+    reference, target = georeferenced(reference_values), georeferenced(target_values)
     ref_path = cr.write(reference, folder / "reference.tif")
     tgt_path = cr.write(target, folder / "target.tif")
     outcome = geo.coregister(ref_path, tgt_path, mode="shift", output=folder / "corrected.tif", progress=progress)

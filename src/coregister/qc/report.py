@@ -840,7 +840,7 @@ def _raster_preview(path: str | os.PathLike[str], band: int, max_px: int, *, nod
         crs = ds.crs.to_wkt() if ds.crs else None
     origin, spacing, direction = geotransform_to_geometry(transform)
     array = np.ma.filled(values.astype(np.float32), np.nan)
-    return SpatialImage(array, origin=origin, spacing=spacing, direction=direction, crs=crs,
+    return SpatialImage(array, origin=tuple(origin), spacing=tuple(spacing), direction=direction, crs=crs,
                         meta={"source_path": str(path), "format": "geotiff"})
 
 
