@@ -199,3 +199,17 @@ def test_cli_data_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["data", "fetch", "no_such_set", "--dest", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no_such_set" in err[0]
+
+
+def test_cli_fetch_failure_is_one_line_and_leaves_nothing(http_server: tuple[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download that fails (here: the server has no such file) -> exit 1, one stderr line, no folder."""
+    base, _ = http_server
+    manifests = tmp_path / "manifests"
+    _manifest(manifests, "loopback", [{"path": "gone.nii", "url": f"{base}/gone.nii", "sha256": "0" * 64}])
+    monkeypatch.setattr(datasets, "manifest_dir", lambda: manifests)
+    assert main(["data", "fetch", "loopback", "--dest", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not download" in err[0] and "gone.nii" in err[0]
+    assert not (tmp_path / "cache").exists()

@@ -105,9 +105,16 @@ def data_fetch(ctx: click.Context, name: str, dest: Path | None, files: tuple[st
     command fails (exit 1): nothing unverified is left behind. Files already
     present with the right checksum are not downloaded again.
     """
+    import logging
+
+    import pooch
+
     from coregister import data as datasets
     from coregister.cli._progress import file_progress
 
+    root = ctx.find_root().obj if isinstance(ctx.find_root().obj, dict) else {}
+    if not root.get("verbose"):  # pooch logs every download at INFO through its own handler; ours does with -v
+        pooch.get_logger().setLevel(logging.WARNING)
     with file_progress(ctx, f"fetching {name}") as progress:
         folder = datasets.fetch(name, dest=dest, files=files or None, progress=progress)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
