@@ -299,18 +299,25 @@ def _shift_coefficients(
     return out
 
 
-def _shift_with_gradient(coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...]) -> list[np.ndarray]:
-    """``[s(x - shift), d/dx_0, d/dx_1, ...]`` over ``region``; in 2D the first pass is shared (5 passes, not 6)."""
+def _shift_with_gradient(
+    coeffs: np.ndarray, shift: np.ndarray, region: tuple[slice, ...]
+) -> tuple[np.ndarray, Any]:
+    """``s(x - shift)`` over ``region``, and a function giving its gradient (computed only when asked).
+
+    In 2D the first pass is shared between the value and the column derivative.
+    """
     if coeffs.ndim != 2:
-        return [_shift_coefficients(coeffs, shift, region)] + [
-            _shift_coefficients(coeffs, shift, region, derivative_axis=k) for k in range(coeffs.ndim)
-        ]
+        value = _shift_coefficients(coeffs, shift, region)
+        return value, lambda: [_shift_coefficients(coeffs, shift, region, derivative_axis=k) for k in range(coeffs.ndim)]
     plain_rows = _shift_axis(coeffs, 0, shift[0], region[0], False)
-    deriv_rows = _shift_axis(coeffs, 0, shift[0], region[0], True)
     value = _shift_axis(plain_rows, 1, shift[1], region[1], False)
-    d_cols = _shift_axis(plain_rows, 1, shift[1], region[1], True)
-    d_rows = _shift_axis(deriv_rows, 1, shift[1], region[1], False)
-    return [value, d_rows, d_cols]
+
+    def gradient() -> list[np.ndarray]:
+        d_cols = _shift_axis(plain_rows, 1, shift[1], region[1], True)
+        d_rows = _shift_axis(_shift_axis(coeffs, 0, shift[0], region[0], True), 1, shift[1], region[1], False)
+        return [d_rows, d_cols]
+
+    return value, gradient
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -371,8 +378,8 @@ def _gradient_refine(
     ndim = reference.ndim
     ref_f, tgt_f = _fill(reference, ref_mask), _fill(target, tgt_mask)
     if sigma_px > 0:
-        ref_f = ndimage.gaussian_filter(ref_f, sigma_px, mode="mirror")
-        tgt_f = ndimage.gaussian_filter(tgt_f, sigma_px, mode="mirror")
+        ref_f = ndimage.gaussian_filter(ref_f, sigma_px, mode="mirror", truncate=3.0)
+        tgt_f = ndimage.gaussian_filter(tgt_f, sigma_px, mode="mirror", truncate=3.0)
     coeffs = ndimage.spline_filter(tgt_f, order=3, mode="mirror", output=np.float32)
     # a masked pixel's filled value leaks into its neighbours (smoothing, spline coefficients)
     erode = _EDGE_PX + 1 + int(math.ceil(2 * sigma_px))
@@ -411,7 +418,7 @@ def _gradient_refine(
     r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
     for iterations in range(1, 2 * max_iterations + 2):  # noqa: B007 - halvings and the last pass only evaluate
         assert r_ref is not None
-        warped, *grads = _shift_with_gradient(coeffs, d, region)
+        warped, gradient = _shift_with_gradient(coeffs, d, region)
         w = (warped.ravel() if valid is None else warped[valid]).astype(np.float64)
         if math.isnan(gain):  # start from the least-squares gain and offset
             w_mean, r_mean = w.mean(), r_ref.mean()
@@ -433,7 +440,7 @@ def _gradient_refine(
         if iterations >= max_iterations + 1 or converged:
             break
         jac = np.empty((ndim + 2, w.size))
-        for k, g_w in enumerate(grads):
+        for k, g_w in enumerate(gradient()):
             # d/d(shift) of gain * t(x - d) is -gain * (grad t)(x - d), exact from the spline
             jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
