@@ -318,3 +318,56 @@ def test_refusals(tmp_path: Path, rgb_pair: tuple[Path, Path]) -> None:
                        direction=np.diag([1.0, -1.0]), crs="EPSG:32618")
     with pytest.raises(RegistrationFailed, match="overlap"):
         coregister(reference, far)
+
+
+# ------------------------------------------------------------------ local mode against a known smooth field
+def _field(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Content moved by (d_rows, d_cols): 0.2 to 1.0 px, varying smoothly across the scene."""
+    u, v = rows / size, cols / size
+    return 0.6 + 0.4 * np.sin(np.pi * u) * np.cos(np.pi * v), -0.3 + 0.5 * v
+
+
+@pytest.fixture(scope="module")
+def warped_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """A 1024 x 1024 block of the real Sentinel-2 reference and a copy warped by the known field."""
+    folder = tmp_path_factory.mktemp("field")
+    size = 1024
+    with rasterio.open(require_data(S2_REF)) as ds:
+        block = ds.read(1, window=((1000, 1000 + size), (800, 800 + size))).astype(np.float64)
+        profile = ds.profile
+        transform = ds.transform @ Affine.translation(800, 1000)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    d_rows, d_cols = _field(rows, cols, size)
+    warped = ndimage.map_coordinates(block, [rows - d_rows, cols - d_cols], order=3, mode="mirror")
+    profile.update(width=size, height=size, transform=transform, nodata=0)
+    paths = []
+    for name, values in (("ref.tif", block), ("tgt.tif", warped)):
+        with rasterio.open(folder / name, "w", **profile) as dst:
+            dst.write(np.clip(np.rint(values), 1, 65535).astype(np.uint16), 1)
+        paths.append(folder / name)
+    return paths[0], paths[1], size
+
+
+def test_local_recovers_a_known_field(tmp_path: Path, warped_pair: tuple[Path, Path, int]) -> None:
+    reference, target, size = warped_pair
+    local = coregister(reference, target, mode="local", window_px=128, grid_spacing_px=64, output=tmp_path / "l.tif")
+    kept = local.used_windows
+    assert len(kept) > 0.8 * len(local.windows)
+    rows = np.array([w.row for w in kept], float)
+    cols = np.array([w.col for w in kept], float)
+    d_rows, d_cols = _field(rows, cols, size)
+    found = np.array([w.shift_px for w in kept])
+    errors = np.hypot(found[:, 0] + d_cols, found[:, 1] + d_rows)  # the correction is minus the displacement
+    assert np.median(errors) < 0.02
+    shift = coregister(reference, target, output=tmp_path / "s.tif", resample=True, window_px=128)
+    residual = {}
+    for name, path in (("local", local.output), ("shift", shift.output)):
+        with rasterio.open(reference) as ref, rasterio.open(path) as out:
+            values = []
+            for r0, c0 in ((100, 100), (100, 700), (450, 400), (700, 100), (700, 700)):
+                a = ref.read(1, window=((r0, r0 + 200), (c0, c0 + 200))).astype(float)
+                b = out.read(1, window=((r0, r0 + 200), (c0, c0 + 200))).astype(float)
+                values.append(np.hypot(*phase_correlate(a, b).shift))
+            residual[name] = float(np.median(values))
+    assert residual["local"] < 0.03
+    assert residual["shift"] > 3 * residual["local"]
