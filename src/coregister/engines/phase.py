@@ -608,7 +608,8 @@ def phase_correlate(
     # scikit-image's masked correlation (Padfield) costs a dozen padded FFTs: worth it when much is masked;
     # a few masked pixels filled with the mean do not move the peak
     invalid = max(0.0 if ref_mask is None else 1 - ref_mask.mean(), 0.0 if tgt_mask is None else 1 - tgt_mask.mean())
-    padfield = invalid > 0.1
+    # (its padded FFTs are 2^ndim times the image: in 3D beyond ~2 M voxels, the mean fill is used instead)
+    padfield = invalid > 0.1 and ref.size * 2**ref.ndim <= 16_000_000
     if padfield:
         # integer-pixel only (scikit-image's masked variant); sub-pixel is ours below
         coarse = phase_cross_correlation(

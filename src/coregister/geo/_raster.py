@@ -150,7 +150,7 @@ class GeoRaster:
         flags = self.dataset.mask_flag_enums[self.band - 1]
         return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
 
-    def read_block(self, window: Window, *, band: int | None = None, out: Any = None) -> np.ndarray:
+    def read_block(self, window: Window, *, band: int | None = None) -> np.ndarray:
         """Read a window of one band (must lie inside the raster)."""
         return self.dataset.read(band or self.band, window=window)
 
