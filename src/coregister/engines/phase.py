@@ -227,12 +227,20 @@ def _apodize(shape: tuple[int, ...]) -> np.ndarray:
     return window
 
 
-def _phase_peak(ref_freq: np.ndarray, tgt_freq: np.ndarray, radius: int = 2) -> tuple[float, np.ndarray]:
+def _phase_peak(
+    ref_freq: np.ndarray, tgt_freq: np.ndarray, radius: int = 2, *, real_shape: tuple[int, ...] | None = None
+) -> tuple[float, np.ndarray]:
     """Phase-correlation surface: its main peak over the highest peak outside the peak's neighbourhood, and
-    the whole-pixel shift at the peak (scikit-image's sign and wrap-around convention)."""
+    the whole-pixel shift at the peak (scikit-image's sign and wrap-around convention).
+
+    With ``real_shape``, the spectra are half spectra (``rfftn``) of real images of that shape.
+    """
     product = ref_freq * tgt_freq.conj()
     product /= np.maximum(np.abs(product), 1e-12)
-    surface = np.abs(sfft.ifftn(product))
+    if real_shape is not None:
+        surface = np.abs(sfft.irfftn(product, s=real_shape))
+    else:
+        surface = np.abs(sfft.ifftn(product))
     peak_index = np.unravel_index(int(np.argmax(surface)), surface.shape)
     peak = float(surface[peak_index])
     rolled = np.roll(surface, [radius - int(i) for i in peak_index], axis=tuple(range(surface.ndim)))
@@ -599,9 +607,14 @@ def phase_correlate(
     ref_f = _fill(ref, ref_mask)
     tgt_f = _fill(tgt, tgt_mask)
     window = _apodize(ref.shape)
-    ref_freq = sfft.fftn(((ref_f - ref_f.mean()) * window).astype(np.float32))
-    tgt_freq = sfft.fftn(((tgt_f - tgt_f.mean()) * window).astype(np.float32))
-    peak_ratio, whole_pixels = _phase_peak(ref_freq, tgt_freq)
+    ref_windowed = ((ref_f - ref_f.mean()) * window).astype(np.float32)
+    tgt_windowed = ((tgt_f - tgt_f.mean()) * window).astype(np.float32)
+    # half spectra for the surface (real images); full ones only where scikit-image's upsampled DFT needs them
+    peak_ratio, whole_pixels = _phase_peak(sfft.rfftn(ref_windowed), sfft.rfftn(tgt_windowed), real_shape=ref.shape)
+
+    @functools.cache
+    def spectra() -> tuple[np.ndarray, np.ndarray]:
+        return sfft.fftn(ref_windowed), sfft.fftn(tgt_windowed)
 
     from skimage.registration import phase_cross_correlation
 
@@ -621,7 +634,7 @@ def phase_correlate(
     elif refine == "gradient":
         coarse = whole_pixels  # the surface's peak, as phase_cross_correlation(upsample_factor=1) finds it
     else:
-        coarse = phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=upsample_factor)[0]
+        coarse = phase_cross_correlation(*spectra(), space="fourier", upsample_factor=upsample_factor)[0]
     coarse = np.asarray(coarse, dtype=float)
     method = refine + ("+masked" if padfield else "")
 
@@ -640,7 +653,7 @@ def phase_correlate(
         if fit is None:
             logger.debug("gradient refinement failed from %s; keeping the upsampled estimate", coarse.tolist())
             coarse = np.asarray(
-                phase_cross_correlation(ref_freq, tgt_freq, space="fourier", upsample_factor=upsample_factor)[0],
+                phase_cross_correlation(*spectra(), space="fourier", upsample_factor=upsample_factor)[0],
                 dtype=float,
             ) if not padfield else coarse
             method = "upsample" + ("+masked" if padfield else "")
@@ -649,7 +662,7 @@ def phase_correlate(
         for _ in range(3):
             moved = ndimage.shift(tgt_f, estimate, order=3, mode="nearest")
             moved_freq = sfft.fftn(((moved - moved.mean()) * window).astype(np.float32))
-            step = phase_cross_correlation(ref_freq, moved_freq, space="fourier", upsample_factor=upsample_factor)[0]
+            step = phase_cross_correlation(spectra()[0], moved_freq, space="fourier", upsample_factor=upsample_factor)[0]
             estimate = estimate + np.asarray(step, dtype=float)
         coarse = estimate
 
