@@ -136,6 +136,11 @@ class Stage:
     iterations_per_level: tuple[int, ...] | None = None
     #: where a level subsamples, draw points only from this fraction of fixed voxels with the strongest gradient
     edge_sampling_fraction: float | None = None
+    #: automatic levels (``shrink_factors`` None) limited to factors within [finest_factor, coarsest_factor]
+    finest_factor: int = 1
+    coarsest_factor: int | None = None
+    #: with ``smoothing_sigmas_mm`` None, Gaussian sigma of each level in units of that level's voxel
+    smoothing_voxels: float = 0.5
 
     def replace(self, **changes: Any) -> Stage:
         """A copy with some fields replaced."""

@@ -67,12 +67,17 @@ def _linear_stage(model: TransformModel, *, precise: bool, ndim: int) -> Stage:
         edge = None if precise else 0.25
         extra: tuple[tuple[str, object], ...] = (("relaxation", 0.7),)
     else:
-        samples = 400_000 if precise else 50_000
+        samples = 200_000 if precise else 50_000
         edge = 0.2 if precise else 0.1
         extra = ()
+    # Half a voxel of Gaussian smoothing per level reduces the effect of noise and interpolation on rigid
+    # motion (degraded 1 mm MNI: 0.030 -> 0.015 mm); it does not commute with a scaling, so models with a
+    # scale go without it (affine: 0.069 with it, 0.056 without)
+    smoothing = 0.5 if model in (TransformModel.TRANSLATION, TransformModel.RIGID) else 0.0
     return Stage(
         model=model,
         metric=Metric.MATTES,
+        smoothing_voxels=smoothing,
         optimizer=Optimizer.REGULAR_STEP,
         iterations=400 if precise else 200,
         min_step=1e-4 if precise else 1e-3,
@@ -130,16 +135,25 @@ def affine(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     ['rigid', 'affine']
     """
     rigid_stage = _linear_stage(TransformModel.RIGID, precise=precise, ndim=ndim)
-    # the rigid stage only has to bring the affine one into its capture range
-    rigid_stage = rigid_stage.replace(min_step=1e-2, max_samples=min(rigid_stage.max_samples or 0, 20_000) or None)
-    affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim)
+    # the rigid stage only brings the affine one into its capture range: its coarse levels suffice
+    # (levels of 4 voxels and coarser), and the affine stage starts there
+    rigid_stage = rigid_stage.replace(min_step=1e-2, max_samples=20_000, finest_factor=4)
+    # 48 bins for the matrix: coarse histograms pulled the scales (degraded 1 mm MNI: 0.056 mm error with
+    # 32 bins, 0.039 with 48, 0.27 with 16)
+    affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim).replace(
+        coarsest_factor=4, histogram_bins=48
+    )
     return _config("affine", (rigid_stage, affine_stage), precise=precise)
 
 
 def bspline(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     """Rigid, affine, then a cubic B-spline free-form deformation (L-BFGS-B), composed into one ``Composite``.
 
-    The control-point mesh is about 40 mm (20 mm when precise).
+    The control-point mesh is about 40 mm (30 mm when precise), optimised on
+    the levels of 4 and 2 voxels (down to full resolution when precise).
+    SimpleITK's B-spline metrics evaluate the transform's full Jacobian at
+    every point (measured: 15 µs per point on a 40 mm mesh over a 1 mm
+    head), so this stage uses few points and iterations.
 
     Examples
     --------
@@ -151,11 +165,14 @@ def bspline(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
         model=TransformModel.BSPLINE,
         metric=Metric.MATTES,
         optimizer=Optimizer.LBFGSB,
-        iterations=100 if precise else 50,
+        iterations=60 if precise else 30,
         histogram_bins=32,
-        bspline_mesh_mm=20.0 if precise else 40.0,
-        max_samples=200_000 if precise else 50_000,
+        bspline_mesh_mm=30.0 if precise else 40.0,
+        max_samples=40_000 if precise else 20_000,
         edge_sampling_fraction=None,
+        coarsest_factor=4,
+        finest_factor=1 if precise else 2,
+        smoothing_voxels=0.5,
     )
     return _config("bspline", (*linear, deformable), precise=precise)
 
