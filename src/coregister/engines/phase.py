@@ -395,7 +395,7 @@ def _gradient_refine(
     tgt_ok = None if tgt_mask is None else ndimage.binary_erosion(tgt_mask, iterations=erode, border_value=1)
     d = np.array(start, dtype=float)
     gain = math.nan
-    offset = 0.0
+    offset = 0.0  # on centred values (see below)
     converged = False
     iterations = 0
     residual = w = normal = None
@@ -423,18 +423,23 @@ def _gradient_refine(
         valid = moved if valid is None else (valid & moved)
     if valid is not None and valid.sum() < 16 * (ndim + 2):
         return None
-    r_ref = ref_f[region].ravel() if valid is None else ref_f[region][valid]
+    # float32 arithmetic, centred values (the sums of products then lose nothing that matters to the step);
+    # the model is r - r_mean ~ gain * (w - w_mean) + offset, with both means fixed at the start
+    r_ref = (ref_f[region].ravel() if valid is None else ref_f[region][valid]).astype(np.float32)
+    r_mean = float(r_ref.mean())
+    r_ref -= np.float32(r_mean)
+    w_mean = math.nan
     for iterations in range(1, 2 * max_iterations + 2):  # noqa: B007 - halvings and the last pass only evaluate
-        assert r_ref is not None
         warped, gradient = _shift_with_gradient(coeffs, d, region)
-        w = (warped.ravel() if valid is None else warped[valid]).astype(np.float64)
-        if math.isnan(gain):  # start from the least-squares gain and offset
-            w_mean, r_mean = w.mean(), r_ref.mean()
-            var = _dot(w - w_mean, w - w_mean)
-            gain = _dot(w - w_mean, r_ref - r_mean) / var if var > 0 else 1.0
-            offset = float(r_mean - gain * w_mean)
-        residual = r_ref - (gain * w + offset)
-        mse = _dot(residual, residual) / residual.size
+        w = warped.ravel() if valid is None else warped[valid]
+        if math.isnan(gain):  # start from the least-squares gain
+            w_mean = float(w.mean())
+            var = _dot(w - np.float32(w_mean), w - np.float32(w_mean))
+            gain = _dot(w - np.float32(w_mean), r_ref) / var if var > 0 else 1.0
+        w = w - np.float32(w_mean)
+        residual = r_ref - (np.float32(gain) * w + np.float32(offset))
+        residual64 = residual.astype(np.float64)
+        mse = _dot(residual64, residual64) / residual.size
         if previous is not None and mse > previous[3] and halvings < 6:
             # the quadratic model overshot (textures whose similarity is not convex a pixel away): halve the step
             step = previous[4] * 0.5
@@ -447,15 +452,15 @@ def _gradient_refine(
         halvings = 0
         if iterations >= max_iterations + 1 or converged:
             break
-        jac = np.empty((ndim + 2, w.size))
+        jac = np.empty((ndim + 2, w.size), dtype=np.float32)  # float32 passes; products summed by BLAS
         for k, g_w in enumerate(gradient()):
             # d/d(shift) of gain * t(x - d) is -gain * (grad t)(x - d), exact from the spline
             jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
         jac[ndim + 1] = 1.0
-        normal = jac @ jac.T  # one BLAS thread (see _one_blas_thread)
+        normal = (jac @ jac.T).astype(np.float64)  # one BLAS thread (see _one_blas_thread)
         try:
-            step = np.linalg.solve(normal, jac @ residual)
+            step = np.linalg.solve(normal, (jac @ residual).astype(np.float64))
         except np.linalg.LinAlgError:
             return None
         longest = float(np.max(np.abs(step[:ndim])))
@@ -471,7 +476,7 @@ def _gradient_refine(
     assert residual is not None and w is not None and r_ref is not None
     # similarity before and after the shift, on the same pixels
     same = np.ones(w.size, bool)
-    unshifted = tgt_f[region] if valid is None else tgt_f[region][valid]
+    unshifted = (tgt_f[region] if valid is None else tgt_f[region][valid]).astype(np.float32)
     if tgt_ok is not None:
         same = tgt_ok[region].ravel() if valid is None else tgt_ok[region][valid]
     ncc_before = _ncc(r_ref[same], unshifted.ravel()[same]) if same.sum() > 16 else math.nan
@@ -486,7 +491,7 @@ def _gradient_refine(
     return _Fit(
         shift=d,
         gain=float(gain),
-        offset=float(offset),
+        offset=float(r_mean + offset - gain * w_mean),
         ncc=ncc_after,
         ncc_before=ncc_before,
         std_px=std,
