@@ -371,3 +371,18 @@ def test_local_recovers_a_known_field(tmp_path: Path, warped_pair: tuple[Path, P
             residual[name] = float(np.median(values))
     assert residual["local"] < 0.03
     assert residual["shift"] > 3 * residual["local"]
+
+
+def test_tie_points_as_geopackage(tmp_path: Path, warped_pair: tuple[Path, Path, int]) -> None:
+    """GeoPackage output (the optional ``gpkg`` extra, pyogrio): points in the reference CRS, same columns as the CSV."""
+    pyogrio = pytest.importorskip("pyogrio")
+    reference, target, _ = warped_pair
+    result = coregister(reference, target, mode="local", window_px=128, grid_spacing_px=128,
+                        tie_points=tmp_path / "tie_points.gpkg")
+    info = pyogrio.read_info(result.tie_points_path)
+    assert info["features"] == len(result.windows)
+    assert info["crs"] == "EPSG:32633"
+    assert {"dx", "dy", "reliability", "kept", "reason"} <= set(info["fields"])
+    _, _, geometry, fields = pyogrio.raw.read(result.tie_points_path)
+    kept = fields[list(info["fields"]).index("kept")]
+    assert int(np.sum(kept)) == len(result.used_windows)
