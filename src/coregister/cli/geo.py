@@ -33,7 +33,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _summary(result: Any) -> None:
     rows: list[tuple[str, str]] = []
     if result.shift_px is not None:
-        label = "mean correction" if result.mode == "local" else "correction"
+        label = {"local": "mean correction", "affine": "window shift (affine start)"}.get(result.mode, "correction")
         rows.append((f"{label} (columns, rows)", f"{_fmt(result.shift_px[0])}, {_fmt(result.shift_px[1])} px"))
         rows.append((f"{label} (x east, y north)", f"{_fmt(result.shift_map[0])}, {_fmt(result.shift_map[1])} map units"))
     if result.target_offset is not None:

@@ -419,7 +419,8 @@ def _estimate(
     used = [m for m in matches if m.used]
     mean = np.mean([m.shift_px for m in used], axis=0)
     dx, dy = grid.linear @ mean
-    warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
+    if len(used) < len(matches):
+        warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
     fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
                   windows=tuple(matches), field=displacement.describe())
     inv = ~grid.transform
