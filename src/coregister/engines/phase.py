@@ -483,11 +483,13 @@ def _gradient_refine(
     ncc_after = _ncc(r_ref[same], w[same]) if same.sum() > 16 else _ncc(r_ref, w)
     dof = max(w.size - (ndim + 2), 1)
     sigma2 = _dot(residual, residual) / dof
-    try:
-        cov = sigma2 * np.linalg.inv(normal)[:ndim, :ndim]
-        std = math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0))
-    except (np.linalg.LinAlgError, TypeError):
-        std = math.inf
+    std = math.inf
+    if normal is not None:
+        try:
+            cov = sigma2 * np.linalg.inv(normal)[:ndim, :ndim]
+            std = math.sqrt(max(float(np.linalg.eigvalsh(cov).max()), 0.0))
+        except np.linalg.LinAlgError:
+            pass
     return _Fit(
         shift=d,
         gain=float(gain),
@@ -671,6 +673,7 @@ def phase_correlate(
             estimate = estimate + np.asarray(step, dtype=float)
         coarse = estimate
 
+    extra: dict[str, Any]
     if fit is not None:
         shift, ncc = fit.shift, fit.ncc
         extra = {

@@ -13,21 +13,9 @@ units of the reference CRS (x east, y north).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from coregister.geo.change_map import change
 from coregister.geo.coreg import coregister
+from coregister.geo.georef import georeference
 from coregister.geo.result import GeoResult, WindowMatch
 
 __all__ = ["GeoResult", "WindowMatch", "change", "coregister", "georeference"]
-
-_LAZY = {"change": "coregister.geo.change", "georeference": "coregister.geo.georef"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'coregister.geo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value

@@ -500,8 +500,8 @@ def _affine(
     moving_values, moving_ok = read_on_grid(tgt, sub, resampling=resampling if factor > 1 else Resampling.cubic,
                                             dtype=np.float32)
     origin, spacing, direction = geotransform_to_geometry(sub.transform)
-    fixed = SpatialImage(fixed_values, origin=origin, spacing=spacing, direction=direction)
-    moving = SpatialImage(moving_values, origin=origin, spacing=spacing, direction=direction)
+    fixed = SpatialImage(fixed_values, origin=tuple(origin), spacing=tuple(spacing), direction=direction)
+    moving = SpatialImage(moving_values, origin=tuple(origin), spacing=tuple(spacing), direction=direction)
     initial = Translation([-shift_map[0], -shift_map[1]])  # reference point p shows target point p - shift
     result = register(
         fixed, moving, preset="affine", metric="mattes", fixed_mask=fixed_ok, moving_mask=moving_ok,

@@ -229,6 +229,7 @@ def georeference(
         extras.update(rmse_map=rmse, rmse_px=rmse / pixel if pixel else math.nan, gcps=len(points), order=order)
         out_crs = crs
     else:
+        assert base is not None
         transform, out_crs, fit = _from_base(img, base, method=method)
         extras.update(fit)
         warnings += fit.pop("warnings", [])
@@ -253,7 +254,7 @@ def georeference(
 
 def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affine, Any, dict[str, Any]]:
     """Image pixel -> base pixel affine (features or intensity), composed with the base's geotransform."""
-    from coregister.config import RegistrationConfig, Stage
+    from coregister.config import RegistrationConfig, Stage, TransformModel
     from coregister.conventions import geometry_to_geotransform
     from coregister.transforms import LinearTransform
 
@@ -270,7 +271,7 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
     if method == "features":
         from coregister.engines.features import FeatureEngine
 
-        config = RegistrationConfig(stages=(Stage(model="affine", extra=(("detector", "sift"),)),))
+        config = RegistrationConfig(stages=(Stage(model=TransformModel.AFFINE, extra=(("detector", "sift"),)),))
         out = FeatureEngine().run(fixed, moving, config, fixed_mask=fixed.mask, moving_mask=moving.mask)
         pixel_map = out.transform
         fit.update(inliers=out.extras.get("inliers"), rmse_px=out.extras.get("reprojection_error_px"),

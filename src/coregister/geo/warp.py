@@ -45,8 +45,8 @@ def _template(grid: Grid, dtype: np.dtype, count: int, nodata: float | None, met
     meta.pop("source_path", None)
     return SpatialImage(
         np.broadcast_to(np.zeros((), dtype), shape),
-        origin=origin,
-        spacing=spacing,
+        origin=tuple(origin),
+        spacing=tuple(spacing),
         direction=direction,
         crs=grid.crs.to_wkt() if grid.crs is not None else None,
         nodata=nodata,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -187,7 +188,7 @@ def match_arrays(
     """Match one window from arrays already on the reference grid (see :func:`match_window`)."""
     n = options.window_px
     x, y = grid.xy(row, col)
-    base = {"row": int(row), "col": int(col), "x": float(x), "y": float(y), "size_px": int(n)}
+    base: dict[str, Any] = {"row": int(row), "col": int(col), "x": float(x), "y": float(y), "size_px": int(n)}
     nan2 = (math.nan, math.nan)
     both = float((ref_ok & tgt_ok).mean())
     if both < options.min_valid_fraction:
@@ -207,7 +208,7 @@ def match_arrays(
         return WindowMatch(**base, shift_px=nan2, shift_map=nan2, valid_fraction=both, reason=str(exc))
     drow, dcol = found.shift
     dx, dy = grid.linear @ np.array([dcol, drow])
-    common = {
+    common: dict[str, Any] = {
         **base,
         "shift_px": (float(dcol), float(drow)),
         "shift_map": (float(dx), float(dy)),
