@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import coregister as cr
 from coregister import presets
 from coregister.errors import ConfigError, GeometryError
+from coregister.qc import synthetic
 from coregister.qc.synthetic import mean_displacement_error
 
 BRAINWEB = "medical/itk_brainweb_2d/"
@@ -151,3 +152,63 @@ def test_preset_config_round_trips_into_result(data):
     assert result.config["name"] == "mine"
     assert result.seed == 5 and result.threads == 1
     assert result.config["seed"] == 5 and result.config["threads"] == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "engine"),
+    [
+        ({"preset": "rigid"}, "sitk"),
+        ({"preset": "similarity"}, "sitk"),
+        ({"preset": "translation", "metric": "ecc"}, "ecc"),
+        ({"preset": "homography"}, "features"),
+        ({"preset": "auto"}, None),  # the chain names whichever engine answered
+    ],
+)
+def test_routing_to_engines(data, options, engine):
+    # every route recovers the exact (13, 17) px shift of the PD pair, and the result names its engine
+    fixed = _read(data, "BrainProtonDensitySliceBorder20.png")
+    moving = _read(data, "BrainProtonDensitySliceShifted13x17y.png")
+    result = cr.register(fixed, moving, **options)
+    if engine is not None:
+        assert result.engine == engine
+    assert result.engine in {"sitk", "ecc", "opencv-ecc", "features", "phase"}
+    points = _pixels(fixed)[::97]
+    assert np.abs(result.transform.transform_points(points) - (points + [13.0, 17.0])).max() < 0.3
+    assert result.passed
+
+
+@pytest.mark.parametrize("angle_deg", [70.0, -120.0])
+def test_rotation_search_rescues_large_rotations(data, angle_deg):
+    # the PD slice turned by a large known angle about its centre (and shifted): plain descent from the
+    # image centres settles in a wrong basin; the coarse rotation search finds the right one
+    fixed = _read(data, "BrainProtonDensitySliceBorder20.png").channel(0)
+    truth = cr.Rigid.from_angles(np.deg2rad(angle_deg), translation=[6.0, -4.0], center=[110.0, 128.0])
+    moving = synthetic.warp(fixed, truth)
+    config = presets.rigid(ndim=2)
+    searched = cr.register(fixed, moving, config=config.replace(rotation_search=True))
+    assert mean_displacement_error(searched.transform, truth, _pixels(fixed)) < 0.2
+    assert abs(((searched.extras["rotation_search_deg"][0] - angle_deg) + 180) % 360 - 180) <= 15
+    plain = cr.register(fixed, moving, config=config)
+    assert mean_displacement_error(plain.transform, truth, _pixels(fixed)) > 5.0
+
+
+@pytest.mark.parametrize("initialisation", ["geometry", "moments", "none"])
+def test_initialisations(data, initialisation):
+    fixed = _read(data, "BrainProtonDensitySliceBorder20.png")
+    moving = _read(data, "BrainProtonDensitySliceShifted13x17y.png")
+    config = presets.translation(ndim=2).replace(initialisation=initialisation)
+    result = cr.register(fixed, moving, config=config)
+    assert np.linalg.norm(result.transform.translation - [13.0, 17.0]) < 0.2
+
+
+def test_nodata_becomes_a_mask(data):
+    # a block of the moving image overwritten by a fill value that the image declares as nodata: left out of
+    # the metric automatically, it does not pull the answer
+    fixed = _read(data, "BrainProtonDensitySliceBorder20.png").channel(0)
+    moving = _read(data, "BrainProtonDensitySliceShifted13x17y.png").channel(0)
+    values = np.array(moving.array, dtype=np.float32)
+    values[120:200, 100:180] = 255.0
+    damaged = moving.replace(array=values)
+    declared = cr.register(fixed, damaged.replace(nodata=255.0), preset="translation")
+    assert np.linalg.norm(declared.transform.translation - [13.0, 17.0]) < 0.2
+    assert declared.passed

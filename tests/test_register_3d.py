@@ -126,3 +126,21 @@ def test_bspline_recovers_smooth_deformation_without_folding(mni, head):
     assert error < 0.5 * synthetic.mean_displacement_error(linear_only, truth, sample)
     assert result.extras["quality"]["min_jacobian"] > 0
     assert result.passed, result.warnings
+
+
+def test_rotation_search_3d(mni):
+    # a head turned a quarter turn about one axis and tilted (4 mm copy of MNI152 to keep the grid search quick)
+    import SimpleITK as sitk
+
+    from coregister import presets
+
+    small = cr.SpatialImage.from_sitk(sitk.BinShrink(mni.to_sitk(), [4, 4, 4]))
+    centre = small.index_to_world([[(n - 1) / 2 for n in small.size]])[0]
+    truth = cr.Rigid.from_angles(np.deg2rad([8.0, -5.0, 95.0]), translation=[4.0, -6.0, 3.0], center=centre)
+    moving = synthetic.warp(small, truth)
+    head = synthetic.head_points(small)
+    config = presets.rigid().replace(rotation_search=True)
+    result = cr.register(small, moving, config=config)
+    assert synthetic.mean_displacement_error(result.transform, truth, head) < 0.2
+    plain = cr.register(small, moving, preset="rigid")
+    assert synthetic.mean_displacement_error(plain.transform, truth, head) > 5.0

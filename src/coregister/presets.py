@@ -62,12 +62,13 @@ def _linear_stage(model: TransformModel, *, precise: bool, ndim: int) -> Stage:
     if ndim == 2:
         # 2D images are small: every pixel (or many) is affordable; a gentler step reduction keeps the
         # descent going along the rotation-translation valley of a slice (0.5 stopped 1.4 degrees short
-        # on the ITK brainweb pair)
+        # on the ITK brainweb pair; on its T1/PD pair, 0.8 and a 1 µm final step gave 0.13-0.14 mm for
+        # every seed, 0.6 and 2 µm 0.13-0.65)
         samples = 1 << 18 if precise else 1 << 16
         edge = None if precise else 0.25
-        extra: tuple[tuple[str, object], ...] = (("relaxation", 0.7),)
+        extra: tuple[tuple[str, object], ...] = (("relaxation", 0.8),)
     else:
-        samples = 200_000 if precise else 50_000
+        samples = 200_000 if precise else 40_000
         edge = 0.2 if precise else 0.1
         extra = ()
     # Half a voxel of Gaussian smoothing per level reduces the effect of noise and interpolation on rigid
@@ -80,7 +81,7 @@ def _linear_stage(model: TransformModel, *, precise: bool, ndim: int) -> Stage:
         smoothing_voxels=smoothing,
         optimizer=Optimizer.REGULAR_STEP,
         iterations=400 if precise else 200,
-        min_step=1e-4 if precise else 1e-3,
+        min_step=1e-4 if precise else (1e-3 if ndim == 2 else 2e-3),
         histogram_bins=32,
         max_samples=samples,
         edge_sampling_fraction=edge,
@@ -143,6 +144,13 @@ def affine(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim).replace(
         coarsest_factor=4, histogram_bins=48
     )
+    if ndim == 3 and not precise:
+        # twelve parameters make each point twice as dear as for a rigid map; 30k points still beat
+        # elastix's default map on every degraded 1 mm case measured, in under a third of its time
+        affine_stage = affine_stage.replace(max_samples=30_000)
+    elif ndim == 3:
+        # the strongest 10 % of edges rather than 20 %: 0.036-0.071 mm against 0.042-0.074 on degraded cases
+        affine_stage = affine_stage.replace(edge_sampling_fraction=0.1)
     return _config("affine", (rigid_stage, affine_stage), precise=precise)
 
 

@@ -94,6 +94,8 @@ _MIN_SAMPLES = 256
 _EDGE_GRID_MAX_VOXELS = 1_500_000
 # regular-step descent shrinks its step by this factor when the gradient turns back (Stage.extra "relaxation")
 _RELAXATION = 0.6
+# the rotation search refines this many of its best grid rotations
+_ROTATION_CANDIDATES = 3
 # first step of the levels after the first, in voxels of the level
 _LATER_STEP = 0.25
 
@@ -582,7 +584,7 @@ class SitkEngine:
         center = _physical_centre(fixed_img)
         coarse = plans[0][0]
         if initial is None and stages[0].model is not TransformModel.BSPLINE:
-            center = self._initialise(first_tx, config.initialisation, fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
+            center = self._initialise(first_tx, Initialisation.parse(config.initialisation), fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
         elif stages[0].model is not TransformModel.BSPLINE:
             _set_center(first_tx, center)
         if config.rotation_search and initial is None:
@@ -674,47 +676,79 @@ class SitkEngine:
         config: RegistrationConfig,
         threads: int | None,
     ) -> list[float]:
-        """Try a coarse grid of rotations about the centre at the coarsest level; keep the best (in place)."""
+        """Try a coarse grid of rotations about the centre at the coarsest level; keep the best (in place).
+
+        Every grid rotation is scored by the metric; the best few (a head's
+        outline alone makes turns 180 degrees apart score alike) are then
+        refined by a short rigid descent on the same level, and the one that
+        ends with the best metric wins.
+        """
         ndim = fixed.GetDimension()
-        probe = sitk.Euler2DTransform() if ndim == 2 else sitk.Euler3DTransform()
-        probe.SetCenter(tx.GetCenter())
+        center = tx.GetCenter()
         translation = tx.GetTranslation() if hasattr(tx, "GetTranslation") else (0.0,) * ndim
-        probe.SetTranslation(translation)
-        method = sitk.ImageRegistrationMethod()
-        _set_metric(method, stage.replace(histogram_bins=min(stage.histogram_bins, 32)))
-        method.SetInterpolator(sitk.sitkLinear)
-        method.SetMetricSamplingStrategy(method.NONE)
-        method.MetricUseFixedImageGradientFilterOff()
-        method.MetricUseMovingImageGradientFilterOff()
-        if mask is not None:
-            method.SetMetricFixedMask(mask)
-        if threads is not None:
-            method.SetNumberOfThreads(threads)
+
+        def rigid(angles: Sequence[float]) -> sitk.Transform:
+            out = sitk.Euler2DTransform() if ndim == 2 else sitk.Euler3DTransform()
+            out.SetCenter(center)
+            out.SetParameters((*angles, *translation))
+            return out
+
+        def method_for(iterations: int) -> sitk.ImageRegistrationMethod:
+            method = sitk.ImageRegistrationMethod()
+            _set_metric(method, stage.replace(histogram_bins=min(stage.histogram_bins, 32)))
+            method.SetInterpolator(sitk.sitkLinear)
+            method.SetMetricSamplingStrategy(method.NONE)
+            method.MetricUseFixedImageGradientFilterOff()
+            method.MetricUseMovingImageGradientFilterOff()
+            if mask is not None:
+                method.SetMetricFixedMask(mask)
+            if threads is not None:
+                method.SetNumberOfThreads(threads)
+            spacing = _level_spacing(fixed)
+            method.SetOptimizerAsRegularStepGradientDescent(spacing, 0.05 * spacing, iterations, relaxationFactor=0.6)
+            method.SetOptimizerScalesFromPhysicalShift()
+            return method
+
         if ndim == 2:
             grid = [(a,) for a in np.deg2rad(np.arange(-180, 180, 15))]
         else:
             values = np.deg2rad([-90.0, -45.0, 0.0, 45.0, 90.0, 180.0])
             grid = [(a, b, c) for a in values for b in values for c in values]
-        best_value, best_angles = math.inf, grid[0]
+        scored: list[tuple[float, tuple[float, ...]]] = []
+        evaluator = method_for(1)
         for angles in grid:
-            probe.SetParameters((*angles, *translation))
-            method.SetInitialTransform(probe, inPlace=True)
+            evaluator.SetInitialTransform(rigid(angles), inPlace=True)
             try:
-                value = method.MetricEvaluate(fixed, moving)
+                scored.append((evaluator.MetricEvaluate(fixed, moving), tuple(angles)))
             except RuntimeError:  # no overlap at this rotation
                 continue
-            if value < best_value - 1e-12:
-                best_value, best_angles = value, angles
-        probe.SetParameters((*best_angles, *translation))
-        matrix = np.array(probe.GetMatrix()).reshape(ndim, ndim)
+        if not scored:
+            logger.warning("rotation search: no rotation of the grid overlaps; kept the initial rotation")
+            return [0.0] * (1 if ndim == 2 else 3)
+        scored.sort(key=lambda item: item[0])
+        best_value, best = math.inf, None
+        for _, angles in scored[:_ROTATION_CANDIDATES]:
+            candidate = rigid(angles)
+            refine = method_for(50)
+            refine.SetInitialTransform(candidate, inPlace=True)
+            try:
+                refine.Execute(fixed, moving)
+            except RuntimeError:
+                continue
+            value = refine.GetMetricValue()
+            if value < best_value:
+                best_value, best = value, candidate
+        if best is None:
+            best = rigid(scored[0][1])
+        matrix = np.array(best.GetMatrix()).reshape(ndim, ndim)
         if isinstance(tx, sitk.Euler2DTransform | sitk.Euler3DTransform):
-            tx.SetParameters((*best_angles, *translation))
-        elif isinstance(tx, sitk.AffineTransform):
+            tx.SetParameters(best.GetParameters())
+        else:  # similarity (the rotation at scale 1) or affine
             tx.SetMatrix(tuple(matrix.ravel()))
-        else:  # similarity: the rotation at scale 1
-            tx.SetMatrix(tuple(matrix.ravel()))
-        logger.info("rotation search: best start %s deg (metric %.5g)", np.rad2deg(best_angles).round(1).tolist(), best_value)
-        return [float(v) for v in np.rad2deg(best_angles)]
+            tx.SetTranslation(best.GetTranslation())
+        angles_deg = np.rad2deg(np.array(best.GetParameters()[: 1 if ndim == 2 else 3]))
+        logger.info("rotation search: best start %s deg (metric %.5g)", angles_deg.round(1).tolist(), best_value)
+        return [float(v) for v in angles_deg]
 
     def _run_level(
         self,
@@ -771,7 +805,8 @@ class SitkEngine:
         method.SetMetricSamplingPercentage(percentage, _itk_seed(config.seed, stage_index, level))
 
         spacing_mm = _level_spacing(fixed)
-        _set_optimizer(method, stage, iterations, spacing_mm, level == 0, final)
+        # only the very first level may take voxel-sized steps: later stages start from an aligned pair
+        _set_optimizer(method, stage, iterations, spacing_mm, level == 0 and stage_index == 0, final)
         if moving_initial is not None:
             method.SetMovingInitialTransform(moving_initial)
         method.SetInitialTransform(tx, inPlace=True)
