@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from coregister.config import (
     Initialisation,
@@ -284,8 +285,6 @@ def _smooth(image: sitk.Image, sigma_mm: float, threads: int | None) -> sitk.Ima
     """
     sigma_px = [sigma_mm / s for s in image.GetSpacing()]
     if max(sigma_px) <= 0.8:
-        from scipy import ndimage
-
         values = sitk.GetArrayFromImage(image)
         for axis, sigma in zip(range(values.ndim), reversed(sigma_px), strict=True):  # array axes are (z, y, x)
             w = 0.5 * sigma * sigma
