@@ -215,6 +215,7 @@ class _Pyramid:
         self._smoothed: dict[tuple[tuple[int, ...], float], sitk.Image] = {}
         self._masks: dict[tuple[int, ...], sitk.Image | None] = {(1,) * image.GetDimension(): mask}
         self._edges: dict[tuple[tuple[int, ...], float], tuple[sitk.Image, float]] = {}
+        self._crops: dict[tuple[Any, ...], tuple[sitk.Image, sitk.Image]] = {}
 
     def _filter(self, flt: Any) -> Any:
         if self.threads is not None:
@@ -262,6 +263,13 @@ class _Pyramid:
             self._edges[key] = (mask, share)
         return self._edges[key]
 
+    def cropped(self, plan: LevelPlan, mask: sitk.Image) -> sitk.Image:
+        """The level image cut to the bounding box of ``mask`` (any grid; world geometry kept)."""
+        key = (plan.factors, plan.sigma_mm, id(mask))
+        if key not in self._crops:
+            self._crops[key] = (_crop_to_mask(self.level(plan), mask), mask)  # keep the mask alive with its key
+        return self._crops[key][0]
+
     def level_mask(self, factors: tuple[int, ...]) -> sitk.Image | None:
         """The mask on a level's grid: a coarse voxel is in when most of the fine voxels it covers are."""
         if self.mask is None:
@@ -302,6 +310,24 @@ def _smooth(image: sitk.Image, sigma_mm: float, threads: int | None) -> sitk.Ima
     flt.SetMaximumError(0.01)
     flt.SetMaximumKernelWidth(64)
     return flt.Execute(image)
+
+
+def _crop_to_mask(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
+    """``image`` restricted to the box (plus one voxel) that holds every voxel of ``mask``; the whole image if none."""
+    values = sitk.GetArrayViewFromImage(mask)
+    inside = np.argwhere(values > 0)
+    if inside.size == 0:
+        return image
+    low, high = inside.min(axis=0)[::-1] - 0.5, inside.max(axis=0)[::-1] + 0.5  # ITK index order, voxel edges
+    corners = np.array(np.meshgrid(*zip(low, high, strict=True), indexing="ij")).reshape(len(low), -1).T
+    points = [mask.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners]
+    index = np.array([image.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    size = np.array(image.GetSize())
+    start = np.clip(np.floor(index.min(axis=0)).astype(int) - 1, 0, size - 1)
+    stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 2, 1, size)
+    if np.all(start == 0) and np.all(stop == size):
+        return image
+    return sitk.RegionOfInterest(image, (stop - start).tolist(), start.tolist())
 
 
 def _to_sitk_float(image: SpatialImage) -> sitk.Image:
@@ -792,6 +818,9 @@ class SitkEngine:
                 n_region = max(1, int(volume_fraction * math.prod(fixed.GetSize())))
         if sample_mask is not None:
             method.SetMetricFixedMask(sample_mask)
+            # every point lies in the mask: hand ITK only the fixed image's box around it (its set-up scans the
+            # whole fixed image, mask test per voxel: 40 ms less per 1 mm level of a head)
+            fixed = fixed_pyr.cropped(plan, sample_mask)
         moving_mask = moving_pyr.level_mask(moving_plan.factors)
         if moving_mask is not None:
             method.SetMetricMovingMask(moving_mask)
