@@ -655,7 +655,7 @@ class SitkEngine:
     # ------------------------------------------------------------------ helpers
     def _initialise(
         self,
-        tx: sitk.Transform,
+        tx: Any,
         how: Initialisation,
         fixed: sitk.Image,
         moving: sitk.Image,
@@ -693,7 +693,7 @@ class SitkEngine:
 
     def _rotation_search(
         self,
-        tx: sitk.Transform,
+        tx: Any,
         stage: Stage,
         fixed: sitk.Image,
         moving: sitk.Image,
@@ -712,7 +712,7 @@ class SitkEngine:
         center = tx.GetCenter()
         translation = tx.GetTranslation() if hasattr(tx, "GetTranslation") else (0.0,) * ndim
 
-        def rigid(angles: Sequence[float]) -> sitk.Transform:
+        def rigid(angles: Sequence[float]) -> Any:
             out = sitk.Euler2DTransform() if ndim == 2 else sitk.Euler3DTransform()
             out.SetCenter(center)
             out.SetParameters((*angles, *translation))
@@ -734,10 +734,11 @@ class SitkEngine:
             method.SetOptimizerScalesFromPhysicalShift()
             return method
 
+        grid: list[tuple[float, ...]]
         if ndim == 2:
-            grid = [(a,) for a in np.deg2rad(np.arange(-180, 180, 15))]
+            grid = [(float(a),) for a in np.deg2rad(np.arange(-180, 180, 15))]
         else:
-            values = np.deg2rad([-90.0, -45.0, 0.0, 45.0, 90.0, 180.0])
+            values = [float(v) for v in np.deg2rad([-90.0, -45.0, 0.0, 45.0, 90.0, 180.0])]
             grid = [(a, b, c) for a in values for b in values for c in values]
         scored: list[tuple[float, tuple[float, ...]]] = []
         evaluator = method_for(1)
@@ -751,7 +752,7 @@ class SitkEngine:
             logger.warning("rotation search: no rotation of the grid overlaps; kept the initial rotation")
             return [0.0] * (1 if ndim == 2 else 3)
         scored.sort(key=lambda item: item[0])
-        best_value, best = math.inf, None
+        best_value, best = math.inf, None  # type: tuple[float, Any]
         for _, angles in scored[:_ROTATION_CANDIDATES]:
             candidate = rigid(angles)
             refine = method_for(50)

@@ -73,7 +73,7 @@ def random_rigid(
     n_angles = 1 if image.ndim == 2 else 3
     angles = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, n_angles))
     shift = rng.uniform(-max_shift_mm, max_shift_mm, image.ndim)
-    return Rigid(rotation_matrix(angles if n_angles == 3 else angles[0]), shift, _centre(image))
+    return Rigid(rotation_matrix(angles.tolist() if n_angles == 3 else float(angles[0])), shift, _centre(image))
 
 
 def random_affine(
@@ -100,7 +100,7 @@ def random_affine(
     d = image.ndim
     n_angles = 1 if d == 2 else 3
     angles = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, n_angles))
-    rotation = rotation_matrix(angles if n_angles == 3 else angles[0])
+    rotation = rotation_matrix(angles.tolist() if n_angles == 3 else float(angles[0]))
     scales = np.diag(rng.uniform(scale_range[0], scale_range[1], d))
     shear = np.eye(d)
     shear[np.triu_indices(d, 1)] = rng.uniform(-max_shear, max_shear, d * (d - 1) // 2)
