@@ -140,13 +140,13 @@ def affine(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     """
     rigid_stage = _linear_stage(TransformModel.RIGID, precise=precise, ndim=ndim)
     # the rigid stage only brings the affine one into its capture range: its coarse levels suffice
-    # (levels of 4 voxels and coarser), and the affine stage starts there
+    # (levels of 4 voxels and coarser); the affine stage then runs on every level, the coarsest included,
+    # where a large scale difference is caught (a 1.2x larger subject head: NCC 0.73 after, against 0.52
+    # when the affine stage started a level finer)
     rigid_stage = rigid_stage.replace(min_step=1e-2, max_samples=20_000, finest_factor=4)
     # 48 bins for the matrix: coarse histograms pulled the scales (degraded 1 mm MNI: 0.056 mm error with
     # 32 bins, 0.039 with 48, 0.27 with 16)
-    affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim).replace(
-        coarsest_factor=4, histogram_bins=48
-    )
+    affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim).replace(histogram_bins=48)
     if ndim == 3 and not precise:
         # twelve parameters make each point twice as dear as for a rigid map; 30k points still beat
         # elastix's default map on every degraded 1 mm case measured, in under a third of its time

@@ -85,8 +85,9 @@ __all__ = ["LevelPlan", "SitkEngine", "plan_levels"]
 
 logger = logging.getLogger(__name__)
 
-# smallest number of voxels (pixels) along any axis at the coarsest automatic level
-_MIN_COARSE_VOXELS = {2: 32, 3: 16}
+# smallest number of voxels (pixels) along any axis at the coarsest automatic level (3D: 12, so that a 3 mm
+# head still gets a 12 mm level, where an affine catches a 1.2x scale; with 16 it settled at 0.89)
+_MIN_COARSE_VOXELS = {2: 32, 3: 12}
 # coarsest automatic shrink factor
 _MAX_AUTO_FACTOR = 8
 # sampling points below which a level simply uses every voxel of its region
@@ -99,6 +100,8 @@ _RELAXATION = 0.6
 _ROTATION_CANDIDATES = 3
 # first step of the levels after the first, in voxels of the level
 _LATER_STEP = 0.25
+# first step of the first level of the stages after the first, in voxels of the level
+_STAGE_STEP = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +149,7 @@ def plan_levels(
     shrink_factors : sequence of int, optional
         Nominal factor per level (applied to the finest axis; coarser axes
         shrink proportionally less). None: powers of two from 1 up to 8
-        while the smallest axis keeps at least 16 voxels (3D) or 32 pixels
+        while the smallest axis keeps at least 12 voxels (3D) or 32 pixels
         (2D).
     smoothing_sigmas_mm : sequence of float, optional
         Gaussian sigma in world units applied after bin averaging. None:
@@ -436,16 +439,13 @@ def _level_spacing(image: sitk.Image) -> float:
 
 
 def _set_optimizer(
-    method: sitk.ImageRegistrationMethod, stage: Stage, iterations: int, spacing_mm: float, first: bool, final: bool
+    method: sitk.ImageRegistrationMethod, stage: Stage, iterations: int, spacing_mm: float, step_voxels: float,
+    final: bool,
 ) -> None:
     opt = stage.optimizer
     if opt is Optimizer.REGULAR_STEP:
-        # steps in millimetres (physical-shift scales): the first level may move a voxel per step, later
-        # levels start from an answer already good to a fraction of their voxel
-        if stage.learning_rate is not None:
-            step = stage.learning_rate * (1.0 if first else _LATER_STEP) * spacing_mm
-        else:
-            step = spacing_mm * (1.0 if first else _LATER_STEP)
+        # steps in millimetres (physical-shift scales), ``step_voxels`` voxels of the level at first
+        step = (stage.learning_rate if stage.learning_rate is not None else 1.0) * step_voxels * spacing_mm
         min_step = stage.min_step if final else max(stage.min_step, 0.01 * spacing_mm)
         method.SetOptimizerAsRegularStepGradientDescent(
             learningRate=float(step),
@@ -834,8 +834,14 @@ class SitkEngine:
         method.SetMetricSamplingPercentage(percentage, _itk_seed(config.seed, stage_index, level))
 
         spacing_mm = _level_spacing(fixed)
-        # only the very first level may take voxel-sized steps: later stages start from an aligned pair
-        _set_optimizer(method, stage, iterations, spacing_mm, level == 0 and stage_index == 0, final)
+        # The very first level may move a voxel per step. Later levels start from an answer good to a fraction
+        # of their voxel. A later stage's first level starts from an aligned pair but may have to travel far
+        # along its new parameters (a 20 % scale for an affine after a rigid stage).
+        if level == 0:
+            step_voxels = 1.0 if stage_index == 0 else _STAGE_STEP
+        else:
+            step_voxels = _LATER_STEP
+        _set_optimizer(method, stage, iterations, spacing_mm, step_voxels, final)
         if moving_initial is not None:
             method.SetMovingInitialTransform(moving_initial)
         method.SetInitialTransform(tx, inPlace=True)
