@@ -46,10 +46,11 @@ from coregister.config import (
     Stage,
     TransformModel,
 )
+from coregister.engines._common import grey_pair, valid_pixels, world_centre
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.preprocess import luminance_if_colour, smooth_array
+from coregister.preprocess import smooth_array
 from coregister.result import LevelHistory
 from coregister.transforms import (
     Affine,
@@ -609,19 +610,10 @@ def _solve_level(
 
 # -------------------------------------------------------------- interface
 def _valid(image: SpatialImage, extra: np.ndarray | None, name: str) -> np.ndarray | None:
-    valid = image.valid_mask()
-    if extra is not None:
-        extra = np.asarray(extra, dtype=bool)
-        if extra.shape != image.shape:
-            raise GeometryError(f"{name} of shape {extra.shape} does not match the image's spatial shape {image.shape}")
-        valid &= extra
+    valid = valid_pixels(image, extra, name)
     if not valid.any():
         raise ConfigError(f"the {name.replace('_', ' ')} (with the image's own mask/nodata) selects no pixel")
     return None if bool(valid.all()) else valid
-
-
-def _world_centre(image: SpatialImage) -> np.ndarray:
-    return image.index_to_world([[(n - 1) / 2.0 for n in image.size]])[0]
 
 
 def _centre_of_mass(image: SpatialImage, valid: np.ndarray | None) -> np.ndarray:
@@ -631,7 +623,7 @@ def _centre_of_mass(image: SpatialImage, valid: np.ndarray | None) -> np.ndarray
         weights = np.where(valid, weights, 0.0)
     total = weights.sum()
     if total <= 0:
-        return _world_centre(image)
+        return world_centre(image)
     com = np.array(ndimage.center_of_mass(weights))[::-1]
     return image.index_to_world(com[np.newaxis, :])[0]
 
@@ -736,13 +728,7 @@ def _ecc_register(
         raise GeometryError(
             f"fixed image is {fixed.ndim}D and moving image is {moving.ndim}D; register images of the same dimension"
         )
-    warnings: list[str] = []
-    fixed, note = luminance_if_colour(fixed)
-    if note:
-        warnings.append("fixed: " + note)
-    moving, note = luminance_if_colour(moving)
-    if note:
-        warnings.append("moving: " + note)
+    fixed, moving, warnings = grey_pair(fixed, moving)
     fixed_valid = _valid(fixed, fixed_mask, "fixed_mask")
     moving_valid = _valid(moving, moving_mask, "moving_mask")
     d = fixed.ndim
@@ -753,7 +739,7 @@ def _ecc_register(
         matrix = np.eye(d + 1)
         init = Initialisation.parse(config.initialisation)
         if init is Initialisation.GEOMETRY:
-            matrix[:d, d] = _world_centre(moving) - _world_centre(fixed)
+            matrix[:d, d] = world_centre(moving) - world_centre(fixed)
         elif init is Initialisation.MOMENTS:
             matrix[:d, d] = _centre_of_mass(moving, moving_valid) - _centre_of_mass(fixed, fixed_valid)
         elif init in (Initialisation.PHASE, Initialisation.FEATURES):
@@ -767,7 +753,7 @@ def _ecc_register(
     final_rho = float("nan")
     model = TransformModel.AFFINE
     started = time.perf_counter()
-    fixed_centre = _world_centre(fixed)
+    fixed_centre = world_centre(fixed)
     for stage_number, stage in enumerate(config.stages):
         model = TransformModel.parse(stage.model)
         gens = model_generators(model, d)
@@ -887,7 +873,7 @@ def _engine_initial(
         return matrix, None
     except (ImportError, RegistrationFailed, ConfigError) as exc:
         matrix = np.eye(d + 1)
-        matrix[:d, d] = _world_centre(moving) - _world_centre(fixed)
+        matrix[:d, d] = world_centre(moving) - world_centre(fixed)
         return matrix, f"{name} initialisation failed ({exc}); started from the image centres"
 
 

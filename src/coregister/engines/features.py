@@ -35,11 +35,11 @@ import cv2
 import numpy as np
 
 from coregister.config import ProgressCallback, RegistrationConfig, Stage, TransformModel
+from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput
-from coregister.engines.ecc import _project, _world_centre, ecc_register, transform_from_matrix
+from coregister.engines.ecc import _project, ecc_register, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.preprocess import luminance_if_colour
 from coregister.result import LevelHistory
 from coregister.transforms import Transform
 
@@ -243,16 +243,6 @@ def _reprojection_error(matrix: np.ndarray, src: np.ndarray, dst: np.ndarray) ->
     return np.linalg.norm(mapped - dst, axis=1)
 
 
-def _world_from_index(image: SpatialImage) -> np.ndarray:
-    return np.asarray(image.affine, dtype=float)
-
-
-def _is_conformal(image: SpatialImage) -> bool:
-    lin = _world_from_index(image)[:2, :2]
-    gram = lin.T @ lin
-    return bool(np.allclose(gram, gram[0, 0] * np.eye(2), rtol=1e-9, atol=0) and np.linalg.det(lin) > 0)
-
-
 class FeatureEngine:
     """Keypoints + robust fit (+ ECC refinement) behind the :class:`~coregister.engines.base.Engine` protocol (2D).
 
@@ -332,15 +322,9 @@ class FeatureEngine:
         if initial is not None:
             logger.info("the feature engine ignores the initial transform (keypoints need none)")
 
-        warnings: list[str] = []
-        fixed, note = luminance_if_colour(fixed)
-        if note:
-            warnings.append("fixed: " + note)
-        moving, note = luminance_if_colour(moving)
-        if note:
-            warnings.append("moving: " + note)
-        fixed_valid = fixed.valid_mask() if fixed_mask is None else fixed.valid_mask() & np.asarray(fixed_mask, bool)
-        moving_valid = moving.valid_mask() if moving_mask is None else moving.valid_mask() & np.asarray(moving_mask, bool)
+        fixed, moving, warnings = grey_pair(fixed, moving)
+        fixed_valid = valid_pixels(fixed, fixed_mask, "fixed_mask")
+        moving_valid = valid_pixels(moving, moving_mask, "moving_mask")
 
         # 1-2: detect once per image, match
         points_f, desc_f = detect(np.asarray(fixed.array), valid=fixed_valid, detector=detector, max_features=max_features)
@@ -357,7 +341,7 @@ class FeatureEngine:
 
         # 3: robust fit in pixel coordinates, then to world coordinates
         fit_model = model
-        if model in (TransformModel.RIGID, TransformModel.SIMILARITY) and not (_is_conformal(fixed) and _is_conformal(moving)):
+        if model in (TransformModel.RIGID, TransformModel.SIMILARITY) and not (is_conformal(fixed) and is_conformal(moving)):
             fit_model = TransformModel.AFFINE  # a pixel rigid/similarity is not a world one on anisotropic pixels
         pixel_matrix, inliers = _fit(fit_model, src, dst, threshold=threshold, robust=robust, seed=config.seed)
         n_inliers = int(inliers.sum())
@@ -368,11 +352,8 @@ class FeatureEngine:
             )
         residuals = _reprojection_error(pixel_matrix, src[inliers], dst[inliers])
         rms = float(np.sqrt(np.mean(residuals**2)))
-        f_index, m_index = _world_from_index(fixed), _world_from_index(moving)
-        world = m_index @ pixel_matrix @ np.linalg.inv(f_index)
-        world = world / world[2, 2]
-        centre = _world_centre(fixed)
-        world = _project(world, model, centre)
+        centre = world_centre(fixed)
+        world = _project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
         feature_transform = transform_from_matrix(world, model, center=centre)
         history = [LevelHistory(f"features:{detector}", 0, 1.0, 0.0, (rms,), f"{n_inliers} inliers of {len(pairs)} matches")]
         extras: dict[str, Any] = {

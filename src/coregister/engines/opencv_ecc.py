@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
+from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput
-from coregister.engines.ecc import _initial_matrix, _project, _world_centre, transform_from_matrix
+from coregister.engines.ecc import _initial_matrix, _project, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
-from coregister.preprocess import luminance_if_colour
 from coregister.result import LevelHistory
 from coregister.transforms import Transform
 
@@ -59,17 +59,6 @@ def has_multiscale() -> bool:
 def has_masked_ecc() -> bool:
     """Whether the installed OpenCV has ``findTransformECCWithMask`` (masks on both images)."""
     return hasattr(cv2, "findTransformECCWithMask")
-
-
-def _world_from_index(image: SpatialImage) -> np.ndarray:
-    return np.asarray(image.affine, dtype=float)
-
-
-def _is_conformal(image: SpatialImage) -> bool:
-    """True when index -> world is a rotation times one isotropic scale (then pixel rigid = world rigid)."""
-    lin = _world_from_index(image)[:2, :2]
-    gram = lin.T @ lin
-    return bool(np.allclose(gram, gram[0, 0] * np.eye(2), rtol=1e-9, atol=0) and np.linalg.det(lin) > 0)
 
 
 def _uint8_mask(valid: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -119,30 +108,22 @@ class OpenCvEccEngine:
             raise GeometryError(
                 f"OpenCV's ECC is 2D; these images are {fixed.ndim}D and {moving.ndim}D (use engine 'ecc' for volumes)"
             )
-        warnings: list[str] = []
-        fixed, note = luminance_if_colour(fixed)
-        if note:
-            warnings.append("fixed: " + note)
-        moving, note = luminance_if_colour(moving)
-        if note:
-            warnings.append("moving: " + note)
-        fixed_valid = fixed.valid_mask() if fixed_mask is None else fixed.valid_mask() & np.asarray(fixed_mask, bool)
-        moving_valid = moving.valid_mask() if moving_mask is None else moving.valid_mask() & np.asarray(moving_mask, bool)
-        f_index = _world_from_index(fixed)
-        m_index = _world_from_index(moving)
-        centre = _world_centre(fixed)
+        fixed, moving, warnings = grey_pair(fixed, moving)
+        fixed_valid = valid_pixels(fixed, fixed_mask, "fixed_mask")
+        moving_valid = valid_pixels(moving, moving_mask, "moving_mask")
+        centre = world_centre(fixed)
 
         world = _initial_matrix(initial, 2)
         if world is None:
             world = np.eye(3)
             if Initialisation.parse(config.initialisation) is not Initialisation.NONE:
-                world[:2, 2] = _world_centre(moving) - centre
+                world[:2, 2] = world_centre(moving) - centre
                 if Initialisation.parse(config.initialisation) is not Initialisation.GEOMETRY:
                     logger.info("OpenCV ECC starts from the image centres (initialisation %s is for other engines)",
                                 config.initialisation)
         fixed_values = np.ascontiguousarray(np.where(fixed_valid, fixed.array, 0), dtype=np.float32)
         moving_values = np.ascontiguousarray(np.where(moving_valid, moving.array, 0), dtype=np.float32)
-        conformal = _is_conformal(fixed) and _is_conformal(moving)
+        conformal = is_conformal(fixed) and is_conformal(moving)
 
         history: list[LevelHistory] = []
         model = TransformModel.AFFINE
@@ -159,7 +140,7 @@ class OpenCvEccEngine:
             if model in (TransformModel.RIGID, TransformModel.SIMILARITY) and not conformal:
                 motion = cv2.MOTION_AFFINE  # a pixel-grid rigid is not a world rigid on anisotropic pixels
             world = _project(world, model, centre)
-            warp = np.linalg.inv(m_index) @ world @ f_index  # fixed index -> moving index
+            warp = np.linalg.inv(moving.affine) @ world @ fixed.affine  # fixed index -> moving index
             stage_name = f"{stage_number}:{model.value}"
             warp, stage_history, stage_warnings, rho, capped = _run_stage(
                 fixed_values, moving_values, fixed_valid, moving_valid, warp, motion, stage, stage_name, progress
@@ -171,8 +152,7 @@ class OpenCvEccEngine:
             hit_cap = capped
             if np.isfinite(rho):
                 final_rho = rho
-            world = m_index @ warp @ np.linalg.inv(f_index)
-            world = world / world[2, 2]
+            world = world_from_pixel(warp, fixed, moving)
             if model is TransformModel.SIMILARITY or motion != _MOTION[model]:
                 world = _project(world, model, centre)
         elapsed = time.perf_counter() - started
