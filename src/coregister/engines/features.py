@@ -37,7 +37,7 @@ import numpy as np
 from coregister.config import ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput
-from coregister.engines.ecc import _project, ecc_register, transform_from_matrix
+from coregister.engines.ecc import _project, default_pyramid, ecc_register, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.result import LevelHistory
@@ -434,7 +434,4 @@ def _refine(
 
 def _refinement_factors(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Pyramid for refining a feature fit: down to about 128 px, at most 3 levels."""
-    factors = [1]
-    while len(factors) < 3 and min(shape) / (factors[-1] * 2) >= 128:
-        factors.append(factors[-1] * 2)
-    return tuple(factors[::-1])
+    return default_pyramid(shape, (1.0,) * len(shape), min_size=128, max_levels=3)[0]

@@ -32,7 +32,7 @@ import numpy as np
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput
-from coregister.engines.ecc import _initial_matrix, _project, transform_from_matrix
+from coregister.engines.ecc import _initial_matrix, _project, default_pyramid, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.result import LevelHistory
@@ -172,10 +172,7 @@ def _pyramid_depth(stage: Stage, shape: tuple[int, ...]) -> int:
         return max(1, int(options["levels"]))
     if stage.shrink_factors is not None:
         return max(1, int(round(np.log2(max(stage.shrink_factors)))) + 1)
-    smallest, depth = min(shape), 1
-    while depth < 4 and smallest / 2**depth >= 48:
-        depth += 1
-    return depth
+    return len(default_pyramid(shape, (1.0,) * len(shape))[0])
 
 
 def _run_stage(
