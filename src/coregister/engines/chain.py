@@ -41,6 +41,7 @@ from coregister.config import EngineName, Initialisation, Metric, ProgressCallba
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
+from coregister.qc.quality import check
 from coregister.transforms import Transform, Translation
 
 __all__ = ["Attempt", "attempt_order", "run_auto"]
@@ -132,54 +133,9 @@ def _quality(
     after: Mapping[str, float],
     metric: Metric,
 ) -> tuple[bool, list[str]]:
-    """The quality check of :mod:`coregister.qc.quality`; the same rules, minimal, where it is missing."""
-    try:
-        from coregister.qc import quality
-    except ImportError:
-        quality = None  # type: ignore[assignment]
-    if quality is not None and hasattr(quality, "check"):
-        verdict = quality.check(
-            fixed, moving, output.transform, before, after, metric=metric, hit_iteration_cap=output.hit_iteration_cap
-        )
-        return _read_verdict(verdict)
-    return _basic_check(output, before, after)
-
-
-def _read_verdict(verdict: Any) -> tuple[bool, list[str]]:
-    """Accept ``(passed, warnings)``, ``(warnings, passed)`` or an object with ``passed`` and ``warnings``."""
-    if hasattr(verdict, "passed"):
-        return bool(verdict.passed), [str(w) for w in getattr(verdict, "warnings", ())]
-    first, second = verdict
-    if isinstance(first, bool):
-        return first, [str(w) for w in second]
-    return bool(second), [str(w) for w in first]
-
-
-def _basic_check(output: EngineOutput, before: Mapping[str, float], after: Mapping[str, float]) -> tuple[bool, list[str]]:
-    from coregister.transforms import Composite, LinearTransform, decompose
-
-    reasons = []
-    if not (after.get("ncc", np.nan) >= before.get("ncc", np.nan) - 1e-9) and not (
-        after.get("mi", np.nan) > before.get("mi", np.nan)
-    ):
-        reasons.append(
-            f"similarity got worse: NCC {before.get('ncc', np.nan):.4f} -> {after.get('ncc', np.nan):.4f}, "
-            f"MI {before.get('mi', np.nan):.4f} -> {after.get('mi', np.nan):.4f}"
-        )
-    transform = output.transform
-    flat = transform.flattened() if isinstance(transform, Composite) else transform
-    if isinstance(flat, LinearTransform):
-        parts = decompose(flat.matrix)
-        scales = np.abs(parts["scales"])
-        if np.any(scales < 0.5) or np.any(scales > 2.0):
-            reasons.append(f"implausible scales {np.round(scales, 3).tolist()} (outside [0.5, 2])")
-        if np.any(np.abs(parts["shears"]) > 0.5):
-            reasons.append(f"large shear {np.round(parts['shears'], 3).tolist()}")
-    if output.hit_iteration_cap:
-        reasons.append("the optimiser stopped at its iteration cap")
-    if after.get("overlap", 1.0) < 0.1:
-        reasons.append(f"the images overlap on {after.get('overlap', 0.0):.0%} of the fixed mask only")
-    return not reasons, reasons
+    """The quality check of :mod:`coregister.qc.quality` on an engine's output: ``(passed, reasons)``."""
+    verdict = check(fixed, moving, output.transform, before, after, metric=metric, hit_iteration_cap=output.hit_iteration_cap)
+    return bool(verdict.passed), list(verdict.warnings)
 
 
 def _judged_metric(engine: EngineName, config: RegistrationConfig) -> Metric:
@@ -265,7 +221,7 @@ def run_auto(
         raise ConfigError("the fallback chain needs at least one engine")
     options = dict(config.stages[-1].extra) if config.stages else {}
     accept_ncc = float(options.get("accept_ncc", _ACCEPT_NCC))
-    mask = _combined(fixed, fixed_mask)
+    mask = None if fixed_mask is None else np.asarray(fixed_mask, dtype=bool)
     before = _metrics(fixed, moving, initial if initial is not None else _identity(fixed.ndim), mask, config.threads)
 
     attempts: list[Attempt] = []
@@ -323,12 +279,6 @@ def run_auto(
     extras["passed"] = verdict.passed
     # the chosen attempt's own warnings come after the chain's reasons
     return dataclasses.replace(chosen, warnings=tuple(dict.fromkeys([*warnings, *chosen.warnings])), extras=extras)
-
-
-def _combined(image: SpatialImage, mask: np.ndarray | None) -> np.ndarray | None:
-    if mask is None:
-        return None
-    return np.asarray(mask, dtype=bool)
 
 
 def _choose(results: list[tuple[EngineOutput, Attempt]]) -> tuple[EngineOutput, Attempt]:
