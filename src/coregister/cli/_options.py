@@ -8,14 +8,14 @@ name (``preset``, ``fixed-mask``...).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from coregister.config import Interpolation, Metric, TransformModel
+from coregister import presets
+from coregister.config import Interpolation, Metric
 
 __all__ = [
     "interpolation_option",
@@ -25,26 +25,9 @@ __all__ = [
     "threads_option",
 ]
 
-_FALLBACK_PRESETS = ("auto",)
-
-
 def preset_names() -> list[str]:
     """Preset names offered by :func:`coregister.register` (``coregister.presets``), for ``--preset``."""
-    try:
-        presets = importlib.import_module("coregister.presets")
-    except ImportError:  # pragma: no cover - the presets module ships with the package
-        presets = None
-    names: list[str] = []
-    for attr in ("PRESETS", "NAMES"):
-        found = getattr(presets, attr, None)
-        if found:
-            names = [str(n) for n in found]
-            break
-    if not names and presets is not None and callable(getattr(presets, "names", None)):
-        names = [str(n) for n in presets.names()]
-    if not names:
-        names = [m.value for m in TransformModel]
-    return list(dict.fromkeys([*names, *_FALLBACK_PRESETS]))
+    return presets.names()
 
 
 def metric_choices() -> list[str]:
