@@ -15,6 +15,26 @@ from coregister.transforms import Transform
 __all__ = ["LevelHistory", "Result"]
 
 
+class _JsonMethods:
+    """``to_json`` and ``save_json`` of a result type, from its ``to_dict``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def save_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` atomically to ``path``."""
+        from coregister.io._atomic import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(self.to_json(indent=2))
+        return path
+
+
 @dataclasses.dataclass(frozen=True)
 class LevelHistory:
     """Optimiser trace of one pyramid level of one stage."""
@@ -33,7 +53,7 @@ class LevelHistory:
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
+class Result(_JsonMethods):
     """What :func:`coregister.register` returns, whatever the engine.
 
     Attributes
@@ -100,19 +120,6 @@ class Result:
             "config": _plain(self.config),
             "extras": _plain(self.extras),
         }
-
-    def to_json(self, **kwargs: Any) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), **kwargs)
-
-    def save_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` atomically to ``path``."""
-        from coregister.io._atomic import atomic_path
-
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(self.to_json(indent=2))
-        return path
 
 
 def _plain(value: Any) -> Any:

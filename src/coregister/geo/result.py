@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -13,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from coregister.result import _JsonMethods
 from coregister.transforms import Transform
 
 __all__ = ["GeoResult", "WindowMatch"]
@@ -70,7 +69,7 @@ class WindowMatch:
 
 
 @dataclasses.dataclass(frozen=True)
-class GeoResult:
+class GeoResult(_JsonMethods):
     """The outcome of :func:`coregister.geo.coregister` (and :func:`~coregister.geo.change`, :func:`~coregister.geo.georeference`).
 
     Attributes
@@ -170,19 +169,6 @@ class GeoResult:
                 "extras": dict(self.extras),
             }
         )
-
-    def to_json(self, **kwargs: Any) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), **kwargs)
-
-    def save_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_json` atomically."""
-        from coregister.io._atomic import atomic_path
-
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            tmp.write_text(self.to_json(indent=2))
-        return path
 
 
 def _plain(value: Any) -> Any:
