@@ -1,4 +1,4 @@
-"""Seeded known warps of real photographs, shared by the ECC, feature and chain tests.
+"""Seeded known warps of real photographs and of the MNI152 head, shared by the ECC, feature and chain tests.
 
 Every warp is a 3x3 homogeneous matrix ``M`` in pixel coordinates ``(x, y)``
 that maps **fixed** pixels to **moving** pixels (the direction every
@@ -6,12 +6,20 @@ coregister transform has): the moving image is ``moving(M x) = fixed(x)``,
 made by sampling the fixed image at ``M^-1 y`` with cubic splines. Pixels
 whose source falls outside the fixed image are black and marked invalid in
 the returned mask (the warped border).
+
+Volumes are warped in world space: the moving array is ``fixed`` resampled
+through ``truth``'s inverse (SimpleITK, cubic B-spline, 0 outside), so
+``truth`` (a coregister transform) is the fixed -> moving map to recover.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import cv2
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 from skimage import color, data
 
@@ -114,3 +122,32 @@ def corner_error_px(estimate: Transform, truth: np.ndarray, shape: tuple[int, in
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], float)
     expected = Homography(truth).transform_points(corners)
     return float(np.mean(np.linalg.norm(estimate.transform_points(corners) - expected, axis=1)))
+
+
+# ------------------------------------------------------------------ volumes
+MNI = "medical/antspy/mni.nii.gz"
+
+
+def mni(data: Callable[[str], Path], *, shrink: int = 1, sigma_mm: float = 0.0) -> SpatialImage:
+    """MNI152 (1 mm), or smoothed by ``sigma_mm`` and shrunk by ``shrink`` per axis."""
+    image = sitk.ReadImage(str(data(MNI)), sitk.sitkFloat32)
+    if shrink > 1:
+        image = sitk.Shrink(sitk.SmoothingRecursiveGaussian(image, sigma_mm), [shrink] * 3)
+    return SpatialImage.from_sitk(image)
+
+
+def centre_of(image: SpatialImage) -> np.ndarray:
+    """World coordinates of the image's centre (where the truths rotate about)."""
+    return image.index_to_world([[(n - 1) / 2 for n in image.size]])[0]
+
+
+def warp_volume(fixed: SpatialImage, truth: Transform) -> np.ndarray:
+    """The moving array for which ``truth`` is the fixed -> moving map (on the fixed grid, 0 outside)."""
+    image = fixed.to_sitk()
+    return sitk.GetArrayFromImage(sitk.Resample(image, image, truth.inverse().to_sitk(), sitk.sitkBSpline, 0.0))
+
+
+def head_error_mm(estimate: Transform, truth: Transform, fixed: SpatialImage) -> float:
+    """Mean distance between the estimated and true maps over the head (voxels brighter than 1000)."""
+    head = fixed.world_grid()[np.asarray(fixed.array) > 1000]
+    return float(np.linalg.norm(estimate.transform_points(head) - truth.transform_points(head), axis=1).mean())
