@@ -22,8 +22,18 @@ __all__ = [
     "metric_choices",
     "preset_names",
     "registration_options",
+    "root_setting",
     "threads_option",
 ]
+
+def root_setting(name: str, ctx: click.Context | None = None) -> Any:
+    """A global option of the root group (``verbose`` count, ``quiet`` flag); None outside a command."""
+    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    settings = ctx.find_root().obj
+    return settings.get(name) if isinstance(settings, dict) else None
+
 
 def preset_names() -> list[str]:
     """Preset names offered by :func:`coregister.register` (``coregister.presets``), for ``--preset``."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from coregister.cli._options import root_setting
+
 __all__ = ["echo_json", "echo_warning", "json_option", "print_table", "stdout_console"]
 
 
@@ -42,9 +44,7 @@ def _default(value: Any) -> Any:
 
 def echo_warning(text: str) -> None:
     """``warning: text`` on stderr, unless the user asked for quiet (``-q``: errors only)."""
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx is not None else None
-    if root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"):
+    if root_setting("quiet"):
         return
     click.echo(f"warning: {text}", err=True)
 

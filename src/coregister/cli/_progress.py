@@ -32,16 +32,15 @@ from typing import Any
 
 import click
 
+from coregister.cli._options import root_setting
+
 __all__ = ["RegistrationBars", "file_progress", "progress_enabled", "registration_progress"]
 
 
 def progress_enabled(ctx: click.Context | None = None, *, stream: Any = None) -> bool:
     """Whether to draw bars: stderr is a terminal and the user did not ask for ``-q``."""
-    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
-    if ctx is not None:
-        root = ctx.find_root()
-        if isinstance(root.obj, dict) and root.obj.get("quiet"):
-            return False
+    if root_setting("quiet", ctx):
+        return False
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())

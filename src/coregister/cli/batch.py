@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from coregister.cli._options import metric_choices, preset_names
+from coregister.cli._options import metric_choices, preset_names, root_setting
 from coregister.cli._output import echo_json, json_option, print_table
 
 __all__ = ["batch"]
@@ -69,8 +69,7 @@ def batch(
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import file_progress
 
-    verbose = ctx.find_root().obj.get("verbose", 0) if isinstance(ctx.find_root().obj, dict) else 0
-    if verbose < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
+    if (root_setting("verbose", ctx) or 0) < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
         quiet_dask_logging()
     jobs = read_pairs(pairs, preset=preset, metric=metric)
     with file_progress(ctx, f"{len(jobs)} pairs") as bar:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from coregister.cli._options import root_setting
 from coregister.cli._output import echo_json, json_option, print_table
 
 __all__ = ["data"]
@@ -112,8 +113,7 @@ def data_fetch(ctx: click.Context, name: str, dest: Path | None, files: tuple[st
     from coregister import data as datasets
     from coregister.cli._progress import file_progress
 
-    root = ctx.find_root().obj if isinstance(ctx.find_root().obj, dict) else {}
-    if not root.get("verbose"):  # pooch logs every download at INFO through its own handler; ours does with -v
+    if not root_setting("verbose", ctx):  # pooch logs every download at INFO through its own handler; ours does with -v
         pooch.get_logger().setLevel(logging.WARNING)
     with file_progress(ctx, f"fetching {name}") as progress:
         folder = datasets.fetch(name, dest=dest, files=files or None, progress=progress)
