@@ -31,6 +31,7 @@ from coregister.cli._options import interpolation_option, registration_options, 
 from coregister.cli._output import echo_json, echo_warning, json_option, print_table
 from coregister.errors import GeometryError, OutputExistsError, UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._atomic import refuse_overwriting_input
 from coregister.io.detect import FORMATS, detect_format
 
 __all__ = ["apply_command", "register", "registered_name"]
@@ -91,8 +92,7 @@ def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
 def _check_not_input(output: Path, inputs: list[Path]) -> None:
     for source in inputs:
         with contextlib.suppress(OSError):
-            if output.exists() and output.resolve() == source.resolve():
-                raise OutputExistsError(f"refusing to overwrite the input {str(source)!r}; choose another output path")
+            refuse_overwriting_input(output, source, fix="choose another output path")
 
 
 def _writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:

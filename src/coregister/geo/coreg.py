@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from coregister.config import ProgressCallback
-from coregister.errors import ConfigError, OutputExistsError, RegistrationFailed
+from coregister.errors import ConfigError, RegistrationFailed
 from coregister.geo._raster import GeoRaster, Grid, open_raster
 from coregister.geo.local import fit_field, ransac_filter, tie_point_grid, write_tie_points
 from coregister.geo.result import GeoResult, WindowMatch
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
+from coregister.io._atomic import refuse_overwriting_input
 from coregister.transforms import LinearTransform, Translation
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,7 @@ def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Pat
     for source in inputs:
         if isinstance(source, SpatialImage):
             source = source.meta.get("source_path") or ""
-        if source and Path(source).exists() and Path(source).resolve() == path.resolve():
-            raise OutputExistsError(f"refusing to overwrite the input {str(path)!r}; write the output to another path")
+        refuse_overwriting_input(path, source, fix="write the output to another path")
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"the output {str(path)!r} must be a GeoTIFF (.tif)")
     return path

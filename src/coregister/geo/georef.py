@@ -28,6 +28,7 @@ from affine import Affine
 
 from coregister.conventions import geotransform_to_geometry
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed, UnreadableInputError
+from coregister.geo.coreg import _check_output
 from coregister.geo.result import GeoResult
 from coregister.image import SpatialImage
 
@@ -202,17 +203,11 @@ def georeference(
     started = time.perf_counter()
     if (base is None) == (gcps is None):
         raise ConfigError("give exactly one of base= (a georeferenced raster) or gcps= (a GCP file or array)")
-    out_path = Path(output) if output is not None else None
-    if out_path is not None and out_path.suffix.lower() not in (".tif", ".tiff"):
-        raise ConfigError(f"the output {str(out_path)!r} must be a GeoTIFF (.tif)")
+    out_path = _check_output(output, image)
     img = _read_image(image, None)
     if img.ndim != 2:
         raise GeometryError(f"georeferencing takes a 2D image; got {img!r}")
     source = str(image) if not isinstance(image, SpatialImage) else img.meta.get("source_path")
-    if out_path is not None and source and Path(source).exists() and Path(source).resolve() == out_path.resolve():
-        from coregister.errors import OutputExistsError
-
-        raise OutputExistsError(f"refusing to overwrite the input {str(out_path)!r}; write to another path")
     height, width = img.shape
     warnings: list[str] = []
     extras: dict[str, Any] = {}

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coregister.errors import OutputExistsError, UnsupportedFormatError
+from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._atomic import refuse_overwriting_input
 from coregister.io.detect import FORMATS, detect_format
 
 __all__ = ["detect_format", "read", "write"]
@@ -80,9 +81,6 @@ def write(image: SpatialImage, path: str | os.PathLike[str], **options: Any) -> 
         writable = ", ".join(s for f in _WRITERS for s in FORMATS[f])
         raise UnsupportedFormatError(f"cannot write {str(path)!r}: choose a suffix coregister writes ({writable})")
     overwrite = options.pop("overwrite", False)
-    source = image.meta.get("source_path")
-    if not overwrite and source and path.exists() and Path(source).resolve() == path.resolve():
-        raise OutputExistsError(
-            f"refusing to overwrite the input {str(path)!r}; write to another path or pass overwrite=True"
-        )
+    if not overwrite:
+        refuse_overwriting_input(path, image.meta.get("source_path"), fix="write to another path or pass overwrite=True")
     return _load(_WRITERS[fmt])(image, path, **options)

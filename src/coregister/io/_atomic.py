@@ -8,9 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from coregister.errors import UnreadableInputError
+from coregister.errors import OutputExistsError, UnreadableInputError
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "refuse_overwriting_input"]
 
 # The process umask, read once at import (os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
@@ -23,6 +23,24 @@ def _full_suffix(path: Path) -> str:
     if len(suffixes) >= 2 and suffixes[-1].lower() in (".gz", ".bz2", ".zst"):
         return "".join(suffixes[-2:])
     return path.suffix
+
+
+def refuse_overwriting_input(output: Path, source: str | os.PathLike[str] | None, *, fix: str) -> None:
+    """Raise :class:`~coregister.errors.OutputExistsError` when ``output`` is the input file ``source`` (links resolved).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> source = pathlib.Path(tempfile.mkdtemp()) / "in.tif"
+    >>> _ = source.write_bytes(b"")
+    >>> refuse_overwriting_input(source.parent / "out.tif", source, fix="write to another path")  # another file: fine
+    >>> refuse_overwriting_input(source, str(source), fix="write to another path")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.OutputExistsError: refusing to overwrite the input '...in.tif'; write to another path
+    """
+    if source and output.exists() and Path(source).resolve() == output.resolve():
+        raise OutputExistsError(f"refusing to overwrite the input {str(output)!r}; {fix}")
 
 
 @contextlib.contextmanager
