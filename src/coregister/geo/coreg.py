@@ -497,8 +497,7 @@ def _affine(
                math.ceil((c1 - c0) / factor), math.ceil((r1 - r0) / factor))
     resampling = Resampling.average if factor > 1 else Resampling.cubic
     fixed_values, fixed_ok = read_on_grid(ref, sub, resampling=resampling, dtype=np.float32)
-    moving_values, moving_ok = read_on_grid(tgt, sub, resampling=resampling if factor > 1 else Resampling.cubic,
-                                            dtype=np.float32)
+    moving_values, moving_ok = read_on_grid(tgt, sub, resampling=resampling, dtype=np.float32)
     origin, spacing, direction = geotransform_to_geometry(sub.transform)
     fixed = SpatialImage(fixed_values, origin=tuple(origin), spacing=tuple(spacing), direction=direction)
     moving = SpatialImage(moving_values, origin=tuple(origin), spacing=tuple(spacing), direction=direction)
