@@ -217,8 +217,9 @@ def _slice_axes(header: pydicom.Dataset) -> np.ndarray | None:
     return np.column_stack([row, col, normal / np.linalg.norm(normal)])
 
 
-def _series_info(folder: Path, uid: str, files: Sequence[str]) -> SeriesInfo:
-    header = _read_header(files[0])
+def _series_info(folder: Path, uid: str, files: Sequence[str], header: pydicom.Dataset | None = None) -> SeriesInfo:
+    """What :func:`list_series` reports; ``header`` is the first file's, when the caller has read it already."""
+    header = header if header is not None else _read_header(files[0])
     axes = _slice_axes(header)
     number = header.get("SeriesNumber")
     slices = _frames(header) if len(files) == 1 else len(files)
@@ -429,21 +430,23 @@ def _read_file_list(files: list[Path], series: str | int | None, resample: bool)
     for file in files:
         if not file.is_file():
             raise UnreadableInputError(f"{str(file)!r} does not exist or is not a file; check the list")
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[tuple[str, pydicom.Dataset]]] = {}
     for file in files:
-        uid = str(_read_header(file).get("SeriesInstanceUID", ""))
-        groups.setdefault(uid, []).append(str(file))
+        header = _read_header(file)
+        groups.setdefault(str(header.get("SeriesInstanceUID", "")), []).append((str(file), header))
     candidates = sorted(
-        (_series_info(Path(group[0]).parent, uid, group) for uid, group in groups.items()), key=_sort_key
+        (_series_info(Path(group[0][0]).parent, uid, [f for f, _ in group], group[0][1]) for uid, group in groups.items()),
+        key=_sort_key,
     )
     chosen = _choose(candidates, series, f"the {len(files)} files given")
-    return _read_series(chosen, source=Path(chosen.files[0]).parent, resample=resample)
+    headers = [h for _, h in groups[chosen.uid]]
+    return _read_series(chosen, source=Path(chosen.files[0]).parent, resample=resample, headers=headers)
 
 
 def _read_single_file(path: Path) -> SpatialImage:
     header = _read_header(path)
-    info = _series_info(path.parent, str(header.get("SeriesInstanceUID", "")), [str(path)])
-    image = _read_series(info, source=path, resample=False)
+    info = _series_info(path.parent, str(header.get("SeriesInstanceUID", "")), [str(path)], header)
+    image = _read_series(info, source=path, resample=False, headers=[header])
     if _frames(header) == 1:
         logger.info(
             "read one slice of series %s from %s; read its folder (or a list of its files) for the volume",
@@ -596,10 +599,13 @@ def _resample_uniform(stack: sitk.Image, positions: np.ndarray, offsets: np.ndar
     return sitk.Resample(stand_in, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat64)
 
 
-def _read_series(info: SeriesInfo, *, source: Path, resample: bool) -> SpatialImage:
+def _read_series(
+    info: SeriesInfo, *, source: Path, resample: bool, headers: list[pydicom.Dataset] | None = None
+) -> SpatialImage:
+    """The series as one image; ``headers`` (one per file, in ``info.files`` order) when already read."""
     files = list(info.files)
     where = f"series {info.uid} in {info.folder!r}"
-    headers = _headers(files)
+    headers = headers if headers is not None else _headers(files)
     first = headers[0]
     multiframe = any(_frames(h) > 1 for h in headers)
     if multiframe and len(files) > 1:
