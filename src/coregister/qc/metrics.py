@@ -51,7 +51,7 @@ def _select(a: Any, b: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     for arr in (a, b):
         if arr.dtype.kind == "f":
             keep = keep & np.isfinite(arr)
-    return a[keep].astype(np.float64), b[keep].astype(np.float64)
+    return a[keep].astype(np.float64, copy=False), b[keep].astype(np.float64, copy=False)  # indexing copied them
 
 
 def _ncc_mse(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -67,10 +67,6 @@ def _ncc_mse(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     denominator = float(np.sqrt(saa * sbb))
     # a constant image carries no correlation information
     return (sab / denominator if denominator > 0.0 else 0.0), mse
-
-
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    return _ncc_mse(a.copy(), b.copy())[0]
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +126,7 @@ def ncc(a: Any, b: Any, mask: Any = None) -> float:
     >>> ncc(x, 3 * x + 1), ncc(x, -x)
     (1.0, -1.0)
     """
-    return _ncc(*_select(a, b, mask))
+    return _ncc_mse(*_select(a, b, mask))[0]
 
 
 def mse(a: Any, b: Any, mask: Any = None) -> float:
