@@ -217,20 +217,11 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
         result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
         folder.mkdir(parents=True, exist_ok=True)
-        # the same output names and dtypes as `coregister register` (one definition, in the command's module)
-        from coregister.cli.register import _transform_name, _writable_dtype, registered_name
+        # the same files, names and dtypes as `coregister register`
+        from coregister.outputs import registered_name, write_registration
 
-        image_name = registered_name(job.fixed)
-        registered = cr.apply(
-            result.transform, moving, reference=fixed, output_dtype=_writable_dtype(moving, fixed, image_name), threads=threads
-        )
-        outputs = [cr.write(registered, folder / image_name)]
-        outputs.append(result.transform.save(folder / _transform_name(result.transform)))
-        outputs.append(result.save_json(folder / "result.json"))
-        if report:
-            from coregister.qc.report import write_report
-
-            outputs.append(write_report(result, fixed, moving, registered, folder / "report.html"))
+        outputs = write_registration(folder, result, fixed, moving, image_name=registered_name(job.fixed), report=report,
+                                     threads=threads)
     except (CoregisterError, OSError, ValueError, RuntimeError) as exc:
         logger.error("pair %s failed: %s", job.name, exc)
         return PairOutcome(

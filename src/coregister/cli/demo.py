@@ -167,18 +167,9 @@ Progress = Callable[[str, int, int, float], None] | None
 
 
 def _save_registration(folder: Path, result: Any, fixed: Any, moving: Any, registered_name: str, report: bool) -> list[str]:
-    import coregister as cr
-    from coregister.qc.report import write_report
-    from coregister.transforms import Homography
+    from coregister.outputs import write_registration
 
-    registered = cr.apply(result.transform, moving, reference=fixed)
-    files = [cr.write(registered, folder / registered_name).name]
-    transform_name = "transform.json" if isinstance(result.transform, Homography) else "transform.tfm"
-    files.append(result.transform.save(folder / transform_name).name)
-    files.append(result.save_json(folder / "result.json").name)
-    if report:
-        files.append(write_report(result, fixed, moving, registered, folder / "report.html").name)
-    return files
+    return [p.name for p in write_registration(folder, result, fixed, moving, image_name=registered_name, report=report)]
 
 
 def _t1_case(name: str, out: Path, *, metric: str | None, remap: bool, progress: Progress, report: bool) -> CaseOutcome:

@@ -29,10 +29,10 @@ import numpy as np
 from coregister.cli import QualityCheckFailed
 from coregister.cli._options import interpolation_option, registration_options, threads_option
 from coregister.cli._output import echo_json, echo_warning, json_option, print_table
-from coregister.errors import GeometryError, OutputExistsError, UnsupportedFormatError
+from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
 from coregister.io._atomic import refuse_overwriting_input
-from coregister.io.detect import FORMATS, detect_format
+from coregister.outputs import for_writing, registered_name, writable_dtype, write_registration
 
 __all__ = ["apply_command", "register", "registered_name"]
 
@@ -41,27 +41,6 @@ logger = logging.getLogger(__name__)
 _DATA = "../shared/data/medical/itk_brainweb_2d"
 _FIXED = f"{_DATA}/BrainProtonDensitySliceBorder20.png"
 _MOVING = f"{_DATA}/BrainProtonDensitySliceShifted13x17y.png"
-_DEFAULT_SUFFIX = {"nifti": ".nii.gz", "itk": ".mha", "raster": ".tif", "plain": ".png", "dicom": ".nii.gz"}
-_PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-
-
-def registered_name(fixed_path: str | os.PathLike[str]) -> str:
-    """``registered.<ext>``: the fixed image's extension, ``.nii.gz`` for DICOM (a folder or ``.dcm`` files).
-
-    Examples
-    --------
-    >>> registered_name("t1.nii.gz"), registered_name("scene.TIF"), registered_name("slice.png")
-    ('registered.nii.gz', 'registered.tif', 'registered.png')
-    """
-    path = Path(fixed_path)
-    name = path.name.lower()
-    for fmt, suffixes in FORMATS.items():
-        for suffix in suffixes:
-            if name.endswith(suffix):
-                return "registered" + (_DEFAULT_SUFFIX["dicom"] if fmt == "dicom" else suffix)
-    return "registered" + _DEFAULT_SUFFIX[detect_format(path)]
-
-
 def _read(path: Path, what: str) -> SpatialImage:
     from coregister.io import read
 
@@ -93,30 +72,6 @@ def _check_not_input(output: Path, inputs: list[Path]) -> None:
     for source in inputs:
         with contextlib.suppress(OSError):
             refuse_overwriting_input(output, source, fix="choose another output path")
-
-
-def _writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:
-    """PNG/JPEG/BMP hold 8/16-bit integers only: other moving dtypes are written in the fixed image's dtype."""
-    if name.endswith((".png", ".jpg", ".jpeg", ".bmp")) and image.dtype not in _PLAIN_DTYPES:
-        logger.info("%s cannot hold %s pixels; writing them as %s like the fixed image", name, image.dtype, fixed.dtype)
-        return fixed.dtype
-    return None
-
-
-def _for_writing(image: SpatialImage, name: str) -> SpatialImage:
-    """PNG/JPEG/BMP keep no mask beside the pixels: pixels without data already hold the fill value."""
-    if image.mask is not None and name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
-        logger.info("%s: pixels without data hold the fill value; the mask is not written", name)
-        return image.replace(mask=None)
-    return image
-
-
-def _transform_name(transform: Any) -> str:
-    try:
-        transform.to_sitk()
-    except UnsupportedFormatError:  # a homography (or a chain holding one): ITK cannot store it
-        return "transform.json"
-    return "transform.tfm"
 
 
 @contextlib.contextmanager
@@ -214,7 +169,6 @@ def register(
 
     from coregister.cli._progress import registration_progress
     from coregister.registration import register as run_registration
-    from coregister.resample import apply
 
     with registration_progress(ctx) as progress:
         result = run_registration(
@@ -229,25 +183,9 @@ def register(
             threads=threads,
             progress=progress,
         )
-    registered = apply(
-        result.transform,
-        moving_image,
-        reference=fixed_image,
-        output_dtype=_writable_dtype(moving_image, fixed_image, image_name),
-        threads=threads,
-    )
-
-    from coregister.io import write
-
-    transform_name = _transform_name(result.transform)
     with _staging(outdir) as staging:
-        write(_for_writing(registered, image_name), staging / image_name)
-        result.transform.save(staging / transform_name)
-        result.save_json(staging / "result.json")
-        if report:
-            from coregister.qc.report import write_report
-
-            write_report(result, fixed_image, moving_image, registered, staging / "report.html")
+        write_registration(staging, result, fixed_image, moving_image, image_name=image_name, report=report,
+                           threads=threads)
         names = sorted(p.name for p in staging.iterdir())
     written = [outdir / n for n in names]
 
@@ -314,10 +252,10 @@ def apply_command(
         reference=reference_image,
         interpolation=interpolation,
         default_value=default_value,
-        output_dtype=_writable_dtype(moving_image, reference_image, output.name.lower()),
+        output_dtype=writable_dtype(moving_image, reference_image, output.name.lower()),
         threads=threads,
     )
-    write(_for_writing(out, output.name), output)
+    write(for_writing(out, output.name), output)
     if as_json:
         echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
                    "interpolation": interpolation, "size": list(out.size), "spacing": list(out.spacing), "dtype": str(out.dtype)})

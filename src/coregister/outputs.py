@@ -1,0 +1,114 @@
+"""The files a registration leaves behind, named and written the same way by ``coregister register``, batch and demo.
+
+A registration's folder holds ``registered.<ext>`` (the moving image on the
+fixed grid, in the fixed image's format), ``transform.tfm`` (or
+``transform.json`` for what ITK cannot store), ``result.json`` and, on
+request, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coregister.errors import UnsupportedFormatError
+from coregister.image import SpatialImage
+from coregister.io.detect import FORMATS, detect_format
+from coregister.result import Result
+from coregister.transforms import Transform
+
+__all__ = ["for_writing", "registered_name", "transform_name", "writable_dtype", "write_registration"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_SUFFIX = {"nifti": ".nii.gz", "itk": ".mha", "raster": ".tif", "plain": ".png", "dicom": ".nii.gz"}
+_PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+
+def registered_name(fixed_path: str | os.PathLike[str]) -> str:
+    """``registered.<ext>``: the fixed image's extension, ``.nii.gz`` for DICOM (a folder or ``.dcm`` files).
+
+    Examples
+    --------
+    >>> registered_name("t1.nii.gz"), registered_name("scene.TIF"), registered_name("slice.png")
+    ('registered.nii.gz', 'registered.tif', 'registered.png')
+    """
+    path = Path(fixed_path)
+    name = path.name.lower()
+    for fmt, suffixes in FORMATS.items():
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                return "registered" + (_DEFAULT_SUFFIX["dicom"] if fmt == "dicom" else suffix)
+    return "registered" + _DEFAULT_SUFFIX[detect_format(path)]
+
+
+def transform_name(transform: Transform) -> str:
+    """``transform.tfm``, or ``transform.json`` for a transform ITK cannot store (a homography, or a chain holding one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister.transforms import Homography, Translation
+    >>> transform_name(Translation([1.0, 2.0])), transform_name(Homography(np.eye(3)))
+    ('transform.tfm', 'transform.json')
+    """
+    try:
+        transform.to_sitk()
+    except UnsupportedFormatError:
+        return "transform.json"
+    return "transform.tfm"
+
+
+def writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:
+    """PNG/JPEG/BMP hold 8/16-bit integers only: other moving dtypes are written in the fixed image's dtype (else None)."""
+    if name.endswith(_PLAIN_SUFFIXES) and image.dtype not in _PLAIN_DTYPES:
+        logger.info("%s cannot hold %s pixels; writing them as %s like the fixed image", name, image.dtype, fixed.dtype)
+        return fixed.dtype
+    return None
+
+
+def for_writing(image: SpatialImage, name: str) -> SpatialImage:
+    """PNG/JPEG/BMP keep no mask beside the pixels: pixels without data already hold the fill value."""
+    if image.mask is not None and name.lower().endswith(_PLAIN_SUFFIXES):
+        logger.info("%s: pixels without data hold the fill value; the mask is not written", name)
+        return image.replace(mask=None)
+    return image
+
+
+def write_registration(
+    folder: Path,
+    result: Result,
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    *,
+    image_name: str,
+    report: bool = False,
+    threads: int | None = None,
+) -> list[Path]:
+    """Resample ``moving`` onto ``fixed`` through ``result.transform`` and write the registration's files into ``folder``.
+
+    Returns the paths written: the registered image (``image_name``), the
+    transform (:func:`transform_name`), ``result.json`` and, with ``report``,
+    ``report.html``.
+    """
+    from coregister.io import write
+    from coregister.resample import apply
+
+    registered = apply(
+        result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads
+    )
+    written = [
+        write(for_writing(registered, image_name), folder / image_name),
+        result.transform.save(folder / transform_name(result.transform)),
+        result.save_json(folder / "result.json"),
+    ]
+    if report:
+        from coregister.qc.report import write_report
+
+        written.append(write_report(result, fixed, moving, registered, folder / "report.html"))
+    return written
