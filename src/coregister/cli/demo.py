@@ -146,10 +146,6 @@ GEO_SHIFT_PX = (0.37, 0.62)  #: target content displaced by (columns east, rows 
 
 
 # ------------------------------------------------------------------ errors
-def _mean_displacement(estimate: Any, truth: Any, points: np.ndarray) -> float:
-    return float(np.linalg.norm(estimate.transform_points(points) - truth.transform_points(points), axis=1).mean())
-
-
 def _head_points(image: Any) -> np.ndarray:
     values = np.asarray(image.array, dtype=float)
     head = values > 0.1 * np.percentile(values, 99)
@@ -174,6 +170,7 @@ def _save_registration(folder: Path, result: Any, fixed: Any, moving: Any, regis
 
 def _t1_case(name: str, out: Path, *, metric: str | None, remap: bool, progress: Progress, report: bool) -> CaseOutcome:
     import coregister as cr
+    from coregister.qc.synthetic import mean_displacement_error
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,7 +183,7 @@ def _t1_case(name: str, out: Path, *, metric: str | None, remap: bool, progress:
         moving = cr.read(remapped)
     result = cr.register(fixed, moving, preset="rigid", metric=metric, progress=progress)
     files += _save_registration(folder, result, fixed, moving, "registered.nii.gz", report)
-    error = _mean_displacement(result.transform, spm_truth(), _head_points(fixed))
+    error = mean_displacement_error(result.transform, spm_truth(), _head_points(fixed))
     what = {
         "t1-rigid": "T1 vs SPM12-moved T1 (rigid)",
         "t1-multimodal": "T1 vs remapped contrast, Mattes MI",
