@@ -305,11 +305,11 @@ def test_homography_world_space_agrees_with_pixel_space(photo: cr.SpatialImage, 
 
 
 # ------------------------------------------------------------ transform_points
-def _bspline(image: cr.SpatialImage, seed: int) -> BSpline:
-    domain = image.to_sitk()
-    twin = sitk.BSplineTransformInitializer(domain, [4, 4, 4])
+def _bspline(image: cr.SpatialImage, seed: int, *, mesh: int = 4, sigma_mm: float = 3.0) -> BSpline:
+    """A seeded cubic B-spline over ``image`` (``mesh`` cells per axis, coefficients ~ N(0, sigma_mm))."""
+    twin = sitk.BSplineTransformInitializer(image.to_sitk(), [mesh] * image.ndim)
     n = len(twin.GetParameters())
-    twin.SetParameters(tuple(np.random.default_rng(seed).normal(0.0, 3.0, n).tolist()))
+    twin.SetParameters(tuple(np.random.default_rng(seed).normal(0.0, sigma_mm, n).tolist()))
     return cr.transforms.from_sitk(twin)
 
 
@@ -336,21 +336,14 @@ def test_transform_points_forward_and_inverse(t1: cr.SpatialImage, kind: str) ->
     np.testing.assert_allclose(single, moving_points[0], atol=1e-12)
 
 
-def _bspline_2d(image: cr.SpatialImage, seed: int) -> BSpline:
-    twin = sitk.BSplineTransformInitializer(image.to_sitk(), [5, 5])
-    n = len(twin.GetParameters())
-    twin.SetParameters(tuple(np.random.default_rng(seed).normal(0.0, 4.0, n).tolist()))
-    return cr.transforms.from_sitk(twin)
-
-
 @pytest.mark.parametrize("kind", ["homography", "homography_then_bspline", "bspline", "similarity"])
 def test_points_and_pixels_agree_in_2d(photo: cr.SpatialImage, kind: str) -> None:
     """Nearest-neighbour output at pixel ``i`` is the photo at ``rint(transform(i))``, for every 2D transform kind
     (OpenCV path, sampled displacement field for a chain holding a homography, ITK for the rest)."""
     transforms = {
         "homography": Homography(HOMOGRAPHY),
-        "homography_then_bspline": Composite((Homography(HOMOGRAPHY), _bspline_2d(photo, seed=3))),
-        "bspline": _bspline_2d(photo, seed=4),
+        "homography_then_bspline": Composite((Homography(HOMOGRAPHY), _bspline(photo, seed=3, mesh=5, sigma_mm=4.0))),
+        "bspline": _bspline(photo, seed=4, mesh=5, sigma_mm=4.0),
         "similarity": Similarity.from_angles(0.93, np.deg2rad(8.0), translation=[5.0, -3.0], center=[370.0, 250.0]),
     }
     transform = transforms[kind]
