@@ -113,6 +113,19 @@ def test_run_pair_directly_reports_errors_as_outcomes(tmp_path: Path) -> None:
     assert outcome.status is PairStatus.ERROR and "nope.nii.gz" in outcome.error
 
 
+def test_run_pair_refuses_to_overwrite_its_inputs(data, tmp_path: Path) -> None:
+    # The pair's output folder is the folder of its fixed image, which is named like the registered output.
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    fixed, moving = folder / "registered.png", folder / "moving.png"
+    fixed.write_bytes((data(BRAINWEB) / "BrainProtonDensitySliceBorder20.png").read_bytes())
+    moving.write_bytes((data(BRAINWEB) / "BrainProtonDensitySliceShifted13x17y.png").read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    outcome = run_pair(PairJob("pair", fixed, moving, preset="translation"), tmp_path, threads=1)
+    assert outcome.status is PairStatus.ERROR and "refusing to overwrite the input" in outcome.error
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_cli_batch_exit_codes_and_json(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = _pairs_file(tmp_path, data, [f"{FIXED},{SHIFTED},shift,translation,ncc"])
     assert main(["batch", str(good), "-o", str(tmp_path / "a"), "--workers", "1", "--threaded", "--json"]) == 0

@@ -152,3 +152,58 @@ def test_register_errors_are_one_line_exit_1_and_write_nothing(
     if case == "dimension_mismatch":
         assert "2D" in lines[0] and "3D" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no output folder, no staging folder
+
+
+# ------------------------------------------------------------ inputs are never overwritten
+@pytest.fixture
+def own_copies(data, tmp_path: Path) -> Path:
+    """A folder with copies of the fixed and moving images and a transform (the user's own files)."""
+    folder = tmp_path / "ow"
+    folder.mkdir()
+    (folder / "fixed.png").write_bytes(data(FIXED).read_bytes())
+    (folder / "moving.png").write_bytes(data(MOVING).read_bytes())
+    cr.Translation(SHIFT_MM).save(folder / "T.tfm")
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("target", ["moving.png", "fixed.png", "T.tfm"])
+def test_apply_refuses_to_overwrite_an_input(own_copies: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
+    before = _contents(own_copies)
+    capsys.readouterr()
+    code = main(["apply", str(own_copies / "T.tfm"), str(own_copies / "moving.png"), "--reference",
+                 str(own_copies / "fixed.png"), "-o", str(own_copies / target)])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert code == EXIT_ERROR
+    assert len(lines) == 1 and "refusing to overwrite the input" in lines[0] and target in lines[0], lines
+    assert _contents(own_copies) == before  # every input byte for byte, and no new file
+
+
+def test_apply_refuses_a_link_to_an_input(own_copies: Path) -> None:
+    (own_copies / "link.png").symlink_to(own_copies / "moving.png")
+    before = _contents(own_copies)
+    code = main(["apply", str(own_copies / "T.tfm"), str(own_copies / "moving.png"), "--reference",
+                 str(own_copies / "fixed.png"), "-o", str(own_copies / "link.png")])
+    assert code == EXIT_ERROR and _contents(own_copies) == before
+
+
+@pytest.mark.parametrize("role", ["fixed", "moving"])
+def test_register_refuses_a_folder_holding_an_input_by_an_output_name(
+    own_copies: Path, capsys: pytest.CaptureFixture[str], role: str
+) -> None:
+    # The fixed image named like the registered output, or the moving image named like result.json's neighbour:
+    # either way writing into its folder would replace it.
+    name = {"fixed": "registered.png", "moving": "transform.tfm"}[role]
+    (own_copies / name).write_bytes((own_copies / f"{role}.png").read_bytes())
+    fixed = own_copies / ("registered.png" if role == "fixed" else "fixed.png")
+    moving = own_copies / ("transform.tfm" if role == "moving" else "moving.png")
+    before = _contents(own_copies)
+    capsys.readouterr()
+    code = main(["register", str(fixed), str(moving), "-o", str(own_copies), "--preset", "translation"])
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert code == EXIT_ERROR
+    assert len(lines) == 1 and "refusing to overwrite the input" in lines[0] and name in lines[0], lines
+    assert _contents(own_copies) == before

@@ -193,3 +193,39 @@ def test_writing_into_a_missing_folder(data: Callable[[str], Path], tmp_path: Pa
     image = cr.read(data("medical/itk_ratlung_2d/RatLungSlice1.mha"))
     with pytest.raises(UnreadableInputError, match="does not exist"):
         cr.write(image, tmp_path / "no" / "such" / "folder" / "out.nii.gz")
+
+
+@pytest.mark.parametrize("how", ["same_path", "relative_path", "symlink", "hardlink"])
+def test_refuse_overwriting_input_sees_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    from coregister.io._atomic import refuse_overwriting_input
+
+    source = tmp_path / "in.png"
+    source.write_bytes(b"input")
+    output = {"same_path": source, "relative_path": Path("in.png"), "symlink": tmp_path / "link.png",
+              "hardlink": tmp_path / "hard.png"}[how]
+    monkeypatch.chdir(tmp_path)
+    if how == "symlink":
+        output.symlink_to(source)
+    elif how == "hardlink":
+        output.hardlink_to(source)
+    # The refusal is an OSError (FileExistsError): it must reach the caller, not be mistaken for a probe failure.
+    with pytest.raises(OutputExistsError, match="refusing to overwrite the input") as caught:
+        refuse_overwriting_input(output, source, fix="choose another path")
+    assert isinstance(caught.value, FileExistsError) and "choose another path" in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["other_file", "output_missing", "source_missing", "no_source", "unreadable_folder"])
+def test_refuse_overwriting_input_lets_other_outputs_through(tmp_path: Path, case: str) -> None:
+    from coregister.io._atomic import refuse_overwriting_input
+
+    source = tmp_path / "in.png"
+    source.write_bytes(b"input")
+    (tmp_path / "other.png").write_bytes(b"other")
+    output, given = {
+        "other_file": (tmp_path / "other.png", source),
+        "output_missing": (tmp_path / "new.png", source),
+        "source_missing": (tmp_path / "other.png", tmp_path / "gone.png"),
+        "no_source": (tmp_path / "other.png", None),
+        "unreadable_folder": (Path("/proc/1/root/x.png"), source),  # stat() fails with PermissionError
+    }[case]
+    assert refuse_overwriting_input(output, given, fix="choose another path") is None

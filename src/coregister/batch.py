@@ -208,6 +208,12 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
     folder = Path(out_dir) / job.name
     name, fixed_name, moving_name = job.name, str(job.fixed), str(job.moving)
     try:
+        from coregister.outputs import refuse_overwriting_inputs, registered_name, write_registration
+
+        refuse_overwriting_inputs(
+            folder, registered_name(job.fixed), [job.fixed, job.moving, job.fixed_mask, job.moving_mask],
+            fix="give the pair another name or choose another output folder",
+        )
         fixed = cr.read(job.fixed)
         moving = cr.read(job.moving)
         masks = {}
@@ -218,8 +224,6 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
         result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
         folder.mkdir(parents=True, exist_ok=True)
         # the same files, names and dtypes as `coregister register`
-        from coregister.outputs import registered_name, write_registration
-
         outputs = write_registration(folder, result, fixed, moving, image_name=registered_name(job.fixed), report=report,
                                      threads=threads)
     except (CoregisterError, OSError, ValueError, RuntimeError) as exc:

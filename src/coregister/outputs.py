@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,29 @@ import numpy as np
 
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._atomic import refuse_overwriting_input
 from coregister.io.detect import FORMATS, detect_format
 from coregister.result import Result
 from coregister.transforms import Transform
 
-__all__ = ["for_writing", "registered_name", "transform_name", "writable_dtype", "write_registration"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "for_writing",
+    "refuse_overwriting_inputs",
+    "registered_name",
+    "transform_name",
+    "writable_dtype",
+    "write_registration",
+]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_SUFFIX = {"nifti": ".nii.gz", "itk": ".mha", "raster": ".tif", "plain": ".png", "dicom": ".nii.gz"}
 _PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+
+#: The files of a registration's folder besides ``registered.<ext>``.
+OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html")
 
 
 def registered_name(fixed_path: str | os.PathLike[str]) -> str:
@@ -64,6 +77,33 @@ def transform_name(transform: Transform) -> str:
     return "transform.tfm"
 
 
+def refuse_overwriting_inputs(
+    folder: str | os.PathLike[str], image_name: str, inputs: Iterable[str | os.PathLike[str] | None], *, fix: str
+) -> None:
+    """Raise :class:`~coregister.errors.OutputExistsError` when a registration's file in ``folder`` would replace an input.
+
+    Checks ``image_name`` and every name in :data:`OUTPUT_NAMES` against
+    each of ``inputs`` (``None`` entries are skipped). Call it before the
+    work starts, so that the refusal comes before minutes of registration.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> fixed = folder / "registered.png"
+    >>> _ = fixed.write_bytes(b"png")
+    >>> refuse_overwriting_inputs(folder / "out", "registered.png", [fixed], fix="choose another -o")  # another folder
+    >>> refuse_overwriting_inputs(folder, "registered.png", [fixed, None], fix="choose another -o")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.OutputExistsError: refusing to overwrite the input '...registered.png'; choose another -o
+    """
+    folder = Path(folder)
+    for name in (image_name, *OUTPUT_NAMES):
+        for source in inputs:
+            refuse_overwriting_input(folder / name, source, fix=fix)
+
+
 def writable_dtype(image: SpatialImage, fixed: SpatialImage, name: str) -> Any:
     """PNG/JPEG/BMP hold 8/16-bit integers only: other moving dtypes are written in the fixed image's dtype (else None)."""
     if name.endswith(_PLAIN_SUFFIXES) and image.dtype not in _PLAIN_DTYPES:
@@ -94,10 +134,17 @@ def write_registration(
 
     Returns the paths written: the registered image (``image_name``), the
     transform (:func:`transform_name`), ``result.json`` and, with ``report``,
-    ``report.html``.
+    ``report.html``. Refuses (:class:`~coregister.errors.OutputExistsError`)
+    a folder where one of them would replace the file ``fixed`` or
+    ``moving`` was read from.
     """
     from coregister.io import write
     from coregister.resample import apply
+
+    refuse_overwriting_inputs(
+        folder, image_name, [fixed.meta.get("source_path"), moving.meta.get("source_path")],
+        fix="write the registration into another folder",
+    )
 
     registered = apply(
         result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads

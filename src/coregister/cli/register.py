@@ -32,7 +32,13 @@ from coregister.cli._output import echo_json, echo_warning, json_option, print_t
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
 from coregister.io._atomic import refuse_overwriting_input
-from coregister.outputs import for_writing, registered_name, writable_dtype, write_registration
+from coregister.outputs import (
+    for_writing,
+    refuse_overwriting_inputs,
+    registered_name,
+    writable_dtype,
+    write_registration,
+)
 
 __all__ = ["apply_command", "register", "registered_name"]
 
@@ -66,12 +72,6 @@ def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
     if not values.any():
         raise GeometryError(f"{what} {str(path)!r} has no non-zero pixel on the image's grid; check the file")
     return values
-
-
-def _check_not_input(output: Path, inputs: list[Path]) -> None:
-    for source in inputs:
-        with contextlib.suppress(OSError):
-            refuse_overwriting_input(output, source, fix="choose another output path")
 
 
 @contextlib.contextmanager
@@ -163,9 +163,7 @@ def register(
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
     image_name = registered_name(fixed)
-    inputs = [p for p in (fixed, moving, fixed_mask, moving_mask) if p is not None]
-    for name in (image_name, "transform.tfm", "transform.json", "result.json", "report.html"):
-        _check_not_input(outdir / name, inputs)
+    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask], fix="choose another -o folder")
 
     from coregister.cli._progress import registration_progress
     from coregister.registration import register as run_registration
@@ -245,7 +243,8 @@ def apply_command(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "
             f"{reference_image.ndim}D; they must match"
         )
-    _check_not_input(output, [transform, moving, reference])
+    for source in (transform, moving, reference):
+        refuse_overwriting_input(output, source, fix="choose another -o path")
     out = apply(
         value,
         moving_image,

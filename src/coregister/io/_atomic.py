@@ -26,7 +26,13 @@ def _full_suffix(path: Path) -> str:
 
 
 def refuse_overwriting_input(output: Path, source: str | os.PathLike[str] | None, *, fix: str) -> None:
-    """Raise :class:`~coregister.errors.OutputExistsError` when ``output`` is the input file ``source`` (links resolved).
+    """Raise :class:`~coregister.errors.OutputExistsError` when ``output`` is the input file ``source``.
+
+    The two are compared as files (device and inode), so symbolic and hard
+    links to the input are refused too. Only the file-system probe is
+    guarded: a path that cannot be examined is not the input, but the
+    refusal itself always propagates (it is a ``FileExistsError``, hence an
+    ``OSError``: never wrap a call in ``suppress(OSError)``).
 
     Examples
     --------
@@ -39,7 +45,13 @@ def refuse_overwriting_input(output: Path, source: str | os.PathLike[str] | None
     ...
     coregister.errors.OutputExistsError: refusing to overwrite the input '...in.tif'; write to another path
     """
-    if source and output.exists() and Path(source).resolve() == output.resolve():
+    if not source:
+        return
+    try:  # only the file-system probe may fail (a path we cannot stat is not a file we are about to replace)
+        same = os.path.samefile(output, source)
+    except OSError:
+        same = False
+    if same:
         raise OutputExistsError(f"refusing to overwrite the input {str(output)!r}; {fix}")
 
 
