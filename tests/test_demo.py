@@ -99,7 +99,8 @@ def test_demo_json_reports_errors_against_the_truth(tmp_path: Path, capsys: pyte
     out = json.loads(capsys.readouterr().out)
     rows = {c["case"]: c for c in out["cases"]}
     assert rows["t1-rigid"]["error"] < 1.0 and rows["t1-rigid"]["unit"] == "mm"
-    assert rows["photo-homography"]["error"] < 0.5 and rows["photo-homography"]["engine"] == "features"
+    assert rows["photo-homography"]["error"] < 0.1 and rows["photo-homography"]["engine"] == "features"
+    assert rows["photo-homography"]["tolerance"] == 0.1
     assert all(c["as_expected"] for c in out["cases"])
     assert not (tmp_path / "t1-rigid" / "report.html").exists()
 

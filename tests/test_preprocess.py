@@ -121,6 +121,104 @@ def test_fill_mask_finds_a_warped_border_and_nothing_else() -> None:
     assert preprocess.fill_mask(_image(noisy), margin_px=0).all()
 
 
+def _homography_warp(values: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(warped, inside)``: ``values`` through a seeded homography (corners moved by up to 10 %), black outside."""
+    h, w = values.shape
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+    moved = corners + (np.random.default_rng(seed).uniform(-0.1, 0.1, (4, 2)) * [w, h]).astype(np.float32)
+    matrix = cv2.getPerspectiveTransform(corners, moved)
+    warped = cv2.warpPerspective(values, matrix, (w, h), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.ones_like(values), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return warped, inside
+
+
+def _grey(name: str) -> np.ndarray:
+    values = getattr(data, name)()
+    return cv2.cvtColor(values, cv2.COLOR_RGB2GRAY) if values.ndim == 3 else values
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_warp_fill_masks_leave_out_the_wedges_and_keep_flat_content(name: str, seed: int) -> None:
+    photo = _grey(name)
+    warped, inside = _homography_warp(photo, seed)
+    fixed_valid, moving_valid = preprocess.warp_fill_masks(_image(photo), _image(warped))
+    # the photo's own flat runs (the astronaut's black corner, the camera's bright wall) are content
+    assert fixed_valid is None
+    assert moving_valid is not None
+    fill = ~inside & (warped == 0)
+    # every fill pixel is left out (but for a few cut off from the edge by a shared black region), except where the
+    # photo itself is black at the same place (shared, consistent) ...
+    assert (moving_valid & fill & (photo != 0)).sum() <= 0.001 * fill.sum()
+    # ... and nothing else but black pixels and the 2-pixel blending margin around them
+    black = ndimage.binary_dilation(warped == 0, structure=np.ones((3, 3), bool), iterations=2)
+    assert not (inside & ~moving_valid & ~black).any()
+    assert (inside & ~moving_valid).sum() < 0.06 * inside.sum()
+    if name == "astronaut":
+        # where both images are black (the photo's dark corner, away from the wedges) the moving image is kept
+        shared = (photo == 0) & (warped == 0) & ndimage.binary_erosion(inside, iterations=5)
+        assert shared.sum() > 10000 and moving_valid[shared].mean() > 0.8  # (fill_mask would drop it all)
+
+
+def test_warp_fill_masks_keep_a_background_both_images_hold(data) -> None:
+    """BrainWeb PD and its copy shifted by (13, 17) px: the zero background moved with the head; it is
+    information (the silhouette), not fill, so nothing is left out."""
+    import coregister as cr
+
+    folder = "medical/itk_brainweb_2d"
+    fixed = preprocess.to_grayscale(cr.read(data(f"{folder}/BrainProtonDensitySliceBorder20.png")))
+    moving = preprocess.to_grayscale(cr.read(data(f"{folder}/BrainProtonDensitySliceShifted13x17y.png")))
+    for image in (fixed, moving):  # a large flat background at the image's minimum, touching the edge
+        assert (~preprocess.fill_mask(image, margin_px=0)).mean() > 0.3
+    assert preprocess.warp_fill_masks(fixed, moving) == (None, None)
+
+
+@pytest.mark.parametrize("other", ["itself", "noise"])
+def test_warp_fill_masks_find_nothing_without_a_fill(other: str) -> None:
+    camera = _image(data.camera())
+    noise = np.random.default_rng(0).normal(120, 40, camera.shape).astype(np.float32)
+    partner = camera if other == "itself" else camera.replace(array=noise)
+    assert preprocess.warp_fill_masks(camera, partner) == (None, None)
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+def test_warp_fill_masks_through_the_transform_find_exactly_the_fill(name: str) -> None:
+    """Given the fixed -> moving map (as the feature engine has before its ECC refinement), the fill is told from
+    the photo's own black regions exactly: all of it is left out, nothing shared is."""
+    from coregister.transforms import Homography
+
+    photo = _grey(name)
+    h, w = photo.shape
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+    matrix = cv2.getPerspectiveTransform(corners, corners + (np.random.default_rng(1).uniform(-0.1, 0.1, (4, 2))
+                                                             * [w, h]).astype(np.float32))
+    warped = cv2.warpPerspective(photo, matrix, (w, h), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.ones_like(photo), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0
+    fixed = SpatialImage(photo, origin=(0.0, 0.0), spacing=(1.0, 1.0))
+    fixed_valid, moving_valid = preprocess.warp_fill_masks(fixed, fixed.replace(array=warped),
+                                                           transform=Homography(matrix.astype(float)))
+    assert fixed_valid is None and moving_valid is not None
+    assert not (moving_valid & ~inside & (warped == 0)).any()
+    black = ndimage.binary_dilation(warped == 0, structure=np.ones((3, 3), bool), iterations=4)
+    assert not (inside & ~moving_valid & ~black).any()  # content is kept, up to the margin along the fill
+
+
+def test_warp_fill_masks_compare_at_the_same_world_position() -> None:
+    """The moving image on a coarser grid (2 px pixels over the same area): its fill is still told from the
+    fixed image's content by world position."""
+    photo = _grey("camera")
+    warped, inside = _homography_warp(photo, 3)
+    fixed = SpatialImage(photo, origin=(0.0, 0.0), spacing=(1.0, 1.0))
+    coarse = cv2.resize(warped, (256, 256), interpolation=cv2.INTER_NEAREST)
+    moving = SpatialImage(coarse, origin=(0.5, 0.5), spacing=(2.0, 2.0))
+    fixed_valid, moving_valid = preprocess.warp_fill_masks(fixed, moving)
+    assert fixed_valid is None and moving_valid is not None
+    coarse_inside = cv2.resize(inside.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST) > 0
+    fill = ~coarse_inside & (coarse == 0)
+    assert fill.sum() > 1000 and not (moving_valid & fill).any()
+    assert (coarse_inside & ~moving_valid).sum() < 0.05 * coarse_inside.sum()
+
+
 def test_gradient_magnitude_makes_ecc_work_across_modalities(data) -> None:
     """BrainWeb T1 (fixed) against PD shifted by (13, 17) mm: ECC on raw intensities is pulled off by the
     different contrasts; on gradient magnitudes (edges both modalities share) it lands within 0.2 mm."""

@@ -18,6 +18,8 @@ same on anisotropic volumes.
 * :func:`equalize_histogram`: global histogram equalisation (scikit-image).
 * :func:`fill_mask`: the valid region of an image whose outside was filled
   with a constant (a warped photo's black border).
+* :func:`warp_fill_masks`: for a pair, each image's fill that the other image
+  does not share (what ECC must ignore; a shared background is kept).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage import exposure
 
-from coregister.errors import ConfigError
+from coregister.errors import ConfigError, CoregisterError
 from coregister.image import SpatialImage
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "gradient_magnitude",
     "normalize_intensity",
     "to_grayscale",
+    "warp_fill_masks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -366,7 +369,10 @@ def fill_mask(
     edge-connected runs of it of at least ``min_pixels`` pixels are fill. Give
     the result as ``moving_mask`` (or ``image.replace(mask=...)``): ECC then
     ignores the border instead of being pulled by it (0.4-0.8 px on a
-    512 x 512 photo warped by a homography). Do not use it where a constant
+    512 x 512 photo warped by a homography). The ECC and feature engines
+    find such a border in 2D pairs themselves (:func:`warp_fill_masks`,
+    which keeps a background both images share); this function is for
+    other uses and for fills they cannot tell apart. Do not use it where a constant
     background is data (the zero background around a head is part of its
     silhouette), and mind that an 8-bit photo's flat runs along its edge
     (saturated sky) are taken as fill too. Interpolation kernels blend the fill into a thin band of
@@ -395,14 +401,28 @@ def fill_mask(
     (True, False, 0.18)
     """
     values = np.asarray(image.array)
+    candidates = _corner_values(image) if value is None else [np.asarray(value, dtype=values.dtype)]
+    fill = _edge_fill(image, candidates, min_pixels=min_pixels)
+    if margin_px > 0 and fill.any():  # the outside of the image counts as fill: blending reaches the edge rows too
+        valid = ndimage.binary_erosion(~fill, structure=np.ones((3,) * image.ndim, bool), iterations=int(margin_px))
+        return valid
+    return ~fill
+
+
+def _corner_values(image: SpatialImage) -> list[np.ndarray]:
+    """The distinct values (pixels, or channel vectors) at the image's corners."""
+    values = np.asarray(image.array)
     spatial = values.shape[: image.ndim]
-    if value is None:
-        corner_index = [
-            tuple(0 if (k >> axis) & 1 == 0 else n - 1 for axis, n in enumerate(spatial)) for k in range(2**image.ndim)
-        ]
-        candidates = list({np.asarray(values[c]).tobytes(): np.asarray(values[c]) for c in corner_index}.values())
-    else:
-        candidates = [np.asarray(value, dtype=values.dtype)]
+    corner_index = [
+        tuple(0 if (k >> axis) & 1 == 0 else n - 1 for axis, n in enumerate(spatial)) for k in range(2**image.ndim)
+    ]
+    return list({np.asarray(values[c]).tobytes(): np.asarray(values[c]) for c in corner_index}.values())
+
+
+def _edge_fill(image: SpatialImage, candidates: Sequence[np.ndarray], *, min_pixels: int) -> np.ndarray:
+    """Pixels equal to one of ``candidates`` in a connected run of at least ``min_pixels`` that touches the edge."""
+    values = np.asarray(image.array)
+    spatial = values.shape[: image.ndim]
     edge = np.zeros(spatial, dtype=bool)
     for axis in range(image.ndim):
         index: list[Any] = [slice(None)] * image.ndim
@@ -420,7 +440,151 @@ def fill_mask(
         touching = touching[(touching > 0) & (sizes[touching] >= min_pixels)]
         if touching.size:
             fill |= np.isin(labels, touching)
-    if margin_px > 0 and fill.any():  # the outside of the image counts as fill: blending reaches the edge rows too
-        valid = ndimage.binary_erosion(~fill, structure=np.ones((3,) * image.ndim, bool), iterations=int(margin_px))
-        return valid
-    return ~fill
+    return fill
+
+
+def warp_fill_masks(
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    *,
+    transform: Any = None,
+    min_pixels: int = 64,
+    margin_px: int = 2,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Valid-pixel masks that leave out each image's warp fill: the constant border a resampling left, and only that.
+
+    Candidate fill is what :func:`fill_mask` finds (edge-connected
+    constant runs), restricted to corner values that are zero or the
+    image's minimum or maximum: what resampling libraries fill with (a flat
+    run of a mid-range value is content). Each image's *unshared* fill is
+    the part whose counterpart in the other image is not fill of the same
+    value; only its parts that reach the image's edge count (a warp fill is
+    where the warp looked outside its source).
+
+    With ``transform`` (fixed -> moving, e.g. a feature fit good to a pixel
+    or two), counterparts are found through it: a background both images
+    hold maps onto itself (within 2 pixels), and what is left unshared is
+    warp fill. Without it, counterparts are taken at the
+    same world position, and a background both images hold, moved, leaves
+    unshared crescents in both: an image's unshared fill is taken as warp
+    fill only when it is more than 1.5 times the other's (in world area).
+    Warp fill is left out grown by ``margin_px`` (interpolation blends the
+    fill into its neighbours). The engines that measure correlation (ECC,
+    the feature engine's ECC refinement) apply this automatically to 2D
+    pairs; call it yourself for other uses.
+
+    Parameters
+    ----------
+    fixed, moving : SpatialImage
+        Single-channel images, of any geometry.
+    transform : Transform, optional
+        Fixed -> moving map (ITK's convention) relating the two images.
+    min_pixels : int
+        Smallest edge-connected constant run that counts as fill.
+    margin_px : int
+        Pixels of blending around the fill to leave out as well.
+
+    Returns
+    -------
+    (ndarray of bool or None, ndarray of bool or None)
+        For the fixed and the moving image, True where to measure; None
+        when the image has no warp fill.
+
+    Examples
+    --------
+    >>> import cv2
+    >>> from skimage import data
+    >>> photo = data.camera()
+    >>> h = np.array([[1.02, 0.03, -9.0], [-0.02, 0.97, 11.0], [2e-5, 1e-5, 1.0]])  # fixed -> moving pixels
+    >>> warped = cv2.warpPerspective(photo, h, (512, 512))  # black wedges where it saw outside the photo
+    >>> fixed, moving = (SpatialImage(v, origin=(0, 0), spacing=(1, 1)) for v in (photo, warped))
+    >>> fixed_valid, moving_valid = warp_fill_masks(fixed, moving)
+    >>> fixed_valid, bool(moving_valid[256, 256]), bool(moving_valid[0, 0]), round(float(1 - moving_valid.mean()), 3)
+    (None, True, False, 0.05)
+    >>> from coregister.transforms import Homography
+    >>> _, through = warp_fill_masks(fixed, moving, transform=Homography(h))
+    >>> bool((through == moving_valid).mean() > 0.99)
+    True
+    >>> warp_fill_masks(moving, moving)  # a fill both images share is content
+    (None, None)
+    """
+    candidates = list({c.tobytes(): c for c in (*_fill_values(fixed), *_fill_values(moving))}.values())
+    fixed_fill = _edge_fill(fixed, candidates, min_pixels=min_pixels)
+    moving_fill = _edge_fill(moving, candidates, min_pixels=min_pixels)
+    if not (fixed_fill.any() or moving_fill.any()):
+        return None, None
+    inverse = None
+    if transform is not None:
+        try:
+            inverse = transform.inverse()
+        except (CoregisterError, np.linalg.LinAlgError) as exc:  # a B-spline has no closed-form inverse
+            logger.debug("warp fill: no inverse of %s (%s); comparing at the same world position", transform, exc)
+    structure = np.ones((3,) * fixed.ndim, bool)
+    # through an estimate off by a pixel or two, a shared edge leaves slivers: the counterpart fill is widened
+    tolerance = _SHARED_TOLERANCE_PX if inverse is not None else 0
+    fixed_own = fixed_fill & ~_pulled(moving_fill, moving, fixed, transform if inverse is not None else None, tolerance)
+    moving_own = moving_fill & ~_pulled(fixed_fill, fixed, moving, inverse, tolerance)
+    fixed_own = _touching_edge(fixed_own, min_pixels=min_pixels)
+    moving_own = _touching_edge(moving_own, min_pixels=min_pixels)
+    fixed_area = float(fixed_own.sum()) * float(np.prod(fixed.spacing))
+    moving_area = float(moving_own.sum()) * float(np.prod(moving.spacing))
+    out: list[np.ndarray | None] = []
+    for own, area, other_area in ((fixed_own, fixed_area, moving_area), (moving_own, moving_area, fixed_area)):
+        if int(own.sum()) < min_pixels or (inverse is None and area <= _WARP_FILL_RATIO * other_area):
+            out.append(None)
+            continue
+        if margin_px > 0:
+            own = ndimage.binary_dilation(own, structure=structure, iterations=int(margin_px))
+        logger.debug("warp fill: %d of %d pixels left out", int(own.sum()), own.size)
+        out.append(~own)
+    return out[0], out[1]
+
+
+#: Through a transform, fill within this many pixels of the other image's fill counts as shared.
+_SHARED_TOLERANCE_PX = 2
+#: Without a transform, an image's unshared fill is warp fill when it exceeds the other image's this many times.
+_WARP_FILL_RATIO = 1.5
+
+
+def _fill_values(image: SpatialImage) -> list[np.ndarray]:
+    """Corner values a resampling could have filled with: zero (every library's default) or the image's extremes.
+
+    A flat run of a mid-range value along the edge (a grey wall, the
+    saturated-but-not-maximal sky) is content, not fill.
+    """
+    values = np.asarray(image.array)
+    finite = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
+    if finite.size == 0:
+        return []
+    low, high = finite.min(), finite.max()
+    return [c for c in _corner_values(image) if np.all(c == 0) or np.all(c == low) or np.all(c == high)]
+
+
+def _touching_edge(mask: np.ndarray, *, min_pixels: int) -> np.ndarray:
+    """The connected parts of ``mask`` of at least ``min_pixels`` pixels that touch the array's edge."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    edge = np.ones(mask.shape, bool)
+    edge[(slice(1, -1),) * mask.ndim] = False
+    sizes = np.bincount(labels.ravel())
+    touching = np.unique(labels[edge & mask])
+    touching = touching[(touching > 0) & (sizes[touching] >= min_pixels)]
+    return np.isin(labels, touching)
+
+
+def _pulled(mask: np.ndarray, source: SpatialImage, grid: SpatialImage, transform: Any, widen_px: int = 0) -> np.ndarray:
+    """``mask`` (on ``source``'s grid, widened by ``widen_px`` pixels) at ``transform``'s images of ``grid``'s pixel
+    centres (identity: the same world position), nearest neighbour; False outside ``source``."""
+    if not mask.any():
+        return np.zeros(grid.shape, bool)
+    if widen_px > 0:
+        mask = ndimage.binary_dilation(mask, structure=np.ones((3,) * mask.ndim, bool), iterations=int(widen_px))
+    if transform is None and source.same_geometry(grid):
+        return mask
+    from coregister.resample import apply
+    from coregister.transforms import Translation
+
+    image = SpatialImage(mask.astype(np.uint8), origin=source.origin, spacing=source.spacing, direction=source.direction)
+    through = transform if transform is not None else Translation(np.zeros(grid.ndim))
+    return np.asarray(apply(through, image, reference=grid, interpolation="nearest").array) > 0

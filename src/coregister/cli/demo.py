@@ -142,6 +142,9 @@ def photo_truth(shape: tuple[int, int]) -> np.ndarray:
 
 #: A quarter of the moving image's 4 mm voxel (SPM12 resampled the moved T1 onto a 4 mm grid).
 T1_TOLERANCE_MM = 1.0
+#: Issue 4's bar for homographies (features + ECC refinement), reached without a mask: the warp's black
+#: border is left out automatically (coregister.preprocess.warp_fill_masks).
+PHOTO_TOLERANCE_PX = 0.1
 GEO_SHIFT_PX = (0.37, 0.62)  #: target content displaced by (columns east, rows south), in pixels
 
 
@@ -218,7 +221,8 @@ def _photo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     expected = cv2.perspectiveTransform(corners[None].astype(np.float64), truth)[0]
     error = float(np.linalg.norm(estimate - expected, axis=1).mean())
     return CaseOutcome(
-        "photo-homography", "astronaut vs known homography warp", result.engine, result.time_s, error, "px", 0.5,
+        "photo-homography", "astronaut vs known homography warp", result.engine, result.time_s, error, "px",
+        PHOTO_TOLERANCE_PX,
         False, folder, tuple(files), note="mean corner error",
     )
 

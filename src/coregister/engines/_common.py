@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+from coregister.config import RegistrationConfig
 from coregister.errors import GeometryError
 from coregister.image import SpatialImage
-from coregister.preprocess import luminance_if_colour
+from coregister.preprocess import luminance_if_colour, warp_fill_masks
+from coregister.transforms import Transform
 
-__all__ = ["grey_pair", "is_conformal", "valid_pixels", "world_centre", "world_from_pixel"]
+__all__ = [
+    "EXCLUDE_WARP_FILL",
+    "grey_pair",
+    "is_conformal",
+    "valid_pair",
+    "valid_pixels",
+    "world_centre",
+    "world_from_pixel",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Stage ``extra`` key: ``False`` keeps a 2D pair's warp fill in the correlation (default True: left out).
+EXCLUDE_WARP_FILL = "exclude_warp_fill"
 
 
 def world_centre(image: SpatialImage) -> np.ndarray:
@@ -43,6 +60,51 @@ def valid_pixels(image: SpatialImage, mask: np.ndarray | None, name: str = "mask
     if mask.shape != image.shape:
         raise GeometryError(f"{name} of shape {mask.shape} does not match the image's spatial shape {image.shape}")
     return valid & mask
+
+
+def valid_pair(
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    fixed_mask: np.ndarray | None,
+    moving_mask: np.ndarray | None,
+    config: RegistrationConfig,
+    *,
+    transform: Transform | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images' valid pixels (:func:`valid_pixels`), less each 2D image's warp fill the other does not share.
+
+    A warped photo's constant border pulls correlation-based engines off by
+    tenths of a pixel (:func:`coregister.preprocess.warp_fill_masks`): the
+    ECC engines and the feature engine leave it out of 2D pairs unless a
+    stage sets ``(EXCLUDE_WARP_FILL, False)`` in its ``extra``. Give
+    ``transform`` (fixed -> moving) when an estimate is at hand: fill is
+    then told from a shared background through it, not by position. Volumes
+    are not searched (their backgrounds are shared, and the search costs a
+    labelling of every voxel).
+
+    Examples
+    --------
+    >>> import cv2
+    >>> from skimage import data
+    >>> photo = SpatialImage(data.camera(), origin=(0, 0), spacing=(1, 1))
+    >>> turned = photo.replace(array=cv2.warpAffine(data.camera(), cv2.getRotationMatrix2D((256, 256), 10, 1), (512, 512)))
+    >>> fixed_valid, moving_valid = valid_pair(photo, turned, None, None, RegistrationConfig())
+    >>> bool(moving_valid[0, 0]), bool(moving_valid[256, 256])  # the black corner is left out, the middle kept
+    (False, True)
+    """
+    fixed_valid = valid_pixels(fixed, fixed_mask, "fixed_mask")
+    moving_valid = valid_pixels(moving, moving_mask, "moving_mask")
+    wanted = all(dict(stage.extra).get(EXCLUDE_WARP_FILL, True) for stage in config.stages)
+    if fixed.ndim != 2 or moving.ndim != 2 or fixed.has_channels or moving.has_channels or not wanted:
+        return fixed_valid, moving_valid
+    fixed_fill, moving_fill = warp_fill_masks(fixed, moving, transform=transform)
+    if fixed_fill is not None:
+        logger.info("fixed image: %d warp-fill pixels left out", int((~fixed_fill & fixed_valid).sum()))
+        fixed_valid = fixed_valid & fixed_fill
+    if moving_fill is not None:
+        logger.info("moving image: %d warp-fill pixels left out", int((~moving_fill & moving_valid).sum()))
+        moving_valid = moving_valid & moving_fill
+    return fixed_valid, moving_valid
 
 
 def is_conformal(image: SpatialImage) -> bool:

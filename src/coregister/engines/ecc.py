@@ -46,7 +46,7 @@ from coregister.config import (
     Stage,
     TransformModel,
 )
-from coregister.engines._common import grey_pair, valid_pixels, world_centre
+from coregister.engines._common import EXCLUDE_WARP_FILL, grey_pair, valid_pair, world_centre
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
@@ -609,8 +609,7 @@ def _solve_level(
 
 
 # -------------------------------------------------------------- interface
-def _valid(image: SpatialImage, extra: np.ndarray | None, name: str) -> np.ndarray | None:
-    valid = valid_pixels(image, extra, name)
+def _valid(valid: np.ndarray, name: str) -> np.ndarray | None:
     if not valid.any():
         raise ConfigError(f"the {name.replace('_', ' ')} (with the image's own mask/nodata) selects no pixel")
     return None if bool(valid.all()) else valid
@@ -708,9 +707,56 @@ def ecc_register(
     [3.6, -2.3]
     """
     with single_threaded_blas():
-        return _ecc_register(
+        out = _ecc_register(
             fixed, moving, config, initial=initial, fixed_mask=fixed_mask, moving_mask=moving_mask, progress=progress
         )
+        return _refit_without_warp_fill(out, fixed, moving, config, fixed_mask, moving_mask, progress)
+
+
+def _refit_without_warp_fill(
+    first: EngineOutput,
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    config: RegistrationConfig | None,
+    fixed_mask: np.ndarray | None,
+    moving_mask: np.ndarray | None,
+    progress: ProgressCallback | None,
+) -> EngineOutput:
+    """Second look at a 2D pair's warp fill, through the transform just found.
+
+    The first run told warp fill from a shared background by position
+    (:func:`coregister.engines._common.valid_pair`); through the answer the
+    two are told apart exactly. Where that changes the masks (a background
+    moved with the subject, a photo's own dark region), the finest levels
+    are run again from the answer with the corrected masks.
+    """
+    config = config or RegistrationConfig(stages=(Stage(model=TransformModel.AFFINE),))
+    if fixed.ndim != 2 or first.extras.get("failed") or not config.stages:
+        return first
+    grey_fixed, grey_moving, _ = grey_pair(fixed, moving)
+    by_position = valid_pair(grey_fixed, grey_moving, fixed_mask, moving_mask, config)
+    through = valid_pair(grey_fixed, grey_moving, fixed_mask, moving_mask, config, transform=first.transform)
+    if all(np.array_equal(a, b) for a, b in zip(by_position, through, strict=True)):
+        return first
+    last = config.stages[-1]
+    factors, sigmas = default_pyramid(fixed.shape, fixed.spacing, min_size=128, max_levels=2)
+    stage = Stage(
+        model=last.model, shrink_factors=factors, smoothing_sigmas_mm=sigmas, iterations=last.iterations,
+        extra=(*((k, v) for k, v in last.extra if k == "max_samples"), (EXCLUDE_WARP_FILL, False)),
+    )
+    logger.info("ECC: warp-fill masks corrected through the first answer; finest levels run again")
+    second = _ecc_register(
+        fixed, moving, config.replace(stages=(stage,), rotation_search=False), initial=first.transform,
+        fixed_mask=through[0], moving_mask=through[1], progress=progress,
+    )
+    if second.extras.get("failed"):
+        return first
+    extras = {**second.extras, "optimisation_time_s": first.extras.get("optimisation_time_s", 0.0)
+              + second.extras.get("optimisation_time_s", 0.0)}
+    return dataclasses.replace(
+        second, history=first.history + second.history, warnings=tuple(dict.fromkeys(first.warnings + second.warnings)),
+        extras=extras,
+    )
 
 
 def _ecc_register(
@@ -729,8 +775,9 @@ def _ecc_register(
             f"fixed image is {fixed.ndim}D and moving image is {moving.ndim}D; register images of the same dimension"
         )
     fixed, moving, warnings = grey_pair(fixed, moving)
-    fixed_valid = _valid(fixed, fixed_mask, "fixed_mask")
-    moving_valid = _valid(moving, moving_mask, "moving_mask")
+    fixed_all, moving_all = valid_pair(fixed, moving, fixed_mask, moving_mask, config)
+    fixed_valid = _valid(fixed_all, "fixed_mask")
+    moving_valid = _valid(moving_all, "moving_mask")
     d = fixed.ndim
     rng = np.random.default_rng(config.seed)
 

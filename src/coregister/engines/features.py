@@ -17,7 +17,10 @@ viewpoints, where intensity methods have no capture range:
 4. optionally (default) refine the estimate with the ECC engine
    (:func:`coregister.engines.ecc.ecc_register`) started from it, which takes
    the answer from keypoint precision (0.1-1 px) to intensity precision
-   (~0.01 px).
+   (~0.01 px). A warped image's constant border would pull it off by tenths
+   of a pixel: it is found through the feature fit and left out
+   (:func:`coregister.preprocess.warp_fill_masks`; a background both images
+   share is kept).
 
 Keypoints live on pixel grids; the fit is taken to world coordinates as
 ``P = W_moving . H . W_fixed^-1``, so the transform maps fixed-space points
@@ -35,7 +38,15 @@ import cv2
 import numpy as np
 
 from coregister.config import ProgressCallback, RegistrationConfig, Stage, TransformModel
-from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
+from coregister.engines._common import (
+    EXCLUDE_WARP_FILL,
+    grey_pair,
+    is_conformal,
+    valid_pair,
+    valid_pixels,
+    world_centre,
+    world_from_pixel,
+)
 from coregister.engines.base import EngineOutput
 from coregister.engines.ecc import _project, default_pyramid, ecc_register, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
@@ -372,6 +383,9 @@ class FeatureEngine:
         transform: Transform = feature_transform
         hit_cap = False
         if refine:
+            # ECC is pulled by a warped image's constant border: left out, told from a shared background
+            # through the feature fit
+            fixed_valid, moving_valid = valid_pair(fixed, moving, fixed_mask, moving_mask, config, transform=feature_transform)
             transform, refined, ecc_out = _refine(fixed, moving, feature_transform, model, stage, config, fixed_mask=fixed_valid,
                                                   moving_mask=moving_valid, progress=progress)
             if ecc_out is not None:
@@ -413,7 +427,8 @@ def _refine(
         shrink_factors=tuple(factors),
         smoothing_sigmas_mm=None if stage.shrink_factors is None else stage.smoothing_sigmas_mm,
         iterations=stage.iterations,
-        extra=tuple((k, v) for k, v in stage.extra if k == "max_samples"),
+        # the masks given already leave out the warp fill
+        extra=(*((k, v) for k, v in stage.extra if k == "max_samples"), (EXCLUDE_WARP_FILL, False)),
     )
     try:
         out = ecc_register(

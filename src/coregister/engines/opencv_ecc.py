@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
-from coregister.engines._common import grey_pair, is_conformal, valid_pixels, world_centre, world_from_pixel
+from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput
 from coregister.engines.ecc import _initial_matrix, _project, default_pyramid, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError
@@ -109,8 +109,7 @@ class OpenCvEccEngine:
                 f"OpenCV's ECC is 2D; these images are {fixed.ndim}D and {moving.ndim}D (use engine 'ecc' for volumes)"
             )
         fixed, moving, warnings = grey_pair(fixed, moving)
-        fixed_valid = valid_pixels(fixed, fixed_mask, "fixed_mask")
-        moving_valid = valid_pixels(moving, moving_mask, "moving_mask")
+        fixed_valid, moving_valid = valid_pair(fixed, moving, fixed_mask, moving_mask, config)
         centre = world_centre(fixed)
 
         world = _initial_matrix(initial, 2)
