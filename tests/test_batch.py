@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 import coregister as cr
 from coregister.batch import PairJob, PairStatus, read_pairs, run_batch, run_pair
 from coregister.cli import main
-from coregister.errors import ConfigError
+from coregister.errors import ConfigError, CoregisterError, MissingDependencyError
 
 BRAINWEB = "medical/itk_brainweb_2d"
 
@@ -136,3 +137,19 @@ def test_cli_batch_exit_codes_and_json(data, tmp_path: Path, capsys: pytest.Capt
     assert main(["batch", str(bad), "-o", str(tmp_path / "b"), "--workers", "1", "--threaded"]) == 1
     err = capsys.readouterr().err
     assert "1 of 1 pairs could not be registered" in err and (tmp_path / "b" / "summary.csv").is_file()
+
+
+def test_without_distributed_batch_says_which_extra_to_install(
+    data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine without dask.distributed: the library raises a CoregisterError, the command prints one line."""
+    for name in ("distributed", "dask.distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import dask.distributed` now raises ImportError
+    pairs = _pairs_file(tmp_path, data, [f"{FIXED},{SHIFTED},shift,translation,ncc"])
+    with pytest.raises(MissingDependencyError, match=r"pip install 'coregister\[dist\]'") as caught:
+        run_batch(pairs, tmp_path / "lib")
+    assert isinstance(caught.value, CoregisterError) and isinstance(caught.value, ImportError)
+    capsys.readouterr()
+    assert main(["batch", str(pairs), "-o", str(tmp_path / "cli")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("coregister: error:") and "coregister[dist]" in lines[0], lines

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coregister.errors import ConfigError, CoregisterError, UnreadableInputError
+from coregister.errors import ConfigError, CoregisterError, MissingDependencyError, UnreadableInputError
 
 __all__ = ["BatchSummary", "PairJob", "PairOutcome", "PairStatus", "quiet_dask_logging", "read_pairs", "run_batch", "run_pair"]
 
@@ -122,6 +122,18 @@ class BatchSummary:
         }
 
 
+def _distributed() -> Any:
+    """``dask.distributed``, or a :class:`~coregister.errors.MissingDependencyError` that says how to install it."""
+    try:
+        import dask.distributed
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"batch registration runs on dask.distributed, which is not installed ({exc}); "
+            "install it with: pip install 'coregister[dist]'"
+        ) from exc
+    return dask.distributed
+
+
 def quiet_dask_logging(level: int = logging.WARNING) -> None:
     """Raise dask's loggers to ``level``: its scheduler and workers log every start and stop at INFO.
 
@@ -129,7 +141,7 @@ def quiet_dask_logging(level: int = logging.WARNING) -> None:
     logging). Dask sets its loggers' levels when it is imported, so this
     imports it first.
     """
-    import distributed  # noqa: F401 - creates the loggers whose levels are set below
+    _distributed()  # creates the loggers whose levels are set below
 
     for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "dask")]:
         logger_ = logging.getLogger(name)
@@ -310,8 +322,14 @@ def run_batch(
     Returns
     -------
     BatchSummary
+
+    Raises
+    ------
+    MissingDependencyError
+        ``dask.distributed`` is not installed (``pip install 'coregister[dist]'``).
     """
-    from dask.distributed import Client, LocalCluster, as_completed
+    distributed = _distributed()
+    Client, LocalCluster, as_completed = distributed.Client, distributed.LocalCluster, distributed.as_completed
 
     jobs = read_pairs(pairs) if isinstance(pairs, str | os.PathLike) else list(pairs)
     if not jobs:

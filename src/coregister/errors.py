@@ -16,6 +16,7 @@ __all__ = [
     "DataNotFoundError",
     "GeometryError",
     "GeometryWarning",
+    "MissingDependencyError",
     "NonUniformSpacingError",
     "OutputExistsError",
     "QualityWarning",
@@ -55,6 +56,10 @@ class NonUniformSpacingError(GeometryError):
 
 class OutputExistsError(CoregisterError, FileExistsError):
     """Writing would overwrite an input or an existing output the user did not give up."""
+
+
+class MissingDependencyError(CoregisterError, ImportError):
+    """An optional dependency a feature needs is not installed (the message names the extra to install)."""
 
 
 class RegistrationFailed(CoregisterError, RuntimeError):
