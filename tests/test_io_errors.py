@@ -27,6 +27,7 @@ from coregister.errors import (
     OutputExistsError,
     UnreadableInputError,
     UnsupportedFormatError,
+    UnwritableOutputError,
 )
 
 Maker = Callable[[Callable[[str], Path], Path], Path]
@@ -229,3 +230,82 @@ def test_refuse_overwriting_input_lets_other_outputs_through(tmp_path: Path, cas
         "unreadable_folder": (Path("/proc/1/root/x.png"), source),  # stat() fails with PermissionError
     }[case]
     assert refuse_overwriting_input(output, given, fix="choose another path") is None
+
+
+# ------------------------------------------------------------ unwritable outputs
+UNWRITABLE = Path("/proc/coregister-out")  # exists on every Linux; refuses new files even to root
+BRAINWEB = "medical/itk_brainweb_2d"
+
+
+def test_writing_where_the_file_system_refuses_names_the_target(data: Callable[[str], Path]) -> None:
+    image = cr.read(data("medical/itk_ratlung_2d/RatLungSlice1.mha"))
+    with pytest.raises(UnwritableOutputError, match=r"cannot write to '/proc/out.nii.gz' \(.*\); choose another") as caught:
+        cr.write(image, "/proc/out.nii.gz")
+    assert ".part" not in str(caught.value) and isinstance(caught.value, OSError)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("file_in_missing_folder", r"its folder '.*no-such' does not exist\); create it or choose"),
+        ("file_is_a_folder", "it is a folder; give a file path"),
+        ("folder_is_a_file", "it exists and is not a folder"),
+        ("folder_without_parent", r"its folder '.*no-such' does not exist\)"),
+        ("proc_file", r"\(the file system there accepts no new files\)"),
+        ("proc_folder", r"\(the file system there accepts no new files\)"),
+    ],
+)
+def test_check_writable_refuses_early_and_says_why(tmp_path: Path, case: str, message: str) -> None:
+    from coregister.io._atomic import check_writable
+
+    (tmp_path / "a_file").write_text("x")
+    call = {
+        "file_in_missing_folder": lambda: check_writable(tmp_path / "no-such" / "out.tif"),
+        "file_is_a_folder": lambda: check_writable(tmp_path),
+        "folder_is_a_file": lambda: check_writable(tmp_path / "a_file", folder=True),
+        "folder_without_parent": lambda: check_writable(tmp_path / "no-such" / "out", folder=True),
+        "proc_file": lambda: check_writable(UNWRITABLE.parent / "x.tif"),
+        "proc_folder": lambda: check_writable(UNWRITABLE, folder=True, parents=True),
+    }[case]
+    with pytest.raises(UnwritableOutputError, match=message):
+        call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no probe left behind
+
+
+def test_check_writable_accepts_new_folders_under_a_writable_one(tmp_path: Path) -> None:
+    from coregister.io._atomic import check_writable
+
+    deep = tmp_path / "a" / "b" / "c"
+    assert check_writable(deep, folder=True, parents=True) == deep
+    assert check_writable(tmp_path / "new", folder=True) == tmp_path / "new"
+    assert list(tmp_path.iterdir()) == []  # the check creates nothing
+
+
+@pytest.mark.parametrize("command", ["register", "apply", "geo-coreg", "geo-change", "geo-georef", "batch", "demo",
+                                     "data-fetch"])
+def test_commands_refuse_an_unwritable_output_before_any_work(
+    data: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Every command that writes checks its output location first: one line naming the path the user gave and the
+    fix, never a hidden temporary file; the inputs here do not even exist, so no work could have started."""
+    missing = str(tmp_path / "missing.tif")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"fixed,moving\n{missing},{missing}\n")
+    args = {
+        "register": ["register", missing, missing, "-o", str(UNWRITABLE)],
+        "apply": ["apply", missing, missing, "--reference", missing, "-o", str(UNWRITABLE.parent / "out.png")],
+        "geo-coreg": ["geo", "coreg", missing, missing, "-o", str(UNWRITABLE.parent / "out.tif")],
+        "geo-change": ["geo", "change", missing, missing, "-o", str(UNWRITABLE.parent / "out.tif")],
+        "geo-georef": ["geo", "georef", missing, "--gcps", missing, "--crs", "EPSG:32633", "-o",
+                       str(UNWRITABLE.parent / "out.tif")],
+        "batch": ["batch", str(pairs), "-o", str(UNWRITABLE)],
+        "demo": ["demo", "-o", str(UNWRITABLE)],
+        "data-fetch": ["data", "fetch", "nibabel_anat_func", "--dest", str(UNWRITABLE)],
+    }[command]
+    capsys.readouterr()
+    assert main(args) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"coregister: error: cannot write to '{UNWRITABLE.parent}/") and "choose another" in lines[0]
+    assert "accepts no new files" in lines[0]
+    assert ".part" not in lines[0] and "probe" not in lines[0]

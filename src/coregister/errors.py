@@ -23,6 +23,7 @@ __all__ = [
     "RegistrationFailed",
     "UnreadableInputError",
     "UnsupportedFormatError",
+    "UnwritableOutputError",
 ]
 
 
@@ -60,6 +61,10 @@ class OutputExistsError(CoregisterError, FileExistsError):
 
 class MissingDependencyError(CoregisterError, ImportError):
     """An optional dependency a feature needs is not installed (the message names the extra to install)."""
+
+
+class UnwritableOutputError(CoregisterError, OSError):
+    """An output path cannot be written (read-only or special file system, no permission, a folder in the way)."""
 
 
 class RegistrationFailed(CoregisterError, RuntimeError):

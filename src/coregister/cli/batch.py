@@ -68,6 +68,9 @@ def batch(
     from coregister.batch import PairStatus, quiet_dask_logging, read_pairs, run_batch
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import file_progress
+    from coregister.io._atomic import check_writable
+
+    check_writable(output, folder=True, parents=True, fix="choose another -o folder")
 
     if (root_setting("verbose", ctx) or 0) < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
         quiet_dask_logging()

@@ -112,6 +112,10 @@ def data_fetch(ctx: click.Context, name: str, dest: Path | None, files: tuple[st
 
     from coregister import data as datasets
     from coregister.cli._progress import file_progress
+    from coregister.io._atomic import check_writable
+
+    check_writable(datasets.default_cache() if dest is None else dest, folder=True, parents=True,
+                   fix="choose another --dest (or set COREGISTER_DATA)")
 
     if not root_setting("verbose", ctx):  # pooch logs every download at INFO through its own handler; ours does with -v
         pooch.get_logger().setLevel(logging.WARNING)

@@ -346,7 +346,9 @@ def demo(ctx: click.Context, output: Path, cases: tuple[str, ...], no_report: bo
     """
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import registration_progress
+    from coregister.io._atomic import check_writable
 
+    check_writable(output, folder=True, parents=True, fix="choose another -o folder")
     start = time.perf_counter()
     outcomes = run_demo(
         output, cases=cases or None, report=not no_report, progress_factory=lambda case: registration_progress(ctx)

@@ -145,8 +145,11 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     """
     from coregister.cli._progress import registration_progress
     from coregister.geo import coregister
+    from coregister.io._atomic import check_writable
 
     report = options.pop("report")
+    if options.get("tie_points") is not None:
+        check_writable(options["tie_points"], fix="choose another --tie-points path")
     with registration_progress(ctx) as progress:
         result = coregister(reference, target, output=output, progress=progress, **options)
     if report:

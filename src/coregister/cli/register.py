@@ -31,7 +31,7 @@ from coregister.cli._options import interpolation_option, registration_options, 
 from coregister.cli._output import echo_json, echo_warning, json_option, print_table
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
-from coregister.io._atomic import refuse_overwriting_input
+from coregister.io._atomic import check_writable, refuse_overwriting_input
 from coregister.outputs import (
     for_writing,
     refuse_overwriting_inputs,
@@ -153,6 +153,7 @@ def register(
     Exit code 3: the registration ran but failed its quality check (the
     outputs are written all the same).
     """
+    check_writable(outdir, folder=True, fix="choose another -o folder")
     fixed_image = _read(fixed, "fixed image")
     moving_image = _read(moving, "moving image")
     if fixed_image.ndim != moving_image.ndim:
@@ -235,6 +236,7 @@ def apply_command(
     from coregister.resample import apply
     from coregister.transforms import read_transform
 
+    check_writable(output, fix="choose another -o path")
     value = read_transform(transform)
     moving_image = _read(moving, "moving image")
     reference_image = _read(reference, "reference image")

@@ -29,7 +29,7 @@ from coregister.geo.result import GeoResult, WindowMatch
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
-from coregister.io._atomic import refuse_overwriting_input
+from coregister.io._atomic import check_writable, refuse_overwriting_input
 from coregister.transforms import LinearTransform, Translation
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Pat
         refuse_overwriting_input(path, source, fix="write the output to another path")
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"the output {str(path)!r} must be a GeoTIFF (.tif)")
-    return path
+    return check_writable(path, fix="choose another output path")
 
 
 def _is_categorical(target: GeoRaster) -> bool:
