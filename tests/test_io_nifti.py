@@ -232,3 +232,45 @@ def test_spatial_units_become_millimetres_as_in_itk(
     written = nib.load(cr.write(image, tmp_path / "copy.nii"))  # the file's own unit is written back
     assert written.header.get_xyzt_units()[0] == unit
     np.testing.assert_allclose(written.affine, affine, rtol=1e-7, atol=1e-9)
+
+
+# ------------------------------------------------------------ files without an extension
+def _nifti2_copy(data: Callable[[str], Path], folder: Path) -> Path:
+    source = nib.load(data(ANATOMICAL))
+    path = folder / "anat2.nii"
+    nib.save(nib.Nifti2Image(np.asanyarray(source.dataobj), source.affine, nib.Nifti2Header.from_header(source.header)),
+             path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anatomical.nii", "mni.nii.gz", "nifti2.nii"])
+def test_nifti_without_an_extension_reads_like_the_named_file(
+    data: Callable[[str], Path], tmp_path: Path, name: str
+) -> None:
+    """Detection knows an extension-less NIfTI by its magic (gzipped or not); nibabel picks its reader by name,
+    so the bytes are read directly: same array, geometry and header fields as the named file."""
+    named = {
+        "anatomical.nii": lambda: data(ANATOMICAL),
+        "mni.nii.gz": lambda: data("medical/antspy/mni.nii.gz"),
+        "nifti2.nii": lambda: _nifti2_copy(data, tmp_path),
+    }[name]()
+    bare = tmp_path / "scan"
+    bare.write_bytes(named.read_bytes())
+    assert cr.io.detect_format(bare) == "nifti"
+    expected, got = cr.read(named), cr.read(bare)
+    assert got.array.dtype == expected.array.dtype
+    np.testing.assert_array_equal(got.array, expected.array)
+    assert got.same_geometry(expected, atol=1e-6)
+    assert {k: v for k, v in got.meta.items() if k != "source_path"} == {
+        k: v for k, v in expected.meta.items() if k != "source_path"
+    }
+    assert got.meta["source_path"] == str(bare)
+
+
+def test_truncated_nifti_without_an_extension_is_unreadable(data: Callable[[str], Path], tmp_path: Path) -> None:
+    from coregister.errors import UnreadableInputError
+
+    bare = tmp_path / "scan"
+    bare.write_bytes(data("medical/antspy/mni.nii.gz").read_bytes()[:20000])
+    with pytest.raises(UnreadableInputError, match="not a readable NIfTI file"):
+        cr.read(bare)

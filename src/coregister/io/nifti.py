@@ -17,6 +17,7 @@ reader agrees on our outputs.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -198,6 +199,27 @@ def _geometry_2d(lps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] |
     return geometry_from_affine(affine)
 
 
+_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _load_unnamed(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A NIfTI file whose name has no ``.nii``/``.nii.gz`` (nibabel picks its reader by name): from its bytes.
+
+    Gzip is recognised by its magic number; NIfTI-2 by its header size (540,
+    against NIfTI-1's 348, in either byte order). The whole file is read
+    into memory.
+    """
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    sizeof_hdr = {int.from_bytes(data[:4], order) for order in ("little", "big")}  # type: ignore[arg-type]
+    if 540 in sizeof_hdr:
+        return nib.Nifti2Image.from_bytes(data)
+    if 348 in sizeof_hdr and data[344:348] == b"ni1\x00":
+        raise ImageFileError("a NIfTI-1 header of a .hdr/.img pair: the voxels are in another file; rename it .hdr")
+    return nib.Nifti1Image.from_bytes(data)
+
+
 def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affine_source: str = "auto") -> SpatialImage:
     """Read a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) into a :class:`~coregister.SpatialImage`.
 
@@ -257,7 +279,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     if not path.is_file():
         raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
     try:
-        image = nib.load(path)
+        image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableInputError(
             f"{str(path)!r} is not a readable NIfTI file ({one_line(exc)}); check that it is complete"
