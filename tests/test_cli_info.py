@@ -219,3 +219,41 @@ def test_dicom_ls_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["dicom", "ls", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
+
+
+# ------------------------------------------------------------ C libraries and the one-line rule
+def _console(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script in a fresh process: capsys cannot see what C code writes to fd 2."""
+    script = Path(sys.executable).parent / "coregister"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_libpng_warnings_stay_off_stderr(data: Callable[[str], Path]) -> None:
+    """This PNG carries an sCAL chunk libpng rejects ('libpng warning: sCAL: invalid unit'): not the user's problem."""
+    run = _console("info", "--json", str(data("medical/itk_brainweb_2d/BrainProtonDensitySliceBSplined10.png")))
+    assert run.returncode == 0 and run.stderr == ""
+    assert json.loads(run.stdout)["format"] == "png"
+
+
+def test_truncated_png_is_one_line_without_opencv_warnings(data: Callable[[str], Path], tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(data("medical/itk_brainweb_2d/BrainProtonDensitySliceBorder20.png").read_bytes()[:3000])
+    run = _console("info", str(truncated))
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("coregister: error: cannot decode"), lines
+
+
+def test_captured_stderr_logs_what_c_code_writes(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    import ctypes
+    import ctypes.util
+    import logging
+
+    from coregister._opencv import captured_stderr
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    with caplog.at_level(logging.DEBUG, logger="coregister._opencv"), captured_stderr("a C call"):
+        libc.write(2, b"chatter from C\n", 15)
+    libc.write(2, b"after\n", 6)  # fd 2 is back
+    assert capfd.readouterr().err == "after\n"
+    assert any("a C call wrote to stderr: chatter from C" in r.getMessage() for r in caplog.records)

@@ -28,12 +28,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 from skimage import exposure
 
+from coregister._opencv import cv2
 from coregister.errors import ConfigError, CoregisterError
 from coregister.image import SpatialImage
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import cv2
 import numpy as np
 import SimpleITK as sitk
 
+from coregister._opencv import cv2
 from coregister.config import Interpolation
 from coregister.errors import GeometryError
 from coregister.image import SpatialImage

@@ -132,7 +132,7 @@ def photo_truth(shape: tuple[int, int]) -> np.ndarray:
 
     Corners move by 2-6 % of the image size along each axis, in fixed directions (deterministic).
     """
-    import cv2
+    from coregister._opencv import cv2
 
     h, w = shape
     corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=np.float32)
@@ -199,10 +199,10 @@ def _t1_case(name: str, out: Path, *, metric: str | None, remap: bool, progress:
 
 
 def _photo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
-    import cv2
     from skimage import data as skdata
 
     import coregister as cr
+    from coregister._opencv import cv2
     from coregister.image import SpatialImage
 
     folder = out / "photo-homography"

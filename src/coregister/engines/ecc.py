@@ -34,11 +34,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 from scipy import ndimage
 from threadpoolctl import ThreadpoolController
 
+from coregister._opencv import cv2
 from coregister.config import (
     Initialisation,
     ProgressCallback,

@@ -34,9 +34,9 @@ import logging
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 
+from coregister._opencv import cv2
 from coregister.config import ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import (
     EXCLUDE_WARP_FILL,

@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import time
 
-import cv2
 import numpy as np
 
+from coregister._opencv import cv2
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_centre, world_from_pixel
 from coregister.engines.base import EngineOutput

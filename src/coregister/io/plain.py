@@ -31,9 +31,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from coregister._opencv import captured_stderr, cv2
 from coregister.errors import GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._atomic import atomic_path
@@ -129,7 +129,8 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
     if encoded.size == 0:
         raise UnreadableInputError(f"{str(path)!r} is empty (0 bytes); the file was not written completely")
     # IMREAD_UNCHANGED keeps 16 bits and alpha, and does not rotate by EXIF orientation.
-    pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    with captured_stderr(f"decoding {path}"):  # libpng warns on stderr about chunks it skips ("sCAL: invalid unit")
+        pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise UnreadableInputError(
             f"cannot decode {str(path)!r} as PNG/JPEG/BMP: the file is truncated, corrupt or of another format"
