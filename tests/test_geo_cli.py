@@ -70,3 +70,23 @@ def test_errors_are_one_line(tmp_path: Path, args: list[str], message: str, caps
 def test_refuses_to_overwrite_the_target(pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["geo", "coreg", *pair, "-o", pair[1]]) == 1
     assert "overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["reference", "target"])
+@pytest.mark.parametrize("command", ["coreg", "change"])
+def test_an_image_without_georeferencing_is_one_line_without_rasterio_warnings(
+    tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str], role: str, command: str
+) -> None:
+    """A PNG has no geotransform: rasterio warns (NotGeoreferencedWarning) when it is opened; the geo workflows
+    open rasters through the same opener as the readers, which keeps that warning in, and say it in one line.
+    (With ``filterwarnings = error`` an escaped warning would fail this test as an exception.)"""
+    import warnings
+
+    photo = str(require_data("medical/itk_brainweb_2d/BrainT1SliceBorder20.png"))
+    inputs = [photo, pair[1]] if role == "reference" else [pair[0], photo]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["geo", command, *inputs, "-o", str(tmp_path / "x.tif")]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"the {role} raster" in lines[0] and "has no CRS" in lines[0], lines
+    assert not (tmp_path / "x.tif").exists()

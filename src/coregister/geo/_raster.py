@@ -281,11 +281,9 @@ def open_raster(
             path = Path(source)
             if not path.exists():
                 raise UnreadableInputError(f"{role} raster {str(path)!r} does not exist; check the path")
-            try:
-                dataset = stack.enter_context(rasterio.open(path))
-            except rasterio.errors.RasterioIOError as exc:
-                raise UnreadableInputError(f"GDAL cannot read the {role} raster {str(path)!r}: {exc}") from exc
-            from coregister.io.raster import read_raster
+            from coregister.io.raster import open_dataset, read_raster
+
+            dataset = stack.enter_context(open_dataset(path, what=f"{role} raster"))
 
             meta = dict(read_raster(path, window=((0, 1), (0, 1)), masked=False).meta)
             name = str(path)

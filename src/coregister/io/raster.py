@@ -72,7 +72,7 @@ from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError
 from coregister.image import SpatialImage
 from coregister.io._atomic import atomic_path
 
-__all__ = ["raster_profile", "raster_writer", "read_raster", "write_raster"]
+__all__ = ["open_dataset", "raster_profile", "raster_writer", "read_raster", "write_raster"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,48 @@ def _gdal_env() -> Iterator[None]:
     with warnings.catch_warnings(), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         yield
+
+
+@contextlib.contextmanager
+def open_dataset(path: str | os.PathLike[str], *, what: str = "raster") -> Iterator[Any]:
+    """``rasterio.open(path)`` as coregister opens every raster: the one opener for readers and workflows.
+
+    Inside the block our GDAL settings hold and rasterio's
+    ``NotGeoreferencedWarning`` is silenced (rasterio issues it on opening
+    and again on reading ``transform``; whether a raster is georeferenced is
+    decided by the caller, which says so in its own words). A file GDAL
+    cannot open raises :class:`~coregister.errors.UnreadableInputError`
+    naming ``what`` and the path.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, warnings
+    >>> import numpy as np
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "plain.tif"
+    >>> with open_dataset(path.parent / "missing.tif", what="reference raster") as ds:
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    coregister.errors.UnreadableInputError: GDAL cannot read the reference raster '...missing.tif' (...)...
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=1, dtype="uint8") as out:
+    ...         out.write(np.zeros((1, 2, 2), np.uint8))
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")  # a NotGeoreferencedWarning would raise here
+    ...     with open_dataset(path) as ds:
+    ...         ds.crs is None, ds.transform.is_identity
+    (True, True)
+    """
+    with _gdal_env():
+        try:
+            dataset = rasterio.open(path)
+        except RasterioIOError as exc:
+            raise UnreadableInputError(
+                f"GDAL cannot read the {what} {str(path)!r} ({exc}); the file may be truncated or not a TIFF/JPEG 2000"
+            ) from exc
+        with dataset:
+            yield dataset
 
 
 def _pyproj(crs: Any) -> CRS | None:
@@ -316,50 +358,43 @@ def read_raster(
     path = Path(path)
     if not path.exists():
         raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
-    with _gdal_env():
+    with open_dataset(path) as ds:
+        numbers = _band_numbers(bands, ds.count, path)
+        if ds.driver == "GTiff" and ds.subdatasets:
+            warnings.warn(
+                f"{str(path)!r} is a TIFF of {len(ds.subdatasets)} pages; only the first page was read. "
+                "Read a stack as a volume with coregister.io.itk.read_itk (SimpleITK) or convert it to .nii.gz/.mha",
+                GeometryWarning,
+                stacklevel=2,
+            )
+        win = _normalise_window(window, ds.width, ds.height)
+        transform = ds.transform
+        georef = transform != _IDENTITY
         try:
-            ds = rasterio.open(path)
+            data = ds.read(list(numbers), window=win)
         except RasterioIOError as exc:
-            raise UnreadableInputError(
-                f"GDAL cannot read {str(path)!r} as a raster ({exc}); the file may be truncated or not a TIFF/JPEG 2000"
-            ) from exc
-        with ds:
-            numbers = _band_numbers(bands, ds.count, path)
-            if ds.driver == "GTiff" and ds.subdatasets:
-                warnings.warn(
-                    f"{str(path)!r} is a TIFF of {len(ds.subdatasets)} pages; only the first page was read. "
-                    "Read a stack as a volume with coregister.io.itk.read_itk (SimpleITK) or convert it to .nii.gz/.mha",
-                    GeometryWarning,
-                    stacklevel=2,
-                )
-            win = _normalise_window(window, ds.width, ds.height)
-            transform = ds.transform
-            georef = transform != _IDENTITY
-            try:
-                data = ds.read(list(numbers), window=win)
-            except RasterioIOError as exc:
-                raise UnreadableInputError(f"GDAL failed to decode pixels of {str(path)!r}: {exc}") from exc
-            mask, mask_source = _valid_mask(ds, numbers, win) if masked else (None, None)
-            meta = _read_meta(ds, path, numbers, georef, mask_source)
-            if win is not None:
-                meta["window"] = (
-                    (int(win.row_off), int(win.row_off + win.height)),
-                    (int(win.col_off), int(win.col_off + win.width)),
-                )
-            crs = _pyproj(ds.crs) if georef else None
-            if georef:
-                # rasterio's window_transform uses the deprecated `*` of affine 3: compose with `@` here
-                block_transform = (
-                    transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
-                )
-                origin, spacing, direction = geotransform_to_geometry(block_transform)
-                meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
-            else:
-                if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
-                    logger.info("%s declares a CRS but no geotransform; reading its pixel grid, CRS kept in meta", path)
-                offset = (float(win.col_off), float(win.row_off)) if win is not None else (0.0, 0.0)
-                origin, spacing, direction = np.array(offset), np.ones(2), np.eye(2)
-            nodata = ds.nodata
+            raise UnreadableInputError(f"GDAL failed to decode pixels of {str(path)!r}: {exc}") from exc
+        mask, mask_source = _valid_mask(ds, numbers, win) if masked else (None, None)
+        meta = _read_meta(ds, path, numbers, georef, mask_source)
+        if win is not None:
+            meta["window"] = (
+                (int(win.row_off), int(win.row_off + win.height)),
+                (int(win.col_off), int(win.col_off + win.width)),
+            )
+        crs = _pyproj(ds.crs) if georef else None
+        if georef:
+            # rasterio's window_transform uses the deprecated `*` of affine 3: compose with `@` here
+            block_transform = (
+                transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
+            )
+            origin, spacing, direction = geotransform_to_geometry(block_transform)
+            meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
+        else:
+            if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
+                logger.info("%s declares a CRS but no geotransform; reading its pixel grid, CRS kept in meta", path)
+            offset = (float(win.col_off), float(win.row_off)) if win is not None else (0.0, 0.0)
+            origin, spacing, direction = np.array(offset), np.ones(2), np.eye(2)
+        nodata = ds.nodata
     array = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)
     logger.debug("read %s: %s bands %s, georeferenced=%s", path, ds.driver, numbers, georef)
     return SpatialImage(

@@ -827,8 +827,9 @@ def _raster_preview(path: str | os.PathLike[str], band: int, max_px: int, *, nod
     from rasterio.vrt import WarpedVRT
 
     from coregister.conventions import geotransform_to_geometry
+    from coregister.io.raster import open_dataset
 
-    with rasterio.open(path) as ds:
+    with open_dataset(path) as ds:
         factor = max(1.0, max(ds.width, ds.height) / max_px)
         width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
         if nodata is not None and ds.nodata is None:
@@ -850,10 +851,11 @@ def _warped_onto(grid: SpatialImage, path: str | os.PathLike[str], band: int, *,
     from rasterio.vrt import WarpedVRT
 
     from coregister.conventions import geometry_to_geotransform
+    from coregister.io.raster import open_dataset
 
     height, width = grid.shape
     transform = geometry_to_geotransform(grid.origin, grid.spacing, grid.direction)
-    with rasterio.open(path) as ds, WarpedVRT(
+    with open_dataset(path) as ds, WarpedVRT(
         ds, crs=grid.crs.to_wkt() if grid.crs else ds.crs, transform=transform, width=width, height=height,
         resampling=rasterio.enums.Resampling.bilinear,
         **({"src_nodata": nodata, "nodata": nodata} if nodata is not None and ds.nodata is None else {}),
