@@ -85,14 +85,7 @@ def test_registered_name_follows_the_fixed_image(data) -> None:
 
 
 # ------------------------------------------------------------------ register
-@pytest.fixture
-def registration_available() -> None:
-    pytest.importorskip("coregister.registration", reason="coregister.registration (helper C1) has not landed yet")
-
-
-def test_register_writes_every_output(
-    data, tmp_path: Path, capsys: pytest.CaptureFixture[str], registration_available: None
-) -> None:
+def test_register_writes_every_output(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outdir = tmp_path / "reg"
     code = main(
         ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(outdir), "--preset", "translation",
@@ -120,7 +113,7 @@ def test_register_writes_every_output(
     assert ncc(fixed.array, registered.array, registered.array > 0) > 0.99
 
 
-def test_register_with_masks_and_report(data, tmp_path: Path, registration_available: None) -> None:
+def test_register_with_masks_and_report(data, tmp_path: Path) -> None:
     outdir = tmp_path / "masked"
     code = main(
         ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(outdir), "--preset", "translation",

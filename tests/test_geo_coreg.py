@@ -374,8 +374,11 @@ def test_local_recovers_a_known_field(tmp_path: Path, warped_pair: tuple[Path, P
 
 
 def test_tie_points_as_geopackage(tmp_path: Path, warped_pair: tuple[Path, Path, int]) -> None:
-    """GeoPackage output (the optional ``gpkg`` extra, pyogrio): points in the reference CRS, same columns as the CSV."""
-    pyogrio = pytest.importorskip("pyogrio")
+    """GeoPackage output (the optional ``gpkg`` extra, pyogrio, which the ``test`` extra installs): points in the
+    reference CRS, same columns as the CSV."""
+    import pyogrio
+    import pyogrio.raw
+
     reference, target, _ = warped_pair
     result = coregister(reference, target, mode="local", window_px=128, grid_spacing_px=128,
                         tie_points=tmp_path / "tie_points.gpkg")
