@@ -200,3 +200,90 @@ def test_register_refuses_a_folder_holding_an_input_by_an_output_name(
     assert code == EXIT_ERROR
     assert len(lines) == 1 and "refusing to overwrite the input" in lines[0] and name in lines[0], lines
     assert _contents(own_copies) == before
+
+
+# ------------------------------------------------- initialisation, initial transform, detector
+@pytest.fixture
+def far_pair(data, tmp_path: Path) -> tuple[Path, Path]:
+    """A BrainWeb slice on a 400 x 400 black canvas, and a copy whose content moved by (+55, -38) px."""
+    from scipy import ndimage
+
+    slice_ = np.asarray(cr.read(data(FIXED)).array)[..., 0]
+    canvas = np.zeros((400, 400), np.uint8)
+    canvas[70 : 70 + slice_.shape[0], 90 : 90 + slice_.shape[1]] = slice_
+    moved = np.clip(np.round(ndimage.shift(canvas.astype(float), (-38.0, 55.0), order=1)), 0, 255).astype(np.uint8)
+    fixed, moving = tmp_path / "far_fixed.png", tmp_path / "far_moving.png"
+    cr.write(cr.SpatialImage(canvas, origin=(0.0, 0.0), spacing=(1.0, 1.0)), fixed)
+    cr.write(cr.SpatialImage(moved, origin=(0.0, 0.0), spacing=(1.0, 1.0)), moving)
+    return fixed, moving
+
+
+@pytest.mark.parametrize(("start", "first_ecc"), [("none", (0.3, 0.7)), ("moments", (0.99, 1.0)), ("file", (0.99, 1.0))])
+def test_register_starts_where_it_is_told(
+    far_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str,
+    first_ecc: tuple[float, float],
+) -> None:
+    """ECC's first correlation shows where the run started: from the identity (none) the slices overlap badly;
+    from the centres of mass, or from a given transform (the truth here), they are aligned from the start."""
+    truth = cr.Translation([55.0, -38.0]).save(tmp_path / "truth.tfm")
+    how = ["--initial-transform", str(truth)] if start == "file" else ["--initialisation", start]
+    capsys.readouterr()
+    code = main(["register", *map(str, far_pair), "-o", str(tmp_path / "out"), "--preset", "translation",
+                 "--metric", "ecc", *how, "--json"])
+    out = capsys.readouterr()
+    assert code == EXIT_OK, out.err
+    result = json.loads(out.out)
+    low, high = first_ecc
+    assert low < result["history"][0]["metric_values"][0] < high
+    if start != "file":
+        assert result["config"]["initialisation"] == start
+    np.testing.assert_allclose(result["transform"]["translation"], [55.0, -38.0], atol=0.01)
+
+
+@pytest.fixture
+def photo_pair(tmp_path: Path) -> tuple[Path, Path]:
+    from skimage import data as skdata
+
+    from coregister._opencv import cv2
+    from coregister.cli.demo import photo_truth
+
+    grey = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2GRAY)
+    warped = cv2.warpPerspective(grey, photo_truth(grey.shape), (grey.shape[1], grey.shape[0]), flags=cv2.INTER_LINEAR)
+    fixed, moving = tmp_path / "photo.png", tmp_path / "photo_warped.png"
+    cr.write(cr.SpatialImage(grey, origin=(0.0, 0.0), spacing=(1.0, 1.0)), fixed)
+    cr.write(cr.SpatialImage(warped, origin=(0.0, 0.0), spacing=(1.0, 1.0)), moving)
+    return fixed, moving
+
+
+@pytest.mark.parametrize("detector", [None, "sift"])
+def test_register_detector_reaches_the_feature_engine(
+    photo_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], detector: str | None
+) -> None:
+    option = [] if detector is None else ["--detector", detector]
+    capsys.readouterr()
+    code = main(["register", *map(str, photo_pair), "-o", str(tmp_path / "out"), "--preset", "homography", *option,
+                 "--json"])
+    out = capsys.readouterr()
+    assert code == EXIT_OK, out.err
+    result = json.loads(out.out)
+    assert result["engine"] == "features" and result["extras"]["detector"] == (detector or "orb")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "rigid", "--detector", "sift"], "--detector applies to feature-based registration"),
+        (["--preset", "rigid", "--initialisation", "features", "--detector", "sift"], "use --metric ecc"),
+        (["--preset", "rigid", "--initialisation", "moments", "--initial-transform", "t.tfm"], "not both"),
+    ],
+)
+def test_register_refuses_options_that_would_be_ignored(
+    photo_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    cr.Translation([0.0, 0.0]).save(tmp_path / "t.tfm")
+    args = [str(tmp_path / a) if a == "t.tfm" else a for a in args]
+    capsys.readouterr()
+    assert main(["register", *map(str, photo_pair), "-o", str(tmp_path / "out"), *args]) == EXIT_ERROR
+    lines = _stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "out").exists()

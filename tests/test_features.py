@@ -149,3 +149,18 @@ def test_register_homography_without_masks_below_01_px(name: str, seed: str | in
     result = cr.register(fixed, fixed.replace(array=warped), preset="homography")
     assert result.engine == "features" and result.extras["refined"]
     assert corner_error_px(result.transform, truth, values.shape) < 0.1
+
+
+@pytest.mark.parametrize(("detector", "model"), [("orb", "homography"), ("sift", "homography"), ("orb", "affine")])
+def test_too_few_matches_names_remedies_that_apply(detector: str, model: str) -> None:
+    """The advice names SIFT by its API and command-line spellings, unless SIFT was what failed; and its grammar
+    holds ("an affine")."""
+    flat = SpatialImage(np.full((128, 128), 7.0, np.float32), origin=(0, 0), spacing=(1, 1))
+    with pytest.raises(RegistrationFailed) as caught:
+        FeatureEngine().run(flat, flat, _config(model, detector=detector))
+    message = str(caught.value)
+    assert f"{'an' if model == 'affine' else 'a'} {model} needs" in message
+    if detector == "sift":
+        assert "sift" not in message.split("needs", 1)[1].lower()
+    else:
+        assert "try detector='sift' (--detector sift on the command line)" in message

@@ -90,3 +90,26 @@ def test_an_image_without_georeferencing_is_one_line_without_rasterio_warnings(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"the {role} raster" in lines[0] and "has no CRS" in lines[0], lines
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_geo_choices_come_from_the_api() -> None:
+    """The command line offers exactly what the geo functions accept (one tuple each, in the geo modules)."""
+    import click
+
+    from coregister.cli.geo import geo
+    from coregister.geo.change_map import KINDS
+    from coregister.geo.coreg import INTERPOLATIONS, MODES
+    from coregister.geo.georef import METHODS
+    from coregister.geo.local import FIELDS
+
+    def choices(command: str, option: str) -> tuple[str, ...]:
+        params = {p.name: p for p in geo.commands[command].params}
+        kind = params[option].type
+        assert isinstance(kind, click.Choice)
+        return tuple(kind.choices)
+
+    assert choices("coreg", "mode") == choices("change", "mode") == MODES
+    assert choices("coreg", "field") == FIELDS
+    assert choices("coreg", "interpolation") == INTERPOLATIONS
+    assert choices("change", "kind") == KINDS
+    assert choices("georef", "method") == METHODS

@@ -15,6 +15,7 @@ from typing import Any
 from coregister.errors import ConfigError
 
 __all__ = [
+    "Detector",
     "EngineName",
     "Initialisation",
     "Interpolation",
@@ -91,6 +92,15 @@ class Initialisation(_StrEnum):
     MOMENTS = "moments"  #: align the centres of mass
     PHASE = "phase"  #: translation from phase correlation
     FEATURES = "features"  #: 2D: feature matching (ORB/SIFT + RANSAC)
+
+
+class Detector(_StrEnum):
+    """Keypoint detector of the feature engine (a stage's ``extra`` ``"detector"``)."""
+
+    ORB = "orb"  #: oriented FAST + rotated BRIEF (default; binary descriptors, fast)
+    SIFT = "sift"  #: scale-invariant feature transform (slower, more robust to scale and contrast)
+    AKAZE = "akaze"  #: where the installed OpenCV has it
+    BRISK = "brisk"  #: where the installed OpenCV has it
 
 
 class EngineName(_StrEnum):

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from coregister import presets
-from coregister.config import Interpolation, Metric
+from coregister.config import Detector, Initialisation, Interpolation, Metric
 
 __all__ = [
     "interpolation_option",
@@ -72,7 +72,7 @@ def interpolation_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of a registration: preset, metric, precision, masks, seed, threads."""
+    """The options of a registration: preset, metric, precision, initialisation, detector, masks, seed, threads."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--preset",
@@ -88,6 +88,27 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Similarity metric (default: the preset's; mattes = Mattes mutual information).",
         ),
         click.option("--precise", is_flag=True, help="The slower, more accurate family of the preset."),
+        click.option(
+            "--initialisation",
+            type=click.Choice([m.value for m in Initialisation], case_sensitive=False),
+            default=None,
+            help="How the starting transform is found (default: the preset's): none, geometry (image centres), "
+            "moments (centres of mass), phase (phase correlation), features (2D keypoints).",
+        ),
+        click.option(
+            "--initial-transform",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Start from this fixed -> moving transform (.tfm/.h5/.txt or coregister .json, e.g. an earlier "
+            "run's transform.tfm); the answer includes it.",
+        ),
+        click.option(
+            "--detector",
+            type=click.Choice([d.value for d in Detector], case_sensitive=False),
+            default=None,
+            help="Keypoint detector of feature-based registration (--preset homography or auto, "
+            "--initialisation features): orb (default) or sift (slower, more robust).",
+        ),
         click.option(
             "--fixed-mask",
             type=_input_path(),

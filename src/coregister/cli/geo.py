@@ -8,6 +8,10 @@ from typing import Any
 import click
 
 from coregister.cli._output import echo_json, echo_warning, json_option, print_table
+from coregister.geo.change_map import KINDS
+from coregister.geo.coreg import INTERPOLATIONS, MODES
+from coregister.geo.georef import METHODS
+from coregister.geo.local import FIELDS
 
 __all__ = ["geo"]
 
@@ -115,7 +119,7 @@ def geo() -> None:
 @click.argument("target", type=_path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The corrected target (GeoTIFF).")
-@click.option("--mode", type=click.Choice(["shift", "affine", "local"], case_sensitive=False), default="shift",
+@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="shift",
               show_default=True,
               help="shift: global sub-pixel shift (geotransform only, pixels untouched); affine: Mattes MI "
                    "registration (multi-sensor); local: tie-point grid and a smooth displacement field.")
@@ -124,12 +128,12 @@ def geo() -> None:
               help="shift/affine: windows tried over the overlap.")
 @click.option("--grid", "grid_spacing_px", type=click.IntRange(min=1), default=100, show_default=True,
               help="local: tie-point spacing in reference pixels.")
-@click.option("--field", type=click.Choice(["smooth", "polynomial"]), default="smooth", show_default=True,
+@click.option("--field", type=click.Choice(FIELDS), default="smooth", show_default=True,
               help="local: thin-plate spline through the kept tie points, or a polynomial (--order).")
 @click.option("--order", "polynomial_order", type=click.IntRange(1, 3), default=1, show_default=True,
               help="local: order of the polynomial field.")
 @click.option("--resample", is_flag=True, help="shift: resample onto the reference grid instead of moving the geotransform.")
-@click.option("--interpolation", type=click.Choice(["cubic", "linear", "nearest"]), default=None,
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None,
               help="Resampling kernel (default cubic; nearest for palette/class rasters).")
 @click.option("--tie-points", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
@@ -179,9 +183,9 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
 @click.argument("target", type=_path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The change map (float32 GeoTIFF on the reference grid, NaN where either input is invalid).")
-@click.option("--kind", type=click.Choice(["difference", "ratio", "normalized-difference"]), default="difference",
+@click.option("--kind", type=click.Choice(KINDS), default="difference",
               show_default=True, help="target - reference, target / reference, or their normalised difference.")
-@click.option("--mode", type=click.Choice(["shift", "affine", "local"], case_sensitive=False), default="shift",
+@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="shift",
               show_default=True, help="How the target is coregistered first.")
 @_common_inputs
 @json_option
@@ -213,7 +217,7 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
               help="The georeferenced image (GeoTIFF).")
 @click.option("--order", type=click.IntRange(1, 3), default=1, show_default=True,
               help="--gcps: polynomial order; 1 writes a geotransform, 2-3 write the GCPs.")
-@click.option("--method", type=click.Choice(["features", "intensity"]), default="features", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="features", show_default=True,
               help="--base: SIFT + robust affine + ECC refinement, or intensity registration (similar, roughly aligned imagery).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews.")
 @json_option

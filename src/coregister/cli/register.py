@@ -92,6 +92,46 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _config(
+    preset: str, *, precise: bool, metric: str | None, initialisation: str | None, detector: str | None, ndim: int,
+    initial_given: bool,
+) -> Any:
+    """The preset's configuration with --initialisation and --detector applied; None when neither is given."""
+    if initialisation is None and detector is None:
+        return None
+    from coregister import presets
+    from coregister.config import Initialisation, Metric
+    from coregister.errors import ConfigError
+    from coregister.registration import route
+
+    if initialisation is not None and initial_given:
+        raise ConfigError("give --initial-transform or --initialisation, not both (a starting transform needs no search)")
+    config = presets.get(preset, precise=precise, ndim=ndim)
+    if initialisation is not None:
+        config = config.replace(initialisation=Initialisation.parse(initialisation))
+    if detector is None:
+        return config
+    stages = tuple(
+        s.replace(extra=(*((k, v) for k, v in s.extra if k != "detector"), ("detector", detector.lower())))
+        for s in config.stages
+    )
+    config = config.replace(stages=stages)
+    probe = config if metric is None else config.replace(stages=tuple(s.replace(metric=Metric.parse(metric)) for s in stages))
+    engine = route(preset, probe, config_given=True)
+    features_init = Initialisation.parse(config.initialisation) is Initialisation.FEATURES and not initial_given
+    if engine in ("features", "chain") or (engine == "ecc" and features_init):
+        return config
+    if features_init:  # the SimpleITK engine's feature initialisation does not read the stages' options
+        raise ConfigError(
+            f"--detector {detector} with --initialisation features is not passed to preset {preset!r}'s SimpleITK "
+            "engine (it starts with ORB); use --metric ecc, or --preset auto or homography"
+        )
+    raise ConfigError(
+        f"--detector applies to feature-based registration (--preset homography or auto, or --initialisation "
+        f"features); preset {preset!r} uses no keypoints"
+    )
+
+
 def _summary(result: Any, written: list[Path]) -> None:
     before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
     rows = []
@@ -139,6 +179,9 @@ def register(
     preset: str,
     metric: str | None,
     precise: bool,
+    initialisation: str | None,
+    initial_transform: Path | None,
+    detector: str | None,
     fixed_mask: Path | None,
     moving_mask: Path | None,
     seed: int,
@@ -164,7 +207,15 @@ def register(
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
     image_name = registered_name(fixed)
-    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask], fix="choose another -o folder")
+    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
+                              fix="choose another -o folder")
+    config = _config(preset, precise=precise, metric=metric, initialisation=initialisation, detector=detector,
+                     ndim=fixed_image.ndim, initial_given=initial_transform is not None)
+    start = None
+    if initial_transform is not None:
+        from coregister.transforms import read_transform
+
+        start = read_transform(initial_transform)
 
     from coregister.cli._progress import registration_progress
     from coregister.registration import register as run_registration
@@ -176,6 +227,8 @@ def register(
             preset=preset,
             metric=metric,
             precise=precise,
+            config=config,
+            initial_transform=start,
             fixed_mask=fixed_values,
             moving_mask=moving_values,
             seed=seed,

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from coregister._opencv import cv2
-from coregister.config import ProgressCallback, RegistrationConfig, Stage, TransformModel
+from coregister.config import Detector, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import (
     EXCLUDE_WARP_FILL,
     grey_pair,
@@ -58,7 +58,7 @@ __all__ = ["DETECTORS", "FeatureEngine", "available_detectors", "detect", "match
 
 logger = logging.getLogger(__name__)
 
-DETECTORS = ("orb", "sift", "akaze", "brisk")
+DETECTORS = tuple(d.value for d in Detector)
 _FACTORIES = {"orb": "ORB_create", "sift": "SIFT_create", "akaze": "AKAZE_create", "brisk": "BRISK_create"}
 _BINARY = {"orb", "akaze", "brisk"}
 _MIN_MATCHES = {
@@ -248,6 +248,26 @@ def _fit(
     return matrix, inl
 
 
+def _article(word: str) -> str:
+    """``"an"`` before a vowel, else ``"a"``: "an affine", "a homography"."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _remedies(detector: str, others: str) -> str:
+    """What to try next: SIFT (by its API and command-line names) unless it was SIFT already, then ``others``.
+
+    Examples
+    --------
+    >>> _remedies("orb", "a looser ratio")
+    "try detector='sift' (--detector sift on the command line) or a looser ratio"
+    >>> _remedies("sift", "a looser ratio")
+    'try a looser ratio'
+    """
+    if detector == Detector.SIFT.value:
+        return f"try {others}"
+    return f"try detector='sift' (--detector sift on the command line) or {others}"
+
+
 def _reprojection_error(matrix: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     mapped = np.c_[src, np.ones(len(src))] @ matrix.T
     mapped = mapped[:, :2] / mapped[:, 2:3]
@@ -345,8 +365,8 @@ class FeatureEngine:
         if len(pairs) < needed:
             raise RegistrationFailed(
                 f"{detector.upper()} found {len(points_f)} and {len(points_m)} keypoints but only {len(pairs)} matches "
-                f"passed the ratio test ({ratio}); a {model.value} needs {needed}: try detector='sift', a larger "
-                "max_features or a looser ratio"
+                f"passed the ratio test ({ratio}); {_article(model.value)} {model.value} needs {needed}: "
+                + _remedies(detector, "a larger max_features or a looser ratio")
             )
         src, dst = points_f[pairs[:, 0]], points_m[pairs[:, 1]]
 
@@ -359,7 +379,8 @@ class FeatureEngine:
         if pixel_matrix is None or n_inliers < needed:
             raise RegistrationFailed(
                 f"{len(pairs)} {detector.upper()} matches but only {n_inliers} agree on one {model.value} "
-                f"(threshold {threshold} px); the images may not overlap, or try detector='sift'"
+                f"(threshold {threshold} px); the images may not overlap, or "
+                + _remedies(detector, "a looser reprojection_threshold_px")
             )
         residuals = _reprojection_error(pixel_matrix, src[inliers], dst[inliers])
         rms = float(np.sqrt(np.mean(residuals**2)))

@@ -19,9 +19,10 @@ from coregister.geo.result import GeoResult
 from coregister.geo.warp import BLOCK_PX, _template, sample_block
 from coregister.geo.windows import MatchOptions
 
-__all__ = ["change"]
+__all__ = ["KINDS", "change"]
 
-_KINDS = ("difference", "ratio", "normalized-difference")
+#: ``kind=`` of :func:`change` (the command line's ``--kind``).
+KINDS = ("difference", "ratio", "normalized-difference")
 
 
 def _combine(kind: str, ref: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +107,8 @@ def change(
     """
     started = time.perf_counter()
     kind = kind.replace("_", "-").lower()
-    if kind not in _KINDS:
-        raise ConfigError(f"kind={kind!r} is not one of {', '.join(_KINDS)}")
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
     out_path = _check_output(output, reference, target)
     assert out_path is not None
     options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability))

@@ -34,10 +34,13 @@ from coregister.transforms import LinearTransform, Translation
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["coregister"]
+__all__ = ["INTERPOLATIONS", "MODES", "coregister"]
 
-_MODES = ("shift", "affine", "local")
-_ORDERS = {"nearest": 0, "linear": 1, "cubic": 3}
+#: ``mode=`` of :func:`coregister` and :func:`~coregister.geo.change` (the command line's ``--mode``).
+MODES = ("shift", "affine", "local")
+_ORDERS = {"cubic": 3, "linear": 1, "nearest": 0}
+#: ``interpolation=`` of the corrected raster (the command line's ``--interpolation``).
+INTERPOLATIONS = tuple(_ORDERS)
 
 Source = str | os.PathLike[str] | SpatialImage
 
@@ -287,8 +290,8 @@ def coregister(
     ([0.7, -0.4], [7.0, 4.0])
     """
     started = time.perf_counter()
-    if mode not in _MODES:
-        raise ConfigError(f"mode={mode!r} is not one of {', '.join(_MODES)}")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
     if interpolation is not None and interpolation not in _ORDERS:
         raise ConfigError(f"interpolation={interpolation!r} is not one of {', '.join(_ORDERS)}")
     if window_px < 32:

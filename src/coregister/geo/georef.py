@@ -34,7 +34,10 @@ from coregister.image import SpatialImage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit_gcps", "georeference", "read_gcps"]
+__all__ = ["METHODS", "fit_gcps", "georeference", "read_gcps"]
+
+#: ``method=`` of :func:`georeference` with a base raster (the command line's ``--method``).
+METHODS = ("features", "intensity")
 
 Source = str | os.PathLike[str] | SpatialImage
 
@@ -253,8 +256,8 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
     from coregister.conventions import geometry_to_geotransform
     from coregister.transforms import LinearTransform
 
-    if method not in ("features", "intensity"):
-        raise ConfigError(f"method={method!r} is not one of features, intensity")
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
     base_img = _read_image(base, None)
     if base_img.crs is None:
         raise GeometryError(f"the base {base_img!r} has no CRS; give a georeferenced raster as base")

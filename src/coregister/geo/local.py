@@ -33,7 +33,7 @@ from coregister.geo.result import WindowMatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DisplacementField", "fit_field", "ransac_filter", "tie_point_grid", "write_tie_points"]
+__all__ = ["FIELDS", "DisplacementField", "fit_field", "ransac_filter", "tie_point_grid", "write_tie_points"]
 
 #: lattice step (reference pixels) of the smooth field
 LATTICE_PX = 32
@@ -42,7 +42,8 @@ _SMOOTHING = 1e-5
 #: above this many kept tie points, the thin-plate spline is fitted locally on the nearest ones
 _GLOBAL_MAX = 1000
 _NEIGHBOURS = 32
-_FIELDS = ("smooth", "polynomial")
+#: Kinds of local displacement field (``field=`` of :func:`coregister.geo.coregister`, the command line's ``--field``).
+FIELDS = ("smooth", "polynomial")
 
 
 def tie_point_grid(height: int, width: int, *, spacing_px: int, window_px: int) -> list[tuple[int, int]]:
@@ -184,8 +185,8 @@ def fit_field(
         (coordinates scaled to the scene's extent; a point of reliability
         ``r`` gets ``smoothing / r**2``).
     """
-    if kind not in _FIELDS:
-        raise ConfigError(f"field={kind!r} is not one of {', '.join(_FIELDS)}")
+    if kind not in FIELDS:
+        raise ConfigError(f"field={kind!r} is not one of {', '.join(FIELDS)}")
     if kind == "polynomial" and order not in (1, 2, 3):
         raise ConfigError(f"polynomial order {order} is not supported; choose 1, 2 or 3")
     kept = [m for m in matches if m.used]
