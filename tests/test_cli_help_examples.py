@@ -4,7 +4,10 @@ Each command's (and group's) help text must end with an ``Example...:``
 block of shell lines. The block is run with ``bash`` exactly as printed, in
 a scratch folder laid out like the repository (``../shared/data`` next to
 it points at the real data), with this virtual environment's ``coregister``
-on the ``PATH``; it must exit 0. The demo's example is run by
+on the ``PATH`` but not its ``python``: a fresh user has ``coregister`` (from
+pip or pipx) and the system's ``python3`` without our dependencies, and
+often no ``python`` at all, so there ``python`` is not found and
+``python3`` is an interpreter without site-packages; it must exit 0. The demo's example is run by
 ``test_demo.py`` (it takes most of a minute), so here it is only checked to
 be the README's command.
 
@@ -15,6 +18,7 @@ group) and commands that print a result accept ``--json``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +77,32 @@ def example_lines(help_text: str) -> list[str]:
     return joined
 
 
+def _fresh_user_path(folder: Path) -> str:
+    """A PATH with the ``coregister`` console script, no ``python``, and a ``python3`` without site-packages.
+
+    The other folders of this PATH stay (bash's tools), minus this virtual
+    environment's ``bin``; folders of ours come first and shadow any other
+    ``python``/``python3``.
+    """
+    folder.mkdir()
+    venv_bin = Path(sys.executable).parent
+    (folder / "coregister").symlink_to(venv_bin / "coregister")
+    (folder / "python").write_text("#!/bin/sh\necho 'python: command not found' >&2\nexit 127\n")
+    (folder / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+    for name in ("python", "python3"):
+        (folder / name).chmod(0o755)
+    rest = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != venv_bin.resolve()]
+    return os.pathsep.join([str(folder), *rest])
+
+
+def test_the_fresh_user_path_has_no_python_of_ours(tmp_path: Path) -> None:
+    path = _fresh_user_path(tmp_path / "bin")
+    assert shutil.which("coregister", path=path) == str(tmp_path / "bin" / "coregister")
+    assert subprocess.run(["python", "-c", "pass"], env={**os.environ, "PATH": path}, capture_output=True).returncode == 127
+    bare = subprocess.run(["python3", "-c", "import nibabel"], env={**os.environ, "PATH": path}, capture_output=True)
+    assert bare.returncode != 0  # no site-packages: what a system python3 outside the venv sees
+
+
 @pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "coregister")
 def test_help_ends_with_an_example_that_runs(path: tuple[str, ...], data, tmp_path: Path) -> None:
     commands = example_lines(_help(path))
@@ -86,9 +116,11 @@ def test_help_ends_with_an_example_that_runs(path: tuple[str, ...], data, tmp_pa
     (shared / "data").symlink_to(data("."), target_is_directory=True)
     work = tmp_path / "repo"
     work.mkdir()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": _fresh_user_path(tmp_path / "bin")}
+    env.pop("VIRTUAL_ENV", None)
     script = "\n".join(commands)
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work, capture_output=True, text=True, env=env, timeout=300)
+    bash = shutil.which("bash") or "/bin/bash"
+    result = subprocess.run([bash, "-euo", "pipefail", "-c", script], cwd=work, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, f"{script}\nexit {result.returncode}\n{result.stderr[-2000:]}"
 
 

@@ -202,8 +202,11 @@ def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
 
 @click.command(
     "info",
-    epilog="\b\nExample:\n  "
-    + 'coregister info "$(python -c \'import importlib.resources as r; print(r.files("nibabel") / "tests/data/anatomical.nii")\')"',
+    epilog=(
+        "\b\nExample (no network needed: the file is copied from the installed nibabel):\n"
+        "  coregister data fetch nibabel_anat_func --file anatomical.nii --dest coregister-data\n"
+        "  coregister info coregister-data/nibabel_anat_func/anatomical.nii"
+    ),
 )
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
