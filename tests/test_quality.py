@@ -137,3 +137,68 @@ def test_run_pushed_out_of_view_fails(pair):
     assert any("got worse" in w for w in result.warnings)
     assert any("field of view" in w for w in result.warnings)
     assert result.to_dict()["passed"] is False
+
+
+# ------------------------------------------------------------------ absolute check: structure shared at all?
+@pytest.mark.parametrize("metric", ["mattes", "mi", "ncc", "mse"])
+def test_brain_against_noise_fails(pair, metric):
+    # a registration that "improved" its metric between a brain slice and pure noise is no registration
+    fixed, _ = pair
+    noise = fixed.replace(array=np.random.default_rng(5).uniform(0.0, 255.0, fixed.shape).astype(np.float32))
+    result = cr.register(fixed, noise, preset="rigid", metric=metric)
+    assert not result.passed
+    assert any("no shared structure" in w for w in result.warnings), result.warnings
+    assert result.extras["quality"]["information_fraction"] < 0.01
+    if metric in ("ncc", "mse"):
+        assert any("do not correlate" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("moving_name", "preset", "metric"),
+    [
+        ("BrainProtonDensitySliceShifted13x17y.png", "translation", "mattes"),  # PD onto T1: multimodal
+        ("BrainProtonDensitySliceR10X13Y17.png", "rigid", "mattes"),
+        ("BrainProtonDensitySliceR10X13Y17.png", "rigid", "ncc"),
+    ],
+)
+def test_real_pairs_share_structure(data, moving_name, preset, metric):
+    fixed = cr.read(data(BRAINWEB + "BrainT1SliceBorder20.png")).channel(0)
+    if metric == "ncc":  # correlation needs one contrast: PD onto PD
+        fixed = cr.read(data(BRAINWEB + "BrainProtonDensitySliceBorder20.png")).channel(0)
+    moving = cr.read(data(BRAINWEB + moving_name)).channel(0)
+    result = cr.register(fixed, moving, preset=preset, metric=metric)
+    assert result.passed, result.warnings
+    assert result.extras["quality"]["information_fraction"] > 0.2  # measured 0.45-0.65: ten times the floor
+
+
+@pytest.fixture(scope="module")
+def mni_4mm() -> cr.SpatialImage:
+    import SimpleITK as sitk
+    from conftest import require_data
+
+    return cr.SpatialImage.from_sitk(sitk.BinShrink(cr.read(require_data("medical/antspy/mni.nii.gz")).to_sitk(), [4, 4, 4]))
+
+
+@pytest.mark.parametrize("kind", ["noise", "degraded"])
+def test_head_against_noise_fails_and_degraded_copy_passes(mni_4mm, kind):
+    if kind == "noise":
+        moving = mni_4mm.replace(array=np.random.default_rng(2).normal(size=mni_4mm.shape).astype(np.float32))
+    else:  # T2-like remap, bias field and noise: multimodal, but the same head
+        moving = synthetic.degrade(synthetic.warp(mni_4mm, synthetic.random_rigid(mni_4mm, 3)), 3)
+    result = cr.register(mni_4mm, moving, preset="rigid")
+    assert result.passed is (kind == "degraded"), result.warnings
+    fraction = result.extras["quality"]["information_fraction"]
+    assert fraction < 0.01 if kind == "noise" else fraction > 0.2
+
+
+def test_command_line_exit_code_3_for_noise(data, tmp_path):
+    from coregister.cli import EXIT_QUALITY, main
+
+    fixed_path = data(BRAINWEB + "BrainProtonDensitySliceBorder20.png")
+    fixed = cr.read(fixed_path)
+    noise = fixed.replace(array=np.random.default_rng(5).integers(0, 256, fixed.shape, dtype=np.uint8))
+    noise_path = cr.write(noise, tmp_path / "noise.png")
+    code = main(["register", str(fixed_path), str(noise_path), "-o", str(tmp_path / "out")])
+    assert code == EXIT_QUALITY
+    saved = (tmp_path / "out" / "result.json").read_text()
+    assert '"passed": false' in saved and "no shared structure" in saved

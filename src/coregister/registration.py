@@ -261,7 +261,7 @@ def register(
     elapsed = time.perf_counter() - started
 
     from coregister.qc.metrics import compare
-    from coregister.qc.quality import check
+    from coregister.qc.quality import chance_figures, check
 
     view, view_mask, stride = _metrics_view(fixed_grey, fixed_mask_array)
     identity = Translation(np.zeros(fixed.ndim))
@@ -269,9 +269,10 @@ def register(
     after = compare(view, moving_grey, output.transform, mask=view_mask, threads=config.threads)
     # a feature match optimised no intensity metric: judge it on correlation
     judged = Metric.NCC if output.engine == EngineName.FEATURES.value else Metric.parse(config.stages[-1].metric)
+    chance = chance_figures(view, moving_grey, output.transform, mask=view_mask)
     report = check(
         fixed_grey, moving_grey, output.transform, before, after, metric=judged,
-        hit_iteration_cap=output.hit_iteration_cap,
+        hit_iteration_cap=output.hit_iteration_cap, chance=chance,
     )
     used_threads = output.extras.get("threads")
     if used_threads is None:
