@@ -25,6 +25,7 @@ from pathlib import Path
 
 import click
 import pytest
+from conftest import fresh_user_path
 
 from coregister.cli import cli
 
@@ -77,26 +78,8 @@ def example_lines(help_text: str) -> list[str]:
     return joined
 
 
-def _fresh_user_path(folder: Path) -> str:
-    """A PATH with the ``coregister`` console script, no ``python``, and a ``python3`` without site-packages.
-
-    The other folders of this PATH stay (bash's tools), minus this virtual
-    environment's ``bin``; folders of ours come first and shadow any other
-    ``python``/``python3``.
-    """
-    folder.mkdir()
-    venv_bin = Path(sys.executable).parent
-    (folder / "coregister").symlink_to(venv_bin / "coregister")
-    (folder / "python").write_text("#!/bin/sh\necho 'python: command not found' >&2\nexit 127\n")
-    (folder / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
-    for name in ("python", "python3"):
-        (folder / name).chmod(0o755)
-    rest = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and Path(d).resolve() != venv_bin.resolve()]
-    return os.pathsep.join([str(folder), *rest])
-
-
 def test_the_fresh_user_path_has_no_python_of_ours(tmp_path: Path) -> None:
-    path = _fresh_user_path(tmp_path / "bin")
+    path = fresh_user_path(tmp_path / "bin")
     assert shutil.which("coregister", path=path) == str(tmp_path / "bin" / "coregister")
     assert subprocess.run(["python", "-c", "pass"], env={**os.environ, "PATH": path}, capture_output=True).returncode == 127
     bare = subprocess.run(["python3", "-c", "import nibabel"], env={**os.environ, "PATH": path}, capture_output=True)
@@ -116,7 +99,7 @@ def test_help_ends_with_an_example_that_runs(path: tuple[str, ...], data, tmp_pa
     (shared / "data").symlink_to(data("."), target_is_directory=True)
     work = tmp_path / "repo"
     work.mkdir()
-    env = {**os.environ, "PATH": _fresh_user_path(tmp_path / "bin")}
+    env = {**os.environ, "PATH": fresh_user_path(tmp_path / "bin")}
     env.pop("VIRTUAL_ENV", None)
     script = "\n".join(commands)
     bash = shutil.which("bash") or "/bin/bash"

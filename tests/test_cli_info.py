@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import rasterio
 import SimpleITK as sitk
-from conftest import REPO_ROOT, shared_data_root
+from conftest import fresh_user_path, shared_data_root
 from pyproj import CRS
 
 from coregister.cli import main
@@ -170,9 +170,10 @@ def test_volume_option(data: Callable[[str], Path], capsys: pytest.CaptureFixtur
 
 
 def _example(help_text: str) -> str:
-    lines = help_text.splitlines()
-    index = max(i for i, line in enumerate(lines) if line.strip() == "Example:")
-    return lines[index + 1].strip()
+    """The shell lines after the last ``Example...:`` line, continuation backslashes kept (bash joins them)."""
+    lines = help_text.rstrip().splitlines()
+    index = max(i for i, line in enumerate(lines) if line.strip().startswith("Example") and line.rstrip().endswith(":"))
+    return "\n".join(line.strip() for line in lines[index + 1 :])
 
 
 @pytest.mark.parametrize(
@@ -180,13 +181,14 @@ def _example(help_text: str) -> str:
     [(["info"], "anatomical.nii"), (["dicom", "ls"], "1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2")],
 )
 def test_help_ends_with_an_example_that_runs(
-    command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    command: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert main([*command, "--help"]) == 0
     example = _example(capsys.readouterr().out)
-    assert example.startswith(f"coregister {' '.join(command)} ")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    run = subprocess.run(["bash", "-c", example], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert any(line.startswith(f"coregister {' '.join(command)} ") for line in example.splitlines()), example
+    env = {**os.environ, "PATH": fresh_user_path(tmp_path / "bin")}  # no `python` of ours: a fresh user's PATH
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", example], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
     assert expected in run.stdout
 
