@@ -269,11 +269,26 @@ def test_register_detector_reaches_the_feature_engine(
     assert result["engine"] == "features" and result["extras"]["detector"] == (detector or "orb")
 
 
+@pytest.mark.parametrize("detector", ["orb", "sift"])
+def test_register_detector_reaches_the_feature_initialisation(
+    photo_pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], detector: str
+) -> None:
+    # the SimpleITK engine starts from the features' affine, found with the detector asked for
+    capsys.readouterr()
+    code = main(["register", *map(str, photo_pair), "-o", str(tmp_path / "out"), "--preset", "affine",
+                 "--initialisation", "features", "--detector", detector, "--json"])
+    out = capsys.readouterr()
+    assert code == EXIT_OK, out.err
+    result = json.loads(out.out)
+    start = result["extras"]["initialisation"]
+    assert result["engine"] == "sitk" and start["engine"] == "features" and start["detector"] == detector
+    assert start["inliers"] > 50
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--preset", "rigid", "--detector", "sift"], "--detector applies to feature-based registration"),
-        (["--preset", "rigid", "--initialisation", "features", "--detector", "sift"], "use --metric ecc"),
         (["--preset", "rigid", "--initialisation", "moments", "--initial-transform", "t.tfm"], "not both"),
     ],
 )

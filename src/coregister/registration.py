@@ -122,25 +122,40 @@ def _resolve_config(
     return config.replace(seed=int(seed), threads=config.threads if threads is None else int(threads))
 
 
+# stage options the phase and feature engines read when they initialise another engine
+_PROBE_OPTIONS = frozenset({"detector", "max_features", "ratio", "robust", "reprojection_threshold_px"})
+# ... and what they found that a user checks (copied into Result.extras["initialisation"])
+_PROBE_FINDINGS = ("detector", "inliers", "reprojection_error_px", "phase")
+
+
 def _initial_from_engine(
     config: RegistrationConfig, fixed: SpatialImage, moving: SpatialImage,
     fixed_mask: np.ndarray | None, moving_mask: np.ndarray | None, notes: list[str],
-) -> tuple[Transform | None, RegistrationConfig]:
-    """Run the phase-correlation or feature engine for a starting transform when the config asks for it."""
+) -> tuple[Transform | None, RegistrationConfig, dict[str, Any] | None]:
+    """Run the phase-correlation or feature engine for a starting transform when the config asks for it.
+
+    Returns the starting transform, the config left to run, and what the initialising engine found (for
+    ``Result.extras["initialisation"]``), or None when no engine ran or it failed.
+    """
     how = Initialisation.parse(config.initialisation)
     if how not in (Initialisation.PHASE, Initialisation.FEATURES):
-        return None, config
+        return None, config, None
     engine_name = EngineName.PHASE if how is Initialisation.PHASE else EngineName.FEATURES
     model = TransformModel.TRANSLATION if how is Initialisation.PHASE else TransformModel.AFFINE
-    probe = RegistrationConfig(stages=(Stage(model=model),), initialisation=Initialisation.GEOMETRY, seed=config.seed,
-                               threads=config.threads, name=f"{how.value}-initialisation")
+    # the feature engine's options (detector, ratio, ...) travel in the user's last stage; the SimpleITK stage's own
+    # options (relaxation, ...) mean nothing to it
+    options = tuple((k, v) for k, v in (config.stages[-1].extra if config.stages else ()) if k in _PROBE_OPTIONS)
+    probe = RegistrationConfig(stages=(Stage(model=model, extra=options),), initialisation=Initialisation.GEOMETRY,
+                               seed=config.seed, threads=config.threads, name=f"{how.value}-initialisation")
     try:
         found = get_engine(engine_name).run(fixed, moving, probe, fixed_mask=fixed_mask, moving_mask=moving_mask)
     except (RegistrationFailed, ConfigError, GeometryError, ImportError) as exc:
         notes.append(f"{how.value} initialisation failed ({exc}); started from the image centres instead")
-        return None, config.replace(initialisation=Initialisation.GEOMETRY)
+        return None, config.replace(initialisation=Initialisation.GEOMETRY), None
     logger.info("%s initialisation: %s", how.value, found.transform.to_dict().get("translation"))
-    return found.transform, config.replace(initialisation=Initialisation.NONE)
+    summary = {"engine": found.engine, "transform": found.transform.to_dict()}
+    summary.update({k: found.extras[k] for k in _PROBE_FINDINGS if k in found.extras})
+    return found.transform, config.replace(initialisation=Initialisation.NONE), summary
 
 
 def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[SpatialImage, np.ndarray | None, int]:
@@ -255,8 +270,11 @@ def register(
     logger.info("registering %s onto %s with %s (%s)", moving_grey.size, fixed_grey.size, engine_name, config.name)
     started = time.perf_counter()
     initial = initial_transform
+    initialisation = None
     if initial is None and engine_name == EngineName.SITK.value:
-        initial, config = _initial_from_engine(config, fixed_grey, moving_grey, fixed_mask_array, moving_mask_array, notes)
+        initial, config, initialisation = _initial_from_engine(
+            config, fixed_grey, moving_grey, fixed_mask_array, moving_mask_array, notes
+        )
     output = _run_engine(engine_name, fixed_grey, moving_grey, config, initial, fixed_mask_array, moving_mask_array, progress)
     elapsed = time.perf_counter() - started
 
@@ -280,6 +298,8 @@ def register(
     extras = dict(output.extras)
     extras["quality"] = dict(report.figures)
     extras["metrics_grid_stride"] = stride
+    if initialisation is not None:
+        extras["initialisation"] = initialisation
     return Result(
         transform=output.transform,
         metrics={"before": before, "after": after},

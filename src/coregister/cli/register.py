@@ -119,13 +119,8 @@ def _config(
     probe = config if metric is None else config.replace(stages=tuple(s.replace(metric=Metric.parse(metric)) for s in stages))
     engine = route(preset, probe, config_given=True)
     features_init = Initialisation.parse(config.initialisation) is Initialisation.FEATURES and not initial_given
-    if engine in ("features", "chain") or (engine == "ecc" and features_init):
+    if engine in ("features", "chain") or features_init:
         return config
-    if features_init:  # the SimpleITK engine's feature initialisation does not read the stages' options
-        raise ConfigError(
-            f"--detector {detector} with --initialisation features is not passed to preset {preset!r}'s SimpleITK "
-            "engine (it starts with ORB); use --metric ecc, or --preset auto or homography"
-        )
     raise ConfigError(
         f"--detector applies to feature-based registration (--preset homography or auto, or --initialisation "
         f"features); preset {preset!r} uses no keypoints"
