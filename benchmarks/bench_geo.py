@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from coregister.qc.synthetic import write_shifted_raster
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COREGISTER_TEST_DATA", REPO.parent / "shared" / "data"))
 S2 = DATA / "geospatial" / "arosics_s2_T33UUU"
@@ -164,35 +166,6 @@ def run_measured(python: str, program: str, argument: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- data
-def write_shifted(source: Path, out: Path, shift: tuple[float, float], window: tuple | None = None) -> Path:
-    """Every band's content moved by ``shift`` (rows, cols), cubic; geotransform and nodata kept."""
-    import rasterio
-    from affine import Affine
-    from rasterio.windows import Window
-    from scipy import ndimage
-
-    with rasterio.open(source) as ds:
-        win = Window.from_slices(*window) if window else None
-        profile = ds.profile
-        data = ds.read(window=win).astype(np.float64)
-        if win is not None:
-            profile.update(width=int(win.width), height=int(win.height),
-                           transform=ds.transform @ Affine.translation(win.col_off, win.row_off))
-        nodata = ds.nodata if ds.nodata is not None else 0
-    valid = np.all(data != nodata, axis=0)
-    moved_valid = ndimage.shift(valid.astype(np.uint8), shift, order=0, mode="constant") > 0
-    moved = np.stack([ndimage.shift(b, shift, order=3, mode="nearest") for b in data])
-    info = np.iinfo(profile["dtype"])
-    moved = np.clip(np.rint(moved), max(info.min, 1), info.max).astype(profile["dtype"])
-    moved[:, ~moved_valid] = nodata
-    profile.pop("blockxsize", None)
-    profile.pop("blockysize", None)
-    profile.update(tiled=False, nodata=nodata)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(moved)
-    return out
-
-
 def displacement(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The known field of the whole-scene case: content moved by (d_rows, d_cols) px, smooth, 0.3-1.2 px."""
     u, v = rows / size, cols / size
@@ -234,8 +207,8 @@ def write_big_scene(folder: Path, size: int = 10980, block: int = 1024) -> tuple
 def known_shifts(folder: Path, ours: str, arosics: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, source, window in (("landsat", LANDSAT, None), ("sentinel2", S2_REF, ((1000, 1800), (900, 1700)))):
-        reference = write_shifted(source, folder / f"{name}_ref.tif", (0.0, 0.0), window)
-        pairs = [(str(reference), str(write_shifted(source, folder / f"{name}_t{k}.tif", s, window)))
+        reference = write_shifted_raster(source, folder / f"{name}_ref.tif", (0.0, 0.0), window=window)
+        pairs = [(str(reference), str(write_shifted_raster(source, folder / f"{name}_t{k}.tif", s, window=window)))
                  for k, s in enumerate(KNOWN_SHIFTS)]
         entry: dict[str, Any] = {}
         for peer, python, program in (("ours", ours, OURS_SHIFT), ("arosics", arosics, AROSICS_SHIFT)):

@@ -33,6 +33,7 @@ from coregister import SpatialImage
 from coregister.engines.phase import phase_correlate
 from coregister.errors import ConfigError, OutputExistsError, RegistrationFailed
 from coregister.geo import GeoResult, coregister
+from coregister.qc.synthetic import write_shifted_raster
 
 LANDSAT = "geospatial/rasterio_landsat7"
 S2 = "geospatial/arosics_s2_T33UUU"
@@ -46,29 +47,6 @@ KNOWN_SHIFTS = [
 ]
 
 
-def _write_shifted(source: Path, out: Path, shift: tuple[float, float], *, window: tuple | None = None) -> Path:
-    """Move every band's content by ``shift`` (rows, cols) with a cubic spline; keep geotransform and nodata."""
-    with rasterio.open(source) as ds:
-        win = rasterio.windows.Window.from_slices(*window) if window else None
-        profile = ds.profile
-        data = ds.read(window=win).astype(np.float64)
-        if win is not None:
-            profile.update(width=int(win.width), height=int(win.height),
-                           transform=ds.transform @ Affine.translation(win.col_off, win.row_off))
-        nodata = ds.nodata if ds.nodata is not None else 0
-    valid = np.all(data != nodata, axis=0)
-    moved_valid = ndimage.shift(valid.astype(np.uint8), shift, order=0, mode="constant") > 0
-    moved = np.stack([ndimage.shift(b, shift, order=3, mode="nearest") for b in data])
-    info = np.iinfo(profile["dtype"])
-    moved = np.clip(np.rint(moved), max(info.min, 1), info.max).astype(profile["dtype"])
-    moved[:, ~moved_valid] = nodata
-    profile.pop("blockxsize", None), profile.pop("blockysize", None)
-    profile.update(tiled=False)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(moved)
-    return out
-
-
 @pytest.mark.parametrize("source", ["landsat", "sentinel2"])
 def test_known_subpixel_shifts(tmp_path: Path, source: str) -> None:
     """12 known shifts: 0.02 px mean, 0.04 px worst (AROSICS: 0.07-0.08 mean, 0.13 worst per the issue)."""
@@ -77,10 +55,10 @@ def test_known_subpixel_shifts(tmp_path: Path, source: str) -> None:
     else:
         path, window = require_data(S2_REF), ((1000, 1800), (900, 1700))  # 800 x 800, inside the footprint
     reference = tmp_path / "reference.tif"
-    _write_shifted(path, reference, (0.0, 0.0), window=window)
+    write_shifted_raster(path, reference, (0.0, 0.0), window=window)
     errors = []
     for k, shift in enumerate(KNOWN_SHIFTS):
-        target = _write_shifted(path, tmp_path / f"target{k}.tif", shift, window=window)
+        target = write_shifted_raster(path, tmp_path / f"target{k}.tif", shift, window=window)
         result = coregister(reference, target, max_windows=9)
         dcol, drow = result.shift_px
         errors.append(math.hypot(dcol + shift[1], drow + shift[0]))
@@ -238,7 +216,7 @@ def test_s2_local_output_and_tie_points(s2_runs: dict) -> None:
 def rgb_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("rgb")
     source = require_data(f"{LANDSAT}/RGB.byte.tif")
-    return source, _write_shifted(source, folder / "moved.tif", (0.4, -1.3))
+    return source, write_shifted_raster(source, folder / "moved.tif", (0.4, -1.3))
 
 
 def test_resampled_output_corrects_every_band_alike(tmp_path: Path, rgb_pair: tuple[Path, Path]) -> None:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import require_data
-from scipy import ndimage
 from skimage import transform as sktf
 
 from coregister import SpatialImage
 from coregister.errors import ConfigError
 from coregister.geo import change, georeference
+from coregister.qc.synthetic import write_shifted_raster
 
 LANDSAT = "geospatial/rasterio_landsat7/RGB.byte.tif"
 
@@ -89,13 +89,12 @@ def test_change_map_on_the_reference_grid(tmp_path: Path) -> None:
     path = require_data(LANDSAT)
     with rasterio.open(path) as ds:
         profile, data = ds.profile, ds.read()
-    later = data.astype(float)
-    later[:, 300:360, 380:440] = np.clip(later[:, 300:360, 380:440] + 60, 0, 255)
-    moved = np.stack([ndimage.shift(b, (0.4, -0.7), order=3, mode="nearest") for b in later])
-    moved = np.where(data > 0, np.clip(np.rint(moved), 1, 255), 0).astype(np.uint8)
-    target = tmp_path / "later.tif"
-    with rasterio.open(target, "w", **profile) as dst:
-        dst.write(moved)
+    later = data.astype(np.int16)
+    later[:, 300:360, 380:440] += 60
+    later = np.where(data > 0, np.clip(later, 1, 255), 0).astype(np.uint8)
+    with rasterio.open(tmp_path / "changed.tif", "w", **profile) as dst:
+        dst.write(later)
+    target = write_shifted_raster(tmp_path / "changed.tif", tmp_path / "later.tif", (0.4, -0.7))
     result = change(path, target, output=tmp_path / "change.tif", kind="difference")
     with rasterio.open(result.output) as out, rasterio.open(path) as ref:
         assert out.transform == ref.transform and out.dtypes[0] == "float32"

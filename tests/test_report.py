@@ -324,14 +324,12 @@ def test_geo_report_from_paths_in_another_crs(data, tmp_path: Path) -> None:
 
 def test_cli_geo_coreg_writes_its_report(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``coregister geo coreg ... --report``: the report lands beside the output, with the windows drawn."""
-    from scipy import ndimage
-
     from coregister.cli import main
+    from coregister.qc.synthetic import write_shifted_raster
 
     reference = cr.read(data("geospatial/rasterio_landsat7/RGB.byte.tif"), bands=[2])
-    moved = ndimage.shift(reference.array.astype(float), (0.4, -0.3), order=3, mode="nearest")
-    target = reference.replace(array=np.clip(np.round(moved), 0, 255).astype(np.uint8))
-    ref_path, tgt_path = cr.write(reference, tmp_path / "ref.tif"), cr.write(target, tmp_path / "tgt.tif")
+    ref_path = cr.write(reference, tmp_path / "ref.tif")
+    tgt_path = write_shifted_raster(ref_path, tmp_path / "tgt.tif", (0.4, -0.3))
     assert main(["geo", "coreg", str(ref_path), str(tgt_path), "-o", str(tmp_path / "out.tif"), "--report"]) == 0
     assert "report: " in capsys.readouterr().out
     report = tmp_path / "out.report.html"

@@ -12,14 +12,19 @@ answer is from the truth. This module does the three steps:
   T2-like contrast), so that a monomodal metric no longer applies;
 * :func:`mean_displacement_error`: the mean distance between two
   transforms' images of a set of points (for example :func:`head_points`,
-  the voxels above a low intensity threshold).
+  the voxels above a low intensity threshold);
+* :func:`write_shifted_raster`: a raster file whose content is moved by a
+  known sub-pixel shift, geotransform kept (the truth for geospatial
+  coregistration: the correction to find is minus the shift).
 
 Every transform maps fixed-space points to moving space.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +43,7 @@ __all__ = [
     "random_bspline",
     "random_rigid",
     "warp",
+    "write_shifted_raster",
 ]
 
 
@@ -266,3 +272,95 @@ def mean_displacement_error(estimate: Transform, truth: Transform | Any, points:
     mapped = truth.transform_points(pts) if isinstance(truth, Transform) else np.asarray(truth(pts))
     return float(np.linalg.norm(np.atleast_2d(estimate.transform_points(pts)) - mapped, axis=1).mean())
 
+
+
+def write_shifted_raster(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    shift_px: tuple[float, float],
+    *,
+    window: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> Path:
+    """Write ``source`` with every band's content moved by ``shift_px`` (rows, cols); geotransform kept.
+
+    The bands are shifted with ``scipy.ndimage.shift`` (cubic spline, edge
+    values extended); the valid area (pixels differing from nodata in every
+    band) moves with them, to the nearest pixel, and what the shift brings in
+    from outside is set to nodata. Integer values are rounded and clipped to
+    the dtype's range and to at least 1, so that no valid pixel becomes the
+    nodata value 0. The output is an untiled GeoTIFF with the source's
+    profile otherwise (dtype, CRS, compression), declaring the source's
+    nodata, or 0 when the source has none. A registration of the
+    output (target) to the unshifted source (reference) should find the
+    correction ``(-shift_px[1], -shift_px[0])`` in (cols, rows).
+
+    Parameters
+    ----------
+    source : path
+        A raster rasterio reads (GeoTIFF); never overwritten.
+    output : path
+        The GeoTIFF to write (atomically).
+    shift_px : (float, float)
+        How far the content moves, in pixels, along rows (down) and columns (right).
+    window : ((int, int), (int, int)), optional
+        ``((row_start, row_stop), (col_start, col_stop))``: shift and write
+        only that block of ``source`` (its geotransform moved to the block).
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import rasterio
+    >>> from affine import Affine
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> values = np.zeros((1, 16, 16), np.uint8)
+    >>> values[0, 4:12, 4:12] = 200
+    >>> profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8", nodata=0,
+    ...                crs="EPSG:32633", transform=Affine(10, 0, 400000, 0, -10, 5800000))
+    >>> with rasterio.open(folder / "source.tif", "w", **profile) as dst:
+    ...     dst.write(values)
+    >>> out = write_shifted_raster(folder / "source.tif", folder / "moved.tif", (2.0, -1.0))
+    >>> with rasterio.open(out) as ds:
+    ...     moved = ds.read(1)
+    ...     ds.transform == profile["transform"], ds.nodata
+    (True, 0.0)
+    >>> bool(np.array_equal(moved[6:14, 3:11], values[0, 4:12, 4:12]))  # 2 px down, 1 px left
+    True
+    """
+    import rasterio
+    from affine import Affine as GeoTransform
+    from rasterio.windows import Window
+    from scipy import ndimage
+
+    from coregister.io._atomic import atomic_path, refuse_overwriting_input
+    from coregister.io.raster import open_dataset
+
+    refuse_overwriting_input(Path(output), source, fix="write the shifted raster to another path")
+    with open_dataset(source, what="raster to shift") as ds:
+        block = Window.from_slices(*window) if window else None
+        profile = ds.profile
+        data = ds.read(window=block).astype(np.float64)
+        if block is not None:
+            profile.update(width=int(block.width), height=int(block.height),
+                           transform=ds.transform @ GeoTransform.translation(block.col_off, block.row_off))
+        nodata = ds.nodata if ds.nodata is not None else 0
+    valid = np.all(data != nodata, axis=0)
+    moved_valid = ndimage.shift(valid.astype(np.uint8), shift_px, order=0, mode="constant") > 0
+    moved = np.stack([ndimage.shift(band, shift_px, order=3, mode="nearest") for band in data])
+    dtype = np.dtype(profile["dtype"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        moved = np.clip(np.rint(moved), max(info.min, 1), info.max)
+    moved = moved.astype(dtype)
+    moved[:, ~moved_valid] = nodata
+    profile.pop("blockxsize", None)
+    profile.pop("blockysize", None)
+    profile.update(driver="GTiff", tiled=False, nodata=nodata)
+    with atomic_path(output) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(moved)
+    return Path(output)
