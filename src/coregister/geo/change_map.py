@@ -13,8 +13,8 @@ from rasterio.windows import Window
 
 from coregister.config import ProgressCallback
 from coregister.errors import ConfigError
-from coregister.geo._raster import open_raster, read_on_grid
-from coregister.geo.coreg import _ORDERS, Source, _check_output, _estimate, _mapping, _raster_info
+from coregister.geo._raster import read_on_grid
+from coregister.geo.coreg import _ORDERS, Source, _check_output, _estimate, _mapping, _open_pair, _raster_info
 from coregister.geo.result import GeoResult
 from coregister.geo.warp import BLOCK_PX, _template, sample_block
 from coregister.geo.windows import MatchOptions
@@ -114,11 +114,8 @@ def change(
     options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability))
     from coregister.io.raster import raster_writer
 
-    with (
-        open_raster(reference, role="reference", band=reference_band, nodata=nodata, bad_data_mask=reference_mask) as ref,
-        open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
-                    bad_data_mask=target_mask) as tgt,
-    ):
+    with _open_pair(reference, target, reference_band=reference_band, target_band=target_band, nodata=nodata,
+                    target_nodata=target_nodata, reference_mask=reference_mask, target_mask=target_mask) as (ref, tgt):
         estimate = _estimate(
             ref, tgt, mode=mode, options=options, max_windows=49, grid_spacing_px=100, outlier_px=0.5,
             field="smooth", polynomial_order=1, tie_points=None, seed=0, progress=progress,

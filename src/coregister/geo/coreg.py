@@ -10,12 +10,13 @@ units of the reference CRS (x east, y north).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,27 @@ def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Pat
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"the output {str(path)!r} must be a GeoTIFF (.tif)")
     return check_writable(path, fix="choose another output path")
+
+
+@contextlib.contextmanager
+def _open_pair(
+    reference: Source,
+    target: Source,
+    *,
+    reference_band: int,
+    target_band: int,
+    nodata: float | None,
+    target_nodata: float | None,
+    reference_mask: Source | None,
+    target_mask: Source | None,
+) -> Iterator[tuple[GeoRaster, GeoRaster]]:
+    """The reference and the target opened for matching; the target's nodata is ``nodata`` unless ``target_nodata``."""
+    with (
+        open_raster(reference, role="reference", band=reference_band, nodata=nodata, bad_data_mask=reference_mask) as ref,
+        open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
+                    bad_data_mask=target_mask) as tgt,
+    ):
+        yield ref, tgt
 
 
 def _is_categorical(target: GeoRaster) -> bool:
@@ -305,11 +327,8 @@ def coregister(
         "max_shift_px": max_shift_px, "outlier_px": outlier_px, "field": field, "polynomial_order": polynomial_order,
         "resample": resample, "interpolation": interpolation, "cog": cog, "seed": seed,
     }
-    with (
-        open_raster(reference, role="reference", band=reference_band, nodata=nodata, bad_data_mask=reference_mask) as ref,
-        open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
-                    bad_data_mask=target_mask) as tgt,
-    ):
+    with _open_pair(reference, target, reference_band=reference_band, target_band=target_band, nodata=nodata,
+                    target_nodata=target_nodata, reference_mask=reference_mask, target_mask=target_mask) as (ref, tgt):
         estimate = _estimate(
             ref, tgt, mode=mode, options=options, max_windows=max_windows, grid_spacing_px=grid_spacing_px,
             outlier_px=outlier_px, field=field, polynomial_order=polynomial_order, tie_points=tie_points, seed=seed,
