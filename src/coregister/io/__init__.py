@@ -32,7 +32,10 @@ _WRITERS = {
     "itk": "coregister.io.itk:write_itk",
     "raster": "coregister.io.raster:write_raster",
     "plain": "coregister.io.plain:write_plain",
+    "dicom": "coregister.io.dicom_write:write_dicom",
 }
+#: formats written into a folder rather than a file: chosen with ``format=``, never by a suffix
+_FOLDER_FORMATS = ("dicom",)
 
 
 def _load(target: str) -> Any:
@@ -64,23 +67,74 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **opti
     return _load(_READERS[fmt])(Path(path), **options)
 
 
-def write(image: SpatialImage, path: str | os.PathLike[str], **options: Any) -> Path:
+def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
     """Write ``image`` to ``path`` in the format its suffix names, atomically.
 
     Inputs are never overwritten by accident: writing onto the file an image
     was read from is refused unless ``overwrite=True``.
 
+    Parameters
+    ----------
+    image : SpatialImage
+    path : path-like
+        A file whose suffix picks the format (``.nii.gz``, ``.mha``, ``.tif``,
+        ``.png``...), or, with ``format="dicom"``, a folder (new or empty)
+        that receives a derived DICOM series, one file per slice.
+    format : {"dicom"}, optional
+        Write the format named rather than the one the suffix names. A
+        ``.dcm`` suffix alone is refused: a DICOM series is a folder.
+    **options
+        Passed to the format's writer (``overwrite=``; for DICOM
+        ``series_description=``, ``series_number=``, ``modality=``).
+
     Returns
     -------
     Path
         The path written.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> image = SpatialImage(np.zeros((2, 3, 4), np.int16), origin=(0, 0, 0), spacing=(1, 1, 2))
+    >>> folder = write(image, pathlib.Path(tempfile.mkdtemp()) / "series", format="dicom")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['IM000001.dcm', 'IM000002.dcm']
     """
     path = Path(path)
-    fmt = next((f for f, suffixes in FORMATS.items() if any(path.name.lower().endswith(s) for s in suffixes)), None)
-    if fmt is None or fmt not in _WRITERS:
-        writable = ", ".join(s for f in _WRITERS for s in FORMATS[f])
-        raise UnsupportedFormatError(f"cannot write {str(path)!r}: choose a suffix coregister writes ({writable})")
+    suffix_format = next(
+        (f for f, suffixes in FORMATS.items() if any(path.name.lower().endswith(s) for s in suffixes)), None
+    )
+    file_formats = [f for f in _WRITERS if f not in _FOLDER_FORMATS]
+    writable = ", ".join(s for f in file_formats for s in FORMATS[f])
+    if format is not None and format not in _WRITERS:
+        raise UnsupportedFormatError(
+            f"format={format!r} is not one coregister writes; choose one of {sorted(_WRITERS)}"
+        )
+    if format in _FOLDER_FORMATS:
+        if suffix_format is not None:
+            raise UnsupportedFormatError(
+                f"format={format!r} writes a folder of files, but {str(path)!r} names a file; give a folder path "
+                "without a file suffix (for example 'registered_dicom')"
+            )
+        fmt = format
+    elif suffix_format in _FOLDER_FORMATS:
+        raise UnsupportedFormatError(
+            f"cannot write {str(path)!r}: a {suffix_format.upper()} series is a folder of files, one per slice; "
+            f"pass a folder and format={suffix_format!r} (coregister.write(image, 'out_folder', format={suffix_format!r}))"
+        )
+    elif suffix_format is None or suffix_format not in _WRITERS:
+        raise UnsupportedFormatError(
+            f"cannot write {str(path)!r}: choose a suffix coregister writes ({writable}), or a folder with format='dicom'"
+        )
+    elif format is not None and format != suffix_format:
+        raise UnsupportedFormatError(
+            f"format={format!r} does not match the suffix of {str(path)!r} ({suffix_format}); give a matching suffix"
+        )
+    else:
+        fmt = suffix_format
     overwrite = options.pop("overwrite", False)
     if not overwrite:
         refuse_overwriting_input(path, image.meta.get("source_path"), fix="write to another path or pass overwrite=True")
+    if fmt in _FOLDER_FORMATS:
+        options["overwrite"] = overwrite
     return _load(_WRITERS[fmt])(image, path, **options)
