@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,15 +123,31 @@ class Result(_JsonMethods):
         }
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, *, nan_to_none: bool = False) -> Any:
+    """``value`` made JSON-ready, for the results' ``to_dict``.
+
+    Mappings become dicts with string keys, sequences lists, numpy values and
+    paths Python ones; with ``nan_to_none``, NaN and infinities become
+    ``None`` (strict JSON, as the geo results write).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _plain({1: (np.float32(0.5), np.array([np.nan])), "path": Path("a.tif")})
+    {'1': [0.5, [nan]], 'path': 'a.tif'}
+    >>> _plain([np.inf, 2.0], nan_to_none=True)
+    [None, 2.0]
+    """
     import numpy as np
 
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, nan_to_none=nan_to_none) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
+        return [_plain(v, nan_to_none=nan_to_none) for v in value]
+    if isinstance(value, np.ndarray | np.generic):
+        return _plain(value.tolist(), nan_to_none=nan_to_none)
+    if isinstance(value, Path):
+        return str(value)
+    if nan_to_none and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from coregister.result import _JsonMethods
+from coregister.result import _JsonMethods, _plain
 from coregister.transforms import Transform
 
 __all__ = ["GeoResult", "WindowMatch"]
@@ -65,7 +65,7 @@ class WindowMatch:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN becomes ``None``)."""
-        return _plain(dataclasses.asdict(self))
+        return _plain(dataclasses.asdict(self), nan_to_none=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,21 +167,7 @@ class GeoResult(_JsonMethods):
                 "time_s": self.time_s,
                 "config": dict(self.config),
                 "extras": dict(self.extras),
-            }
+            },
+            nan_to_none=True,
         )
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
