@@ -99,7 +99,7 @@ def test_batch_on_an_existing_scheduler(data, tmp_path: Path) -> None:
     folder = data(BRAINWEB)
     job = PairJob("shift", folder / "BrainProtonDensitySliceBorder20.png", folder / "BrainProtonDensitySliceShifted13x17y.png",
                   preset="translation", metric="ncc")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         summary = run_batch([job], tmp_path / "out", scheduler=cluster.scheduler_address, report=True)
     assert summary.scheduler == cluster.scheduler_address
     assert summary.outcomes[0].status is PairStatus.DONE

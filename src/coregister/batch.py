@@ -342,7 +342,7 @@ def run_batch(
     if scheduler is None:
         n_workers = max(1, min(workers or cores, len(jobs)))
         cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=None,
+            n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
