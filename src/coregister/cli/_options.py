@@ -9,6 +9,7 @@ name (``preset``, ``fixed-mask``...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ def metric_choices() -> list[str]:
     return [m.value for m in Metric]
 
 
+def _enum_choice(values: type[Enum]) -> click.Choice:
+    """The values of a :mod:`coregister.config` enum as a case-insensitive choice."""
+    return click.Choice([m.value for m in values], case_sensitive=False)
+
+
 def _input_path() -> click.Path:
     # Existence is checked by the reader, whose error is one line and exit code 1 (click's would be a usage error).
     return click.Path(path_type=Path)
@@ -64,7 +70,7 @@ def interpolation_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--interpolation``: linear/bspline for intensities, nearest/label-gaussian for label maps."""
     return click.option(
         "--interpolation",
-        type=click.Choice([m.value for m in Interpolation], case_sensitive=False),
+        type=_enum_choice(Interpolation),
         default=Interpolation.LINEAR.value,
         show_default=True,
         help="linear or bspline for intensities; nearest or label-gaussian for label maps.",
@@ -90,7 +96,7 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precise", is_flag=True, help="The slower, more accurate family of the preset."),
         click.option(
             "--initialisation",
-            type=click.Choice([m.value for m in Initialisation], case_sensitive=False),
+            type=_enum_choice(Initialisation),
             default=None,
             help="How the starting transform is found (default: the preset's): none, geometry (image centres), "
             "moments (centres of mass), phase (phase correlation), features (2D keypoints).",
@@ -104,7 +110,7 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--detector",
-            type=click.Choice([d.value for d in Detector], case_sensitive=False),
+            type=_enum_choice(Detector),
             default=None,
             help="Keypoint detector of feature-based registration (--preset homography or auto, "
             "--initialisation features): orb (default) or sift (slower, more robust).",

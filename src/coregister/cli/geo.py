@@ -25,6 +25,12 @@ _GCP_LINE = (
 )
 
 
+def _s2_example(command: str, note: str, output: str) -> str:
+    """A help epilog: ``coregister geo COMMAND`` on the two Sentinel-2 dates of the shared data, from the repository root."""
+    return (f"\b\nExample (from the repository root; {note}):\n"
+            f"  coregister geo {command} {_REF} \\\n    {_TGT} \\\n    -o {output}")
+
+
 def _path() -> click.Path:
     # existence is checked by the library, whose error is one line and exit code 1
     return click.Path(path_type=Path)
@@ -92,13 +98,7 @@ def _common_inputs(function: Any) -> Any:
     return function
 
 
-@click.group(
-    "geo",
-    epilog=(
-        "\b\nExample (from the repository root; two Sentinel-2 dates, corrected by a global shift):\n"
-        f"  coregister geo coreg {_REF} \\\n    {_TGT} \\\n    -o tgt_corrected.tif"
-    ),
-)
+@click.group("geo", epilog=_s2_example("coreg", "two Sentinel-2 dates, corrected by a global shift", "tgt_corrected.tif"))
 def geo() -> None:
     """Geospatial rasters: coregistration (shift, affine, local), change maps, georeferencing.
 
@@ -109,11 +109,7 @@ def geo() -> None:
 
 
 @geo.command(
-    "coreg",
-    epilog=(
-        "\b\nExample (from the repository root; shift by default, --mode local for a tie-point grid):\n"
-        f"  coregister geo coreg {_REF} \\\n    {_TGT} \\\n    -o tgt_corrected.tif"
-    ),
+    "coreg", epilog=_s2_example("coreg", "shift by default, --mode local for a tie-point grid", "tgt_corrected.tif")
 )
 @click.argument("reference", type=_path())
 @click.argument("target", type=_path())
@@ -172,13 +168,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     _report(result, as_json)
 
 
-@geo.command(
-    "change",
-    epilog=(
-        "\b\nExample (from the repository root; shift-corrected difference of two Sentinel-2 dates):\n"
-        f"  coregister geo change {_REF} \\\n    {_TGT} \\\n    -o change.tif"
-    ),
-)
+@geo.command("change", epilog=_s2_example("change", "shift-corrected difference of two Sentinel-2 dates", "change.tif"))
 @click.argument("reference", type=_path())
 @click.argument("target", type=_path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
