@@ -24,6 +24,7 @@ from coregister.result import Result
 from coregister.transforms import Transform
 
 __all__ = [
+    "DICOM_FOLDER_NAME",
     "OUTPUT_NAMES",
     "for_writing",
     "refuse_overwriting_inputs",
@@ -39,18 +40,27 @@ _DEFAULT_SUFFIX = {"nifti": ".nii.gz", "itk": ".mha", "raster": ".tif", "plain":
 _PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
+#: The folder of the registered image written as a derived DICOM series (``--output-format dicom``).
+DICOM_FOLDER_NAME = "registered_dicom"
+
 #: The files of a registration's folder besides ``registered.<ext>``.
 OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html")
 
 
-def registered_name(fixed_path: str | os.PathLike[str]) -> str:
+def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | None = None) -> str:
     """``registered.<ext>``: the fixed image's extension, ``.nii.gz`` for DICOM (a folder or ``.dcm`` files).
+
+    With ``output_format="dicom"``: ``registered_dicom``, the folder of a derived DICOM series.
 
     Examples
     --------
     >>> registered_name("t1.nii.gz"), registered_name("scene.TIF"), registered_name("slice.png")
     ('registered.nii.gz', 'registered.tif', 'registered.png')
+    >>> registered_name("ct_folder", output_format="dicom")
+    'registered_dicom'
     """
+    if output_format == "dicom":
+        return DICOM_FOLDER_NAME
     path = Path(fixed_path)
     name = path.name.lower()
     for fmt, suffixes in FORMATS.items():
@@ -129,12 +139,16 @@ def write_registration(
     image_name: str,
     report: bool = False,
     threads: int | None = None,
+    output_format: str | None = None,
 ) -> list[Path]:
     """Resample ``moving`` onto ``fixed`` through ``result.transform`` and write the registration's files into ``folder``.
 
     Returns the paths written: the registered image (``image_name``), the
     transform (:func:`transform_name`), ``result.json`` and, with ``report``,
-    ``report.html``. Refuses (:class:`~coregister.errors.OutputExistsError`)
+    ``report.html``. With ``output_format="dicom"`` the registered image is a
+    derived DICOM series in the folder ``image_name`` (the fixed image's
+    patient, study and frame of reference, the moving image's modality).
+    Refuses (:class:`~coregister.errors.OutputExistsError`)
     a folder where one of them would replace the file ``fixed`` or
     ``moving`` was read from.
     """
@@ -149,8 +163,14 @@ def write_registration(
     registered = apply(
         result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads
     )
+    if output_format == "dicom":
+        from coregister.io.dicom_write import derived_series_options
+
+        image_path = write(registered, folder / image_name, format="dicom", **derived_series_options(moving))
+    else:
+        image_path = write(for_writing(registered, image_name), folder / image_name)
     written = [
-        write(for_writing(registered, image_name), folder / image_name),
+        image_path,
         result.transform.save(folder / transform_name(result.transform)),
         result.save_json(folder / "result.json"),
     ]

@@ -3,7 +3,9 @@
 ``register`` writes into OUTDIR ``registered.<fixed image's extension>``
 (``.nii.gz`` for a DICOM fixed image), ``transform.tfm`` (``transform.json``
 for a homography, which ITK cannot store), ``result.json`` and, with
-``--report``, ``report.html``. The outputs appear together: they are written
+``--report``, ``report.html``; with ``--output-format dicom`` the registered
+image is ``registered_dicom/``, a derived DICOM series (the fixed image's
+patient, study and frame of reference, a new series). The outputs appear together: they are written
 into a temporary folder beside OUTDIR and moved in only when all of them
 succeeded, so a failed run leaves no partial content. A run whose quality
 check failed still writes everything, then exits with code 3.
@@ -47,6 +49,20 @@ logger = logging.getLogger(__name__)
 _DATA = "../shared/data/medical/itk_brainweb_2d"
 _FIXED = f"{_DATA}/BrainProtonDensitySliceBorder20.png"
 _MOVING = f"{_DATA}/BrainProtonDensitySliceShifted13x17y.png"
+#: --output-format choices: "dicom" writes a derived DICOM series (a folder) instead of one image file
+OUTPUT_FORMATS = ("dicom",)
+
+
+def _output_format_option(what: str) -> Any:
+    return click.option(
+        "--output-format",
+        type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
+        default=None,
+        help=f"dicom: write {what} as a derived DICOM series (a folder, one file per slice; the reference's "
+        "patient, study and frame of reference, a new series UID). Default: one image file.",
+    )
+
+
 def _read(path: Path, what: str) -> SpatialImage:
     from coregister.io import read
 
@@ -87,7 +103,12 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
         yield staging
         outdir.mkdir(exist_ok=True)
         for item in sorted(staging.iterdir()):
-            os.replace(item, outdir / item.name)
+            if item.is_dir():  # a DICOM series: replaces the one a previous run wrote
+                from coregister.io.dicom_write import move_series_folder
+
+                move_series_folder(item, outdir / item.name)
+            else:
+                os.replace(item, outdir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -164,6 +185,7 @@ def _fmt(value: Any) -> str:
 @click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True, help="Output folder (created if needed).")
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
+@_output_format_option("OUTDIR/registered_dicom/ (instead of registered.<ext>)")
 @json_option
 @click.pass_context
 def register(
@@ -183,6 +205,7 @@ def register(
     threads: int | None,
     report: bool,
     as_json: bool,
+    output_format: str | None = None,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -201,7 +224,12 @@ def register(
         )
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
-    image_name = registered_name(fixed)
+    output_format = output_format.lower() if output_format else None
+    image_name = registered_name(fixed, output_format=output_format)
+    if output_format == "dicom":
+        from coregister.io.dicom_write import check_series_folder
+
+        check_series_folder(outdir / image_name, overwrite=True)  # a series of a previous run is replaced, nothing else
     refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
                               fix="choose another -o folder")
     config = _config(preset, precise=precise, metric=metric, initialisation=initialisation, detector=detector,
@@ -232,7 +260,7 @@ def register(
         )
     with _staging(outdir) as staging:
         write_registration(staging, result, fixed_image, moving_image, image_name=image_name, report=report,
-                           threads=threads)
+                           threads=threads, output_format=output_format)
         names = sorted(p.name for p in staging.iterdir())
     written = [outdir / n for n in names]
 
@@ -259,10 +287,12 @@ def register(
 @click.option(
     "--reference", type=click.Path(path_type=Path), required=True, help="Image whose grid, CRS and header the output takes (the fixed image)."
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output image; its suffix picks the format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output image; its suffix picks the format (a folder with --output-format dicom).")
 @interpolation_option
 @click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
 @threads_option
+@_output_format_option("OUTPUT")
 @json_option
 def apply_command(
     transform: Path,
@@ -273,6 +303,7 @@ def apply_command(
     default_value: float,
     threads: int | None,
     as_json: bool = False,
+    output_format: str | None = None,
 ) -> None:
     """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
 
@@ -284,7 +315,14 @@ def apply_command(
     from coregister.resample import apply
     from coregister.transforms import read_transform
 
-    check_writable(output, fix="choose another -o path")
+    dicom = (output_format or "").lower() == "dicom"
+    if dicom:
+        from coregister.io.dicom_write import check_series_folder, derived_series_options
+
+        check_writable(output, folder=True, fix="choose another -o folder")
+        check_series_folder(output, overwrite=True)  # a series written before is replaced, as a file would be
+    else:
+        check_writable(output, fix="choose another -o path")
     value = read_transform(transform)
     moving_image = _read(moving, "moving image")
     reference_image = _read(reference, "reference image")
@@ -304,7 +342,10 @@ def apply_command(
         output_dtype=writable_dtype(moving_image, reference_image, output.name.lower()),
         threads=threads,
     )
-    write(for_writing(out, output.name), output)
+    if dicom:
+        write(out, output, format="dicom", overwrite=True, **derived_series_options(moving_image))
+    else:
+        write(for_writing(out, output.name), output)
     if as_json:
         echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
                    "interpolation": interpolation, "size": list(out.size), "spacing": list(out.spacing), "dtype": str(out.dtype)})

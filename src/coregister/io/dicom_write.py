@@ -47,8 +47,9 @@ from coregister.errors import (
 )
 from coregister.image import SpatialImage
 from coregister.io._atomic import _UMASK, check_writable
+from coregister.io.detect import FORMATS
 
-__all__ = ["SERIES_FILE_PATTERN", "check_series_folder", "write_dicom"]
+__all__ = ["SERIES_FILE_PATTERN", "check_series_folder", "derived_series_options", "move_series_folder", "write_dicom"]
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +366,53 @@ def _swap_in(staged: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def move_series_folder(staged: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Move the series folder ``staged`` to ``target``, replacing a series written there before.
+
+    ``target`` may be absent, empty, or hold a series written by
+    :func:`write_dicom` (see :func:`check_series_folder`); the old series is
+    removed only once the new one is in place. Both must be on one file
+    system (``staged`` is usually a hidden sibling folder).
+    """
+    staged, target = Path(staged), Path(target)
+    check_series_folder(target, overwrite=True)
+    _swap_in(staged, target)
+    return target
+
+
+def derived_series_options(moving: SpatialImage) -> dict[str, str]:
+    """``modality`` and ``series_description`` for a registered image whose values come from ``moving``.
+
+    A registered image inherits the fixed image's identifiers (its patient,
+    study and frame of reference are right), but its values are the moving
+    image's: the modality is the moving image's (``"OT"`` when it was not
+    DICOM) and the description names the moving series (or file).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister import SpatialImage
+    >>> flair = SpatialImage(np.zeros((2, 2, 2)), origin=(0, 0, 0), spacing=(1, 1, 1),
+    ...                      meta={"source_path": "/data/flair.nii.gz"})
+    >>> derived_series_options(flair)
+    {'modality': 'OT', 'series_description': 'flair registered by coregister'}
+    """
+    source = moving.meta.get("dicom") or {}
+    name = str(source.get("SeriesDescription") or "").strip()
+    if not name and moving.meta.get("source_path"):
+        name = Path(str(moving.meta["source_path"])).name
+        suffix = next((x for f in FORMATS.values() for x in f if name.lower().endswith(x)), "")
+        name = name[: len(name) - len(suffix)]
+    return {"modality": str(source.get("Modality") or "OT"), "series_description": _description(name)}
+
+
+def _description(base: str) -> str:
+    """``"<base> registered by coregister"``, with ``base`` shortened to fit 64 characters."""
+    if not base:
+        return _DESCRIPTION
+    return f"{base[: _LO_MAX - len(_DESCRIPTION) - 1].rstrip()} {_DESCRIPTION}"
+
+
 def write_dicom(
     image: SpatialImage,
     folder: str | os.PathLike[str],
@@ -474,10 +522,7 @@ def write_dicom(
         )  # fmt: skip
     digest = _digest(encoding, origin, spacing, direction)
     if series_description is None:
-        base = str(source.get("SeriesDescription") or "").strip()
-        series_description = f"{base} {_DESCRIPTION}" if base else _DESCRIPTION
-        if len(series_description) > _LO_MAX:
-            series_description = f"{base[: _LO_MAX - len(_DESCRIPTION) - 1].rstrip()} {_DESCRIPTION}"
+        series_description = _description(str(source.get("SeriesDescription") or "").strip())
     elif len(series_description) > _LO_MAX:
         raise ConfigError(f"series_description {series_description!r} is longer than 64 characters; shorten it")
     if series_number is None:
