@@ -83,6 +83,7 @@ def sources() -> dict[str, cr.SpatialImage]:
             direction=_rotation(12.0, -25.0, 40.0), origin=(-31.5, 17.25, 88.125), spacing=(0.7, 0.45, 3.0)
         ),
         "ct_feet_first_flipped": ct.replace(direction=feet_first),
+        "ct_int32_beyond_int16": ct.replace(array=ct.array.astype(np.int32) + 70000),  # exact, integer intercept
         "ct_float_scaled": ct.replace(array=ct.array.astype(np.float32) * np.float32(0.37) + np.float32(0.1)),
         "mni_nifti_whole_numbers_left_handed": mni,
         "mni_resampled_float_left_handed": resampled,
@@ -127,6 +128,7 @@ CASES = [
     "mr_small_single_slice",
     "ct_oblique_anisotropic",
     "ct_feet_first_flipped",
+    "ct_int32_beyond_int16",
     "ct_float_scaled",
     "mni_nifti_whole_numbers_left_handed",
     "mni_resampled_float_left_handed",

@@ -58,8 +58,8 @@ def _output_format_option(what: str) -> Any:
         "--output-format",
         type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
         default=None,
-        help=f"dicom: write {what} as a derived DICOM series (a folder, one file per slice; the reference's "
-        "patient, study and frame of reference, a new series UID). Default: one image file.",
+        help=f"dicom: the output as a derived DICOM series in {what} (one file per slice; the patient, study and "
+        "frame of reference of the fixed/reference image, a new series UID). Default: one image file.",
     )
 
 
@@ -185,7 +185,7 @@ def _fmt(value: Any) -> str:
 @click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True, help="Output folder (created if needed).")
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
-@_output_format_option("OUTDIR/registered_dicom/ (instead of registered.<ext>)")
+@_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
 @json_option
 @click.pass_context
 def register(
@@ -292,7 +292,7 @@ def register(
 @interpolation_option
 @click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
 @threads_option
-@_output_format_option("OUTPUT")
+@_output_format_option("the folder OUTPUT")
 @json_option
 def apply_command(
     transform: Path,

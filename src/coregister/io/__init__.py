@@ -80,9 +80,11 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
         A file whose suffix picks the format (``.nii.gz``, ``.mha``, ``.tif``,
         ``.png``...), or, with ``format="dicom"``, a folder (new or empty)
         that receives a derived DICOM series, one file per slice.
-    format : {"dicom"}, optional
-        Write the format named rather than the one the suffix names. A
-        ``.dcm`` suffix alone is refused: a DICOM series is a folder.
+    format : str, optional
+        ``"dicom"``: write a folder (a suffix alone never chooses DICOM: a
+        ``.dcm`` path is refused, since a series is a folder). Another
+        format name (``"nifti"``, ``"itk"``, ``"raster"``, ``"plain"``) must
+        match the suffix.
     **options
         Passed to the format's writer (``overwrite=``; for DICOM
         ``series_description=``, ``series_number=``, ``modality=``).

@@ -49,7 +49,14 @@ from coregister.image import SpatialImage
 from coregister.io._atomic import _UMASK, check_writable
 from coregister.io.detect import FORMATS
 
-__all__ = ["SERIES_FILE_PATTERN", "check_series_folder", "derived_series_options", "move_series_folder", "write_dicom"]
+__all__ = [
+    "KEPT_FROM_SOURCE",
+    "SERIES_FILE_PATTERN",
+    "check_series_folder",
+    "derived_series_options",
+    "move_series_folder",
+    "write_dicom",
+]
 
 logger = logging.getLogger(__name__)
 
