@@ -331,7 +331,7 @@ def run_3d(seeds: int) -> dict[str, Any]:
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "medical" / "antspy" / "mni.nii.gz"
     image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     fixed = SpatialImage.from_sitk(image)
-    centre = fixed.index_to_world([[(n - 1) / 2 for n in fixed.size]])[0]
+    centre = fixed.world_centre
     head = fixed.world_grid()[np.asarray(fixed.array) > 1000]
     engines = {"ours: ecc rigid": (EccEngine(), RegistrationConfig(stages=(Stage(model="rigid"),)))}
     try:

@@ -136,11 +136,6 @@ def mni(data: Callable[[str], Path], *, shrink: int = 1, sigma_mm: float = 0.0) 
     return SpatialImage.from_sitk(image)
 
 
-def centre_of(image: SpatialImage) -> np.ndarray:
-    """World coordinates of the image's centre (where the truths rotate about)."""
-    return image.index_to_world([[(n - 1) / 2 for n in image.size]])[0]
-
-
 def warp_volume(fixed: SpatialImage, truth: Transform) -> np.ndarray:
     """The moving array for which ``truth`` is the fixed -> moving map (on the fixed grid, 0 outside)."""
     image = fixed.to_sitk()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _warps import centre_of, head_error_mm, mean_error_px, mni, pair, photo, similarity_matrix, warp, warp_volume
+from _warps import head_error_mm, mean_error_px, mni, pair, photo, similarity_matrix, warp, warp_volume
 
 from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage
 from coregister.engines.chain import attempt_order, run_auto
@@ -83,7 +83,7 @@ def test_nothing_passes_returns_the_best_with_a_warning() -> None:
 
 def test_3d_chain_with_the_ecc_engine(data) -> None:
     fixed = mni(data, shrink=3, sigma_mm=1.5)
-    truth = Rigid.from_angles(np.deg2rad([4.0, -3.0, 6.0]), translation=(5.0, -4.0, 3.0), center=centre_of(fixed))
+    truth = Rigid.from_angles(np.deg2rad([4.0, -3.0, 6.0]), translation=(5.0, -4.0, 3.0), center=fixed.world_centre)
     out = run_auto(fixed, fixed.replace(array=warp_volume(fixed, truth)), _config("rigid"), engines=["ecc"])
     assert out.engine == "ecc" and out.extras["passed"]
     assert head_error_mm(out.transform, truth, fixed) < 0.05

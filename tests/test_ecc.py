@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _warps import centre_of, head_error_mm, mean_error_px, mni, pair, photo, random_warp, warp, warp_volume
+from _warps import head_error_mm, mean_error_px, mni, pair, photo, random_warp, warp, warp_volume
 
 from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage, TransformModel
 from coregister.engines import get_engine
@@ -160,7 +160,7 @@ def test_3d_rigid_on_mni_below_005_mm(data) -> None:
     fixed = mni(data)
     rng = np.random.default_rng(7)
     truth = Rigid.from_angles(np.deg2rad(rng.uniform(-10, 10, 3)), translation=rng.uniform(-10, 10, 3),
-                              center=centre_of(fixed))
+                              center=fixed.world_centre)
     moved = warp_volume(fixed, truth)
     moved = moved + rng.normal(0, 50.0, moved.shape).astype(np.float32)  # intensities reach ~8000
     out = EccEngine().run(fixed, fixed.replace(array=moved), _config("rigid"))
@@ -175,7 +175,7 @@ def test_3d_affine_on_mni_at_2mm(data) -> None:
     rng = np.random.default_rng(11)
     shear = np.eye(3) + np.triu(rng.uniform(-0.05, 0.05, (3, 3)), 1)
     matrix = Rigid.from_angles(np.deg2rad(rng.uniform(-8, 8, 3))).rotation @ np.diag(rng.uniform(0.9, 1.1, 3)) @ shear
-    truth = Affine(matrix, rng.uniform(-6, 6, 3), centre_of(fixed))
+    truth = Affine(matrix, rng.uniform(-6, 6, 3), fixed.world_centre)
     out = ecc_register(fixed, fixed.replace(array=warp_volume(fixed, truth)), _config("affine"))
     assert head_error_mm(out.transform, truth, fixed) < 0.1
 
@@ -353,7 +353,7 @@ def test_rotation_search_2d_captures_a_turned_photo() -> None:
 def test_rotation_search_3d_captures_a_half_turn(data) -> None:
     """MNI152 at 3 mm turned by 170 degrees about z (plus small tilts): the 24 axis-aligned starts find it."""
     fixed = mni(data, shrink=3, sigma_mm=1.5)
-    truth = Rigid.from_angles(np.deg2rad([5.0, -4.0, 170.0]), translation=(5.0, -4.0, 3.0), center=centre_of(fixed))
+    truth = Rigid.from_angles(np.deg2rad([5.0, -4.0, 170.0]), translation=(5.0, -4.0, 3.0), center=fixed.world_centre)
     out = ecc_register(fixed, fixed.replace(array=warp_volume(fixed, truth)), _config("rigid").replace(rotation_search=True))
     assert head_error_mm(out.transform, truth, fixed) < 0.05
 

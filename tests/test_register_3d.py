@@ -108,8 +108,7 @@ def test_bspline_recovers_smooth_deformation_without_folding(mni, head):
     # moving(y) = fixed(S(y)) with S = rigid o bspline (small rigid motion: 3 degrees, 3 mm; B-spline with
     # random coefficients on a 50 mm mesh, displacements up to 4 mm), so the true fixed -> moving map is
     # S^-1: x -> B^-1(R^-1(x)), the B-spline inverted numerically
-    rigid = cr.Rigid.from_angles(np.deg2rad([2.0, -1.5, 3.0]), translation=[2.0, -3.0, 1.5],
-                                 center=mni.index_to_world([[(n - 1) / 2 for n in mni.size]])[0])
+    rigid = cr.Rigid.from_angles(np.deg2rad([2.0, -1.5, 3.0]), translation=[2.0, -3.0, 1.5], center=mni.world_centre)
     spline = synthetic.random_bspline(mni, 7, mesh_mm=50.0, max_displacement_mm=4.0)
     moving = synthetic.resample_through(mni, cr.Composite((rigid, spline)))
     sample = head[::8]
@@ -135,7 +134,7 @@ def test_rotation_search_3d(mni):
     from coregister import presets
 
     small = cr.SpatialImage.from_sitk(sitk.BinShrink(mni.to_sitk(), [4, 4, 4]))
-    centre = small.index_to_world([[(n - 1) / 2 for n in small.size]])[0]
+    centre = small.world_centre
     truth = cr.Rigid.from_angles(np.deg2rad([8.0, -5.0, 95.0]), translation=[4.0, -6.0, 3.0], center=centre)
     moving = synthetic.warp(small, truth)
     head = synthetic.head_points(small)

@@ -43,13 +43,9 @@ def labels() -> cr.SpatialImage:
     return cr.read(require_data(f"{KMEANS}/KmeansTest_T1KmeansPrelimSegmentation.nii.gz"))
 
 
-def _centre(image: cr.SpatialImage) -> np.ndarray:
-    return image.index_to_world([(np.array(image.size) - 1) / 2.0])[0]
-
-
 def _rigid(image: cr.SpatialImage) -> Rigid:
     """A few degrees and millimetres about the image centre (no sample falls on a half-pixel)."""
-    return Rigid.from_angles(np.deg2rad([4.0, -3.0, 6.0]), translation=[2.5, -1.5, 3.2], center=_centre(image))
+    return Rigid.from_angles(np.deg2rad([4.0, -3.0, 6.0]), translation=[2.5, -1.5, 3.2], center=image.world_centre)
 
 
 def _scipy_reference(image: cr.SpatialImage, transform: cr.Transform, order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +194,7 @@ def test_output_carries_reference_geometry_and_metadata(data, tmp_path: Path) ->
     """Moving int16 T1 onto the SPM float32 4 mm grid: written file has the reference's header, the moving dtype."""
     anatomical = cr.read(data(f"{ANAT}/anatomical.nii"))
     reference = cr.read(data(f"{ANAT}/reoriented_anat_moved.nii"))
-    out = apply(Rigid.from_angles(np.deg2rad([1.0, 2.0, -3.0]), center=_centre(reference)), anatomical, reference=reference)
+    out = apply(Rigid.from_angles(np.deg2rad([1.0, 2.0, -3.0]), center=reference.world_centre), anatomical, reference=reference)
     assert out.same_geometry(reference, atol=1e-6)
     assert out.dtype == anatomical.dtype
     assert "source_path" not in out.meta
@@ -315,7 +311,7 @@ def _bspline(image: cr.SpatialImage, seed: int, *, mesh: int = 4, sigma_mm: floa
 
 @pytest.mark.parametrize("kind", ["translation", "rigid", "similarity", "affine", "bspline", "composite"])
 def test_transform_points_forward_and_inverse(t1: cr.SpatialImage, kind: str) -> None:
-    centre = _centre(t1)
+    centre = t1.world_centre
     transforms = {
         "translation": Translation([3.0, -2.0, 1.0]),
         "rigid": _rigid(t1),

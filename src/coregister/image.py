@@ -165,6 +165,17 @@ class SpatialImage:
         """True when the image carries a coordinate reference system."""
         return self.crs is not None
 
+    @property
+    def world_centre(self) -> np.ndarray:
+        """World coordinates of the image's centre: the middle of its pixel centres (index ``(n - 1) / 2`` per axis).
+
+        Examples
+        --------
+        >>> SpatialImage(np.zeros((3, 5)), origin=(10.0, 0.0), spacing=(2.0, 1.0)).world_centre.tolist()
+        [14.0, 1.0]
+        """
+        return self.index_to_world([[(n - 1) / 2.0 for n in self.size]])[0]
+
     def index_to_world(self, indices: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """Map continuous indices ``(x, y[, z])`` to world points.
 

@@ -18,7 +18,6 @@ __all__ = [
     "is_conformal",
     "valid_pair",
     "valid_pixels",
-    "world_centre",
     "world_from_pixel",
 ]
 
@@ -26,17 +25,6 @@ logger = logging.getLogger(__name__)
 
 #: Stage ``extra`` key: ``False`` keeps a 2D pair's warp fill in the correlation (default True: left out).
 EXCLUDE_WARP_FILL = "exclude_warp_fill"
-
-
-def world_centre(image: SpatialImage) -> np.ndarray:
-    """World coordinates of the image's centre (the middle of its pixel centres).
-
-    Examples
-    --------
-    >>> world_centre(SpatialImage(np.zeros((3, 5)), origin=(10.0, 0.0), spacing=(2.0, 1.0))).tolist()
-    [14.0, 1.0]
-    """
-    return image.index_to_world([[(n - 1) / 2.0 for n in image.size]])[0]
 
 
 def grey_pair(fixed: SpatialImage, moving: SpatialImage) -> tuple[SpatialImage, SpatialImage, list[str]]:

@@ -46,7 +46,7 @@ from coregister.config import (
     Stage,
     TransformModel,
 )
-from coregister.engines._common import EXCLUDE_WARP_FILL, grey_pair, valid_pair, world_centre
+from coregister.engines._common import EXCLUDE_WARP_FILL, grey_pair, valid_pair
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
@@ -622,7 +622,7 @@ def _centre_of_mass(image: SpatialImage, valid: np.ndarray | None) -> np.ndarray
         weights = np.where(valid, weights, 0.0)
     total = weights.sum()
     if total <= 0:
-        return world_centre(image)
+        return image.world_centre
     com = np.array(ndimage.center_of_mass(weights))[::-1]
     return image.index_to_world(com[np.newaxis, :])[0]
 
@@ -786,7 +786,7 @@ def _ecc_register(
         matrix = np.eye(d + 1)
         init = Initialisation.parse(config.initialisation)
         if init is Initialisation.GEOMETRY:
-            matrix[:d, d] = world_centre(moving) - world_centre(fixed)
+            matrix[:d, d] = moving.world_centre - fixed.world_centre
         elif init is Initialisation.MOMENTS:
             matrix[:d, d] = _centre_of_mass(moving, moving_valid) - _centre_of_mass(fixed, fixed_valid)
         elif init in (Initialisation.PHASE, Initialisation.FEATURES):
@@ -800,7 +800,7 @@ def _ecc_register(
     final_rho = float("nan")
     model = TransformModel.AFFINE
     started = time.perf_counter()
-    fixed_centre = world_centre(fixed)
+    fixed_centre = fixed.world_centre
     for stage_number, stage in enumerate(config.stages):
         model = TransformModel.parse(stage.model)
         gens = model_generators(model, d)
@@ -920,7 +920,7 @@ def _engine_initial(
         return matrix, None
     except (ImportError, RegistrationFailed, ConfigError) as exc:
         matrix = np.eye(d + 1)
-        matrix[:d, d] = world_centre(moving) - world_centre(fixed)
+        matrix[:d, d] = moving.world_centre - fixed.world_centre
         return matrix, f"{name} initialisation failed ({exc}); started from the image centres"
 
 

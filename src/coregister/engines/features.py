@@ -44,7 +44,6 @@ from coregister.engines._common import (
     is_conformal,
     valid_pair,
     valid_pixels,
-    world_centre,
     world_from_pixel,
 )
 from coregister.engines.base import EngineOutput
@@ -384,7 +383,7 @@ class FeatureEngine:
             )
         residuals = _reprojection_error(pixel_matrix, src[inliers], dst[inliers])
         rms = float(np.sqrt(np.mean(residuals**2)))
-        centre = world_centre(fixed)
+        centre = fixed.world_centre
         world = _project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
         feature_transform = transform_from_matrix(world, model, center=centre)
         history = [LevelHistory(f"features:{detector}", 0, 1.0, 0.0, (rms,), f"{n_inliers} inliers of {len(pairs)} matches")]

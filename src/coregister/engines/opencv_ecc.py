@@ -30,7 +30,7 @@ import numpy as np
 
 from coregister._opencv import cv2
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
-from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_centre, world_from_pixel
+from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_from_pixel
 from coregister.engines.base import EngineOutput
 from coregister.engines.ecc import _initial_matrix, _project, default_pyramid, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError
@@ -110,13 +110,13 @@ class OpenCvEccEngine:
             )
         fixed, moving, warnings = grey_pair(fixed, moving)
         fixed_valid, moving_valid = valid_pair(fixed, moving, fixed_mask, moving_mask, config)
-        centre = world_centre(fixed)
+        centre = fixed.world_centre
 
         world = _initial_matrix(initial, 2)
         if world is None:
             world = np.eye(3)
             if Initialisation.parse(config.initialisation) is not Initialisation.NONE:
-                world[:2, 2] = world_centre(moving) - centre
+                world[:2, 2] = moving.world_centre - centre
                 if Initialisation.parse(config.initialisation) is not Initialisation.GEOMETRY:
                     logger.info("OpenCV ECC starts from the image centres (initialisation %s is for other engines)",
                                 config.initialisation)

@@ -368,10 +368,6 @@ def _to_sitk_mask(mask: np.ndarray | None, reference: sitk.Image, name: str) -> 
     return out
 
 
-def _physical_centre(image: sitk.Image) -> tuple[float, ...]:
-    return image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in image.GetSize()])
-
-
 def _new_transform(model: TransformModel, fixed: sitk.Image, stage: Stage) -> sitk.Transform:
     ndim = fixed.GetDimension()
     if model is TransformModel.TRANSLATION:
@@ -606,12 +602,14 @@ class SitkEngine:
                     f"the SimpleITK engine cannot start from a {type(initial).__name__}: {exc}"
                 ) from exc
         first_tx = _new_transform(stages[0].model, fixed_img, stages[0])
-        center = _physical_centre(fixed_img)
+        center: tuple[float, ...] = tuple(fixed.world_centre.tolist())
         coarse = plans[0][0]
-        if initial is None and stages[0].model is not TransformModel.BSPLINE:
-            center = self._initialise(first_tx, Initialisation.parse(config.initialisation), fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
-        elif stages[0].model is not TransformModel.BSPLINE:
-            _set_center(first_tx, center)
+        if stages[0].model is not TransformModel.BSPLINE:
+            how = Initialisation.parse(config.initialisation) if initial is None else Initialisation.NONE
+            if how is Initialisation.NONE:  # rotations about the image centre
+                _set_center(first_tx, center)
+            else:
+                center = self._initialise(first_tx, how, fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
         if config.rotation_search and initial is None:
             if stages[0].model in (TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE):
                 best = self._rotation_search(first_tx, stages[0], fixed_pyr.level(coarse), moving_pyr.level(coarse),
@@ -681,10 +679,6 @@ class SitkEngine:
             else:
                 tx.SetCenter(center)
                 tx.SetTranslation(init.GetTranslation())
-            return center
-        if how is Initialisation.NONE:
-            center = _physical_centre(fixed)
-            _set_center(tx, center)
             return center
         raise ConfigError(
             f"initialisation {how.value!r} comes from another engine; coregister.register runs it first "

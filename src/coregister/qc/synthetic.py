@@ -51,10 +51,6 @@ def _rng(seed: int | np.random.Generator) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _centre(image: SpatialImage) -> np.ndarray:
-    return image.index_to_world([[(n - 1) / 2.0 for n in image.size]])[0]
-
-
 def random_rigid(
     image: SpatialImage,
     seed: int | np.random.Generator,
@@ -79,7 +75,7 @@ def random_rigid(
     n_angles = 1 if image.ndim == 2 else 3
     angles = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, n_angles))
     shift = rng.uniform(-max_shift_mm, max_shift_mm, image.ndim)
-    return Rigid(rotation_matrix(angles.tolist() if n_angles == 3 else float(angles[0])), shift, _centre(image))
+    return Rigid(rotation_matrix(angles.tolist() if n_angles == 3 else float(angles[0])), shift, image.world_centre)
 
 
 def random_affine(
@@ -111,7 +107,7 @@ def random_affine(
     shear = np.eye(d)
     shear[np.triu_indices(d, 1)] = rng.uniform(-max_shear, max_shear, d * (d - 1) // 2)
     shift = rng.uniform(-max_shift_mm, max_shift_mm, d)
-    return Affine(rotation @ scales @ shear, shift, _centre(image))
+    return Affine(rotation @ scales @ shear, shift, image.world_centre)
 
 
 def random_bspline(
