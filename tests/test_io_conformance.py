@@ -2,7 +2,7 @@
 
 Part 1 (``test_round_trip``): each case is an image read from the real data
 (``../shared/data``) and written with :func:`coregister.write` to every
-lossless format that can hold it; reading it back must give the array
+lossless format that can hold it (DICOM: a derived series folder); reading it back must give the array
 bit-exact and in the same dtype, the geometry within 1e-6, the CRS, nodata
 and mask unchanged, and the format's header fields kept (NIfTI codes,
 units, descrip, intent, scaling; MetaImage/NRRD key/value pairs; the
@@ -177,6 +177,7 @@ CASES = [
 class Format:
     suffix: str
     accepts: Callable[[Case], bool]
+    name: str | None = None  # ``format=`` for cr.write where the suffix does not say it (a DICOM series folder)
 
 
 _GDAL_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
@@ -200,7 +201,15 @@ FORMATS = {
         ".tif", lambda c: c.ndim == 2 and c.pixel_grid and not c.geospatial and c.dtype in _GDAL_DTYPES
     ),
     "png": Format(".png", lambda c: c.ndim == 2 and c.pixel_grid and _medical(c) and c.dtype in ("uint8", "uint16")),
+    # a derived series: 16-bit grey volumes whose axes form a right-handed frame (a DICOM series cannot list its
+    # slices against the normal of its ImageOrientationPatient; tests/test_io_dicom_write.py covers the rest)
+    "dicom": Format("", lambda c: c.ndim == 3 and _medical(c) and not c.channels and c.dtype in ("int16", "uint16")
+                    and _right_handed(c), name="dicom"),
 }
+
+
+def _right_handed(case: Case) -> bool:
+    return bool(np.linalg.det(np.asarray(case.build().direction)) > 0)
 
 PAIRS = [
     pytest.param(case, fmt, id=f"{case.name}->{name}")
@@ -212,8 +221,8 @@ PAIRS = [
 
 def test_every_format_and_case_is_exercised() -> None:
     """The matrix covers every writable format, 2D/3D, channels, several dtypes and geospatial cases."""
-    used_formats = {p.values[1].suffix for p in PAIRS}
-    assert used_formats == {f.suffix for f in FORMATS.values()}
+    used_formats = {(p.values[1].suffix, p.values[1].name) for p in PAIRS}
+    assert used_formats == {(f.suffix, f.name) for f in FORMATS.values()}
     cases = [p.values[0] for p in PAIRS]
     assert {c.ndim for c in cases} == {2, 3}
     assert {c.channels for c in cases} == {False, True}
@@ -299,6 +308,13 @@ def _assert_header_fields(back: SpatialImage, image: SpatialImage, fmt: Format) 
                 assert meta[key] == source[key], key
     elif fmt.suffix == ".png":
         assert meta["format"] == "png"
+    elif fmt.name == "dicom":
+        assert meta["format"] == "dicom"
+        tags, kept = meta["dicom"], source.get("dicom", {})
+        for key in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID", "Modality"):
+            if key in kept:
+                assert tags[key] == kept[key], key
+        assert tags["SeriesInstanceUID"] != kept.get("SeriesInstanceUID")  # a derived series is a new series
 
 
 @pytest.mark.parametrize(("case", "fmt"), PAIRS)
@@ -310,15 +326,16 @@ def test_round_trip(case: Case, fmt: Format, tmp_path: Path) -> None:
         case.dtype,
         case.geospatial,
     )
-    first = cr.write(image, tmp_path / f"first{fmt.suffix}")
+    options = {} if fmt.name is None else {"format": fmt.name}
+    first = cr.write(image, tmp_path / f"first{fmt.suffix}", **options)
     back = cr.read(first)
     _assert_same_image(back, image, float32_header=fmt.suffix.startswith(".nii"))
     _assert_header_fields(back, image, fmt)
     assert back.meta["source_path"] == str(first)
-    again = cr.read(cr.write(back, tmp_path / f"second{fmt.suffix}"))
+    again = cr.read(cr.write(back, tmp_path / f"second{fmt.suffix}", **options))
     _assert_same_image(again, back)  # what came back from the format is stored exactly
     _assert_header_fields(again, back, fmt)
-    leftovers = [p.name for p in tmp_path.iterdir() if ".part" in p.name]
+    leftovers = [p.name for p in tmp_path.iterdir() if ".part" in p.name or p.name.startswith(".")]
     assert leftovers == []
 
 
