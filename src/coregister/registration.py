@@ -259,12 +259,11 @@ def register(
         raise GeometryError(f"initial_transform is {initial_transform.ndim}D but the images are {fixed.ndim}D")
     config_given = config is not None
     config = _resolve_config(preset, metric, config, precise, fixed.ndim, seed, threads)
-    notes: list[str] = []
     fixed_mask_array = _mask_array(fixed_mask, fixed, "fixed mask")
     moving_mask_array = _mask_array(moving_mask, moving, "moving mask")
-    fixed_grey, fixed_grey_note = _grey(fixed, "fixed")
-    moving_grey, moving_grey_note = _grey(moving, "moving")
-    notes += [n for n in (fixed_grey_note, moving_grey_note) if n]
+    from coregister.engines._common import grey_pair  # imports OpenCV and scikit-image: only when registering
+
+    fixed_grey, moving_grey, notes = grey_pair(fixed, moving)
 
     engine_name = route(preset, config, config_given=config_given)
     logger.info("registering %s onto %s with %s (%s)", moving_grey.size, fixed_grey.size, engine_name, config.name)
@@ -313,15 +312,6 @@ def register(
         config=config.to_dict(),
         extras=extras,
     )
-
-
-def _grey(image: SpatialImage, name: str) -> tuple[SpatialImage, str | None]:
-    if not image.has_channels:
-        return image, None
-    from coregister.preprocess import luminance_if_colour
-
-    grey, note = luminance_if_colour(image)
-    return grey, f"{name} image: {note}" if note else None
 
 
 def _run_engine(

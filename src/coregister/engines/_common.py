@@ -32,10 +32,10 @@ def grey_pair(fixed: SpatialImage, moving: SpatialImage) -> tuple[SpatialImage, 
     warnings: list[str] = []
     fixed, note = luminance_if_colour(fixed)
     if note:
-        warnings.append("fixed: " + note)
+        warnings.append("fixed image: " + note)
     moving, note = luminance_if_colour(moving)
     if note:
-        warnings.append("moving: " + note)
+        warnings.append("moving image: " + note)
     return fixed, moving, warnings
 
 
