@@ -117,10 +117,23 @@ def test_bad_options_name_the_value(data, options, message):
         cr.register(image, image, **options)
 
 
-def test_mask_on_another_grid_is_refused(data):
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("shape", r"fixed mask of shape \(10, 10\) does not fit .*; give a mask on its grid"),
+        ("empty", "fixed mask is empty"),
+        ("grid", "fixed mask lies on another grid"),
+    ],
+)
+def test_mask_off_the_grid_or_empty_is_refused(data, kind, message):
     image = _read(data, "BrainT1SliceBorder20.png")
-    with pytest.raises(GeometryError, match="does not fit"):
-        cr.register(image, image, fixed_mask=np.ones((10, 10), bool))
+    mask = {
+        "shape": np.ones((10, 10), bool),
+        "empty": np.zeros(image.shape, bool),
+        "grid": cr.SpatialImage(np.ones(image.shape, bool), origin=(5.0, 0.0), spacing=(1.0, 1.0)),
+    }[kind]
+    with pytest.raises(GeometryError, match=message):
+        cr.register(image, image, fixed_mask=mask)
 
 
 def test_fixed_mask_restricts_the_metric(data):

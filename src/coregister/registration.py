@@ -27,6 +27,7 @@ from coregister.config import (
     TransformModel,
 )
 from coregister.engines import EngineOutput, get_engine
+from coregister.engines._common import grey_pair, valid_pixels
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.result import Result
@@ -53,26 +54,21 @@ def _as_image(value: Any, name: str) -> SpatialImage:
 
 
 def _mask_array(mask: Any, image: SpatialImage, name: str) -> np.ndarray | None:
-    """The user's mask combined with the image's own validity (mask, nodata, non-finite values)."""
-    user = None
-    if mask is not None:
-        if isinstance(mask, SpatialImage):
-            if not mask.same_geometry(image):
-                raise GeometryError(
-                    f"the {name} lies on another grid than its image; resample it onto the image's grid with "
-                    "coregister.apply(..., interpolation='nearest')"
-                )
-            user = np.asarray(mask.array, dtype=bool)
-        else:
-            user = np.asarray(mask, dtype=bool)
-        if user.shape != image.shape:
-            raise GeometryError(f"{name} of shape {user.shape} does not fit the image's shape {image.shape}")
-        if not user.any():
-            raise GeometryError(f"{name} is empty: mark at least some voxels True (True = use)")
-    valid = image.valid_mask()
-    if bool(valid.all()):
-        return user
-    return valid if user is None else valid & user
+    """The user's mask combined with the image's own validity (:func:`~coregister.engines._common.valid_pixels`).
+
+    None when no mask is given and every pixel of the image is valid (the engines then sample without a mask).
+    """
+    if isinstance(mask, SpatialImage):
+        if not mask.same_geometry(image):
+            raise GeometryError(
+                f"the {name} lies on another grid than its image; resample it onto the image's grid with "
+                "coregister.apply(..., interpolation='nearest')"
+            )
+        mask = mask.array
+    valid = valid_pixels(image, mask, name)
+    if mask is not None and not np.any(mask):
+        raise GeometryError(f"{name} is empty: mark at least some voxels True (True = use)")
+    return None if mask is None and bool(valid.all()) else valid
 
 
 def route(preset: str, config: RegistrationConfig, *, config_given: bool = False) -> str:
@@ -261,8 +257,6 @@ def register(
     config = _resolve_config(preset, metric, config, precise, fixed.ndim, seed, threads)
     fixed_mask_array = _mask_array(fixed_mask, fixed, "fixed mask")
     moving_mask_array = _mask_array(moving_mask, moving, "moving mask")
-    from coregister.engines._common import grey_pair  # imports OpenCV and scikit-image: only when registering
-
     fixed_grey, moving_grey, notes = grey_pair(fixed, moving)
 
     engine_name = route(preset, config, config_given=config_given)

@@ -46,7 +46,9 @@ def valid_pixels(image: SpatialImage, mask: np.ndarray | None, name: str = "mask
         return valid
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != image.shape:
-        raise GeometryError(f"{name} of shape {mask.shape} does not match the image's spatial shape {image.shape}")
+        raise GeometryError(
+            f"{name} of shape {mask.shape} does not fit the image's spatial shape {image.shape}; give a mask on its grid"
+        )
     return valid & mask
 
 
