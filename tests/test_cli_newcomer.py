@@ -7,12 +7,15 @@ anatomical volume written as DICOM series).
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from coregister import presets
-from coregister.cli import EXIT_OK, main
+from coregister.cli import EXIT_OK, EXIT_USAGE, main
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -39,3 +42,54 @@ def test_precise_help_states_what_the_precise_family_changes(
     assert low <= last_precise.max_samples / last_default.max_samples <= high
     assert step_low <= last_default.min_step / last_precise.min_step <= step_high
 
+
+
+# ------------------------------------------------------------------ --iterations: the fix the iteration-cap warning names
+BRAINWEB = "medical/itk_brainweb_2d"
+FIXED = f"{BRAINWEB}/BrainProtonDensitySliceBorder20.png"
+MOVING = f"{BRAINWEB}/BrainProtonDensitySliceShifted13x17y.png"
+
+
+def _register_json(capsys: pytest.CaptureFixture[str], *args: str, code: int = EXIT_OK) -> dict:
+    returned = main(list(args))
+    captured = capsys.readouterr()
+    assert returned == code, captured.err
+    return json.loads(captured.out)
+
+
+@pytest.mark.parametrize("how", ["option", "config"])
+def test_iterations_caps_every_stage_and_the_warning_names_the_option(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    args = ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "out"), "--preset", "affine", "--json"]
+    if how == "option":
+        args += ["--iterations", "2"]
+    else:
+        config = tmp_path / "run.toml"
+        config.write_text("[register]\niterations = 2\n")
+        args = ["--config", str(config), *args]
+    result = _register_json(capsys, *args)
+    assert [s["iterations"] for s in result["config"]["stages"]] == [2, 2]
+    assert [s["iterations_per_level"] for s in result["config"]["stages"]] == [None, None]
+    assert len(result["history"]) >= 2 and max(level["iterations"] for level in result["history"]) <= 2
+    assert result["extras"]["quality"]["hit_iteration_cap"] is True
+    cap = [w for w in result["warnings"] if "iteration cap" in w]
+    assert len(cap) == 1 and "--iterations N" in cap[0]
+
+
+def test_iterations_raised_lets_the_optimiser_converge(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["register", str(data(FIXED)), str(data(MOVING)), "--preset", "translation", "--metric", "ncc", "--json"]
+    capped = _register_json(capsys, *base, "-o", str(tmp_path / "capped"), "--iterations", "3")
+    raised = _register_json(capsys, *base, "-o", str(tmp_path / "raised"), "--iterations", "500")
+    assert capped["extras"]["quality"]["hit_iteration_cap"] and not raised["extras"]["quality"]["hit_iteration_cap"]
+    assert max(level["iterations"] for level in raised["history"]) > 3
+    # the known shift (13, 17) mm: found with room to converge, not within 3 iterations per level
+    shift = np.array(raised["transform"]["translation"])
+    assert np.linalg.norm(shift - [13.0, 17.0]) < 0.1
+    assert np.linalg.norm(np.array(capped["transform"]["translation"]) - [13.0, 17.0]) > 0.1
+
+
+def test_iterations_must_be_positive(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "o"), "--iterations", "0"])
+    assert code == EXIT_USAGE and "--iterations" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -78,7 +78,7 @@ def interpolation_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of a registration: preset, metric, precision, initialisation, detector, masks, seed, threads."""
+    """The options of a registration: preset, metric, precision, iterations, initialisation, detector, masks, seed, threads."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--preset",
@@ -99,6 +99,15 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="The preset's precise family: 4-7x the sample points per level, twice the iterations, a "
             "10-20x finer final step (and a finer B-spline mesh down to full resolution); about 3-5x the time on "
             "volumes, little more on 2D images.",
+        ),
+        click.option(
+            "--iterations",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Iteration cap of every stage at every pyramid level (default: the preset's, 200 per level, 400 "
+            "with --precise, 30 for the B-spline stage). Raise it when a warning says a level stopped at its "
+            "iteration cap.",
         ),
         click.option(
             "--initialisation",

@@ -115,10 +115,10 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
 
 def _config(
     preset: str, *, precise: bool, metric: str | None, initialisation: str | None, detector: str | None, ndim: int,
-    initial_given: bool,
+    initial_given: bool, iterations: int | None = None,
 ) -> Any:
-    """The preset's configuration with --initialisation and --detector applied; None when neither is given."""
-    if initialisation is None and detector is None:
+    """The preset's configuration with --initialisation, --iterations and --detector applied; None when none is given."""
+    if initialisation is None and detector is None and iterations is None:
         return None
     from coregister import presets
     from coregister.config import Initialisation, Metric
@@ -130,6 +130,8 @@ def _config(
     config = presets.get(preset, precise=precise, ndim=ndim)
     if initialisation is not None:
         config = config.replace(initialisation=Initialisation.parse(initialisation))
+    if iterations is not None:  # every stage, every level: a per-level schedule would override the count
+        config = config.replace(stages=tuple(s.replace(iterations=iterations, iterations_per_level=None) for s in config.stages))
     if detector is None:
         return config
     stages = tuple(
@@ -196,6 +198,7 @@ def register(
     preset: str,
     metric: str | None,
     precise: bool,
+    iterations: int | None,
     initialisation: str | None,
     initial_transform: Path | None,
     detector: str | None,
@@ -233,7 +236,7 @@ def register(
     refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
                               fix="choose another -o folder")
     config = _config(preset, precise=precise, metric=metric, initialisation=initialisation, detector=detector,
-                     ndim=fixed_image.ndim, initial_given=initial_transform is not None)
+                     ndim=fixed_image.ndim, initial_given=initial_transform is not None, iterations=iterations)
     start = None
     if initial_transform is not None:
         from coregister.transforms import read_transform

@@ -46,7 +46,7 @@ import SimpleITK as sitk
 from coregister.config import Metric
 from coregister.errors import ConfigError
 from coregister.image import SpatialImage
-from coregister.transforms import BSpline, Composite, LinearTransform, Transform, decompose
+from coregister.transforms import BSpline, Composite, Transform, decompose, linear_members
 
 __all__ = [
     "MAX_SHEAR",
@@ -204,16 +204,6 @@ def chance_figures(
         "ncc": ncc(a, b),
         "points": float(a.size),
     }
-
-
-def _linear_members(transform: Transform) -> list[LinearTransform]:
-    if isinstance(transform, LinearTransform):
-        return [transform]
-    if isinstance(transform, Composite):
-        flat = transform.flattened()
-        members = flat.transforms if isinstance(flat, Composite) else (flat,)
-        return [t for t in members if isinstance(t, LinearTransform)]
-    return []
 
 
 def _bspline_members(transform: Transform) -> list[BSpline]:
@@ -420,7 +410,7 @@ def check(
 
     scales: list[float] = []
     shears: list[float] = []
-    for member in _linear_members(transform):
+    for member in linear_members(transform):
         parts = decompose(member.matrix)
         scales.extend(abs(s) for s in parts["scales"])
         shears.extend(parts["shears"])
@@ -444,7 +434,10 @@ def check(
             findings.append(f"the B-spline folds space: Jacobian determinant down to {low:.3g} (must stay > 0)")
 
     if hit_iteration_cap:
-        notes.append("an optimiser level stopped at its iteration cap: it may not have converged (raise iterations)")
+        notes.append(
+            "an optimiser level stopped at its iteration cap: it may not have converged (raise the stages' "
+            "iterations; command line: --iterations N)"
+        )
     figures["hit_iteration_cap"] = bool(hit_iteration_cap)
 
     # logged at INFO: the findings travel with the answer (QualityReport.warnings, Result.warnings), and the
