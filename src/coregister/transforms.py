@@ -42,6 +42,7 @@ __all__ = [
     "decompose",
     "from_dict",
     "from_sitk",
+    "linear_members",
     "read_transform",
 ]
 
@@ -742,6 +743,32 @@ class Composite(Transform):
             out["world_matrix"] = flat.homogeneous.tolist()
             out["decomposition"] = decompose(flat.matrix)
         return out
+
+
+def linear_members(transform: Transform) -> tuple[LinearTransform, ...]:
+    """The linear maps in ``transform``, consecutive ones merged exactly (:meth:`Composite.flattened`).
+
+    ``(transform,)`` for a linear transform; for a :class:`Composite`, one
+    map per run of consecutive linear members, a single :class:`Affine`
+    when every member is linear (``transform.is_linear``); ``()`` for a
+    B-spline or a homography. Each maps fixed-space points to moving space.
+
+    Examples
+    --------
+    >>> rigid = Rigid.from_angles(0.1, translation=[1.0, 0.0])
+    >>> linear_members(rigid) == (rigid,)
+    True
+    >>> (whole,) = linear_members(Composite((Translation([1.0, 0.0]), Affine([[2.0, 0.0], [0.0, 2.0]]))))
+    >>> whole.homogeneous.tolist()
+    [[2.0, 0.0, 1.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    if isinstance(transform, LinearTransform):
+        return (transform,)
+    if isinstance(transform, Composite):
+        flat = transform.flattened()
+        members = flat.transforms if isinstance(flat, Composite) else (flat,)
+        return tuple(t for t in members if isinstance(t, LinearTransform))
+    return ()
 
 
 # ---------------------------------------------------------------- conversion

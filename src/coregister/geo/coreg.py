@@ -31,7 +31,7 @@ from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
 from coregister.io._atomic import check_writable, refuse_overwriting_input
-from coregister.transforms import LinearTransform, Translation
+from coregister.transforms import LinearTransform, Translation, linear_members
 
 logger = logging.getLogger(__name__)
 
@@ -529,9 +529,9 @@ def _affine(
         initial_transform=initial, seed=seed, progress=progress,
     )
     transform = result.transform
-    flat = transform.flattened() if hasattr(transform, "flattened") else transform
-    if not isinstance(flat, LinearTransform):
-        raise RegistrationFailed(f"the affine registration returned a {type(flat).__name__}, not a linear transform")
+    if not transform.is_linear:
+        raise RegistrationFailed(f"the affine registration returned a {type(transform).__name__}, not a linear transform")
+    (flat,) = linear_members(transform)
     extras = {
         "registration": {"metrics": {k: dict(v) for k, v in result.metrics.items()}, "engine": result.engine,
                          "passed": result.passed, "time_s": result.time_s, "decimation": factor},

@@ -254,7 +254,7 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
     """Image pixel -> base pixel affine (features or intensity), composed with the base's geotransform."""
     from coregister.config import RegistrationConfig, Stage, TransformModel
     from coregister.conventions import geometry_to_geotransform
-    from coregister.transforms import LinearTransform
+    from coregister.transforms import linear_members
 
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
@@ -283,9 +283,9 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
         pixel_map = result.transform
         fit.update(metrics={k: dict(v) for k, v in result.metrics.items()}, passed=result.passed)
         fit["warnings"] += list(result.warnings)
-    flat = pixel_map.flattened() if hasattr(pixel_map, "flattened") else pixel_map
-    if not isinstance(flat, LinearTransform):
-        raise RegistrationFailed(f"the image-to-base fit gave a {type(flat).__name__}, not an affine")
+    if not pixel_map.is_linear:
+        raise RegistrationFailed(f"the image-to-base fit gave a {type(pixel_map).__name__}, not an affine")
+    (flat,) = linear_members(pixel_map)
     h = flat.homogeneous  # image pixel centre (col, row) -> base pixel centre
     pixel_to_base = Affine(h[0, 0], h[0, 1], h[0, 2], h[1, 0], h[1, 1], h[1, 2])
     # corner-based: image corner coords -> centres (-0.5) -> base centres -> base corners (+0.5) -> map

@@ -55,7 +55,15 @@ import numpy as np
 
 from coregister.image import SpatialImage
 from coregister.result import Result
-from coregister.transforms import BSpline, Composite, Homography, LinearTransform, Transform, Translation
+from coregister.transforms import (
+    BSpline,
+    Composite,
+    Homography,
+    LinearTransform,
+    Transform,
+    Translation,
+    linear_members,
+)
 
 __all__ = [
     "PREVIEW_MAX_PX",
@@ -268,17 +276,11 @@ def _convergence_figure(result: Result) -> str | None:
 
 # ---------------------------------------------------------------- transforms
 def _linear_part(transform: Transform) -> LinearTransform | None:
-    if isinstance(transform, LinearTransform):
-        return transform
-    if isinstance(transform, Composite):
-        linear = [t for t in transform.transforms if isinstance(t, LinearTransform)]
-        if not linear:
-            return None
-        merged = linear[0]
-        for t in linear[1:]:
-            merged = merged @ t  # type: ignore[assignment]
-        return merged
-    return None
+    """The linear members of ``transform`` as one map (runs a B-spline separates merged too), None without any."""
+    members = linear_members(transform)
+    if len(members) > 1:
+        members = linear_members(Composite(members))
+    return members[0] if members else None
 
 
 def _deformable(transform: Transform) -> bool:
