@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import coregister as cr
 from coregister import presets
-from coregister.cli import EXIT_OK, EXIT_USAGE, main
+from coregister.cli import EXIT_OK, EXIT_QUALITY, EXIT_USAGE, main
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -93,3 +94,27 @@ def test_iterations_must_be_positive(data, tmp_path: Path, capsys: pytest.Captur
     code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "o"), "--iterations", "0"])
     assert code == EXIT_USAGE and "--iterations" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ exit 3: the reasons first
+@pytest.mark.parametrize("as_json", [False, True])
+def test_quality_failure_line_leads_with_the_reasons_it_failed(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    fixed_path = data(FIXED)  # a 3-channel PNG: registered on its luminance, a note and no failure
+    fixed = cr.read(fixed_path)
+    noise = cr.SpatialImage(np.random.default_rng(5).integers(0, 256, fixed.shape, dtype=np.uint8), origin=(0, 0),
+                            spacing=(1, 1))
+    noise_path = cr.write(noise, tmp_path / "noise.png")
+    out = tmp_path / "out"
+    code = main(["register", str(fixed_path), str(noise_path), "-o", str(out), *(["--json"] if as_json else [])])
+    assert code == EXIT_QUALITY
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    saved = json.loads((out / "result.json").read_text())
+    failures = saved["extras"]["quality"]["failures"]
+    note = "fixed image: registered on the luminance of a 3-channel image"
+    assert note in saved["warnings"] and note not in failures
+    assert any(f.startswith("no shared structure") for f in failures)
+    reasons = last.split("the registration failed its quality check: ", 1)[1]
+    assert reasons.startswith("; ".join(failures)), last
+    assert reasons.index(failures[-1]) < reasons.index(note)

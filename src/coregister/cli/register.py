@@ -272,9 +272,17 @@ def register(
     else:
         _summary(result, written)
     if not result.passed:
-        raise QualityCheckFailed(
-            "the registration failed its quality check: " + ("; ".join(result.warnings) or "see result.json")
-        )
+        raise QualityCheckFailed(_quality_failure_line(result))
+
+
+def _quality_failure_line(result: Any) -> str:
+    """The exit-code-3 message: the reasons the quality check failed first, then the other notes."""
+    failures = [str(w) for w in result.extras.get("quality", {}).get("failures", ())]
+    notes = [w for w in result.warnings if w not in failures]
+    if not failures:  # an engine whose check recorded no failure list: every warning, as it came
+        return "the registration failed its quality check: " + ("; ".join(notes) or "see result.json")
+    text = "the registration failed its quality check: " + "; ".join(failures)
+    return text + (f" (also noted: {'; '.join(notes)})" if notes else "")
 
 
 @click.command(

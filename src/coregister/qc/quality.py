@@ -96,7 +96,8 @@ class QualityReport:
         One sentence per finding, naming the figure and the threshold.
     figures : mapping
         What was measured: ``measure``, ``before``, ``after``, ``scales``,
-        ``shears``, ``min_jacobian``, ``overlap``.
+        ``shears``, ``min_jacobian``, ``overlap``; and ``failures``, the
+        warnings that failed the check.
     """
 
     passed: bool
@@ -444,4 +445,5 @@ def check(
     # caller decides how loud a failed check is (the command line: exit code 3 and one line on stderr)
     for message in (*findings, *notes):
         logger.info("quality check: %s", message)
+    figures["failures"] = list(findings)  # which warnings failed the check (the notes did not): they lead the error line
     return QualityReport(passed=not findings, warnings=(*findings, *notes), figures=figures)
