@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from coregister.image import SpatialImage
+from coregister.qc.quality import MAX_SHEAR, SCALE_RANGE
 from coregister.result import Result
 from coregister.transforms import (
     BSpline,
@@ -78,9 +79,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Limits beyond which a value of the transform's decomposition is flagged (match the quality check's).
-SCALE_RANGE = (0.5, 2.0)
-MAX_SHEAR = 0.2
+#: Rotations beyond this are flagged (scales and shears are flagged at the quality check's limits,
+#: :data:`coregister.qc.quality.SCALE_RANGE` and :data:`~coregister.qc.quality.MAX_SHEAR`).
 MAX_ANGLE_DEG = 45.0
 #: The Jacobian map is computed on the fixed grid, subsampled to at most this many points.
 JACOBIAN_MAX_POINTS = 600_000
@@ -292,8 +292,9 @@ def _deformable(transform: Transform) -> bool:
 def transform_flags(transform: Transform) -> list[str]:
     """Plain-language flags on unusual values of a transform's linear part (empty when all looks ordinary).
 
-    Flags scales outside [0.5, 2], shears above 0.2, rotations above 45
-    degrees and reflections.
+    Flags scales outside the quality check's ``SCALE_RANGE`` ([0.5, 2]),
+    shears above its ``MAX_SHEAR`` (0.3), rotations above 45 degrees and
+    reflections.
 
     Examples
     --------
