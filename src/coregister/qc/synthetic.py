@@ -309,15 +309,12 @@ def write_shifted_raster(
 
     Examples
     --------
-    >>> import tempfile, pathlib
-    >>> import numpy as np
-    >>> import rasterio
-    >>> from affine import Affine
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> import rasterio, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
     >>> values = np.zeros((1, 16, 16), np.uint8)
-    >>> values[0, 4:12, 4:12] = 200
+    >>> values[0, 4:12, 4:12] = 200  # a bright square on a nodata background
     >>> profile = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8", nodata=0,
-    ...                crs="EPSG:32633", transform=Affine(10, 0, 400000, 0, -10, 5800000))
+    ...                crs="EPSG:32633", transform=rasterio.Affine(10, 0, 400000, 0, -10, 5800000))
     >>> with rasterio.open(folder / "source.tif", "w", **profile) as dst:
     ...     dst.write(values)
     >>> out = write_shifted_raster(folder / "source.tif", folder / "moved.tif", (2.0, -1.0))
