@@ -118,3 +118,55 @@ def test_quality_failure_line_leads_with_the_reasons_it_failed(
     reasons = last.split("the registration failed its quality check: ", 1)[1]
     assert reasons.startswith("; ".join(failures)), last
     assert reasons.index(failures[-1]) < reasons.index(note)
+
+
+# ------------------------------------------------------------------ usage errors: one line, exit 2
+@pytest.mark.parametrize(
+    ("config", "args", "expected"),
+    [
+        pytest.param(None, ["register", "f.png", "m.png", "-o", "o", "--preset", "afine"],
+                     "coregister register: invalid value for '--preset': 'afine' is not one of 'translation', ",
+                     id="bad-value"),
+        pytest.param(None, ["register", "f.png", "m.png", "-o", "o", "--bogus"],
+                     "coregister register: no such option '--bogus'", id="unknown-option"),
+        pytest.param(None, ["register", "f.png"], "coregister register: missing argument 'MOVING'", id="missing-argument"),
+        pytest.param(None, ["apply", "t.tfm", "m.png", "-o", "o.png"],
+                     "coregister apply: missing option '--reference'", id="missing-option"),
+        pytest.param(None, ["regster"], "coregister: no such command 'regster'", id="unknown-command"),
+        pytest.param('[register]\npreset = "afine"\n', ["register", "f.png", "m.png", "-o", "o"],
+                     'coregister register: run.toml [register] preset = "afine": invalid value for \'--preset\'',
+                     id="config-value"),
+        pytest.param('[register]\nas-json = true\niterations = 0\n', ["register", "f.png", "m.png", "-o", "o"],
+                     "coregister register: run.toml [register] iterations = 0: invalid value for '--iterations'",
+                     id="config-alias-and-number"),
+        pytest.param('[geo.coreg]\nmode = "loc"\n', ["geo", "coreg", "f.tif", "m.tif", "-o", "o"],
+                     'coregister geo coreg: run.toml [geo.coreg] mode = "loc": invalid value for \'--mode\'',
+                     id="config-nested-table"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: str | None,
+    args: list[str], expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if config is not None:
+        (tmp_path / "run.toml").write_text(config)
+        args = ["--config", "run.toml", *args]
+    assert main(args) == EXIT_USAGE
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert captured.out == "" and len(lines) == 1, lines
+    command = expected.split(":")[0]
+    assert lines[0].startswith(expected), lines[0]
+    assert lines[0].endswith(f" (see {command} --help)")
+    assert "Usage:" not in captured.err and "Try '" not in captured.err
+
+
+def test_a_value_typed_on_the_command_line_is_not_blamed_on_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text('[register]\npreset = "affine"\n')
+    assert main(["--config", "run.toml", "register", "f.png", "m.png", "-o", "o", "--preset", "afine"]) == EXIT_USAGE
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("coregister register: invalid value for '--preset': 'afine'") and "run.toml" not in line

@@ -86,6 +86,24 @@ def _one_line_error(exc: BaseException) -> None:
     click.echo(f"coregister: error: {text}", err=True)
 
 
+def usage_line(exc: click.UsageError) -> str:
+    """A usage error as one line: ``coregister register: invalid value for '--preset': ... (see coregister register --help)``.
+
+    Click's own display is three lines (usage, hint, error). A bad value
+    that came from ``--config FILE.toml`` is named by file, table and key.
+    """
+    from coregister.cli._config import config_origin
+
+    command = exc.ctx.command_path if exc.ctx is not None else "coregister"
+    message = " ".join(exc.format_message().split()).removesuffix(".")
+    if message[:1].isupper() and message[1:2].islower():  # "Invalid value", not "DICOM"
+        message = message[0].lower() + message[1:]
+    origin = config_origin(exc)
+    if origin is not None:
+        message = f"{origin}: {message}"
+    return f"{command}: {message} (see {command} --help)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``coregister`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -95,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("coregister: aborted", err=True)
         return EXIT_ERROR
+    except click.UsageError as exc:
+        click.echo(usage_line(exc), err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

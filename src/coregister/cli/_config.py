@@ -33,7 +33,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["config_option", "load_config"]
+__all__ = ["config_option", "config_origin", "load_config"]
+
+# ctx.meta key: (config path, {(table, parameter name): (key as written, value)})
+_ORIGINS = "coregister.config_origins"
 
 
 def _aliases(command: click.Command) -> dict[str, str]:
@@ -62,7 +65,12 @@ def _shown_keys(command: click.Command) -> list[str]:
     return keys
 
 
-def _normalise(ctx: click.Context, command: click.Command, table: dict[str, Any], where: str) -> dict[str, Any]:
+def _normalise(
+    ctx: click.Context, command: click.Command, table: dict[str, Any], where: str,
+    origins: dict[tuple[str, str], tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``table`` with its keys as parameter names; ``origins[(where, name)]`` records each key as written."""
+    origins = {} if origins is None else origins
     aliases = _aliases(command)
     subcommands: dict[str, click.Command] = {}
     if isinstance(command, click.Group):
@@ -70,9 +78,10 @@ def _normalise(ctx: click.Context, command: click.Command, table: dict[str, Any]
     out: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict) and key in subcommands and subcommands[key] is not None:
-            out[key] = _normalise(ctx, subcommands[key], value, f"{where}.{key}")
+            out[key] = _normalise(ctx, subcommands[key], value, f"{where}.{key}", origins)
         elif key in aliases:
             out[aliases[key]] = value
+            origins[(where, aliases[key])] = (key, value)
         else:
             valid = sorted(set(_shown_keys(command)) | set(subcommands))
             kind = "command" if isinstance(value, dict) else "option"
@@ -92,6 +101,7 @@ def load_config(ctx: click.Context, path: Path) -> dict[str, Any]:
     group = ctx.command
     assert isinstance(group, click.Group)
     default_map: dict[str, Any] = {}
+    origins: dict[tuple[str, str], tuple[str, Any]] = {}
     for name, table in raw.items():
         command = group.get_command(ctx, name)
         if command is None or not isinstance(table, dict):
@@ -100,8 +110,44 @@ def load_config(ctx: click.Context, path: Path) -> dict[str, Any]:
                 f"{str(path)!r}: top-level key {name!r} is not a [command] table; use one of: {commands}",
                 param_hint="--config",
             )
-        default_map[name] = _normalise(ctx, command, table, name)
+        default_map[name] = _normalise(ctx, command, table, name, origins)
+    ctx.meta[_ORIGINS] = (path, origins)
     return default_map
+
+
+def config_origin(error: click.UsageError) -> str | None:
+    """Where a bad value came from when ``--config`` set it: ``run.toml [register] preset = "afine"``; else None.
+
+    Click converts values of its ``default_map`` like command-line values;
+    its message then names the option, which the user never typed.
+    """
+    ctx, param = error.ctx, getattr(error, "param", None)
+    if ctx is None or param is None or param.name is None:
+        return None
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT_MAP:
+        return None
+    loaded = ctx.meta.get(_ORIGINS)
+    if loaded is None:
+        return None
+    path, origins = loaded
+    table = ".".join(ctx.command_path.split()[1:])
+    if (table, param.name) not in origins:
+        return None
+    key, value = origins[(table, param.name)]
+    return f"{path} [{table}] {key} = {_toml(value)}"
+
+
+def _toml(value: Any) -> str:
+    """``value`` as TOML writes it (strings quoted, true/false, arrays)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def _callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
