@@ -62,7 +62,7 @@ def threads_option(function: Callable[..., Any]) -> Callable[..., Any]:
         "--threads",
         type=click.IntRange(min=1),
         default=None,
-        help="Threads for SimpleITK (default: all cores). With 1 thread results are bit-identical run after run.",
+        help="Threads for SimpleITK everywhere (default: the optimiser on 1 thread, pyramids on all cores; bit-identical run after run). More threads speed up large B-spline runs; results then vary in the last bits.",
     )(function)
 
 
