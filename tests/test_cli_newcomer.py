@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 import coregister as cr
 from coregister import presets
-from coregister.cli import EXIT_OK, EXIT_QUALITY, EXIT_USAGE, main
+from coregister.cli import EXIT_ERROR, EXIT_OK, EXIT_QUALITY, EXIT_USAGE, main
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -49,6 +51,7 @@ def test_precise_help_states_what_the_precise_family_changes(
 BRAINWEB = "medical/itk_brainweb_2d"
 FIXED = f"{BRAINWEB}/BrainProtonDensitySliceBorder20.png"
 MOVING = f"{BRAINWEB}/BrainProtonDensitySliceShifted13x17y.png"
+VOLUME = "medical/nibabel_anat_func/anatomical.nii"
 
 
 def _register_json(capsys: pytest.CaptureFixture[str], *args: str, code: int = EXIT_OK) -> dict:
@@ -170,3 +173,63 @@ def test_a_value_typed_on_the_command_line_is_not_blamed_on_the_config(
     assert main(["--config", "run.toml", "register", "f.png", "m.png", "-o", "o", "--preset", "afine"]) == EXIT_USAGE
     line = capsys.readouterr().err.strip()
     assert line.startswith("coregister register: invalid value for '--preset': 'afine'") and "run.toml" not in line
+
+
+# ------------------------------------------------------------------ -q / -v after the subcommand
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_prints_nothing_but_errors(data, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    command = ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "out"), "--preset", "translation"]
+    assert main(["-q", *command] if where == "before" else [*command, "-q"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["registered.png", "result.json", "transform.tfm"]
+    transform = cr.read_transform(tmp_path / "out" / "transform.tfm")
+    assert np.linalg.norm(transform.translation - [13.0, 17.0]) < 0.2
+    # apply: no "wrote ..." either
+    apply = ["apply", str(tmp_path / "out" / "transform.tfm"), str(data(MOVING)), "--reference", str(data(FIXED)),
+             "-o", str(tmp_path / "moved.png")]
+    assert main(["-q", *apply] if where == "before" else [*apply, "--quiet"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "") and (tmp_path / "moved.png").is_file()
+
+
+def test_quiet_still_prints_the_json_asked_for(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "out"), "--preset",
+                 "translation", "--json", "-q"])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK and captured.err == ""
+    assert json.loads(captured.out)["passed"] is True
+
+
+def test_quiet_after_the_command_keeps_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tmp_path / "nowhere.nii.gz"), "-q"]) == EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coregister: error:") and "nowhere.nii.gz" in lines[0]
+
+
+def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed console script in a fresh process (its own logging set-up, real stderr)."""
+    script = Path(sys.executable).parent / "coregister"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_after_the_command_means_what_it_means_before(data, tmp_path: Path, where: str) -> None:
+    command = ["info", str(data(VOLUME))]
+    run = _console(*(["-vv", *command] if where == "before" else [*command, "-v", "-v"]), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "DEBUG coregister" in run.stderr or "INFO coregister" in run.stderr, run.stderr
+    # a traceback with -v, wherever it stands
+    missing = ["info", str(tmp_path / "nowhere.nii.gz")]
+    failed = _console(*(["-v", *missing] if where == "before" else [*missing, "-v"]), cwd=tmp_path)
+    assert failed.returncode == 1 and "Traceback (most recent call last)" in failed.stderr
+
+
+def test_quiet_after_the_command_silences_the_log_as_before(data, tmp_path: Path) -> None:
+    # -v alone: the reader's INFO records and the luminance warning; -q after the command: not a character
+    command = ["register", str(data(FIXED)), str(data(MOVING)), "--preset", "translation"]
+    loud = _console("-v", *command, "-o", "loud", cwd=tmp_path)
+    assert loud.returncode == 0 and "INFO coregister.cli.register: fixed image" in loud.stderr, loud.stderr
+    run = _console("-v", *command, "-o", "quiet", "-q", cwd=tmp_path)
+    assert run.returncode == 0 and (run.stdout, run.stderr) == ("", "")
+    assert (tmp_path / "quiet" / "transform.tfm").is_file()

@@ -45,6 +45,53 @@ class QualityCheckFailed(click.ClickException):
     exit_code = EXIT_QUALITY
 
 
+_logging_is_ours = False  # set when this module configured the root logger (the console script, not an embedding app)
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Log level from ``-v``/``-q``; called again when they come after the subcommand, with the same effect."""
+    global _logging_is_ours
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        _logging_is_ours = True
+    elif _logging_is_ours:
+        root.setLevel(level)
+    logging.getLogger("coregister").setLevel(level)
+
+
+def _verbosity_after_the_command(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``-v``/``-q`` given after a subcommand: added to the root group's settings, logging set again."""
+    if not value:
+        return
+    settings = ctx.find_root().ensure_object(dict)
+    if param.name == "verbose":
+        settings["verbose"] = settings.get("verbose", 0) + value
+    else:
+        settings["quiet"] = True
+    _configure_logging(settings.get("verbose", 0), settings.get("quiet", False))
+
+
+_VERBOSITY_HELP = {"verbose": "More log output (-vv for debug); tracebacks on errors.", "quiet": "Only errors: no progress "
+                   "bars, no summary (--json output still printed)."}
+
+
+def _accept_verbosity(command: click.Command) -> click.Command:
+    """Let ``command`` (and a group's subcommands) take ``-v``/``-q`` after its name, as the root group does."""
+    names = {p.name for p in command.params}
+    if "verbose" not in names:
+        command.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                           callback=_verbosity_after_the_command, help=_VERBOSITY_HELP["verbose"]))
+    if "quiet" not in names:
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                                           callback=_verbosity_after_the_command, help=_VERBOSITY_HELP["quiet"]))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_verbosity(sub)
+    return command
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = [n for n, target in _COMMANDS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
@@ -57,7 +104,7 @@ class _LazyGroup(click.Group):
         module_name, attr = target.split(":")
         if importlib.util.find_spec(module_name) is None:
             return None
-        return getattr(importlib.import_module(module_name), attr)
+        return _accept_verbosity(getattr(importlib.import_module(module_name), attr))
 
 
 @click.group(
@@ -65,16 +112,14 @@ class _LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="\b\nExample (no network needed; the data ships with nibabel and scikit-image):\n  coregister demo -o coregister-demo",
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug); tracebacks on errors.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help=_VERBOSITY_HELP["verbose"] + " Also after the command.")
+@click.option("-q", "--quiet", is_flag=True, help=_VERBOSITY_HELP["quiet"] + " Also after the command.")
 @config_option
 @click.version_option(package_name="coregister")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Register medical volumes, geospatial rasters and photos, keeping their spatial metadata."""
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("coregister").setLevel(level)
+    _configure_logging(verbose, quiet)
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     ctx.obj["quiet"] = quiet

@@ -15,7 +15,7 @@ import click
 
 from coregister.cli._options import root_setting
 
-__all__ = ["echo_json", "echo_warning", "json_option", "print_table", "stdout_console"]
+__all__ = ["echo_json", "echo_warning", "json_option", "print_table", "quiet", "stdout_console"]
 
 
 def json_option(function: Any) -> Any:
@@ -42,9 +42,17 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def quiet() -> bool:
+    """Whether the user asked for errors only (``-q``, before or after the command): no summary, no ``wrote ...``.
+
+    A result asked for with ``--json`` is printed all the same.
+    """
+    return bool(root_setting("quiet"))
+
+
 def echo_warning(text: str) -> None:
     """``warning: text`` on stderr, unless the user asked for quiet (``-q``: errors only)."""
-    if root_setting("quiet"):
+    if quiet():
         return
     click.echo(f"warning: {text}", err=True)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from coregister.cli._options import metric_choices, preset_names, root_setting
-from coregister.cli._output import echo_json, json_option, print_table
+from coregister.cli._output import echo_json, json_option, print_table, quiet
 
 __all__ = ["batch"]
 
@@ -83,7 +83,7 @@ def batch(
         )
     if as_json:
         echo_json(summary.to_dict())
-    else:
+    elif not quiet():
         rows = []
         for o in summary.outcomes:
             before, after = o.metrics.get("before", {}), o.metrics.get("after", {})
@@ -96,9 +96,9 @@ def batch(
             rows,
             justify=("left", "left", "left", "right", "left"),
         )
-        for o in summary.outcomes:
-            if o.error:
-                click.echo(f"{o.name}: {o.error}", err=True)
+    for o in summary.outcomes:  # errors: shown under -q and --json too
+        if o.error:
+            click.echo(f"{o.name}: {o.error}", err=True)
     counts = summary.counts
     if counts[PairStatus.ERROR.value]:
         raise click.ClickException(f"{counts[PairStatus.ERROR.value]} of {len(jobs)} pairs could not be registered; see {summary.summary_csv}")

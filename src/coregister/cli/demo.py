@@ -44,7 +44,7 @@ from typing import Any
 import click
 import numpy as np
 
-from coregister.cli._output import echo_json, json_option, print_table
+from coregister.cli._output import echo_json, json_option, print_table, quiet
 
 __all__ = ["CASES", "CaseOutcome", "demo", "run_demo"]
 
@@ -356,7 +356,7 @@ def demo(ctx: click.Context, output: Path, cases: tuple[str, ...], no_report: bo
     total = time.perf_counter() - start
     if as_json:
         echo_json({"output": str(output), "total_time_s": total, "cases": [o.to_dict() for o in outcomes]})
-    else:
+    elif not quiet():
         rows = [
             (
                 o.case, o.engine, f"{o.time_s:.2f}", f"{o.error:.3f} {o.unit}", f"{o.tolerance:g} {o.unit}",

@@ -30,7 +30,7 @@ import numpy as np
 
 from coregister.cli import QualityCheckFailed
 from coregister.cli._options import interpolation_option, registration_options, threads_option
-from coregister.cli._output import echo_json, echo_warning, json_option, print_table
+from coregister.cli._output import echo_json, echo_warning, json_option, print_table, quiet
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
 from coregister.io._atomic import check_writable, refuse_overwriting_input
@@ -269,7 +269,7 @@ def register(
 
     if as_json:
         echo_json({**result.to_dict(), "outputs": [str(p) for p in written]})
-    else:
+    elif not quiet():
         _summary(result, written)
     if not result.passed:
         raise QualityCheckFailed(_quality_failure_line(result))
@@ -360,5 +360,5 @@ def apply_command(
     if as_json:
         echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
                    "interpolation": interpolation, "size": list(out.size), "spacing": list(out.spacing), "dtype": str(out.dtype)})
-    else:
+    elif not quiet():
         click.echo(f"wrote {output}")
