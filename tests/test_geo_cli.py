@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 from conftest import require_data
@@ -30,6 +31,48 @@ def test_coreg_shift_json(tmp_path: Path, pair: tuple[str, str], capsys: pytest.
     assert result["reference"]["nodata_source"].startswith("detected")
     with rasterio.open(out) as ds, rasterio.open(pair[1]) as src:
         assert ds.transform.c == pytest.approx(src.transform.c + result["target_offset"][0])
+
+
+@pytest.mark.parametrize(
+    ("options", "source"),
+    [([], "detected"), (["--nodata", "0"], "given"), (["--resample"], "detected"), (["--target-nodata", "0"], "given")],
+)
+def test_corrected_target_declares_the_fill_value(tmp_path: Path, pair: tuple[str, str], options: list[str],
+                                                   source: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Neither S2 file declares nodata (0 fills the corners); the corrected target must declare the 0 the run used,
+    so that GDAL tools skip it; resampled pixels outside the target hold it."""
+    out = tmp_path / "corrected.tif"
+    assert main(["geo", "coreg", *pair, "-o", str(out), "--max-windows", "9", "--json", *options]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["target"]["nodata"] == 0 and result["target"]["nodata_source"].startswith(source)
+    with rasterio.open(out) as ds, rasterio.open(pair[1]) as src, rasterio.open(pair[0]) as ref:
+        assert src.nodata is None and ds.nodata == 0 and ds.nodatavals == (0.0,)
+        if "--resample" in options:
+            assert ds.transform == ref.transform
+            # reference pixels west of the target's footprint: nothing to resample there
+            west = int((src.transform.c - ref.transform.c) / ref.res[0]) - 2
+            assert west > 0 and (ds.read(1, window=((0, ds.height), (0, west))) == 0).all()
+            assert (ds.read_masks(1) == 0).mean() > 0.3  # GDAL's own mask now sees the fill
+        else:
+            assert ds.transform.c == pytest.approx(src.transform.c + result["target_offset"][0])
+
+
+def test_change_map_declares_nan_outside(tmp_path: Path, pair: tuple[str, str]) -> None:
+    out = tmp_path / "change.tif"
+    assert main(["geo", "change", *pair, "-o", str(out), "--nodata", "0"]) == 0
+    with rasterio.open(out) as ds, rasterio.open(pair[1]) as src, rasterio.open(pair[0]) as ref:
+        assert ds.dtypes == ("float32",) and ds.nodata is not None and ds.nodata != ds.nodata  # NaN declared
+        west = int((src.transform.c - ref.transform.c) / ref.res[0]) - 2
+        assert np.isnan(ds.read(1, window=((0, ds.height), (0, west)))).all()
+        assert (ds.read_masks(1) == 0).mean() > 0.3
+
+
+def test_a_nodata_the_pixels_cannot_hold_is_refused_before_matching(tmp_path: Path, pair: tuple[str, str],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["geo", "coreg", *pair, "-o", str(tmp_path / "c.tif"), "--target-nodata", "-9999"]) == 1
+    err = capsys.readouterr().err
+    assert "nodata -9999 cannot be stored in the uint16 pixels" in err and "--target-nodata" in err
+    assert not (tmp_path / "c.tif").exists()
 
 
 def test_coreg_nodata_override_and_table(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:

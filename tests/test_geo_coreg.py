@@ -185,7 +185,8 @@ def test_s2_shift_output_is_the_target_with_a_new_geotransform(s2_runs: dict) ->
     result: GeoResult = s2_runs["shift"]
     with rasterio.open(s2_runs["tgt"]) as src, rasterio.open(result.output) as out:
         assert np.array_equal(src.read(), out.read())  # pixels bit-identical
-        assert out.profile["dtype"] == src.profile["dtype"] and out.nodata == src.nodata
+        assert out.profile["dtype"] == src.profile["dtype"]
+        assert src.nodata is None and out.nodata == 0  # the detected fill is declared, so GDAL skips it too
         assert out.profile.get("compress") == src.profile.get("compress") and out.profile["tiled"]
         dx, dy = result.target_offset
         assert out.transform.c == pytest.approx(src.transform.c + dx, abs=1e-6)
@@ -229,6 +230,31 @@ def test_resampled_output_corrects_every_band_alike(tmp_path: Path, rgb_pair: tu
             a = ref.read(band, window=((250, 506), (300, 556))).astype(float)
             b = out.read(band, window=((250, 506), (300, 556))).astype(float)
             assert np.hypot(*phase_correlate(a, b).shift) < 0.05
+
+
+def test_resampled_valid_pixels_never_take_the_nodata_value(tmp_path: Path) -> None:
+    """Cubic undershoot next to dark pixels clips to 0, the nodata value: such valid pixels are moved to 1 (as GDAL's
+    warper does), so 0 marks exactly the pixels outside the target's valid area, the last column included."""
+    rng = np.random.default_rng(3)
+    values = np.where(ndimage.gaussian_filter(rng.normal(size=(256, 256)), 3) > 0, 250, 1).astype(np.uint8)
+    profile = dict(driver="GTiff", width=256, height=256, count=1, dtype="uint8", nodata=0, crs="EPSG:32633",
+                   transform=Affine(10.0, 0.0, 400000.0, 0.0, -10.0, 5800000.0))
+    with rasterio.open(tmp_path / "ref.tif", "w", **profile) as dst:
+        dst.write(values, 1)
+    target = write_shifted_raster(tmp_path / "ref.tif", tmp_path / "tgt.tif", (0.0, 3.4))  # 3.4 px east
+    result = coregister(tmp_path / "ref.tif", target, output=tmp_path / "out.tif", resample=True, max_windows=1,
+                        window_px=128)
+    assert abs(result.shift_px[0] + 3.4) < 0.05
+    with rasterio.open(target) as tgt, rasterio.open(result.output) as out:
+        moved = ndimage.shift(values.astype(float), (0.0, 3.4), order=3)
+        assert (np.rint(np.clip(moved, 0, 255))[:, 8:-8] == 0).any()  # the kernel does reach 0 inside
+        corrected = out.read(1)
+        assert out.nodata == 0 and tgt.nodata == 0
+    # output column c shows target column c - dcol: valid where that is nearer to the target's valid columns (4..255,
+    # the first 3.4 px hold nodata brought in by the shift) than to its nodata or to the outside
+    source = np.arange(256) - result.shift_px[0]
+    expected = np.broadcast_to((source < 3.5) | (source > 255.5), values.shape)
+    assert np.array_equal(corrected == 0, expected)
 
 
 def test_cog_output(tmp_path: Path, rgb_pair: tuple[Path, Path]) -> None:

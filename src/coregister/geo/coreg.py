@@ -240,8 +240,10 @@ def coregister(
         geotransform and bit-identical pixels, unless ``resample=True``;
         ``affine``/``local`` (and ``resample=True``) write the target
         resampled onto the reference grid, every band by the same correction.
-        The target's profile (dtype, nodata, compression, tiling,
-        descriptions, tags) is kept.
+        The target's profile (dtype, compression, tiling, descriptions,
+        tags) is kept. The output declares the target's nodata value as the
+        run used it (declared, given, or the detected fill value), and
+        resampled pixels outside the target hold it.
     reference_band, target_band : int
         Band matched (from 1); every band is corrected.
     nodata : float, optional
@@ -329,6 +331,7 @@ def coregister(
     }
     with _open_pair(reference, target, reference_band=reference_band, target_band=target_band, nodata=nodata,
                     target_nodata=target_nodata, reference_mask=reference_mask, target_mask=target_mask) as (ref, tgt):
+        fill, note = output_nodata(tgt)  # before the matching: a nodata the pixels cannot hold fails at once
         estimate = _estimate(
             ref, tgt, mode=mode, options=options, max_windows=max_windows, grid_spacing_px=grid_spacing_px,
             outlier_px=outlier_px, field=field, polynomial_order=polynomial_order, tie_points=tie_points, seed=seed,
@@ -341,7 +344,6 @@ def coregister(
             if mode == "shift" and not resample:
                 shifted_copy(tgt, out_path, estimate.fields["target_offset"], cog=cog)
             else:
-                fill, note = output_nodata(tgt)
                 warnings += [note] if note else []
                 resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, estimate.correct), order=order, nodata=fill,
                                cog=cog, progress=progress)

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from coregister.config import ProgressCallback
 from coregister.conventions import geotransform_to_geometry
+from coregister.errors import ConfigError
 from coregister.geo._raster import GeoRaster, Grid
 from coregister.image import SpatialImage
 
@@ -59,15 +60,19 @@ def shifted_copy(
 ) -> Path:
     """Copy the target with its geotransform moved by ``offset`` (x, y in its CRS units): pixels bit-identical.
 
-    Every band, the nodata declaration, compression, tiling, descriptions
-    and tags are kept as they are.
+    Every band, compression, tiling, descriptions and tags are kept as they
+    are. The nodata declared is the target's as the run used it (declared,
+    given, or a fill value detected in its corners), so GDAL tools treat a
+    detected fill as no data too; a target whose validity is a GDAL mask
+    keeps its declaration (none).
     """
     from coregister.io.raster import raster_writer
 
     ds = target.dataset
     moved = Affine.translation(*offset) @ ds.transform
     grid = Grid(moved, ds.crs, ds.width, ds.height)
-    template = _template(grid, np.dtype(ds.dtypes[0]), ds.count, ds.nodata, target.meta)
+    nodata = target.nodata if target.nodata is not None else ds.nodata
+    template = _template(grid, np.dtype(ds.dtypes[0]), ds.count, nodata, target.meta)
     with raster_writer(path, template, cog=cog) as dst:
         for _, window in ds.block_windows(1):
             dst.write(ds.read(window=window), window=window)
@@ -89,13 +94,44 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
+def _avoid(values: np.ndarray, nodata: float) -> np.ndarray:
+    """Valid integer values that landed on ``nodata`` (interpolation, clipping) moved one step off it, as GDAL's warper does."""
+    if values.dtype.kind not in "iu" or not np.isfinite(nodata):
+        return values
+    clash = values == nodata
+    if clash.any():
+        step = 1 if nodata < np.iinfo(values.dtype).max else -1
+        values = values.copy()
+        values[clash] = int(nodata) + step
+    return values
+
+
 def output_nodata(target: GeoRaster) -> tuple[float, str | None]:
-    """Nodata of the resampled output: the target's (declared, given or detected), else 0 or NaN (with a warning)."""
+    """Nodata of the resampled output: the target's (declared, given or detected), else 0 or NaN (with a warning).
+
+    Raises
+    ------
+    ConfigError
+        The target's nodata value cannot be stored in its pixel type (a
+        ``nodata=`` of -9999 for ``uint16`` pixels, NaN for integers).
+    """
     if target.nodata is not None:
+        _check_storable(target.nodata, target.dtype, target.name)
         return target.nodata, None
     if target.dtype.kind == "f":
         return math.nan, "the target has no nodata value; NaN marks pixels outside it in the output"
     return 0.0, "the target has no nodata value; 0 marks pixels outside it in the output (set nodata= to choose)"
+
+
+def _check_storable(value: float, dtype: np.dtype, name: str) -> None:
+    if dtype.kind == "f":
+        return
+    info = np.iinfo(dtype)
+    if math.isnan(value) or not (float(value).is_integer() and info.min <= value <= info.max):
+        raise ConfigError(
+            f"nodata {value:g} cannot be stored in the {dtype} pixels of {name!r} ({info.min}..{info.max}); "
+            "give a nodata value in that range (nodata=/target_nodata=, command line: --nodata/--target-nodata)"
+        )
 
 
 def sample_block(
@@ -129,8 +165,10 @@ def sample_block(
     match = target.read_block(window) if target.band not in bands else source[bands.index(target.band)]
     valid = target.valid_block(window, match)
     coords = np.array([np.where(inside, src_rows - rr0, -1.0), np.where(inside, src_cols - cc0, -1.0)])
-    # a pixel is valid where the nearest source pixels are (bilinear weight of valid >= 1/2)
-    weight = ndimage.map_coordinates(valid.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
+    # a pixel is valid where the nearest source pixels are (bilinear weight of valid >= 1/2); "nearest", not
+    # "constant": scipy's constant mode zeroes points past the last pixel centre, which lost the last row or
+    # column to nodata whenever the correction pointed a fraction of a pixel beyond it (``inside`` bounds the rest)
+    weight = ndimage.map_coordinates(valid.astype(np.float32), coords, order=1, mode="nearest")
     good = inside & (weight >= 0.5)
     for k in range(len(bands)):
         band = _fill_invalid(source[k].astype(np.float64), valid)
@@ -188,7 +226,7 @@ def resampled_copy(
             values, good = sample_block(target, *mapping(rows, cols), order=order)
             out = np.full((ds.count, h, w), fill, dtype=dtype)
             for b in range(ds.count):
-                out[b][good] = _cast(values[b][good], dtype)
+                out[b][good] = _avoid(_cast(values[b][good], dtype), fill)
             dst.write(out, window=Window(c0, r0, w, h))
             if progress is not None:
                 progress("writing", 0, index, float(len(blocks)))
