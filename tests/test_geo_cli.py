@@ -132,6 +132,7 @@ def test_an_image_without_georeferencing_is_one_line_without_rasterio_warnings(
         assert main(["geo", command, *inputs, "-o", str(tmp_path / "x.tif")]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"the {role} raster" in lines[0] and "has no CRS" in lines[0], lines
+    assert "coregister geo georef" in lines[0]  # the command-line user's way out, beside the function's name
     assert not (tmp_path / "x.tif").exists()
 
 

@@ -324,6 +324,16 @@ def test_refusals(tmp_path: Path, rgb_pair: tuple[Path, Path]) -> None:
         coregister(reference, far)
 
 
+def test_an_image_without_crs_is_pointed_to_georef(rgb_pair: tuple[Path, Path]) -> None:
+    """Both ways out are named: the function and the command."""
+    from coregister.errors import GeometryError
+
+    reference, _ = rgb_pair
+    plain = SpatialImage(np.ones((64, 64), np.uint8), origin=(0.0, 0.0), spacing=(1.0, 1.0))
+    with pytest.raises(GeometryError, match=r"coregister\.geo\.georeference, command line: coregister geo georef"):
+        coregister(reference, plain)
+
+
 # ------------------------------------------------------------------ local mode against a known smooth field
 def _field(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Content moved by (d_rows, d_cols): 0.2 to 1.0 px, varying smoothly across the scene."""

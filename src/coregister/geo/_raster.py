@@ -228,7 +228,7 @@ def _memory_dataset(image: SpatialImage, stack: contextlib.ExitStack) -> tuple[A
     if image.crs is None:
         raise GeometryError(
             f"{image!r} has no CRS; the geo workflows need georeferenced rasters "
-            "(use coregister.geo.georeference for images without a geotransform)"
+            "(georeference it first: coregister.geo.georeference, command line: coregister geo georef)"
         )
     profile = raster_profile(image)
     profile.update(driver="GTiff")
@@ -290,7 +290,7 @@ def open_raster(
         if dataset.crs is None:
             raise GeometryError(
                 f"the {role} raster {name!r} has no CRS; the geo workflows need georeferenced rasters "
-                "(use coregister.geo.georeference first)"
+                "(georeference it first: coregister.geo.georeference, command line: coregister geo georef)"
             )
         if not 1 <= band <= dataset.count:
             raise ConfigError(f"band {band} does not exist in the {role} raster {name!r}: it has bands 1..{dataset.count}")
