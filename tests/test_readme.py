@@ -1,4 +1,6 @@
-"""The README's Python snippets run as scripts, as a user would save and run them.
+"""The README's use cases run as written: every command and Python block, in order, from a project root with
+``../shared/data`` beside it, their outputs checked (geometry, the S2 correction, inliers); and the cohort snippet
+as a script on nibabel's bundled pair (no shared data needed).
 
 The cohort snippet starts a process-based Dask cluster, whose workers import
 the script again: it must guard its work with ``if __name__ == "__main__":``
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import coregister as cr
 
@@ -34,20 +38,98 @@ def _python_block_after(heading: str) -> str:
 def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
     snippet = _python_block_after("### MRI cohort to a template")
     assert 'if __name__ == "__main__":' in snippet
+    # the snippet reads ../shared/data/medical/antspy/ from the project root: the same layout in a scratch folder,
+    # nibabel's small T1 pair under the names the snippet uses
+    data = tmp_path / "shared" / "data" / "medical" / "antspy"
+    data.mkdir(parents=True)
+    project = tmp_path / "project"
+    project.mkdir()
     nibabel_data = Path(str(importlib.resources.files("nibabel") / "tests" / "data"))
     for source, name in (("anatomical.nii", "mni.nii.gz"), ("reoriented_anat_moved.nii", "ch2.nii.gz")):
-        (tmp_path / name).write_bytes(gzip.compress((nibabel_data / source).read_bytes()))
-    template = cr.read(tmp_path / "mni.nii.gz")
+        (data / name).write_bytes(gzip.compress((nibabel_data / source).read_bytes()))
+    template = cr.read(data / "mni.nii.gz")
     labels = (np.asarray(template.array) > np.percentile(template.array, 60)).astype(np.uint8)
-    cr.write(template.replace(array=labels), tmp_path / "mnia.nii.gz")
-    (tmp_path / "snippet.py").write_text(snippet + "\n")
+    cr.write(template.replace(array=labels), data / "mnia.nii.gz")
+    (project / "snippet.py").write_text(snippet + "\n")
 
-    run = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "snippet.py"], cwd=project, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "cohort-out" / "ch2").iterdir()) == [
+    assert sorted(p.name for p in (project / "cohort-out" / "ch2").iterdir()) == [
         "registered.nii.gz", "result.json", "transform.tfm",
     ]
-    moved = cr.read(tmp_path / "atlas_in_ch2.nii.gz")
-    subject = cr.read(tmp_path / "ch2.nii.gz")
+    moved = cr.read(project / "atlas_in_ch2.nii.gz")
+    subject = cr.read(data / "ch2.nii.gz")
     assert moved.same_geometry(subject, atol=1e-6)
     assert set(np.unique(moved.array).tolist()) == {0, 1}  # nearest neighbour: still labels
+
+
+# --------------------------------------------------------------------------- the use cases, as written
+
+USE_CASES = ["MRI cohort to a template", "CT to MR", "Satellite change detection", "Georeferencing", "Photo pair"]
+
+
+def _blocks(heading: str) -> list[tuple[str, str]]:
+    """The section's ``bash`` and ``python`` blocks, in order."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return re.findall(r"```(bash|python)\n(.*?)\n```", section, re.S)
+
+
+def _check_cohort(project: Path, data: Path) -> None:
+    mni = cr.read(data / "medical/antspy/mni.nii.gz")
+    assert cr.read(project / "ch2_in_mni.nii.gz").same_geometry(mni, atol=1e-5)
+    labels = cr.read(project / "atlas_in_ch2.nii.gz")
+    assert labels.same_geometry(cr.read(data / "medical/antspy/ch2.nii.gz"), atol=1e-5)
+    assert np.array_equal(np.unique(labels.array), np.unique(cr.read(data / "medical/antspy/mnia.nii.gz").array))
+
+
+def _check_ct(project: Path, data: Path) -> None:
+    mr = cr.read(data / "medical/mri_dir_phantom/MR_T2_every2nd")
+    for written in ("ct-to-mr/registered.nii.gz", "ct_on_mr.nii.gz", "ct_on_mr_dicom"):
+        assert cr.read(project / written).same_geometry(mr, atol=1e-4), written
+    assert (project / "ct-to-mr/report.html").stat().st_size > 10_000
+
+
+def _check_geo(project: Path, data: Path) -> None:
+    columns, rows = (float(v) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", project.joinpath("out.txt").read_text())[0])
+    assert abs(columns + 0.60) < 0.05 and abs(rows - 1.80) < 0.05  # AROSICS: (-0.60, +1.76)
+    for written in ("target_corrected.tif", "tgt_corrected.tif", "change.tif"):
+        assert cr.read(project / written).crs is not None, written
+
+
+def _check_georef(project: Path, data: Path) -> None:
+    for written in ("crop_georef.tif", "crop_gcps.tif"):
+        assert cr.read(project / written).crs is not None, written
+
+
+def _check_photo(project: Path, data: Path) -> None:
+    inliers = int(project.joinpath("out.txt").read_text().split()[0])
+    assert inliers > 100
+    assert (project / "photo-pair/transform.json").exists()
+
+
+CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Satellite change detection": _check_geo,
+          "Georeferencing": _check_georef, "Photo pair": _check_photo}
+
+
+@pytest.mark.parametrize("heading", USE_CASES)
+def test_use_case_runs_as_written(heading: str, tmp_path: Path) -> None:
+    """Each use case's commands and Python block, run in order from a project root with ``../shared/data`` beside it."""
+    from conftest import require_data
+
+    data = require_data("medical/antspy/mni.nii.gz").parents[2]
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(data)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "examples").symlink_to(REPO / "examples")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    blocks = _blocks(heading)
+    assert blocks, heading
+    for kind, code in blocks:
+        command = ["bash", "-e", "-c", code] if kind == "bash" else [sys.executable, "-c", code]
+        run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600, env=env)
+        assert run.returncode == 0, f"{kind} block of {heading!r}:\n{code}\n{run.stderr[-3000:]}"
+        if kind == "python":
+            (project / "out.txt").write_text(run.stdout)
+    CHECKS[heading](project, data)
