@@ -153,3 +153,45 @@ def test_without_distributed_batch_says_which_extra_to_install(
     assert main(["batch", str(pairs), "-o", str(tmp_path / "cli")]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("coregister: error:") and "coregister[dist]" in lines[0], lines
+
+
+# ------------------------------------------------------------------ DICOM folders of several series
+def test_read_pairs_series_columns(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.csv"
+    path.write_text("fixed,moving,fixed_series,moving_series\nct,mr,,2\nct,mr2,1.2.840.99,T2 axial\n")
+    jobs = read_pairs(path)
+    assert [(j.fixed_series, j.moving_series) for j in jobs] == [(None, 2), ("1.2.840.99", "T2 axial")]
+
+
+@pytest.mark.parametrize("column", ["index", "uid"])
+def test_run_pair_reads_the_series_its_row_names(data, tmp_path: Path, column: str) -> None:
+    from test_cli_newcomer import SERIES_SHIFT_MM, write_two_series
+
+    fixed, both, listing = write_two_series(data, tmp_path)
+    cell = "1" if column == "index" else listing[1].uid
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"fixed,moving,name,preset,metric,moving_series\n{fixed},{both},p,translation,ncc,{cell}\n")
+    (job,) = read_pairs(pairs)
+    outcome = run_pair(job, tmp_path / "out", threads=1)
+    assert outcome.status is PairStatus.DONE, outcome.error
+    shift = cr.read_transform(tmp_path / "out" / "p" / "transform.tfm").transform_points([[0.0, 0.0, 0.0]])[0]
+    np.testing.assert_allclose(shift, SERIES_SHIFT_MM, atol=0.05)
+
+
+@pytest.mark.parametrize(("role", "column"), [("fixed", "fixed_series"), ("moving", "moving_series")])
+def test_run_pair_without_a_series_names_the_column(data, tmp_path: Path, role: str, column: str) -> None:
+    from test_cli_newcomer import write_two_series
+
+    fixed, both, _ = write_two_series(data, tmp_path)
+    job = PairJob("p", both, fixed) if role == "fixed" else PairJob("p", fixed, both)
+    outcome = run_pair(job, tmp_path / "out", threads=1)
+    assert outcome.status is PairStatus.ERROR and "holds 2 DICOM series" in outcome.error
+    assert f"(pairs file: the {column!r} column;" in outcome.error and "--series" not in outcome.error
+
+
+def test_run_pair_series_cell_for_a_file_that_is_not_dicom(data, tmp_path: Path) -> None:
+    folder = data(BRAINWEB)
+    job = PairJob("p", folder / "BrainProtonDensitySliceBorder20.png", folder / "BrainProtonDensitySliceShifted13x17y.png",
+                  moving_series=1)
+    outcome = run_pair(job, tmp_path / "out", threads=1)
+    assert outcome.status is PairStatus.ERROR and "'moving_series' cell (1) applies to a DICOM folder" in outcome.error

@@ -233,3 +233,108 @@ def test_quiet_after_the_command_silences_the_log_as_before(data, tmp_path: Path
     run = _console("-v", *command, "-o", "quiet", "-q", cwd=tmp_path)
     assert run.returncode == 0 and (run.stdout, run.stderr) == ("", "")
     assert (tmp_path / "quiet" / "transform.tfm").is_file()
+
+
+# ------------------------------------------------------------------ choosing a DICOM series
+#: series 2 of the two-series folder is nibabel's anatomical volume moved by this much (whole 2 mm voxels): the
+#: fixed -> moving translation a registration must find when it reads that series
+SERIES_SHIFT_MM = np.array([6.0, -4.0, 2.0])
+
+
+def write_two_series(data, folder: Path) -> tuple[Path, Path, list]:
+    """``(fixed, two_series, listing)``: the anatomy as one DICOM series, and a folder holding it and a moved copy.
+
+    ``listing`` is :func:`~coregister.io.dicom.list_series` of the two-series folder: [0] the anatomy, [1] the copy
+    whose origin moved by :data:`SERIES_SHIFT_MM` (same voxels, so the content moved by exactly that much).
+    """
+    from coregister.io.dicom import list_series
+
+    anatomy = cr.read(data(VOLUME))
+    fixed = cr.write(anatomy, folder / "anatomy", format="dicom", series_description="anatomy", series_number=1)
+    moved = anatomy.replace(origin=tuple(np.asarray(anatomy.origin) + SERIES_SHIFT_MM))
+    other = cr.write(moved, folder / "moved", format="dicom", series_description="moved", series_number=2)
+    both = folder / "two_series"
+    both.mkdir()
+    for source in (fixed, other):
+        for file in source.iterdir():
+            (both / f"{source.name}_{file.name}").write_bytes(file.read_bytes())
+    listing = list_series(both)
+    assert [s.description for s in listing] == ["anatomy", "moved"]
+    return fixed, both, listing
+
+
+@pytest.fixture
+def two_series(data, tmp_path: Path) -> tuple[Path, Path, list]:
+    return write_two_series(data, tmp_path)
+
+
+@pytest.mark.parametrize("choice", ["index", "uid"])
+def test_register_reads_the_moving_series_asked_for(
+    two_series, tmp_path: Path, capsys: pytest.CaptureFixture[str], choice: str
+) -> None:
+    fixed, both, listing = two_series
+    wanted = listing[1]
+    series = "1" if choice == "index" else wanted.uid
+    result = _register_json(capsys, "register", str(fixed), str(both), "--moving-series", series, "-o",
+                            str(tmp_path / "out"), "--preset", "translation", "--metric", "ncc", "--json")
+    assert result["inputs"]["moving"] == {"path": str(both), "series_uid": wanted.uid}
+    assert result["inputs"]["fixed"]["series_uid"] == listing[0].uid
+    np.testing.assert_allclose(result["transform"]["translation"], SERIES_SHIFT_MM, atol=0.05)
+
+
+def test_register_fixed_series_from_a_config_file(two_series, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixed, both, listing = two_series
+    config = tmp_path / "run.toml"
+    config.write_text('[register]\nfixed-series = "1"\npreset = "translation"\nmetric = "ncc"\n')
+    result = _register_json(capsys, "--config", str(config), "register", str(both), str(fixed), "-o",
+                            str(tmp_path / "out"), "--json")
+    assert result["inputs"]["fixed"]["series_uid"] == listing[1].uid
+    np.testing.assert_allclose(result["transform"]["translation"], -SERIES_SHIFT_MM, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        ("register-moving", "--moving-series"),
+        ("register-fixed", "--fixed-series"),
+        ("apply-moving", "--series"),
+        ("apply-reference", "--reference-series"),
+    ],
+)
+def test_a_folder_of_several_series_is_refused_naming_the_option_of_the_command(
+    two_series, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, option: str
+) -> None:
+    fixed, both, _ = two_series
+    transform = cr.Translation(np.zeros(3)).save(tmp_path / "t.tfm")
+    args = {
+        "register-moving": ["register", str(fixed), str(both), "-o", str(tmp_path / "out")],
+        "register-fixed": ["register", str(both), str(fixed), "-o", str(tmp_path / "out")],
+        "apply-moving": ["apply", str(transform), str(both), "--reference", str(fixed), "-o", str(tmp_path / "o.nii.gz")],
+        "apply-reference": ["apply", str(transform), str(fixed), "--reference", str(both), "-o", str(tmp_path / "o.nii.gz")],
+    }[command]
+    assert main(args) == EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coregister: error:") and "holds 2 DICOM series" in lines[0]
+    assert f"(command line: {option};" in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o.nii.gz").exists()
+
+
+def test_apply_reads_the_series_asked_for(two_series, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixed, both, listing = two_series
+    transform = cr.Translation(SERIES_SHIFT_MM).save(tmp_path / "shift.tfm")
+    out = tmp_path / "moved_back.nii.gz"
+    code = main(["apply", str(transform), str(both), "--series", listing[1].uid, "--reference", str(both),
+                 "--reference-series", "0", "-o", str(out), "--interpolation", "nearest", "--json"])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    inputs = json.loads(captured.out)["inputs"]
+    assert (inputs["moving"]["series_uid"], inputs["reference"]["series_uid"]) == (listing[1].uid, listing[0].uid)
+    # the moved copy through its known shift lands on the anatomy voxel for voxel
+    np.testing.assert_array_equal(cr.read(out).array, cr.read(fixed).array)
+
+
+@pytest.mark.parametrize("option", ["--fixed-series", "--moving-series"])
+def test_series_options_apply_to_dicom_only(data, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "out"), option, "0"])
+    assert code == EXIT_USAGE
+    assert f"{option} applies to DICOM input" in capsys.readouterr().err

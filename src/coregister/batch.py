@@ -17,6 +17,11 @@ The pairs file: a header row, then one row per pair. Columns:
     Output sub-folder (default: ``<row number>_<moving file stem>``).
 ``preset``, ``metric``, ``fixed_mask``, ``moving_mask``
     As for :func:`coregister.register` (empty = default).
+``fixed_series``, ``moving_series``
+    For a DICOM folder that holds several series: which one to read (an
+    index as :func:`coregister.io.dicom.list_series` orders them, a
+    SeriesInstanceUID, or a description naming one series; empty = the
+    folder's only series).
 
 Examples
 --------
@@ -48,7 +53,7 @@ __all__ = ["BatchSummary", "PairJob", "PairOutcome", "PairStatus", "quiet_dask_l
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = ("name", "fixed", "moving", "preset", "metric", "fixed_mask", "moving_mask")
+_COLUMNS = ("name", "fixed", "moving", "preset", "metric", "fixed_mask", "moving_mask", "fixed_series", "moving_series")
 
 
 class PairStatus(str, enum.Enum):
@@ -70,6 +75,9 @@ class PairJob:
     metric: str | None = None
     fixed_mask: Path | None = None
     moving_mask: Path | None = None
+    #: which series of a DICOM folder holding several: index, SeriesInstanceUID or description (None: the only one)
+    fixed_series: int | str | None = None
+    moving_series: int | str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +204,8 @@ def read_pairs(path: str | os.PathLike[str], *, preset: str = "rigid", metric: s
                     metric=cells.get("metric") or metric,
                     fixed_mask=resolve(cells["fixed_mask"]) if cells.get("fixed_mask") else None,
                     moving_mask=resolve(cells["moving_mask"]) if cells.get("moving_mask") else None,
+                    fixed_series=_series_cell(cells.get("fixed_series", "")),
+                    moving_series=_series_cell(cells.get("moving_series", "")),
                 )
             )
     names = [j.name for j in jobs]
@@ -207,7 +217,34 @@ def read_pairs(path: str | os.PathLike[str], *, preset: str = "rigid", metric: s
     return jobs
 
 
+def _series_cell(cell: str) -> int | str | None:
+    """A ``*_series`` cell: an index (digits), a UID or description, or None when empty."""
+    if not cell:
+        return None
+    return int(cell) if cell.lstrip("-").isdigit() else cell
+
+
 # ----------------------------------------------------------------- one pair
+def _read_input(path: Path, series: int | str | None, column: str) -> Any:
+    """Read one input of a pair; ``column`` picks its DICOM series and is what the reader's hint names."""
+    import coregister as cr
+    from coregister.errors import AmbiguousSeriesError
+    from coregister.io import detect_format
+
+    if series is None:
+        try:
+            return cr.read(path)
+        except AmbiguousSeriesError as exc:  # the reader's hint names the command line's option: name the column
+            import re
+
+            hint = f"(pairs file: the {column!r} column"
+            named, count = re.subn(r"\(command line: [^;)]*", hint, str(exc), count=1)
+            raise AmbiguousSeriesError(named if count else f"{exc} {hint})") from exc
+    if detect_format(path) != "dicom":
+        raise ConfigError(f"the {column!r} cell ({series!r}) applies to a DICOM folder; {str(path)!r} is not one: empty it")
+    return cr.read(path, series=series)
+
+
 def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = False, seed: int = 0, threads: int | None = 1) -> PairOutcome:
     """Read, register and write one pair (runs in a Dask worker; safe to call directly).
 
@@ -226,8 +263,8 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
             folder, registered_name(job.fixed), [job.fixed, job.moving, job.fixed_mask, job.moving_mask],
             fix="give the pair another name or choose another output folder",
         )
-        fixed = cr.read(job.fixed)
-        moving = cr.read(job.moving)
+        fixed = _read_input(job.fixed, job.fixed_series, "fixed_series")
+        moving = _read_input(job.moving, job.moving_series, "moving_series")
         masks = {}
         if job.fixed_mask is not None:
             masks["fixed_mask"] = cr.read(job.fixed_mask).array > 0

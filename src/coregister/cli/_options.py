@@ -19,11 +19,14 @@ from coregister import presets
 from coregister.config import Detector, Initialisation, Interpolation, Metric
 
 __all__ = [
+    "dicom_series",
     "interpolation_option",
     "metric_choices",
+    "name_series_option",
     "preset_names",
     "registration_options",
     "root_setting",
+    "series_option",
     "threads_option",
 ]
 
@@ -54,6 +57,52 @@ def _enum_choice(values: type[Enum]) -> click.Choice:
 def _input_path() -> click.Path:
     # Existence is checked by the reader, whose error is one line and exit code 1 (click's would be a usage error).
     return click.Path(path_type=Path)
+
+
+def series_option(flag: str, what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``flag`` (``--moving-series``...): which DICOM series of a folder that holds several to read as ``what``."""
+    return click.option(
+        flag,
+        default=None,
+        metavar="SERIES",
+        help=f"{what} is a DICOM folder with several series: read this one (index as `coregister dicom ls` lists "
+        "them, SeriesInstanceUID, or a description that names one series).",
+    )
+
+
+def dicom_series(path: Path, series: str | None, flag: str) -> dict[str, Any]:
+    """``read()`` options for a ``--...-series`` value: ``{"series": index or UID}``, ``{}`` when not given.
+
+    Raises
+    ------
+    click.UsageError
+        The option was given for an input that is not DICOM.
+    """
+    if series is None:
+        return {}
+    from coregister.io import detect_format
+
+    fmt = detect_format(path)
+    if fmt != "dicom":
+        raise click.UsageError(f"{flag} applies to DICOM input; {str(path)!r} is {fmt}")
+    text = series.strip()
+    return {"series": int(text) if text.lstrip("-").isdigit() else text}
+
+
+def name_series_option(message: str, option: str) -> str:
+    """A reader's "choose one with series=... (command line: ...)" hint pointed at ``option``, the flag that exists.
+
+    Examples
+    --------
+    >>> print(name_series_option("folder 'x' holds 2 DICOM series: ...; choose one with series=<index or "
+    ...                          "UID> (command line: --series; list them with coregister dicom ls FOLDER)",
+    ...                          "--moving-series"))
+    folder 'x' holds 2 DICOM series: ...; choose one with series=<index or UID> (command line: --moving-series; list them with coregister dicom ls FOLDER)
+    """
+    import re
+
+    named, count = re.subn(r"\(command line: [^;)]*", f"(command line: {option}", message, count=1)
+    return named if count else f"{message} (command line: {option})"
 
 
 def threads_option(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -55,7 +55,7 @@ def batch(
     threaded: bool,
     as_json: bool,
 ) -> None:
-    """Register every pair listed in PAIRS (CSV: fixed,moving[,name,preset,metric,fixed_mask,moving_mask]).
+    """Register every pair listed in PAIRS (CSV: fixed,moving[,name,preset,metric,fixed_mask,moving_mask,fixed_series,moving_series]).
 
     Each pair runs as one Dask task that reads its inputs and writes
     OUTPUT/<name>/registered.<ext>, transform.tfm and result.json itself;

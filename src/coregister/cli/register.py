@@ -29,7 +29,14 @@ import click
 import numpy as np
 
 from coregister.cli import QualityCheckFailed
-from coregister.cli._options import interpolation_option, registration_options, threads_option
+from coregister.cli._options import (
+    dicom_series,
+    interpolation_option,
+    name_series_option,
+    registration_options,
+    series_option,
+    threads_option,
+)
 from coregister.cli._output import echo_json, echo_warning, json_option, print_table, quiet
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
@@ -63,12 +70,28 @@ def _output_format_option(what: str) -> Any:
     )
 
 
-def _read(path: Path, what: str) -> SpatialImage:
+def _read(path: Path, what: str, *, series: str | None = None, flag: str | None = None) -> SpatialImage:
+    """Read an input; ``flag`` is the option that picks its DICOM series (named in the reader's hint)."""
+    from coregister.errors import AmbiguousSeriesError
     from coregister.io import read
 
-    image = read(path)
+    options = dicom_series(path, series, flag) if flag is not None else {}
+    try:
+        image = read(path, **options)
+    except AmbiguousSeriesError as exc:
+        if flag is None:
+            raise
+        raise AmbiguousSeriesError(name_series_option(str(exc), flag)) from exc
     logger.info("%s: %s", what, image)
     return image
+
+
+def _input_facts(path: Path, image: SpatialImage) -> dict[str, Any]:
+    """What --json says about an input: its path and, for DICOM, the series read."""
+    facts: dict[str, Any] = {"path": str(path)}
+    if image.meta.get("format") == "dicom":
+        facts["series_uid"] = image.meta.get("series_uid")
+    return facts
 
 
 def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
@@ -185,6 +208,8 @@ def _fmt(value: Any) -> str:
 @click.argument("fixed", type=click.Path(path_type=Path))
 @click.argument("moving", type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", type=click.Path(path_type=Path), required=True, help="Output folder (created if needed).")
+@series_option("--fixed-series", "FIXED")
+@series_option("--moving-series", "MOVING")
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
@@ -195,6 +220,8 @@ def register(
     fixed: Path,
     moving: Path,
     outdir: Path,
+    fixed_series: str | None,
+    moving_series: str | None,
     preset: str,
     metric: str | None,
     precise: bool,
@@ -218,8 +245,8 @@ def register(
     outputs are written all the same).
     """
     check_writable(outdir, folder=True, fix="choose another -o folder")
-    fixed_image = _read(fixed, "fixed image")
-    moving_image = _read(moving, "moving image")
+    fixed_image = _read(fixed, "fixed image", series=fixed_series, flag="--fixed-series")
+    moving_image = _read(moving, "moving image", series=moving_series, flag="--moving-series")
     if fixed_image.ndim != moving_image.ndim:
         raise GeometryError(
             f"the fixed image {str(fixed)!r} is {fixed_image.ndim}D and the moving image {str(moving)!r} is "
@@ -268,7 +295,8 @@ def register(
     written = [outdir / n for n in names]
 
     if as_json:
-        echo_json({**result.to_dict(), "outputs": [str(p) for p in written]})
+        inputs = {"fixed": _input_facts(fixed, fixed_image), "moving": _input_facts(moving, moving_image)}
+        echo_json({**result.to_dict(), "inputs": inputs, "outputs": [str(p) for p in written]})
     elif not quiet():
         _summary(result, written)
     if not result.passed:
@@ -300,6 +328,8 @@ def _quality_failure_line(result: Any) -> str:
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output image; its suffix picks the format (a folder with --output-format dicom).")
+@series_option("--series", "MOVING")
+@series_option("--reference-series", "The reference")
 @interpolation_option
 @click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
 @threads_option
@@ -315,6 +345,8 @@ def apply_command(
     threads: int | None,
     as_json: bool = False,
     output_format: str | None = None,
+    series: str | None = None,
+    reference_series: str | None = None,
 ) -> None:
     """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
 
@@ -335,8 +367,8 @@ def apply_command(
     else:
         check_writable(output, fix="choose another -o path")
     value = read_transform(transform)
-    moving_image = _read(moving, "moving image")
-    reference_image = _read(reference, "reference image")
+    moving_image = _read(moving, "moving image", series=series, flag="--series")
+    reference_image = _read(reference, "reference image", series=reference_series, flag="--reference-series")
     if not (value.ndim == moving_image.ndim == reference_image.ndim):
         raise GeometryError(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "
@@ -359,6 +391,8 @@ def apply_command(
         write(for_writing(out, output.name), output)
     if as_json:
         echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
+                   "inputs": {"moving": _input_facts(moving, moving_image),
+                              "reference": _input_facts(reference, reference_image)},
                    "interpolation": interpolation, "size": list(out.size), "spacing": list(out.spacing), "dtype": str(out.dtype)})
     elif not quiet():
         click.echo(f"wrote {output}")
