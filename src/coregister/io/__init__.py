@@ -11,7 +11,7 @@ import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
@@ -63,8 +63,9 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **opti
     """
     if isinstance(path, list | tuple):
         return _load(_READERS["dicom"])(list(path), **options)
-    fmt = detect_format(path)
-    return _load(_READERS[fmt])(Path(path), **options)
+    one = cast("str | os.PathLike[str]", path)  # a list or tuple of files went above
+    fmt = detect_format(one)
+    return _load(_READERS[fmt])(Path(one), **options)
 
 
 def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
