@@ -33,6 +33,7 @@ from coregister import SpatialImage
 from coregister.engines.phase import phase_correlate
 from coregister.errors import ConfigError, OutputExistsError, RegistrationFailed
 from coregister.geo import GeoResult, coregister
+from coregister.geo.result import WindowMatch
 from coregister.qc.synthetic import write_shifted_raster
 
 LANDSAT = "geospatial/rasterio_landsat7"
@@ -322,6 +323,37 @@ def test_refusals(tmp_path: Path, rgb_pair: tuple[Path, Path]) -> None:
                        direction=np.diag([1.0, -1.0]), crs="EPSG:32618")
     with pytest.raises(RegistrationFailed, match="overlap"):
         coregister(reference, far)
+
+
+def _rejected(reason: str, reliability: float = 0.0) -> WindowMatch:
+    nan2 = (math.nan, math.nan)
+    return WindowMatch(row=0, col=0, x=0.0, y=0.0, size_px=256, shift_px=nan2, shift_map=nan2, reliability=reliability,
+                       used=False, reason=reason)
+
+
+@pytest.mark.parametrize(
+    ("noun", "expected"),
+    [
+        ("tie points", "3 tie points below reliability 0.3 (0.14-0.2996); 2 RANSAC outliers (0.62-1.40 px from the "
+                       "affine trend); 1 tie point unreliable already at the whole-pixel match (below 0.15); "
+                       "1 tie point with less than 80 % valid data on both sides (79.5 %)"),
+        ("windows", "3 windows below reliability 0.3 (0.14-0.2996); 2 RANSAC outliers (0.62-1.40 px from the "
+                    "affine trend); 1 window unreliable already at the whole-pixel match (below 0.15); "
+                    "1 window with less than 80 % valid data on both sides (79.5 %)"),
+    ],
+)
+def test_rejections_grouped_by_reason_with_count_and_range(noun: str, expected: str) -> None:
+    """One piece per reason, not per window; the top of the reliability range is not rounded up onto the threshold."""
+    from coregister.geo.coreg import _summarise_rejections
+    from coregister.geo.windows import shown_beyond
+
+    matches = [_rejected(f"reliability {shown_beyond(r, 0.3, below=True)} < 0.3", r) for r in (0.21, 0.2996, 0.14)]
+    assert matches[1].reason == "reliability 0.2996 < 0.3"  # not "0.30 < 0.3"
+    matches += [_rejected("RANSAC outlier (1.40 px from the affine trend)"), _rejected("RANSAC outlier (0.62 px from the affine trend)"),
+                _rejected("unreliable at the whole-pixel match already (below 0.15)"),
+                _rejected(f"only {shown_beyond(0.795, 0.8, below=True, digits=0, scale=100)} % of the window holds valid "
+                          "data on both sides (< 80 %)")]
+    assert _summarise_rejections(matches, noun) == expected
 
 
 def test_an_image_without_crs_is_pointed_to_georef(rgb_pair: tuple[Path, Path]) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,13 +140,89 @@ def _mapping(
     return lattice
 
 
-def _summarise_rejections(matches: list[WindowMatch]) -> str:
-    reasons: dict[str, int] = {}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rejection:
+    """One kind of rejection, as the summary words it: ``{count} {noun} {phrase} ({range} {unit})``."""
+
+    phrase: str
+    noun: str | None = None  # its own noun ("outliers"); None: the windows' or tie points'
+    unit: str = ""
+    limit: float | None = None  # the range's end nearest it stays on its side
+    below: bool = True  # the values lie below the limit (else above)
+    scale: float = 1.0
+
+
+def _rejection(match: WindowMatch) -> tuple[_Rejection, float | None]:
+    """The kind of a rejected window and its value (reliability, valid fraction, distance...) where it has one."""
+    reason = match.reason
+    numbers = [float(v) for v in _NUMBER.findall(reason)]
+    if reason.startswith("reliability ") and len(numbers) == 2:
+        return _Rejection(f"below reliability {numbers[1]:g}", limit=numbers[1]), match.reliability
+    if reason.startswith("only ") and len(numbers) == 2:
+        limit = numbers[1] / 100.0
+        return (_Rejection(f"with less than {numbers[1]:g} % valid data on both sides", unit="%", limit=limit, scale=100.0),
+                numbers[0] / 100.0)
+    if reason.startswith("shift ") and len(numbers) == 2:
+        return _Rejection(f"shifted beyond max_shift_px={numbers[1]:g}", unit="px", limit=numbers[1], below=False), numbers[0]
+    if reason.startswith("outlier:") and numbers:
+        return _Rejection("from the median of the windows", noun="outliers", unit="px", below=False), numbers[0]
+    if reason.startswith("RANSAC outlier") and numbers:
+        return _Rejection("from the affine trend", noun="RANSAC outliers", unit="px", below=False), numbers[0]
+    if reason.startswith("unreliable at the whole-pixel match already"):
+        return _Rejection("unreliable already at the whole-pixel match" + reason.split("already", 1)[1]), None
+    if reason.startswith("the shift lowers the similarity"):
+        return _Rejection("where the shift lowers the similarity (ncc)"), None
+    if reason.startswith("the sub-pixel fit"):
+        return _Rejection("where " + reason), None
+    return _Rejection(reason), None
+
+
+def _summarise_rejections(matches: list[WindowMatch], noun: str = "windows") -> str:
+    """The rejections grouped by kind, largest group first: a count, and the range of the values where they have one.
+
+    ``"17 tie points below reliability 0.3 (0.05-0.29); 3 RANSAC outliers (0.52-1.30 px from the affine trend)"``.
+    The end of a range next to its limit is never rounded onto it ("0.2996", not "0.30", below 0.3).
+    """
+    groups: dict[_Rejection, list[float | None]] = {}
     for m in matches:
         if not m.used:
-            key = m.reason.split(" (")[0].split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-    return "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            kind, value = _rejection(m)
+            groups.setdefault(kind, []).append(value)
+    parts = []
+    for kind in sorted(groups, key=lambda k: (-len(groups[k]), k.phrase)):
+        count = len(groups[kind])
+        values = [v for v in groups[kind] if v is not None and math.isfinite(v)]
+        words = kind.noun or noun
+        if count == 1 and words.endswith("s"):
+            words = words[:-1]
+        if not values:
+            parts.append(f"{count} {words} {kind.phrase}")
+            continue
+        shown = _value_range(values, kind)
+        unit = f" {kind.unit}" if kind.unit else ""
+        if kind.noun:  # "3 outliers (0.62-1.40 px from the median of the windows)"
+            parts.append(f"{count} {words} ({shown}{unit} {kind.phrase})")
+        else:  # "17 tie points below reliability 0.3 (0.05-0.29)"
+            parts.append(f"{count} {words} {kind.phrase} ({shown}{unit})")
+    return "; ".join(parts)
+
+
+def _value_range(values: list[float], kind: _Rejection) -> str:
+    """``lo-hi`` (one value when they agree), each kept on its side of the limit (never rounded onto it)."""
+    from coregister.geo.windows import shown_beyond
+
+    digits = 0 if kind.scale != 1.0 else 2
+
+    def show(value: float) -> str:
+        if kind.limit is not None:
+            return shown_beyond(value, kind.limit, below=kind.below, digits=digits, scale=kind.scale)
+        return f"{value * kind.scale:.{digits}f}"
+
+    low, high = show(min(values)), show(max(values))
+    return low if low == high else f"{low}-{high}"
 
 
 def _raster_info(raster: GeoRaster) -> dict[str, Any]:
@@ -411,7 +488,7 @@ def _estimate(
             )
         used = [m for m in matches if m.used]
         if len(used) < len(matches):
-            warnings.append(f"{len(used)} of {len(matches)} windows used ({_summarise_rejections(matches)})")
+            warnings.append(f"{len(used)} of {len(matches)} windows used; rejected: {_summarise_rejections(matches)}")
         dx, dy = grid.linear @ estimate
         shift_map = (float(dx), float(dy))
         fields.update(shift_px=(float(estimate[0]), float(estimate[1])), shift_map=shift_map, windows=tuple(matches))
@@ -444,7 +521,7 @@ def _estimate(
     mean = np.mean([m.shift_px for m in used], axis=0)
     dx, dy = grid.linear @ mean
     if len(used) < len(matches):
-        warnings.append(f"{len(used)} of {len(matches)} tie points kept ({_summarise_rejections(matches)})")
+        warnings.append(f"{len(used)} of {len(matches)} tie points kept; rejected: {_summarise_rejections(matches, 'tie points')}")
     fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
                   windows=tuple(matches), field=displacement.describe())
     inv = ~grid.transform

@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.geo.result import WindowMatch
+from coregister.geo.windows import shown_beyond
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def ransac_filter(matches: list[WindowMatch], *, threshold_px: float, seed: int)
     for index, inlier, residual in zip(kept, inliers, residuals, strict=True):
         if not inlier:
             out[index] = dataclasses.replace(
-                matches[index], used=False, reason=f"RANSAC outlier ({residual:.2f} px from the affine trend)"
+                matches[index], used=False,
+                reason=f"RANSAC outlier ({shown_beyond(residual, threshold_px, below=False)} px from the affine trend)",
             )
     return out
 

@@ -24,7 +24,29 @@ from coregister.geo.result import WindowMatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MatchOptions", "Overlap", "consensus", "find_overlap", "match_arrays", "match_strip", "match_window", "place_windows"]
+__all__ = ["MatchOptions", "Overlap", "consensus", "find_overlap", "match_arrays", "match_strip", "match_window", "place_windows", "shown_beyond"]
+
+
+def shown_beyond(value: float, limit: float, *, below: bool, digits: int = 2, scale: float = 1.0) -> str:
+    """``value * scale`` rounded to ``digits`` decimals, or more where that rounding would meet ``limit * scale``.
+
+    A message that rejects a window for a value below (``below=True``) or
+    above a limit must not show a number that contradicts it
+    ("reliability 0.30 < 0.3").
+
+    Examples
+    --------
+    >>> shown_beyond(0.2996, 0.3, below=True), shown_beyond(0.14, 0.3, below=True)
+    ('0.2996', '0.14')
+    >>> shown_beyond(0.5004, 0.5, below=False), shown_beyond(0.795, 0.8, below=True, digits=0, scale=100)
+    ('0.5004', '79.5')
+    """
+    value, limit = value * scale, limit * scale
+    for places in range(digits, digits + 8):
+        text = f"{value:.{places}f}"
+        if (float(text) < limit) if below else (float(text) > limit):
+            return text
+    return f"{value:.{digits}f}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +215,8 @@ def match_arrays(
     both = float((ref_ok & tgt_ok).mean())
     if both < options.min_valid_fraction:
         return WindowMatch(**base, shift_px=nan2, shift_map=nan2, valid_fraction=both,
-                           reason=f"only {both:.0%} of the window holds valid data on both sides")
+                           reason=f"only {shown_beyond(both, options.min_valid_fraction, below=True, digits=0, scale=100)} % "
+                                  f"of the window holds valid data on both sides (< {100 * options.min_valid_fraction:g} %)")
     if float(np.std(ref_values[ref_ok])) == 0.0 or float(np.std(tgt_values[tgt_ok])) == 0.0:
         return WindowMatch(**base, shift_px=nan2, shift_map=nan2, valid_fraction=both, reason="featureless (constant)")
     try:
@@ -227,9 +250,10 @@ def match_arrays(
     elif not found.converged:
         reason = f"the sub-pixel fit did not converge in {options.max_iterations} iterations"
     elif found.reliability < options.min_reliability:
-        reason = f"reliability {found.reliability:.2f} < {options.min_reliability}"
+        reason = f"reliability {shown_beyond(found.reliability, options.min_reliability, below=True)} < {options.min_reliability:g}"
     elif math.hypot(dcol, drow) > options.max_shift_px:
-        reason = f"shift {math.hypot(dcol, drow):.1f} px > max_shift_px={options.max_shift_px}"
+        shown = shown_beyond(math.hypot(dcol, drow), options.max_shift_px, below=False, digits=1)
+        reason = f"shift {shown} px > max_shift_px={options.max_shift_px:g}"
     elif math.isfinite(found.ncc_before) and found.ncc < found.ncc_before:
         reason = f"the shift lowers the similarity (ncc {found.ncc_before:.3f} -> {found.ncc:.3f})"
     return WindowMatch(**common, used=not reason, reason=reason)
@@ -258,7 +282,8 @@ def consensus(matches: list[WindowMatch], *, outlier_px: float) -> tuple[np.ndar
         if m.used:
             if not keep[index]:
                 m = dataclasses.replace(
-                    m, used=False, reason=f"outlier: {distance[index]:.2f} px from the median of the windows"
+                    m, used=False,
+                    reason=f"outlier: {shown_beyond(distance[index], outlier_px, below=False)} px from the median of the windows",
                 )
             index += 1
         updated.append(m)
