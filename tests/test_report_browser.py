@@ -126,7 +126,7 @@ def reports() -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 5), ("geo", 4)])
+@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 5), ("geo", 5)])
 def test_report_renders_in_chromium(browser: Any, reports: dict[str, Path], kind: str, pictures: int) -> None:
     browser.get(reports[kind].resolve().as_uri())
     browser.get_log("browser")  # drop anything logged before this page

@@ -67,6 +67,32 @@ def _summary(result: Any) -> None:
         echo_warning(warning)
 
 
+def command_line(ctx: click.Context) -> str:
+    """The command as it ran, rebuilt from what click parsed: arguments, then options that differ from their defaults.
+
+    Rebuilt rather than read from ``sys.argv``, so that it is right however
+    the command was started (the console script, ``python -m``, ``main([...])``)
+    and shows values that came from a configuration file too.
+    """
+    import shlex
+
+    words = ctx.command_path.split()
+    options: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, tuple | list) else [value]) if v is not None]
+            continue
+        if not isinstance(param, click.Option) or value is None or value == param.get_default(ctx) or not param.opts:
+            continue
+        name = max(param.opts, key=len)
+        if param.is_flag:
+            options.append(name if value else (param.secondary_opts or [name])[0])
+        else:
+            options += [name, str(value)]
+    return shlex.join(words + options)
+
+
 def _report(result: Any, as_json: bool) -> None:
     if as_json:
         echo_json(result.to_dict())
@@ -156,12 +182,9 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
         from coregister.qc.report import write_geo_report
 
         report_path = output.with_name(output.name.split(".")[0] + ".report.html")
-        details = {"mode": result.mode, "windows / tie points used": f"{len(result.used_windows)} of {len(result.windows)}"}
         write_geo_report(
             reference, target, result.output, report_path, reference_band=options["reference_band"],
-            target_band=options["target_band"], reference_nodata=result.reference.get("nodata"),
-            target_nodata=result.target.get("nodata"), tie_points=result.tie_points, shift_px=result.shift_px,
-            warnings=result.warnings, details=details,
+            target_band=options["target_band"], result=result, command=command_line(ctx),
         )
         if not as_json:
             click.echo(f"report: {report_path}")
