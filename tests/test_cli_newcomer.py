@@ -104,10 +104,11 @@ def test_iterations_must_be_positive(data, tmp_path: Path, capsys: pytest.Captur
 def test_quality_failure_line_leads_with_the_reasons_it_failed(
     data, tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
-    fixed_path = data(FIXED)  # a 3-channel PNG: registered on its luminance, a note and no failure
+    fixed_path = data(FIXED)
     fixed = cr.read(fixed_path)
-    noise = cr.SpatialImage(np.random.default_rng(5).integers(0, 256, fixed.shape, dtype=np.uint8), origin=(0, 0),
-                            spacing=(1, 1))
+    # colour noise: registered on its luminance, a note and no failure
+    noise = cr.SpatialImage(np.random.default_rng(5).integers(0, 256, (*fixed.shape[:2], 3), dtype=np.uint8),
+                            origin=(0, 0), spacing=(1, 1))
     noise_path = cr.write(noise, tmp_path / "noise.png")
     out = tmp_path / "out"
     code = main(["register", str(fixed_path), str(noise_path), "-o", str(out), *(["--json"] if as_json else [])])
@@ -115,7 +116,7 @@ def test_quality_failure_line_leads_with_the_reasons_it_failed(
     last = capsys.readouterr().err.strip().splitlines()[-1]
     saved = json.loads((out / "result.json").read_text())
     failures = saved["extras"]["quality"]["failures"]
-    note = "fixed image: registered on the luminance of a 3-channel image"
+    note = "moving image: registered on the luminance of a 3-channel image"
     assert note in saved["warnings"] and note not in failures
     assert any(f.startswith("no shared structure") for f in failures)
     reasons = last.split("the registration failed its quality check: ", 1)[1]

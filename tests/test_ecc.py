@@ -114,9 +114,11 @@ def test_colour_images_register_on_luminance() -> None:
     rgb = photo("camera")
     truth = random_warp("rigid", rgb.shape, 5)
     moved, valid = warp(rgb, truth)
-    colour = np.repeat(rgb[..., None], 3, axis=-1)
-    fixed = SpatialImage(colour, origin=(0, 0), spacing=(1, 1))
-    moving = SpatialImage(np.repeat(moved[..., None], 3, axis=-1), origin=(0, 0), spacing=(1, 1))
+    def colour(grey: np.ndarray) -> np.ndarray:  # three different channels (equal ones are read as grey)
+        return np.stack([grey, 0.8 * grey, 255.0 - grey], axis=-1)
+
+    fixed = SpatialImage(colour(rgb), origin=(0, 0), spacing=(1, 1))
+    moving = SpatialImage(colour(moved), origin=(0, 0), spacing=(1, 1))
     out = ecc_register(fixed, moving, _config("rigid"), moving_mask=valid)
     assert any("luminance" in w for w in out.warnings)
     assert mean_error_px(out.transform, truth, rgb.shape) < 0.05

@@ -349,9 +349,28 @@ def equalize_histogram(image: SpatialImage, *, nbins: int = 256, mask: np.ndarra
 
 
 def luminance_if_colour(image: SpatialImage) -> tuple[SpatialImage, str | None]:
-    """``(grey image, note)``: the luminance of a multi-channel image and a note saying so, else the image as is."""
+    """``(grey image, note)``: the luminance of a multi-channel image and a note saying so, else the image as is.
+
+    A grey image stored with equal colour channels (R = G = B, as many PNG
+    slices are; an alpha channel aside) loses nothing by being read as one
+    channel: its first channel comes back, without a note.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister.image import SpatialImage
+    >>> grey = np.full((2, 2, 3), 7, np.uint8)
+    >>> image, note = luminance_if_colour(SpatialImage(grey, origin=(0, 0), spacing=(1, 1)))
+    >>> image.has_channels, image.dtype, note
+    (False, dtype('uint8'), None)
+    """
     if not image.has_channels:
         return image, None
+    values = np.asarray(image.array)
+    colour = values[..., :3] if image.n_channels in (3, 4) else values
+    if all(np.array_equal(colour[..., 0], colour[..., c]) for c in range(1, colour.shape[-1])):
+        logger.debug("a %d-channel image with equal colour channels: its first channel is used", image.n_channels)
+        return image.channel(0), None
     note = f"registered on the luminance of a {image.n_channels}-channel image"
     return to_grayscale(image), note
 
