@@ -302,3 +302,17 @@ def test_register_refuses_options_that_would_be_ignored(
     lines = _stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_into_the_same_folder_leaves_no_file_of_the_earlier_run(data, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(out), "--preset", "translation"]
+    assert main([*args, "--report"]) == EXIT_OK
+    (out / "notes.txt").write_text("the user's own file")
+    assert (out / "report.html").is_file()
+    before = json.loads((out / "result.json").read_text())
+    assert main([*args, "--preset", "rigid"]) == EXIT_OK
+    # the report described the translation run: it goes with it; the user's file stays
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered.png", "result.json", "transform.tfm"]
+    after = json.loads((out / "result.json").read_text())
+    assert (before["transform"]["type"], after["transform"]["type"]) == ("Translation", "Rigid")

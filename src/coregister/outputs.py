@@ -29,6 +29,7 @@ __all__ = [
     "for_writing",
     "refuse_overwriting_inputs",
     "registered_name",
+    "remove_stale_outputs",
     "transform_name",
     "writable_dtype",
     "write_registration",
@@ -178,4 +179,35 @@ def write_registration(
         from coregister.qc.report import write_report
 
         written.append(write_report(result, fixed, moving, registered, folder / "report.html"))
+    remove_stale_outputs(folder, {Path(p).name for p in written})
     return written
+
+
+def remove_stale_outputs(folder: Path, written: Iterable[str]) -> list[Path]:
+    """Remove the files of an earlier registration in ``folder`` that this one did not write again.
+
+    A folder describes one registration: a ``report.html`` from a run with a
+    report must not sit beside the ``result.json`` of a later run without one,
+    nor a ``transform.tfm`` beside a new ``transform.json``. Only the names in
+    :data:`OUTPUT_NAMES` are touched; the user's own files stay.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("report.html", "result.json", "notes.txt"):
+    ...     _ = (folder / name).write_text("x")
+    >>> [p.name for p in remove_stale_outputs(folder, {"result.json"})]
+    ['report.html']
+    >>> sorted(p.name for p in folder.iterdir())
+    ['notes.txt', 'result.json']
+    """
+    kept = set(written)
+    removed = []
+    for name in OUTPUT_NAMES:
+        path = Path(folder) / name
+        if name not in kept and path.is_file():
+            path.unlink()
+            logger.info("removed %s, left by an earlier run in %s", path, folder)
+            removed.append(path)
+    return removed

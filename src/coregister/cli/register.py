@@ -45,6 +45,7 @@ from coregister.outputs import (
     for_writing,
     refuse_overwriting_inputs,
     registered_name,
+    remove_stale_outputs,
     writable_dtype,
     write_registration,
 )
@@ -125,6 +126,7 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
     try:
         yield staging
         outdir.mkdir(exist_ok=True)
+        written = {item.name for item in staging.iterdir()}
         for item in sorted(staging.iterdir()):
             if item.is_dir():  # a DICOM series: replaces the one a previous run wrote
                 from coregister.io.dicom_write import move_series_folder
@@ -132,8 +134,10 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
                 move_series_folder(item, outdir / item.name)
             else:
                 os.replace(item, outdir / item.name)
+        remove_stale_outputs(outdir, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
 
 
 def _config(
