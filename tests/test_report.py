@@ -295,11 +295,59 @@ def test_report_of_a_real_registration(data, tmp_path: Path) -> None:
     path = write_report(result, fixed, moving, None, tmp_path / "report.html")
     text = path.read_text(encoding="utf-8")
     assert "BrainProtonDensitySliceShifted13x17y.png → BrainProtonDensitySliceBorder20.png" in text
-    row = re.search(r"translation \(pixels\)</td><td[^>]*>([-0-9.]+)</td><td[^>]*>([-0-9.]+)</td>", text)  # PNG: no mm
-    assert row is not None
+    row = re.search(r"offset of the world matrix \(pixels\)</td><td[^>]*>([-0-9.]+)</td><td[^>]*>([-0-9.]+)</td>", text)
+    assert row is not None  # PNG: pixels, not mm
     np.testing.assert_allclose([float(row.group(1)), float(row.group(2))], [13.0, 17.0], atol=0.2)
     legend_levels = len(result.history)
     assert legend_levels >= 2 and len(_decoded_pngs(_parse(path))) == 4
+
+
+@pytest.mark.parametrize(("metric", "name"), [("ncc", "normalised correlation"), ("mattes", "Mattes MI")])
+def test_report_says_what_produced_it(data, tmp_path: Path, metric: str, name: str) -> None:
+    """The final metric with its name, the preset, the engine, the inputs' full paths and the command line."""
+    folder = data("medical/itk_brainweb_2d")
+    fixed = cr.read(folder / "BrainProtonDensitySliceBorder20.png", grayscale=True)
+    moving = cr.read(folder / "BrainProtonDensitySliceShifted13x17y.png", grayscale=True)
+    result = cr.register(fixed, moving, preset="translation", metric=metric)
+    command = f"coregister register {folder}/BrainProtonDensitySliceBorder20.png ... --metric {metric}"
+    path = write_report(result, fixed, moving, None, tmp_path / "report.html", command=command)
+    text = path.read_text(encoding="utf-8")
+    final = re.search(r'<td class="l" id="final-metric">([^<]*)</td>', text)
+    assert final is not None and final.group(1) == f"{name} {result.extras['final_metric']:.4f}"
+    assert f"final_metric ({name}; ITK minimises it)" in text
+    summary = re.search(r'<table id="summary">.*?</table>', text).group(0)
+    assert f'<td class="l">{result.engine}</td><td class="l">translation</td>' in summary
+    assert f"<code>{command}</code>" in text
+    inputs = re.search(r'<table id="inputs">.*?</table>', text).group(0)
+    assert str(folder / "BrainProtonDensitySliceBorder20.png") in inputs
+    assert str(folder / "BrainProtonDensitySliceShifted13x17y.png") in inputs
+
+
+def test_report_names_the_two_translations(data, tmp_path: Path) -> None:
+    """A rotation about a centre c: the world matrix's offset and ITK's translation about c differ; the report shows
+    both under their own names, and result.json's decomposition names them too."""
+    import json
+
+    fixed = _brainweb(data)
+    truth = Rigid.from_angles(np.deg2rad(7.0), translation=(6.0, -4.0), center=(110.0, 128.0))
+    result = _result(truth)
+    text = write_report(result, fixed, fixed, None, tmp_path / "r.html").read_text(encoding="utf-8")
+
+    def row(label: str) -> list[float]:
+        found = re.search('<td class="l">' + re.escape(label) + r"</td><td[^>]*>([-0-9.]+)</td><td[^>]*>([-0-9.]+)</td>", text)
+        assert found is not None, label
+        return [float(found.group(1)), float(found.group(2))]
+
+    offset = truth.offset
+    assert np.hypot(*(offset - np.array([6.0, -4.0]))) > 10  # the two quantities really differ here
+    np.testing.assert_allclose(row("offset of the world matrix (pixels)"), offset, atol=1e-4)
+    np.testing.assert_allclose(row("translation about centre c (pixels)"), [6.0, -4.0], atol=1e-4)
+    np.testing.assert_allclose(row("centre c (pixels)"), [110.0, 128.0], atol=1e-4)
+    saved = json.loads(result.to_json())["transform"]
+    np.testing.assert_allclose(saved["decomposition"]["offset"], offset, atol=1e-12)
+    np.testing.assert_allclose(saved["decomposition"]["translation_about_center"], saved["translation"], atol=1e-12)
+    np.testing.assert_allclose(saved["decomposition"]["center"], saved["center"], atol=1e-12)
+    np.testing.assert_allclose(np.array(saved["world_matrix"])[:2, 2], offset, atol=1e-12)
 
 
 def test_geo_report_from_paths_in_another_crs(data, tmp_path: Path) -> None:

@@ -156,6 +156,19 @@ def decompose(matrix: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _decomposition(linear: LinearTransform) -> dict[str, Any]:
+    """:func:`decompose` of the matrix, with the two translations a linear map has, each named for what it is."""
+    return {
+        **decompose(linear.matrix),
+        "offset": linear.offset.tolist(),
+        "translation_about_center": linear.translation.tolist(),
+        "center": linear.center.tolist(),
+        "translations": "moving = matrix @ fixed + offset (offset: the world matrix's last column) "
+        "= matrix @ (fixed - center) + center + translation_about_center (ITK's parameters; "
+        "the top-level 'translation' is translation_about_center)",
+    }
+
+
 def _rotation(values: Any) -> np.ndarray:
     rotation = _matrix(values, None, "rotation")
     if not np.allclose(rotation @ rotation.T, np.eye(rotation.shape[0]), atol=1e-6) or np.linalg.det(rotation) < 0:
@@ -308,7 +321,7 @@ class LinearTransform(Transform):
             "translation": self.translation.tolist(),
             "center": self.center.tolist(),
             "world_matrix": self.homogeneous.tolist(),
-            "decomposition": decompose(self.matrix),
+            "decomposition": _decomposition(self),
         }
 
     def _sitk_common(self, tx: Any) -> sitk.Transform:
@@ -741,7 +754,7 @@ class Composite(Transform):
         flat = self.flattened()
         if isinstance(flat, LinearTransform):
             out["world_matrix"] = flat.homogeneous.tolist()
-            out["decomposition"] = decompose(flat.matrix)
+            out["decomposition"] = _decomposition(flat)
         return out
 
 

@@ -562,7 +562,9 @@ def _transform_html(transform: Transform, units: str) -> str:
             ("rotation (degrees)", decomposition["angles_deg"], lambda v: abs(v) > MAX_ANGLE_DEG),
             ("scales", decomposition["scales"], lambda v: not SCALE_RANGE[0] <= abs(v) <= SCALE_RANGE[1]),
             ("shears", decomposition["shears"], lambda v: abs(v) > MAX_SHEAR),
-            (f"translation ({units})", offset.tolist(), lambda v: False),
+            (f"offset of the world matrix ({units})", offset.tolist(), lambda v: False),
+            (f"translation about centre c ({units})", linear.translation.tolist(), lambda v: False),
+            (f"centre c ({units})", linear.center.tolist(), lambda v: False),
         ]
         rows = []
         for name, values, unusual in cells:
@@ -573,6 +575,9 @@ def _transform_html(transform: Transform, units: str) -> str:
         reflection = "yes" if decomposition["reflection"] else "no"
         rows.append(f'<tr><td class="l">reflection</td><td class="{"flag" if decomposition["reflection"] else ""}">{reflection}</td></tr>')
         parts.append('<table id="decomposition">' + "".join(rows) + "</table>")
+        parts.append("<p>Two ways to write the same map: moving = A · fixed + offset (the world matrix) "
+                     "= A · (fixed − c) + c + translation (ITK's parameters about the centre c; result.json's "
+                     "<code>translation</code> and <code>center</code>).</p>")
         if flags:
             parts.append('<p class="flag">Unusual: ' + "; ".join(_esc(f) for f in flags) + ".</p>")
         else:
@@ -588,6 +593,21 @@ def _transform_html(transform: Transform, units: str) -> str:
     return "".join(parts)
 
 
+#: How the report names each metric of :class:`coregister.config.Metric`.
+METRIC_NAMES = {"mattes": "Mattes MI", "mi": "joint-histogram MI", "ncc": "normalised correlation",
+                "mse": "mean squares", "ecc": "ECC"}
+
+
+def _final_metric_name(result: Result) -> str:
+    """The metric of the last stage that ran (what ``extras["final_metric"]`` measures), or ``""`` when not recorded."""
+    stages = result.config.get("stages") if isinstance(result.config, Mapping) else None
+    if not stages:
+        return ""
+    last = stages[-1]
+    name = str(last.get("metric", "") if isinstance(last, Mapping) else getattr(last, "metric", "") or "")
+    return METRIC_NAMES.get(name, name)
+
+
 def _image_summary(image: SpatialImage, name: str) -> str:
     if image.crs is not None:
         where = f"CRS {image.crs.to_string()}"
@@ -600,7 +620,7 @@ def _image_summary(image: SpatialImage, name: str) -> str:
         f'<tr><td class="l">{_esc(name)}</td><td class="l">{_esc(" x ".join(map(str, image.size)))}</td>'
         f'<td class="l">{_esc(", ".join(f"{s:g}" for s in image.spacing))}</td><td class="l">{_esc(where)}</td>'
         f'<td class="l">{_esc(image.dtype)}{" x " + str(image.n_channels) if image.has_channels else ""}</td>'
-        f'<td class="l">{_esc(os.path.basename(str(source)))}</td></tr>'
+        f'<td class="l">{_esc(source)}</td></tr>'
     )
 
 
@@ -739,6 +759,7 @@ def write_report(
     path: str | os.PathLike[str],
     *,
     title: str | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write the self-contained HTML quality-control report of a registration.
 
@@ -757,6 +778,9 @@ def write_report(
         The ``.html`` file to write (atomically).
     title : str, optional
         Page title (default: the engine and the input names).
+    command : str, optional
+        The command line that ran (the command-line interface passes it),
+        shown in the summary.
 
     Returns
     -------
@@ -780,11 +804,16 @@ def write_report(
         else '<span class="badge fail">quality check FAILED (exit code 3)</span>'
     )
     config_name = result.config.get("name", "") if isinstance(result.config, Mapping) else ""
+    metric = _final_metric_name(result)
+    final = result.extras.get("final_metric")
+    final_text = (f"{metric} {_num(final)}" if metric else _num(final)) if isinstance(final, int | float) else "-"
     header = (
         f"<header><h1>{_esc(title)}</h1><p>{status}</p>"
-        '<table id="summary"><tr><th class="l">engine</th><th class="l">preset</th><th>time (s)</th>'
-        '<th>seed</th><th>threads</th></tr>'
+        + (f'<p id="command">Command: <code>{_esc(command)}</code></p>' if command else "")
+        + '<table id="summary"><tr><th class="l">engine</th><th class="l">preset</th><th class="l">final metric</th>'
+        '<th>time (s)</th><th>seed</th><th>threads</th></tr>'
         f'<tr><td class="l">{_esc(result.engine or "-")}</td><td class="l">{_esc(config_name or "-")}</td>'
+        f'<td class="l" id="final-metric">{final_text}</td>'
         f"<td>{result.time_s:.3f}</td><td>{result.seed}</td><td>{result.threads}</td></tr></table>"
         '<table id="inputs"><tr><th class="l">image</th><th class="l">size (x, y[, z])</th><th class="l">spacing</th>'
         '<th class="l">space</th><th class="l">type</th><th class="l">file</th></tr>'
@@ -816,9 +845,10 @@ def write_report(
         sections.append(_jacobian_section(transform, fixed))
     extras = {k: v for k, v in result.extras.items() if isinstance(v, int | float | str | bool)}
     if extras:
+        labels = {"final_metric": f"final_metric ({metric}; ITK minimises it)" if metric else "final_metric"}
         sections.append(
             '<section id="extras"><h2>Engine figures</h2><table>'
-            + "".join(f'<tr><td class="l">{_esc(k)}</td><td>{_num(v)}</td></tr>' for k, v in extras.items())
+            + "".join(f'<tr><td class="l">{_esc(labels.get(k, k))}</td><td>{_num(v)}</td></tr>' for k, v in extras.items())
             + "</table></section>"
         )
     return _write(path, _page(title, sections))
