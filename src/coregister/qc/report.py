@@ -961,12 +961,12 @@ def _full_resolution_crop(
         r0 = int(np.clip(round(row) - side_px // 2, 0, max(0, height - side_px)))
         c0 = int(np.clip(round(col) - side_px // 2, 0, max(0, width - side_px)))
         values = _luminance(source)[r0 : r0 + side_px, c0 : c0 + side_px].astype(np.float32)
-        valid = source.valid_mask()[r0 : r0 + side_px, c0 : c0 + side_px]
+        valid = np.asarray(source.valid_mask()[r0 : r0 + side_px, c0 : c0 + side_px])
         if valid.ndim == 3:
-            valid = valid.all(axis=-1)
+            valid = np.asarray(valid.all(axis=-1))
         values = np.where(valid, values, np.nan).astype(np.float32)
-        origin = tuple(source.index_to_world([[c0, r0]])[0])
-        return SpatialImage(values, origin=origin, spacing=source.spacing, direction=source.direction, crs=source.crs)
+        corner = tuple(source.index_to_world([[c0, r0]])[0])
+        return SpatialImage(values, origin=corner, spacing=source.spacing, direction=source.direction, crs=source.crs)
     from affine import Affine as GeoAffine
     from rasterio.windows import Window
 
