@@ -339,3 +339,22 @@ def test_series_options_apply_to_dicom_only(data, tmp_path: Path, capsys: pytest
     code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "out"), option, "0"])
     assert code == EXIT_USAGE
     assert f"{option} applies to DICOM input" in capsys.readouterr().err
+
+
+def test_geo_quiet_prints_nothing(data, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s2 = "geospatial/arosics_s2_T33UUU/"
+    reference, target = data(s2 + "ref_S2A_20160608T153121_T33UUU_sub.tif"), data(s2 + "tgt_S2A_20160529T153631_T33UUU_sub.tif")
+    capsys.readouterr()
+    output = tmp_path / "corrected.tif"
+    assert main(["geo", "coreg", str(reference), str(target), "-o", str(output), "--report", "-q"]) == EXIT_OK
+    printed = capsys.readouterr()
+    assert (printed.out, printed.err) == ("", "")
+    assert output.is_file() and (tmp_path / "corrected.report.html").is_file()
+
+
+def test_register_report_shows_the_command_that_ran(data, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(out), "--preset", "translation",
+                 "--report"]) == EXIT_OK
+    page = (out / "report.html").read_text()
+    assert "coregister register " in page and "--preset translation" in page and "--report" in page

@@ -141,6 +141,7 @@ def write_registration(
     report: bool = False,
     threads: int | None = None,
     output_format: str | None = None,
+    command: str | None = None,
 ) -> list[Path]:
     """Resample ``moving`` onto ``fixed`` through ``result.transform`` and write the registration's files into ``folder``.
 
@@ -149,6 +150,8 @@ def write_registration(
     ``report.html``. With ``output_format="dicom"`` the registered image is a
     derived DICOM series in the folder ``image_name`` (the fixed image's
     patient, study and frame of reference, the moving image's modality).
+    ``command`` (the command line that ran, when there was one) is shown in
+    the report.
     Refuses (:class:`~coregister.errors.OutputExistsError`)
     a folder where one of them would replace the file ``fixed`` or
     ``moving`` was read from.
@@ -178,7 +181,7 @@ def write_registration(
     if report:
         from coregister.qc.report import write_report
 
-        written.append(write_report(result, fixed, moving, registered, folder / "report.html"))
+        written.append(write_report(result, fixed, moving, registered, folder / "report.html", command=command))
     remove_stale_outputs(folder, {Path(p).name for p in written})
     return written
 

@@ -89,3 +89,29 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     stdout_console().print(table)
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as it ran, rebuilt from what click parsed: arguments, then options that differ from their defaults.
+
+    Rebuilt rather than read from ``sys.argv``, so that it is right however
+    the command was started (the console script, ``python -m``, ``main([...])``)
+    and shows values that came from a configuration file too.
+    """
+    import shlex
+
+    words = ctx.command_path.split()
+    options: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, tuple | list) else [value]) if v is not None]
+            continue
+        if not isinstance(param, click.Option) or value is None or value == param.get_default(ctx) or not param.opts:
+            continue
+        name = max(param.opts, key=len)
+        if param.is_flag:
+            options.append(name if value else (param.secondary_opts or [name])[0])
+        else:
+            options += [name, str(value)]
+    return shlex.join(words + options)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from coregister.cli._output import echo_json, echo_warning, json_option, print_table
+from coregister.cli._output import command_line, echo_json, echo_warning, json_option, print_table, quiet
 from coregister.geo.change_map import KINDS
 from coregister.geo.coreg import INTERPOLATIONS, MODES
 from coregister.geo.georef import METHODS
@@ -67,36 +67,10 @@ def _summary(result: Any) -> None:
         echo_warning(warning)
 
 
-def command_line(ctx: click.Context) -> str:
-    """The command as it ran, rebuilt from what click parsed: arguments, then options that differ from their defaults.
-
-    Rebuilt rather than read from ``sys.argv``, so that it is right however
-    the command was started (the console script, ``python -m``, ``main([...])``)
-    and shows values that came from a configuration file too.
-    """
-    import shlex
-
-    words = ctx.command_path.split()
-    options: list[str] = []
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        if isinstance(param, click.Argument):
-            words += [str(v) for v in (value if isinstance(value, tuple | list) else [value]) if v is not None]
-            continue
-        if not isinstance(param, click.Option) or value is None or value == param.get_default(ctx) or not param.opts:
-            continue
-        name = max(param.opts, key=len)
-        if param.is_flag:
-            options.append(name if value else (param.secondary_opts or [name])[0])
-        else:
-            options += [name, str(value)]
-    return shlex.join(words + options)
-
-
 def _report(result: Any, as_json: bool) -> None:
     if as_json:
         echo_json(result.to_dict())
-    else:
+    elif not quiet():
         _summary(result)
 
 
@@ -186,7 +160,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
             reference, target, result.output, report_path, reference_band=options["reference_band"],
             target_band=options["target_band"], result=result, command=command_line(ctx),
         )
-        if not as_json:
+        if not as_json and not quiet():
             click.echo(f"report: {report_path}")
     _report(result, as_json)
 

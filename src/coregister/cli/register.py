@@ -37,7 +37,7 @@ from coregister.cli._options import (
     series_option,
     threads_option,
 )
-from coregister.cli._output import echo_json, echo_warning, json_option, print_table, quiet
+from coregister.cli._output import command_line, echo_json, echo_warning, json_option, print_table, quiet
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
 from coregister.io._atomic import check_writable, refuse_overwriting_input
@@ -294,7 +294,7 @@ def register(
         )
     with _staging(outdir) as staging:
         write_registration(staging, result, fixed_image, moving_image, image_name=image_name, report=report,
-                           threads=threads, output_format=output_format)
+                           threads=threads, output_format=output_format, command=command_line(ctx))
         names = sorted(p.name for p in staging.iterdir())
     written = [outdir / n for n in names]
 
