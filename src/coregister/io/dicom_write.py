@@ -48,6 +48,7 @@ from coregister.errors import (
 from coregister.image import SpatialImage
 from coregister.io._atomic import _UMASK, check_writable
 from coregister.io.detect import FORMATS
+from coregister.io.dicom import KEPT_TAGS
 
 __all__ = [
     "KEPT_FROM_SOURCE",
@@ -68,20 +69,8 @@ _FILE_NAME = "IM{:06d}.dcm"
 #: stay true of a derived image (the body part, the patient's position that the patient coordinates refer to)
 KEPT_FROM_SOURCE = (
     "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "AccessionNumber",
-    "ReferringPhysicianName",
+    *(tag for tag in KEPT_TAGS if tag.startswith(("Patient", "Study")) or tag in ("AccessionNumber", "ReferringPhysicianName")),
     "FrameOfReferenceUID",
-    "PatientPosition",
     "BodyPartExamined",
 )
 #: type 2 attributes of the patient and study modules: present, empty when unknown
