@@ -362,3 +362,14 @@ def test_cli_register_and_apply_write_a_dicom_series(data: Callable[[str], Path]
     assert main(["apply", str(outdir / "transform.tfm"), str(tmp_path / "moving.nii.gz"), "--reference",
                  str(fixed_folder), "-o", str(applied), "--output-format", "dicom"]) == EXIT_OK  # fmt: skip
     assert np.array_equal(cr.read(applied).array, registered.array)
+
+
+@pytest.mark.parametrize("description", ["Müller FLAIR", "脑 T1"])
+def test_a_non_ascii_description_is_stored_as_utf8(
+    sources: dict[str, cr.SpatialImage], tmp_path: Path, description: str
+) -> None:
+    # a NIfTI source declares no character set: the description alone must switch the series to UTF-8
+    image = sources["mni_resampled_float_left_handed"]
+    header = pydicom.dcmread(write_dicom(image, tmp_path / "s", series_description=description) / "IM000001.dcm")
+    assert header.SpecificCharacterSet == "ISO_IR 192"
+    assert header.SeriesDescription == description

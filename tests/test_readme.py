@@ -87,6 +87,10 @@ def _check_ct(project: Path, data: Path) -> None:
     mr = cr.read(data / "medical/mri_dir_phantom/MR_T2_every2nd")
     for written in ("ct-to-mr/registered.nii.gz", "ct_on_mr.nii.gz", "ct_on_mr_dicom"):
         assert cr.read(project / written).same_geometry(mr, atol=1e-4), written
+    # the derived series holds CT values: labelled CT, in the MR's study and frame of reference
+    tags, mr_tags = cr.read(project / "ct_on_mr_dicom").meta["dicom"], mr.meta["dicom"]
+    assert tags["Modality"] == "CT" and tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
+    assert (tags["StudyInstanceUID"], tags["FrameOfReferenceUID"]) == (mr_tags["StudyInstanceUID"], mr_tags["FrameOfReferenceUID"])
     assert (project / "ct-to-mr/report.html").stat().st_size > 10_000
 
 
@@ -100,6 +104,16 @@ def _check_geo(project: Path, data: Path) -> None:
 def _check_georef(project: Path, data: Path) -> None:
     for written in ("crop_georef.tif", "crop_gcps.tif"):
         assert cr.read(project / written).crs is not None, written
+    # the Python block prints the corners found against the base and the fit's residual: a good fit, and the
+    # corners where the GCP fit (exact, from the example's own truth) puts them, to half a 30 m pixel
+    printed = project.joinpath("out.txt").read_text()
+    numbers = [float(v) for v in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", printed)]
+    corners, rmse = np.array(numbers[:8]).reshape(4, 2), numbers[8]
+    assert rmse < 1.0
+    gcp_fit = cr.read(project / "crop_gcps.tif")
+    height, width = gcp_fit.shape[:2]
+    expected = gcp_fit.index_to_world([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
+    assert np.abs(corners - expected).max() < 15.0
 
 
 def _check_photo(project: Path, data: Path) -> None:

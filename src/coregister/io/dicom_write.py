@@ -232,7 +232,7 @@ def _series_dataset(
     for keyword in KEPT_FROM_SOURCE:
         if source.get(keyword) not in (None, ""):
             setattr(ds, keyword, _plain_values(source[keyword]))
-    if "SpecificCharacterSet" not in ds and _needs_unicode(source):
+    if "SpecificCharacterSet" not in ds and (_needs_unicode(source) or not series_description.isascii()):
         ds.SpecificCharacterSet = "ISO_IR 192"
     if not source:  # no source identifiers: a new patient and study, named after the content
         ds.PatientID = f"CR{digest[:10].upper()}"
