@@ -306,7 +306,9 @@ def test_register_refuses_options_that_would_be_ignored(
 
 def test_a_rerun_into_the_same_folder_leaves_no_file_of_the_earlier_run(data, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(out), "--preset", "translation"]
+    # one-channel copies of the slices (stored as R = G = B): a DICOM series holds grey values
+    fixed, moving = (cr.write(cr.read(data(p), grayscale=True), tmp_path / Path(p).name) for p in (FIXED, MOVING))
+    args = ["register", str(fixed), str(moving), "-o", str(out), "--preset", "translation"]
     assert main([*args, "--report"]) == EXIT_OK
     (out / "notes.txt").write_text("the user's own file")
     assert (out / "report.html").is_file()
@@ -316,3 +318,17 @@ def test_a_rerun_into_the_same_folder_leaves_no_file_of_the_earlier_run(data, tm
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered.png", "result.json", "transform.tfm"]
     after = json.loads((out / "result.json").read_text())
     assert (before["transform"]["type"], after["transform"]["type"]) == ("Translation", "Rigid")
+    # the registered image changes form: the earlier one goes, both ways
+    assert main([*args, "--output-format", "dicom"]) == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered_dicom", "result.json", "transform.tfm"]
+    assert main(args) == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered.png", "result.json", "transform.tfm"]
+
+
+def test_a_first_run_leaves_the_users_files_with_output_names_alone(data, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("the user's own page")
+    args = ["register", str(data(FIXED)), str(data(MOVING)), "-o", str(out), "--preset", "translation"]
+    assert main(args) == EXIT_OK
+    assert (out / "report.html").read_text() == "the user's own page"

@@ -29,6 +29,7 @@ __all__ = [
     "for_writing",
     "refuse_overwriting_inputs",
     "registered_name",
+    "holds_a_registration",
     "remove_stale_outputs",
     "transform_name",
     "writable_dtype",
@@ -164,6 +165,7 @@ def write_registration(
         fix="write the registration into another folder",
     )
 
+    earlier_run = holds_a_registration(folder)
     registered = apply(
         result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads
     )
@@ -182,35 +184,79 @@ def write_registration(
         from coregister.qc.report import write_report
 
         written.append(write_report(result, fixed, moving, registered, folder / "report.html", command=command))
-    remove_stale_outputs(folder, {Path(p).name for p in written})
+    remove_stale_outputs(folder, {Path(p).name for p in written}, earlier_run=earlier_run)
     return written
 
 
-def remove_stale_outputs(folder: Path, written: Iterable[str]) -> list[Path]:
-    """Remove the files of an earlier registration in ``folder`` that this one did not write again.
-
-    A folder describes one registration: a ``report.html`` from a run with a
-    report must not sit beside the ``result.json`` of a later run without one,
-    nor a ``transform.tfm`` beside a new ``transform.json``. Only the names in
-    :data:`OUTPUT_NAMES` are touched; the user's own files stay.
+def holds_a_registration(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds the ``result.json`` of a coregister registration (a run wrote into it before).
 
     Examples
     --------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> for name in ("report.html", "result.json", "notes.txt"):
+    >>> holds_a_registration(folder)
+    False
+    >>> _ = (folder / "result.json").write_text('{"transform": {}, "engine": "sitk", "metrics": {}}')
+    >>> holds_a_registration(folder)
+    True
+    """
+    import json
+
+    try:
+        saved = json.loads((Path(folder) / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"transform", "engine", "metrics"} <= saved.keys()
+
+
+def remove_stale_outputs(folder: str | os.PathLike[str], written: Iterable[str], *, earlier_run: bool) -> list[Path]:
+    """Remove the outputs of an earlier registration in ``folder`` that this one did not write again.
+
+    A folder describes one registration: a ``report.html`` from a run with a
+    report must not sit beside the ``result.json`` of a later run without one,
+    nor a ``transform.tfm`` beside a new ``transform.json``, nor a
+    ``registered.nii.gz`` beside a new ``registered_dicom/``. Nothing is
+    removed unless ``earlier_run`` says the folder held a registration before
+    this one wrote into it (:func:`holds_a_registration`, asked before
+    writing): a ``report.html`` of the user's own in a new output folder
+    stays. Only coregister's output names are touched (:data:`OUTPUT_NAMES`,
+    ``registered.*``, and ``registered_dicom/`` when it holds nothing but a
+    series coregister wrote); the user's other files stay.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("report.html", "registered.png", "result.json", "notes.txt"):
     ...     _ = (folder / name).write_text("x")
-    >>> [p.name for p in remove_stale_outputs(folder, {"result.json"})]
-    ['report.html']
+    >>> [p.name for p in remove_stale_outputs(folder, {"result.json", "registered.png"}, earlier_run=False)]
+    []
+    >>> [p.name for p in remove_stale_outputs(folder, {"result.json", "registered.tif"}, earlier_run=True)]
+    ['report.html', 'registered.png']
     >>> sorted(p.name for p in folder.iterdir())
     ['notes.txt', 'result.json']
     """
+    if not earlier_run:
+        return []
+    import shutil
+
+    from coregister.io.dicom_write import SERIES_FILE_PATTERN
+
+    folder = Path(folder)
     kept = set(written)
+    candidates = [folder / name for name in OUTPUT_NAMES] + sorted(folder.glob("registered.*"))
     removed = []
-    for name in OUTPUT_NAMES:
-        path = Path(folder) / name
-        if name not in kept and path.is_file():
+    for path in candidates:
+        if path.name not in kept and path.is_file():
             path.unlink()
             logger.info("removed %s, left by an earlier run in %s", path, folder)
             removed.append(path)
+    series = folder / DICOM_FOLDER_NAME
+    if DICOM_FOLDER_NAME not in kept and series.is_dir() and not series.is_symlink():
+        files = list(series.iterdir())
+        if all(f.is_file() and SERIES_FILE_PATTERN.fullmatch(f.name) for f in files):
+            shutil.rmtree(series)
+            logger.info("removed %s, left by an earlier run in %s", series, folder)
+            removed.append(series)
     return removed

@@ -43,6 +43,7 @@ from coregister.image import SpatialImage
 from coregister.io._atomic import check_writable, refuse_overwriting_input
 from coregister.outputs import (
     for_writing,
+    holds_a_registration,
     refuse_overwriting_inputs,
     registered_name,
     remove_stale_outputs,
@@ -125,6 +126,7 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".part", dir=parent))
     try:
         yield staging
+        earlier_run = holds_a_registration(outdir)
         outdir.mkdir(exist_ok=True)
         written = {item.name for item in staging.iterdir()}
         for item in sorted(staging.iterdir()):
@@ -134,7 +136,7 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
                 move_series_folder(item, outdir / item.name)
             else:
                 os.replace(item, outdir / item.name)
-        remove_stale_outputs(outdir, written)
+        remove_stale_outputs(outdir, written, earlier_run=earlier_run)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
