@@ -358,3 +358,13 @@ def test_register_report_shows_the_command_that_ran(data, tmp_path: Path) -> Non
                  "--report"]) == EXIT_OK
     page = (out / "report.html").read_text()
     assert "coregister register " in page and "--preset translation" in page and "--report" in page
+
+
+def test_report_command_line_carries_what_the_config_file_set(data, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('[register]\npreset = "translation"\niterations = 150\n')
+    out = tmp_path / "out"
+    assert main(["--config", str(config), "register", str(data(FIXED)), str(data(MOVING)), "-o", str(out),
+                 "--report"]) == EXIT_OK
+    page = (out / "report.html").read_text()
+    assert "--preset translation" in page and "--iterations 150" in page

@@ -88,3 +88,15 @@ def test_seed_and_threads_are_recorded(slices, tmp_path):
     assert default.threads == 1
     assert default.extras["pyramid_threads"] == sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     assert default.seed == 0
+
+
+def test_the_process_wide_thread_count_is_restored(slices):
+    # the engine sets SimpleITK's process-wide default to one thread while it optimises; it must give it back,
+    # after a run that worked and after one that failed
+    fixed, moving = slices
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    cr.register(fixed, moving, preset="translation")
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before
+    with pytest.raises(cr.CoregisterError):  # a start with no overlap: SimpleITK raises inside the engine
+        cr.register(fixed, moving, preset="translation", initial_transform=cr.Translation([1e6, 1e6]))
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == before

@@ -90,13 +90,13 @@ def affine_from_geometry(
     >>> affine_from_geometry([1.0, 2.0], [0.5, 2.0], np.eye(2)).tolist()
     [[0.5, 0.0, 1.0], [0.0, 2.0, 2.0], [0.0, 0.0, 1.0]]
     """
-    centre = np.asarray(origin, dtype=float)
+    first_centre = np.asarray(origin, dtype=float)  # the first pixel's centre
     steps = np.asarray(spacing, dtype=float)
     axes = np.asarray(direction, dtype=float)
-    ndim = centre.size
+    ndim = first_centre.size
     out = np.eye(ndim + 1)
     out[:ndim, :ndim] = axes * steps[np.newaxis, :]
-    out[:ndim, ndim] = centre
+    out[:ndim, ndim] = first_centre
     return out
 
 

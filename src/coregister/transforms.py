@@ -764,7 +764,9 @@ def linear_members(transform: Transform) -> tuple[LinearTransform, ...]:
     ``(transform,)`` for a linear transform; for a :class:`Composite`, one
     map per run of consecutive linear members, a single :class:`Affine`
     when every member is linear (``transform.is_linear``); ``()`` for a
-    B-spline or a homography. Each maps fixed-space points to moving space.
+    B-spline or a homography. A single map (a linear transform, or an
+    all-linear composite) maps fixed-space points to moving space; members
+    separated by a B-spline each map their own stage's input to its output.
 
     Examples
     --------

@@ -84,7 +84,7 @@ def dicom_series(path: Path, series: str | None, flag: str) -> dict[str, Any]:
 
     fmt = detect_format(path)
     if fmt != "dicom":
-        raise click.UsageError(f"{flag} applies to DICOM input; {str(path)!r} is {fmt}")
+        raise click.UsageError(f"{flag} applies to DICOM input; {str(path)!r} is {fmt}: leave {flag} out")
     text = series.strip()
     return {"series": int(text) if text.lstrip("-").isdigit() else text}
 

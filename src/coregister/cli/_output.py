@@ -92,11 +92,12 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 
 
 def command_line(ctx: click.Context) -> str:
-    """The command as it ran, rebuilt from what click parsed: arguments, then options that differ from their defaults.
+    """The command as it ran, rebuilt from what click parsed: arguments, then every option somebody set.
 
     Rebuilt rather than read from ``sys.argv``, so that it is right however
     the command was started (the console script, ``python -m``, ``main([...])``)
-    and shows values that came from a configuration file too.
+    and shows values that came from a configuration file too (as options: the
+    line reproduces the run without the file).
     """
     import shlex
 
@@ -107,7 +108,10 @@ def command_line(ctx: click.Context) -> str:
         if isinstance(param, click.Argument):
             words += [str(v) for v in (value if isinstance(value, tuple | list) else [value]) if v is not None]
             continue
-        if not isinstance(param, click.Option) or value is None or value == param.get_default(ctx) or not param.opts:
+        if not isinstance(param, click.Option) or value is None or not param.opts:
+            continue
+        # left out only when nobody set it: values from the command line, the environment or --config are shown
+        if ctx.get_parameter_source(param.name or "") is click.core.ParameterSource.DEFAULT:
             continue
         name = max(param.opts, key=len)
         if param.is_flag:

@@ -538,7 +538,9 @@ class SitkEngine:
         (measured, CT to T2 MR of the MRI-DIR phantom on 2 threads: three runs
         0.15 degrees and 0.5 mm apart, identical on one thread, and no slower:
         with tens of thousands of samples per iteration the threads cost about
-        what they save). An explicit ``threads=N`` is used everywhere.
+        what they save). An explicit ``threads=N`` is used everywhere. The
+        process-wide default is restored when the run ends (or fails); while
+        it runs, other threads of the process that use SimpleITK see it too.
 
         Parameters
         ----------
