@@ -373,3 +373,21 @@ def test_a_non_ascii_description_is_stored_as_utf8(
     header = pydicom.dcmread(write_dicom(image, tmp_path / "s", series_description=description) / "IM000001.dcm")
     assert header.SpecificCharacterSet == "ISO_IR 192"
     assert header.SeriesDescription == description
+
+
+def test_a_nifti_fixed_takes_the_dicom_movings_patient(data: Callable[[str], Path], tmp_path: Path) -> None:
+    """A template-like NIfTI fixed, a DICOM CT moving: the derived series is the CT patient's, on a new frame."""
+    moving_folder = tmp_path / "ct"
+    moving_folder.mkdir()
+    for path in _slices(data(CT_FOLDER), 5, 22):
+        shutil.copy(path, moving_folder)
+    moving = cr.read(moving_folder)
+    cr.write(moving.replace(meta={}), tmp_path / "fixed.nii.gz")
+    outdir = tmp_path / "out"
+    assert main(["register", str(tmp_path / "fixed.nii.gz"), str(moving_folder), "-o", str(outdir), "--preset",
+                 "translation", "--output-format", "dicom"]) == EXIT_OK
+    header = pydicom.dcmread(outdir / "registered_dicom" / "IM000001.dcm")
+    for tag in (t for t in PATIENT_STUDY_TAGS if t != "FrameOfReferenceUID"):
+        assert str(header.get(tag)) == str(moving.meta["dicom"][tag]), tag
+    assert header.FrameOfReferenceUID != moving.meta["dicom"]["FrameOfReferenceUID"]
+    assert header.Modality == "CT"

@@ -56,6 +56,7 @@ __all__ = [
     "check_series_folder",
     "derived_series_options",
     "move_series_folder",
+    "with_patient_of",
     "write_dicom",
 ]
 
@@ -374,6 +375,32 @@ def move_series_folder(staged: str | os.PathLike[str], target: str | os.PathLike
     check_series_folder(target, overwrite=True)
     _swap_in(staged, target)
     return target
+
+
+def with_patient_of(registered: SpatialImage, moving: SpatialImage) -> SpatialImage:
+    """``registered`` carrying ``moving``'s patient and study when its own grid (the fixed image's) has none.
+
+    A registered image inherits the fixed image's metadata. When the fixed
+    image is not DICOM (a template, a NIfTI) but the moving one is, the
+    derived series belongs to the moving image's patient and study, not to
+    a patient invented for it; its frame of reference stays new (the grid is
+    the fixed image's, not the moving scanner's), and so does the patient
+    position.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister import SpatialImage
+    >>> grid = SpatialImage(np.zeros((2, 2, 2)), origin=(0, 0, 0), spacing=(1, 1, 1))
+    >>> ct = grid.replace(meta={"dicom": {"PatientID": "P7", "FrameOfReferenceUID": "1.2.3", "Modality": "CT"}})
+    >>> with_patient_of(grid, ct).meta["dicom"]
+    {'PatientID': 'P7'}
+    """
+    if registered.meta.get("dicom") or not moving.meta.get("dicom"):
+        return registered
+    source = moving.meta["dicom"]
+    kept = {k: source[k] for k in KEPT_FROM_SOURCE if k in source and k not in ("FrameOfReferenceUID", "PatientPosition")}
+    return registered.replace(meta={**registered.meta, "dicom": kept})
 
 
 def derived_series_options(moving: SpatialImage) -> dict[str, str]:
