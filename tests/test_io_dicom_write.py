@@ -382,7 +382,8 @@ def test_a_nifti_fixed_takes_the_dicom_movings_patient(data: Callable[[str], Pat
     for path in _slices(data(CT_FOLDER), 5, 22):
         shutil.copy(path, moving_folder)
     moving = cr.read(moving_folder)
-    cr.write(moving.replace(meta={}), tmp_path / "fixed.nii.gz")
+    shifted = tuple(np.array(moving.origin) + [3.0, -2.0, 0.0])  # a known shift to recover
+    cr.write(moving.replace(origin=shifted, meta={}), tmp_path / "fixed.nii.gz")
     outdir = tmp_path / "out"
     assert main(["register", str(tmp_path / "fixed.nii.gz"), str(moving_folder), "-o", str(outdir), "--preset",
                  "translation", "--output-format", "dicom"]) == EXIT_OK
