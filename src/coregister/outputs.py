@@ -170,10 +170,7 @@ def write_registration(
         result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads
     )
     if output_format == "dicom":
-        from coregister.io.dicom_write import derived_series_options, with_patient_of
-
-        image_path = write(with_patient_of(registered, moving), folder / image_name, format="dicom",
-                           **derived_series_options(moving))
+        image_path = write(registered, folder / image_name, format="dicom", values_from=moving)
     else:
         image_path = write(for_writing(registered, image_name), folder / image_name)
     written = [

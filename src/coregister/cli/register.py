@@ -366,7 +366,7 @@ def apply_command(
 
     dicom = (output_format or "").lower() == "dicom"
     if dicom:
-        from coregister.io.dicom_write import check_series_folder, derived_series_options, with_patient_of
+        from coregister.io.dicom_write import check_series_folder
 
         check_writable(output, folder=True, fix="choose another -o folder")
         check_series_folder(output, overwrite=True)  # a series written before is replaced, as a file would be
@@ -392,8 +392,7 @@ def apply_command(
         threads=threads,
     )
     if dicom:
-        write(with_patient_of(out, moving_image), output, format="dicom", overwrite=True,
-              **derived_series_options(moving_image))
+        write(out, output, format="dicom", overwrite=True, values_from=moving_image)
     else:
         write(for_writing(out, output.name), output)
     if as_json:

@@ -443,6 +443,7 @@ def write_dicom(
     series_description: str | None = None,
     series_number: int | None = None,
     modality: str | None = None,
+    values_from: SpatialImage | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``image`` as a derived DICOM series into ``folder``, one file per slice (``IM000001.dcm``...).
@@ -494,6 +495,12 @@ def write_dicom(
         Default: ``meta["dicom"]["Modality"]``, else ``"OT"``. A registered
         image carries the fixed image's modality: give the moving image's
         when it differs (``coregister register`` and ``apply`` do).
+    values_from : SpatialImage, optional
+        The image whose values ``image`` holds (the moving image of a
+        registration; ``image`` is it resampled onto the fixed grid): its
+        modality and description label the series (unless ``modality`` or
+        ``series_description`` is given), and its patient and study are used
+        when ``image`` has none (:func:`with_patient_of`).
     overwrite : bool
         Replace a folder that holds a series written before (files named
         ``IM######.dcm`` only); other files are never deleted.
@@ -527,6 +534,11 @@ def write_dicom(
     >>> second.pixel_array.tolist()
     [[12, 13, 14, 15], [16, 17, 18, 19], [20, 21, 22, 23]]
     """
+    if values_from is not None:
+        derived = derived_series_options(values_from)
+        modality = modality or derived["modality"]
+        series_description = series_description or derived["series_description"]
+        image = with_patient_of(image, values_from)
     folder = check_writable(folder, folder=True, fix="choose another output folder")
     where = f"writing DICOM series {str(folder)!r}"
     check_series_folder(folder, overwrite=overwrite)
