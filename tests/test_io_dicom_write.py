@@ -329,12 +329,17 @@ def test_derived_series_options_name_the_moving_series(sources: dict[str, cr.Spa
     assert derived_series_options(sources["mni_resampled_float_left_handed"])["modality"] == "OT"
 
 
+def _ct_series(data: Callable[[str], Path], folder: Path) -> Path:
+    """Five slices of the phantom CT copied into ``folder``: a small DICOM series the command line can read."""
+    folder.mkdir()
+    for path in _slices(data(CT_FOLDER), 5, 22):
+        shutil.copy(path, folder)
+    return folder
+
+
 def test_cli_register_and_apply_write_a_dicom_series(data: Callable[[str], Path], tmp_path: Path) -> None:
     """A DICOM CT fixed, a moving NIfTI of the same voxels displaced by (3, -2, 0) mm."""
-    fixed_folder = tmp_path / "ct"
-    fixed_folder.mkdir()
-    for path in _slices(data(CT_FOLDER), 5, 22):
-        shutil.copy(path, fixed_folder)
+    fixed_folder = _ct_series(data, tmp_path / "ct")
     fixed = cr.read(fixed_folder)
     shift_mm = np.array([3.0, -2.0, 0.0])
     moving = fixed.replace(origin=tuple(np.array(fixed.origin) + shift_mm), meta={})
@@ -377,10 +382,7 @@ def test_a_non_ascii_description_is_stored_as_utf8(
 
 def test_a_nifti_fixed_takes_the_dicom_movings_patient(data: Callable[[str], Path], tmp_path: Path) -> None:
     """A template-like NIfTI fixed, a DICOM CT moving: the derived series is the CT patient's, on a new frame."""
-    moving_folder = tmp_path / "ct"
-    moving_folder.mkdir()
-    for path in _slices(data(CT_FOLDER), 5, 22):
-        shutil.copy(path, moving_folder)
+    moving_folder = _ct_series(data, tmp_path / "ct")
     moving = cr.read(moving_folder)
     shifted = tuple(np.array(moving.origin) + [3.0, -2.0, 0.0])  # a known shift to recover
     cr.write(moving.replace(origin=shifted, meta={}), tmp_path / "fixed.nii.gz")
