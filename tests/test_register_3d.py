@@ -9,6 +9,8 @@ above 5 % of the 99th percentile), as in issue 3. The MNI cases use the full
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,29 @@ def test_rotation_search_3d(mni):
     assert synthetic.mean_displacement_error(result.transform, truth, head) < 0.2
     plain = cr.register(small, moving, preset="rigid")
     assert synthetic.mean_displacement_error(plain.transform, truth, head) > 5.0
+
+
+def test_coarse_levels_use_fewer_sample_points(mni):
+    # the 3D presets draw 15k points on the levels before the finest and 20k on the finest (max_samples); a
+    # level with fewer usable voxels uses them all; the count of each level is in the history and result.json
+    import json
+
+    import SimpleITK as sitk
+
+    from coregister.config import RegistrationConfig, Stage
+
+    small = cr.SpatialImage.from_sitk(sitk.BinShrink(mni.to_sitk(), [2, 2, 2]))  # 91 x 109 x 91, levels 4-2-1
+    truth = synthetic.random_rigid(small, 5, max_angle_deg=3.0, max_shift_mm=3.0)
+    moving = synthetic.warp(small, truth)
+    result = cr.register(small, moving, preset="rigid")
+    coarsest = math.prod(n // 4 for n in small.size)  # 22 x 27 x 22 voxels after bin shrinking by 4
+    assert [h.shrink_factor for h in result.history] == [4.0, 2.0, 1.0]
+    assert [h.samples for h in result.history] == [min(coarsest, 15_000), 15_000, 20_000]
+    assert [h["samples"] for h in json.loads(result.to_json())["history"]] == [h.samples for h in result.history]
+    assert synthetic.mean_displacement_error(result.transform, truth, synthetic.head_points(small)) < 0.05
+    # without coarse_max_samples every level draws max_samples
+    stage = Stage(model="rigid", max_samples=3_000, edge_sampling_fraction=0.1, iterations=20)
+    same = cr.register(small, moving, config=RegistrationConfig(stages=(stage,)))
+    assert [h.samples for h in same.history] == [3_000, 3_000, 3_000]
+    fewer = cr.register(small, moving, config=RegistrationConfig(stages=(stage.replace(coarse_max_samples=1_000),)))
+    assert [h.samples for h in fewer.history] == [1_000, 1_000, 3_000]

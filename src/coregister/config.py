@@ -142,6 +142,8 @@ class Stage:
     extra: tuple[tuple[str, Any], ...] = ()
     #: random sample points per level (None: ``sampling_fraction`` of the level's voxels)
     max_samples: int | None = None
+    #: random sample points per level at the levels coarser than the stage's finest (None: ``max_samples``)
+    coarse_max_samples: int | None = None
     #: iteration cap of each level, coarse to fine (None: ``iterations`` at every level)
     iterations_per_level: tuple[int, ...] | None = None
     #: where a level subsamples, draw points only from this fraction of fixed voxels with the strongest gradient

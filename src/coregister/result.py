@@ -46,6 +46,8 @@ class LevelHistory:
     smoothing_sigma_mm: float
     metric_values: tuple[float, ...]
     stop_reason: str = ""
+    #: metric sample points used at this level (None: the engine does not sample, or did not say)
+    samples: int | None = None
 
     @property
     def iterations(self) -> int:
