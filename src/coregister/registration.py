@@ -8,6 +8,7 @@ and runs the quality check (:func:`coregister.qc.quality.check`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
 import math
@@ -270,15 +271,24 @@ def register(
         initial, config, initialisation = _initial_from_engine(
             config, fixed_grey, moving_grey, fixed_mask_array, moving_mask_array, notes
         )
-    output = _run_engine(engine_name, fixed_grey, moving_grey, config, initial, fixed_mask_array, moving_mask_array, progress)
-    elapsed = time.perf_counter() - started
-
     from coregister.qc.metrics import compare
     from coregister.qc.quality import chance_figures, check
 
     view, view_mask, stride = _metrics_view(fixed_grey, fixed_mask_array)
     identity = Translation(np.zeros(fixed.ndim))
-    before = compare(view, moving_grey, identity, mask=view_mask, threads=config.threads)
+    # the "before" figures need no answer: computed on a second thread while the engine (one thread by default)
+    # runs, unless the caller asked for one thread
+    before_job: concurrent.futures.Future[dict[str, float]] | None = None
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        if config.threads != 1:
+            before_job = pool.submit(compare, view, moving_grey, identity, mask=view_mask, threads=config.threads)
+        output = _run_engine(engine_name, fixed_grey, moving_grey, config, initial, fixed_mask_array, moving_mask_array,
+                             progress)
+        elapsed = time.perf_counter() - started
+    if before_job is not None:
+        before = before_job.result()
+    else:
+        before = compare(view, moving_grey, identity, mask=view_mask, threads=config.threads)
     after = compare(view, moving_grey, output.transform, mask=view_mask, threads=config.threads)
     # a feature match optimised no intensity metric: judge it on correlation
     judged = Metric.NCC if output.engine == EngineName.FEATURES.value else Metric.parse(config.stages[-1].metric)
