@@ -151,8 +151,10 @@ def affine(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     # when the affine stage started a level finer)
     rigid_stage = rigid_stage.replace(min_step=1e-2, max_samples=20_000, coarse_max_samples=None, finest_factor=4)
     if ndim == 3 and not precise:
-        # its last level is 4 voxels: a step of 1 % of that voxel and 15k points are enough there
-        rigid_stage = rigid_stage.replace(min_step=4e-2, max_samples=15_000)
+        # its last level is 4 voxels: a step of 1 % of that voxel and 8k points are enough there (10 degraded
+        # 1 mm cases: 7 % less time than with 15k, median error 0.069 mm against 0.066, every case still at or
+        # below elastix's; 6 plain warps: the same 0.038-0.044 mm)
+        rigid_stage = rigid_stage.replace(min_step=4e-2, max_samples=8_000)
     # 48 bins for the matrix: coarse histograms pulled the scales (degraded 1 mm MNI: 0.056 mm error with
     # 32 bins, 0.039 with 48, 0.27 with 16)
     affine_stage = _linear_stage(TransformModel.AFFINE, precise=precise, ndim=ndim).replace(histogram_bins=48)
