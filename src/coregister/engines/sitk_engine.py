@@ -13,7 +13,9 @@ transform model optimised over a resolution pyramid):
   image at every level and never shrinks it; on a 1 mm head that alone
   costs more than a whole registration here. Each level then runs as one
   ``ImageRegistrationMethod`` on the reduced pair (shrink 1, no smoothing),
-  the transform carried in place from level to level.
+  the transform carried in place from level to level. While ITK optimises
+  one level on one thread (the default), a second thread builds the next
+  levels' images and masks.
 * **Levels** are chosen from the image size and spacing when the stage
   leaves ``shrink_factors`` as None (:func:`plan_levels`): factors 1, 2, 4,
   ... while the smallest axis keeps enough voxels, per axis so that
@@ -658,7 +660,8 @@ class SitkEngine:
         ``config.threads=None`` (the default) runs the registration methods on
         one thread and builds the pyramids (bin shrinking, smoothing: the same
         result on any number of threads) on all of SimpleITK's default threads,
-        so that a run is bit-identical to the next. ITK's Mattes metric adds
+        the later levels' on a second thread while the optimiser runs, so that
+        a run is bit-identical to the next (and to ``threads=1``). ITK's Mattes metric adds
         its threads' derivative buffers in the order they finish; on a flat
         optimum the optimiser turns those last bits into different paths
         (measured, CT to T2 MR of the MRI-DIR phantom on 2 threads: three runs
