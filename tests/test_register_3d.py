@@ -171,3 +171,28 @@ def test_coarse_levels_use_fewer_sample_points(mni):
     assert [h.samples for h in same.history] == [3_000, 3_000, 3_000]
     fewer = cr.register(small, moving, config=RegistrationConfig(stages=(stage.replace(coarse_max_samples=1_000),)))
     assert [h.samples for h in fewer.history] == [1_000, 1_000, 3_000]
+
+
+def test_coarse_virtual_grid_covers_the_fixed_image():
+    # where a level draws few of its voxels, ITK draws them from a grid twice as coarse (cheaper set-up); that
+    # grid's bins are BinShrink's bins, and it covers the odd last row too
+    import SimpleITK as sitk
+
+    from coregister.engines.sitk_engine import _coarse_grid
+
+    image = sitk.Image([10, 7, 5], sitk.sitkFloat32)
+    image.SetSpacing((1.0, 1.5, 3.0))
+    image.SetOrigin((-20.0, 4.0, 7.5))
+    image.SetDirection(cr.Rigid.from_angles(np.deg2rad([0.0, 0.0, 30.0])).matrix.ravel().tolist())
+    size, origin, spacing = _coarse_grid(image, 2)
+    shrunk = sitk.BinShrink(image, [2, 2, 2])
+    assert size == [5, 4, 3] and list(shrunk.GetSize()) == [5, 3, 2]
+    np.testing.assert_allclose(origin, shrunk.GetOrigin(), atol=1e-9)
+    np.testing.assert_allclose(spacing, shrunk.GetSpacing(), atol=1e-12)
+    # the far corner of the fine grid lies inside the coarse grid's last voxel
+    coarse = sitk.Image(size, sitk.sitkUInt8)
+    coarse.SetSpacing(spacing)
+    coarse.SetOrigin(origin)
+    coarse.SetDirection(image.GetDirection())
+    corner = image.TransformContinuousIndexToPhysicalPoint([n - 0.5 for n in image.GetSize()])
+    assert np.all(np.array(coarse.TransformPhysicalPointToContinuousIndex(corner)) <= np.array(size) - 0.5 + 1e-9)

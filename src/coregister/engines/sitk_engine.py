@@ -102,6 +102,8 @@ _EDGE_GRID_MAX_VOXELS = 1_500_000
 _RELAXATION = 0.6
 # the rotation search refines this many of its best grid rotations
 _ROTATION_CANDIDATES = 3
+# where a level draws at most 1/factor^d of its candidate voxels, ITK draws them from a virtual grid this much coarser
+_VIRTUAL_FACTOR = 2
 # first step of the levels after the first, in voxels of the level
 _LATER_STEP = 0.25
 # first step of the first level of the stages after the first, in voxels of the level
@@ -953,6 +955,14 @@ class SitkEngine:
         # run on a 2 mm head settled 0.2 mm from the truth). ITK draws percentage x (all voxels) points and
         # keeps those inside the mask.
         percentage = min(1.0, wanted / n_region)
+        coarse = _VIRTUAL_FACTOR ** fixed.GetDimension()
+        if percentage * coarse <= 1.0:
+            # ITK copies its virtual domain (by default the fixed image) at every level before drawing points:
+            # on a grid twice as coarse the copy costs an eighth (40 ms less per 1 mm level of a head). Each
+            # point is still jittered (sigma a third of a virtual voxel, 2/3 of a fixed voxel), so the points
+            # fall evenly on the fixed grid; ITK draws the same number of candidates from the coarser grid.
+            _set_coarse_virtual_domain(method, fixed, _VIRTUAL_FACTOR)
+            percentage *= coarse
         method.SetMetricSamplingStrategy(method.RANDOM)
         method.SetMetricSamplingPercentage(percentage, _itk_seed(config.seed, stage_index, level))
 
@@ -990,8 +1000,9 @@ class SitkEngine:
         stop = method.GetOptimizerStopConditionDescription()
         done = int(method.GetOptimizerIteration())
         hit_cap = done >= iterations or "maximum number of iterations" in stop.lower()
-        logger.debug("%s level %d %s: %d points, %d iterations in %.3f s, metric %.6g, %s", name, level, plan.factors,
-                     min(wanted, n_region), done, time.perf_counter() - started, method.GetMetricValue(), stop)
+        logger.debug("%s level %d %s: %d points (%d valid), %d iterations in %.3f s, metric %.6g, %s", name, level,
+                     plan.factors, min(wanted, n_region), method.GetMetricNumberOfValidPoints(), done,
+                     time.perf_counter() - started, method.GetMetricValue(), stop)
         history = LevelHistory(
             stage=name,
             level=level,
@@ -1002,6 +1013,24 @@ class SitkEngine:
             samples=min(wanted, n_region),
         )
         return _LevelRun(history, hit_cap, float(method.GetMetricValue()))
+
+
+def _coarse_grid(image: sitk.Image, factor: int) -> tuple[list[int], tuple[float, ...], list[float]]:
+    """Size, origin and spacing of a grid ``factor`` times coarser than ``image`` that covers all of it.
+
+    Coarse voxel ``i`` spans fine voxels ``factor*i ... factor*i + factor - 1``
+    (as ``BinShrinkImageFilter`` bins them); a last, partial bin is kept.
+    """
+    size = [max(1, -(-n // factor)) for n in image.GetSize()]
+    spacing = [s * factor for s in image.GetSpacing()]
+    origin = image.TransformContinuousIndexToPhysicalPoint([0.5 * (factor - 1)] * image.GetDimension())
+    return size, origin, spacing
+
+
+def _set_coarse_virtual_domain(method: sitk.ImageRegistrationMethod, image: sitk.Image, factor: int) -> None:
+    """Make ITK draw its points from a grid ``factor`` times coarser than ``image``, over the same box."""
+    size, origin, spacing = _coarse_grid(image, factor)
+    method.SetVirtualDomain(size, origin, spacing, image.GetDirection())
 
 
 # Grid each level's answer is rounded to: 1e-7 in world units (translations, B-spline coefficients) and 1e-9 for
