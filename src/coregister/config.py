@@ -142,7 +142,7 @@ class Stage:
     extra: tuple[tuple[str, Any], ...] = ()
     #: random sample points per level (None: ``sampling_fraction`` of the level's voxels)
     max_samples: int | None = None
-    #: random sample points per level at the levels coarser than the stage's finest (None: ``max_samples``)
+    #: SimpleITK engine: random sample points per level on the levels before the stage's finest (None: ``max_samples``)
     coarse_max_samples: int | None = None
     #: iteration cap of each level, coarse to fine (None: ``iterations`` at every level)
     iterations_per_level: tuple[int, ...] | None = None

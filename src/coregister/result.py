@@ -46,8 +46,10 @@ class LevelHistory:
     smoothing_sigma_mm: float
     metric_values: tuple[float, ...]
     stop_reason: str = ""
-    #: metric sample points used at this level (None: the engine does not sample, or did not say)
+    #: metric sample points asked for at this level (None: the engine does not sample, or did not say)
     samples: int | None = None
+    #: of those, the points the metric could evaluate at the level's last iteration (inside both images and masks)
+    valid_samples: int | None = None
 
     @property
     def iterations(self) -> int:

@@ -145,8 +145,8 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--precise",
             is_flag=True,
-            help="The preset's precise family: 4-10x the sample points per level, twice the iterations, a "
-            "10-20x finer final step (and a finer B-spline mesh down to full resolution); about 10x the time on "
+            help="The preset's precise family: 4-13x the sample points per level, twice the iterations, a "
+            "10-20x finer final step (and a finer B-spline mesh down to full resolution); about 8-10x the time on "
             "volumes, little more on 2D images.",
         ),
         click.option(

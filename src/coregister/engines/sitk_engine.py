@@ -221,7 +221,10 @@ class _Pyramid:
     once, by the first thread that asks for it, and the other waits for it.
     Every item is built the same way whichever thread builds it, and in
     whatever order (a shrunk level always comes from the level with half its
-    factors), so the result does not depend on the timing.
+    even factors, odd ones from 1), so the result does not depend on the
+    timing. The two threads may hand the same input image to ITK filters at
+    once (ITK then records the same requested region twice; the pixels are
+    only read).
     """
 
     def __init__(self, image: sitk.Image, mask: sitk.Image | None, threads: int | None) -> None:
@@ -240,16 +243,17 @@ class _Pyramid:
 
     def _once(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         """The item under ``key``, built by ``build()`` on first request (other threads wait for it)."""
-        with self._lock:
-            future = self._items.get(key)
-            owner = future is None
-            if future is None:
-                future = self._items[key] = concurrent.futures.Future()
-        if owner:
-            try:
-                future.set_result(build())
-            except BaseException as exc:
-                future.set_exception(exc)
+        mine: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            with self._lock:
+                future = self._items.setdefault(key, mine)
+            if future is mine:
+                mine.set_result(build())
+        except BaseException as exc:
+            # whatever stopped the build (an error, Ctrl-C), a thread waiting for this item gets it too
+            if self._items.get(key) is mine and not mine.done():
+                mine.set_exception(exc)
+            raise
         return future.result()
 
     def _filter(self, flt: Any) -> Any:
@@ -301,7 +305,8 @@ class _Pyramid:
     def cropped(self, plan: LevelPlan, mask: sitk.Image) -> sitk.Image:
         """The level image cut to the bounding box of ``mask`` (any grid; world geometry kept)."""
         # keyed by the mask's identity: the masks come from this pyramid's caches, which keep them alive
-        return self._once(("crop", plan.factors, plan.sigma_mm, id(mask)), lambda: _crop_to_mask(self.level(plan), mask))
+        key = ("crop", plan.factors, plan.sigma_mm, id(mask))
+        return self._once(key, lambda: _crop_to_mask(self.level(plan), mask))
 
     def level_mask(self, factors: tuple[int, ...]) -> sitk.Image | None:
         """The mask on a level's grid: a coarse voxel is in when most of the fine voxels it covers are."""
@@ -557,17 +562,19 @@ class _LevelInputs:
     wanted: int
 
 
-def _level_inputs(stage: Stage, plan: LevelPlan, final: bool, fixed_pyr: _Pyramid, moving_pyr: _Pyramid) -> _LevelInputs:
+def _level_inputs(
+    stage: Stage, plan: LevelPlan, fixed_pyr: _Pyramid, moving_pyr: _Pyramid, *, final: bool
+) -> _LevelInputs:
     """The pyramid images and masks of one level of one stage (built on first use, by whichever thread asks first)."""
     fixed = fixed_pyr.level(plan)
-    moving_plan = LevelPlan(_axis_factors(plan.nominal_factor, moving_pyr.image.GetSize(), moving_pyr.image.GetSpacing()),
-                            plan.sigma_mm)
+    moving_factors = _axis_factors(plan.nominal_factor, moving_pyr.image.GetSize(), moving_pyr.image.GetSpacing())
+    moving_plan = LevelPlan(moving_factors, plan.sigma_mm)
     moving = moving_pyr.level(moving_plan)
     region = fixed_pyr.level_mask(plan.factors)
     n_region = (
         int(np.count_nonzero(sitk.GetArrayViewFromImage(region))) if region is not None else math.prod(fixed.GetSize())
     )
-    wanted = _samples_wanted(stage, n_region, final)
+    wanted = _samples_wanted(stage, n_region, final=final)
     sample_mask = region
     if wanted < n_region and stage.edge_sampling_fraction is not None:
         fraction = max(stage.edge_sampling_fraction, wanted / n_region)
@@ -605,7 +612,7 @@ def _prefetching(
                 if stop.is_set():
                     return
                 try:
-                    _level_inputs(stage, plan, level == len(levels) - 1, fixed_pyr, moving_pyr)
+                    _level_inputs(stage, plan, fixed_pyr, moving_pyr, final=level == len(levels) - 1)
                 except Exception as exc:  # the engine asks for the same item and raises it there
                     logger.debug("pyramid prefetch stopped: %s", exc)
                     return
@@ -737,36 +744,37 @@ class SitkEngine:
                         coarsest_factor=s.coarsest_factor, smoothing_voxels=s.smoothing_voxels)
             for s in stages
         ]
-        # the pyramid levels of every stage are built on a second thread, coarse to fine, while ITK optimises
-        with _prefetching(stages, plans, fixed_pyr, moving_pyr, enabled=pyramid_threads > 1):
-            parts: list[sitk.Transform] = []  # applied last first: [initial, stage0, stage1, ...]
-            user_initial: Transform | None = initial
-            if initial is not None:
-                if initial.ndim != fixed.ndim:
-                    raise GeometryError(f"initial transform is {initial.ndim}D but the images are {fixed.ndim}D")
-                try:
-                    parts.append(initial.to_sitk())
-                except Exception as exc:  # a Homography has no ITK form
-                    raise ConfigError(
-                        f"the SimpleITK engine cannot start from a {type(initial).__name__}: {exc}"
-                    ) from exc
-            first_tx = _new_transform(stages[0].model, fixed_img, stages[0])
-            center: tuple[float, ...] = tuple(fixed.world_centre.tolist())
-            coarse = plans[0][0]
-            if stages[0].model is not TransformModel.BSPLINE:
-                how = Initialisation.parse(config.initialisation) if initial is None else Initialisation.NONE
-                if how is Initialisation.NONE:  # rotations about the image centre
-                    _set_center(first_tx, center)
-                else:
-                    center = self._initialise(first_tx, how, fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
-            if config.rotation_search and initial is None:
-                if stages[0].model in (TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE):
-                    best = self._rotation_search(first_tx, stages[0], fixed_pyr.level(coarse), moving_pyr.level(coarse),
-                                                 fixed_pyr.level_mask(coarse.factors), config, threads)
-                    extras["rotation_search_deg"] = best
-                else:
-                    warnings.append(f"rotation_search ignored: the first stage estimates a {stages[0].model.value}, not a rotation")
+        parts: list[sitk.Transform] = []  # applied last first: [initial, stage0, stage1, ...]
+        user_initial: Transform | None = initial
+        if initial is not None:
+            if initial.ndim != fixed.ndim:
+                raise GeometryError(f"initial transform is {initial.ndim}D but the images are {fixed.ndim}D")
+            try:
+                parts.append(initial.to_sitk())
+            except Exception as exc:  # a Homography has no ITK form
+                raise ConfigError(
+                    f"the SimpleITK engine cannot start from a {type(initial).__name__}: {exc}"
+                ) from exc
+        first_tx = _new_transform(stages[0].model, fixed_img, stages[0])
+        center: tuple[float, ...] = tuple(fixed.world_centre.tolist())
+        coarse = plans[0][0]
+        if stages[0].model is not TransformModel.BSPLINE:
+            how = Initialisation.parse(config.initialisation) if initial is None else Initialisation.NONE
+            if how is Initialisation.NONE:  # rotations about the image centre
+                _set_center(first_tx, center)
+            else:
+                center = self._initialise(first_tx, how, fixed_img, moving_img, fixed_pyr, moving_pyr, coarse)
+        if config.rotation_search and initial is None:
+            if stages[0].model in (TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE):
+                best = self._rotation_search(first_tx, stages[0], fixed_pyr.level(coarse), moving_pyr.level(coarse),
+                                             fixed_pyr.level_mask(coarse.factors), config, threads)
+                extras["rotation_search_deg"] = best
+            else:
+                warnings.append(f"rotation_search ignored: the first stage estimates a {stages[0].model.value}, not a rotation")
 
+        # from here the pyramid levels of every stage are built on a second thread, coarse to fine, while ITK
+        # optimises (the checks and the initialisation above ran first, on this thread alone)
+        with _prefetching(stages, plans, fixed_pyr, moving_pyr, enabled=pyramid_threads > 1):
             # ---------------------------------------------------------------- stages
             for index, (stage, levels) in enumerate(zip(stages, plans, strict=True)):
                 tx = first_tx if index == 0 else _new_transform(stage.model, fixed_img, stage)
@@ -937,7 +945,7 @@ class SitkEngine:
         progress: ProgressCallback | None,
     ) -> _LevelRun:
         final = level == len(levels) - 1
-        inputs = _level_inputs(stage, plan, final, fixed_pyr, moving_pyr)
+        inputs = _level_inputs(stage, plan, fixed_pyr, moving_pyr, final=final)
         fixed, moving, n_region, wanted = inputs.fixed, inputs.moving, inputs.n_region, inputs.wanted
         method = sitk.ImageRegistrationMethod()
         if threads is not None:
@@ -956,11 +964,13 @@ class SitkEngine:
         # keeps those inside the mask.
         percentage = min(1.0, wanted / n_region)
         coarse = _VIRTUAL_FACTOR ** fixed.GetDimension()
-        if percentage * coarse <= 1.0:
+        if fixed.GetDimension() == 3 and percentage * coarse <= 1.0:
             # ITK copies its virtual domain (by default the fixed image) at every level before drawing points:
-            # on a grid twice as coarse the copy costs an eighth (40 ms less per 1 mm level of a head). Each
-            # point is still jittered (sigma a third of a virtual voxel, 2/3 of a fixed voxel), so the points
-            # fall evenly on the fixed grid; ITK draws the same number of candidates from the coarser grid.
+            # on a grid twice as coarse the copy costs an eighth (40 ms less per 1 mm level of a head), and ITK
+            # draws the same number of candidates from it. Each point is jittered by a third of a virtual voxel
+            # (2/3 of a fixed one): the density of points varies by about 20 % with a period of two fixed
+            # voxels, but not with the fixed grid's own period, the one that biases linear interpolation. The
+            # optimiser's scales, taken from the virtual domain's corners, move by under 1 %.
             _set_coarse_virtual_domain(method, fixed, _VIRTUAL_FACTOR)
             percentage *= coarse
         method.SetMetricSamplingStrategy(method.RANDOM)
@@ -1011,6 +1021,7 @@ class SitkEngine:
             metric_values=tuple(values),
             stop_reason=stop,
             samples=min(wanted, n_region),
+            valid_samples=int(method.GetMetricNumberOfValidPoints()),
         )
         return _LevelRun(history, hit_cap, float(method.GetMetricValue()))
 
@@ -1123,7 +1134,7 @@ def _iterations_per_level(stage: Stage, n_levels: int) -> tuple[int, ...]:
     return given
 
 
-def _samples_wanted(stage: Stage, n_region: int, final: bool) -> int:
+def _samples_wanted(stage: Stage, n_region: int, *, final: bool) -> int:
     """Sample points for a level with ``n_region`` usable voxels (``n_region`` or more means all of them)."""
     if not final and stage.coarse_max_samples is not None:
         wanted = int(stage.coarse_max_samples)
