@@ -217,10 +217,13 @@ def register(
         Seed of the random sampling (replaces ``config.seed``).
     threads : int, optional
         SimpleITK threads. None (the default): the SimpleITK engine optimises
-        on one thread and builds its pyramids on all cores, so the answer is
-        bit-identical run after run. ``threads=N`` uses N threads everywhere:
-        faster for large B-spline runs, but ITK's parallel sums vary in the
-        last bits and a flat optimum can turn that into visible differences.
+        on one thread and builds its pyramids on all cores (the next levels'
+        on a second thread while it optimises; the "before" metrics too), so
+        the answer is bit-identical run after run. ``threads=N`` uses N
+        threads everywhere: faster, but ITK's parallel sums vary in the last
+        bits and a flat optimum can turn that into visible differences.
+        ``threads=1`` runs everything in turn on one thread (the same answer
+        as the default).
     progress : callable, optional
         ``progress(stage, level, iteration, metric)`` at every iteration.
 
