@@ -242,7 +242,7 @@ def _ours(engine: Any, **extra: Any) -> Method:
 
 
 def _ours_auto(case: dict[str, Any]) -> np.ndarray | None:
-    from coregister.engines.chain import run_auto
+    from coregister.pipeline import run_auto
 
     config = RegistrationConfig(stages=(Stage(model=case["kind"]),))
     out = run_auto(_spatial(case["fixed"]), _spatial(case["moving"]), config, moving_mask=case["valid"])

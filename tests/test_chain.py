@@ -7,10 +7,11 @@ import pytest
 from _warps import head_error_mm, mean_error_px, mni, pair, photo, similarity_matrix, warp, warp_volume
 
 from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage
-from coregister.engines.chain import attempt_order, run_auto
 from coregister.engines.ecc import ecc_register
 from coregister.errors import RegistrationFailed
 from coregister.image import SpatialImage
+from coregister.pipeline import run_auto
+from coregister.pipeline.fallback import attempt_order
 from coregister.transforms import Rigid
 
 
@@ -36,17 +37,17 @@ def test_rescue_of_a_60_degree_rotation(name: str, angle: float) -> None:
     assert out.engine == "features"
     assert isinstance(out.transform, Rigid)
     assert mean_error_px(out.transform, truth, fixed.shape) < 0.05
-    chain = out.extras["chain"]
-    assert [a["engine"] for a in chain] == ["ecc", "features"]
-    assert chain[0]["ncc"] < 0.8 and chain[1]["passed"] and chain[1]["ncc"] > 0.95
-    assert out.warnings[0].startswith("ecc:") and out.extras["passed"]
+    chain = out.attempts
+    assert [a.engine for a in chain] == ["ecc", "features"]
+    assert chain[0].ncc < 0.8 and chain[1].passed and chain[1].ncc > 0.95
+    assert out.warnings[0].startswith("ecc:") and out.passed
 
 
 def test_easy_pair_stops_at_the_intensity_engine() -> None:
     fixed, moving, valid, truth = pair("camera", "similarity", 1)
     out = run_auto(fixed, moving, _config("similarity"), moving_mask=valid)
     assert out.engine == "ecc"
-    assert [a["engine"] for a in out.extras["chain"]] == ["ecc"]
+    assert [a.engine for a in out.attempts] == ["ecc"]
     assert mean_error_px(out.transform, truth, fixed.shape) < 0.05
     assert not [w for w in out.warnings if w.startswith(("ecc:", "features:"))]
 
@@ -63,7 +64,7 @@ def test_opencv_ecc_failure_becomes_a_reason_not_a_crash() -> None:
 def test_homography_tries_features_first() -> None:
     fixed, moving, valid, truth = pair("astronaut", "homography", 2)
     out = run_auto(fixed, moving, _config("homography"), moving_mask=valid)
-    assert out.engine == "features" and len(out.extras["chain"]) == 1
+    assert out.engine == "features" and len(out.attempts) == 1
     assert out.extras["inliers"] > 100  # the chosen engine's extras travel with the answer
 
 
@@ -77,7 +78,7 @@ def test_nothing_passes_returns_the_best_with_a_warning() -> None:
     fixed = SpatialImage(photo("camera"), origin=(0, 0), spacing=(1, 1))
     noise = np.random.default_rng(1).normal(120, 40, fixed.shape).astype(np.float32)
     out = run_auto(fixed, fixed.replace(array=noise), _config("rigid"), engines=["ecc"])
-    assert out.extras["passed"] is False
+    assert out.passed is False
     assert any("no engine passed the quality check" in w for w in out.warnings)
 
 
@@ -85,7 +86,7 @@ def test_3d_chain_with_the_ecc_engine(data) -> None:
     fixed = mni(data, shrink=3, sigma_mm=1.5)
     truth = Rigid.from_angles(np.deg2rad([4.0, -3.0, 6.0]), translation=(5.0, -4.0, 3.0), center=fixed.world_centre)
     out = run_auto(fixed, fixed.replace(array=warp_volume(fixed, truth)), _config("rigid"), engines=["ecc"])
-    assert out.engine == "ecc" and out.extras["passed"]
+    assert out.engine == "ecc" and out.passed
     assert head_error_mm(out.transform, truth, fixed) < 0.05
 
 
@@ -115,7 +116,7 @@ def test_register_auto_preset_goes_through_the_chain() -> None:
     assert result.engine == "features" and result.passed
     assert any(w.startswith("ecc:") for w in result.warnings)
     assert mean_error_px(result.transform, truth, fixed.shape) < 0.05
-    assert result.extras["chain"][-1]["engine"] == "features"
+    assert result.attempts[-1].engine == "features"
 
 
 @pytest.mark.parametrize(("options", "engine"), [({"preset": "similarity", "metric": "ecc"}, "ecc"),

@@ -76,7 +76,7 @@ def test_iterations_caps_every_stage_and_the_warning_names_the_option(
     assert [s["iterations"] for s in result["config"]["stages"]] == [2, 2]
     assert [s["iterations_per_level"] for s in result["config"]["stages"]] == [None, None]
     assert len(result["history"]) >= 2 and max(level["iterations"] for level in result["history"]) <= 2
-    assert result["extras"]["quality"]["hit_iteration_cap"] is True
+    assert result["quality"]["measures"]["hit_iteration_cap"] is True
     cap = [w for w in result["warnings"] if "iteration cap" in w]
     assert len(cap) == 1 and "--iterations N" in cap[0]
 
@@ -85,7 +85,7 @@ def test_iterations_raised_lets_the_optimiser_converge(data, tmp_path: Path, cap
     base = ["register", str(data(FIXED)), str(data(MOVING)), "--preset", "translation", "--metric", "ncc", "--json"]
     capped = _register_json(capsys, *base, "-o", str(tmp_path / "capped"), "--iterations", "3")
     raised = _register_json(capsys, *base, "-o", str(tmp_path / "raised"), "--iterations", "500")
-    assert capped["extras"]["quality"]["hit_iteration_cap"] and not raised["extras"]["quality"]["hit_iteration_cap"]
+    assert capped["quality"]["measures"]["hit_iteration_cap"] and not raised["quality"]["measures"]["hit_iteration_cap"]
     assert max(level["iterations"] for level in raised["history"]) > 3
     # the known shift (13, 17) mm: found with room to converge, not within 3 iterations per level
     shift = np.array(raised["transform"]["translation"])
@@ -115,7 +115,7 @@ def test_quality_failure_line_leads_with_the_reasons_it_failed(
     assert code == EXIT_QUALITY
     last = capsys.readouterr().err.strip().splitlines()[-1]
     saved = json.loads((out / "result.json").read_text())
-    failures = saved["extras"]["quality"]["failures"]
+    failures = saved["quality"]["failures"]
     note = "moving image: registered on the luminance of a 3-channel image"
     assert note in saved["warnings"] and note not in failures
     assert any(f.startswith("no shared structure") for f in failures)

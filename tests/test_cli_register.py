@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import coregister as cr
 from coregister.cli import EXIT_ERROR, EXIT_OK, EXIT_QUALITY, main
 from coregister.cli.register import registered_name
-from coregister.qc.metrics import ncc
+from coregister.measures import ncc
 
 BRAINWEB = "medical/itk_brainweb_2d"
 FIXED = f"{BRAINWEB}/BrainProtonDensitySliceBorder20.png"
@@ -280,7 +280,7 @@ def test_register_detector_reaches_the_feature_initialisation(
     out = capsys.readouterr()
     assert code == EXIT_OK, out.err
     result = json.loads(out.out)
-    start = result["extras"]["initialisation"]
+    start = result["start"]
     assert result["engine"] == "sitk" and start["engine"] == "features" and start["detector"] == detector
     assert start["inliers"] > 50
 
@@ -288,7 +288,7 @@ def test_register_detector_reaches_the_feature_initialisation(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "rigid", "--detector", "sift"], "--detector applies to feature-based registration"),
+        (["--preset", "rigid", "--detector", "sift"], "(--detector, detector=) applies to feature-based registration"),
         (["--preset", "rigid", "--initialisation", "moments", "--initial-transform", "t.tfm"], "not both"),
     ],
 )

@@ -198,7 +198,7 @@ def test_writing_into_a_missing_folder(data: Callable[[str], Path], tmp_path: Pa
 
 @pytest.mark.parametrize("how", ["same_path", "relative_path", "symlink", "hardlink"])
 def test_refuse_overwriting_input_sees_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
-    from coregister.io._atomic import refuse_overwriting_input
+    from coregister._files import refuse_overwriting_input
 
     source = tmp_path / "in.png"
     source.write_bytes(b"input")
@@ -217,7 +217,7 @@ def test_refuse_overwriting_input_sees_the_same_file(tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize("case", ["other_file", "output_missing", "source_missing", "no_source", "unreadable_folder"])
 def test_refuse_overwriting_input_lets_other_outputs_through(tmp_path: Path, case: str) -> None:
-    from coregister.io._atomic import refuse_overwriting_input
+    from coregister._files import refuse_overwriting_input
 
     source = tmp_path / "in.png"
     source.write_bytes(b"input")
@@ -256,7 +256,7 @@ def test_writing_where_the_file_system_refuses_names_the_target(data: Callable[[
     ],
 )
 def test_check_writable_refuses_early_and_says_why(tmp_path: Path, case: str, message: str) -> None:
-    from coregister.io._atomic import check_writable
+    from coregister._files import check_writable
 
     (tmp_path / "a_file").write_text("x")
     call = {
@@ -273,7 +273,7 @@ def test_check_writable_refuses_early_and_says_why(tmp_path: Path, case: str, me
 
 
 def test_check_writable_accepts_new_folders_under_a_writable_one(tmp_path: Path) -> None:
-    from coregister.io._atomic import check_writable
+    from coregister._files import check_writable
 
     deep = tmp_path / "a" / "b" / "c"
     assert check_writable(deep, folder=True, parents=True) == deep

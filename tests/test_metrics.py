@@ -1,4 +1,4 @@
-"""Similarity and accuracy measures (``coregister.qc.metrics``) on real images, against independent computations."""
+"""Similarity and accuracy measures (``coregister.measures``) on real images, against independent computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from nibabel.eulerangles import euler2mat
 
 import coregister as cr
 from coregister.errors import GeometryError
-from coregister.qc.metrics import (
+from coregister.measures import (
     compare,
     dice,
     dice_per_label,

@@ -1,4 +1,4 @@
-"""The quality check (:func:`coregister.qc.quality.check`) on real registrations and on transforms built to fail.
+"""The quality check (:func:`coregister.pipeline.quality.check`) on real registrations and on transforms built to fail.
 
 Transforms map fixed-space points to moving space.
 """
@@ -11,9 +11,9 @@ import pytest
 import coregister as cr
 from coregister import presets
 from coregister.errors import ConfigError
+from coregister.measures import compare
+from coregister.pipeline.quality import check, jacobian_determinant_range, judged_measure
 from coregister.qc import synthetic
-from coregister.qc.metrics import compare
-from coregister.qc.quality import check, jacobian_determinant_range, judged_measure
 
 BRAINWEB = "medical/itk_brainweb_2d/"
 
@@ -45,7 +45,7 @@ def test_metric_that_got_worse_fails(pair, metric, transform, passes):
     assert report.passed is passes
     assert any("got worse" in w for w in report.warnings) is not passes
     key, _ = judged_measure(metric)
-    assert report.figures["measure"] == key
+    assert report.measures["measure"] == key
 
 
 def test_inverted_contrast_counts_as_correlation(pair):
@@ -94,7 +94,7 @@ def test_bspline_folding(pair, mesh_mm, max_displacement_mm, folds):
     transform = cr.Composite((cr.Translation([13.0, 17.0]), spline))
     figures = {"mi": 1.0, "overlap": 1.0}
     report = check(fixed, moving, transform, figures, figures)
-    assert (report.figures["min_jacobian"] <= 0) is folds
+    assert (report.measures["min_jacobian"] <= 0) is folds
     assert report.passed is not folds
     assert any("folds space" in w for w in report.warnings) is folds
 
@@ -122,7 +122,7 @@ def test_iteration_cap_is_reported_but_not_fatal(pair):
     config = presets.translation(ndim=2)
     config = config.replace(stages=(config.stages[0].replace(iterations=2),))
     result = cr.register(fixed, moving, config=config)
-    assert result.extras["quality"]["hit_iteration_cap"] is True
+    assert result.quality.measures["hit_iteration_cap"] is True
     assert any("iteration cap" in w for w in result.warnings)
     assert result.passed
 
@@ -148,7 +148,7 @@ def test_brain_against_noise_fails(pair, metric):
     result = cr.register(fixed, noise, preset="rigid", metric=metric)
     assert not result.passed
     assert any("no shared structure" in w for w in result.warnings), result.warnings
-    assert result.extras["quality"]["information_fraction"] < 0.01
+    assert result.quality.measures["information_fraction"] < 0.01
     if metric in ("ncc", "mse"):
         assert any("do not correlate" in w for w in result.warnings)
 
@@ -168,7 +168,7 @@ def test_real_pairs_share_structure(data, moving_name, preset, metric):
     moving = cr.read(data(BRAINWEB + moving_name)).channel(0)
     result = cr.register(fixed, moving, preset=preset, metric=metric)
     assert result.passed, result.warnings
-    assert result.extras["quality"]["information_fraction"] > 0.2  # measured 0.45-0.65: ten times the floor
+    assert result.quality.measures["information_fraction"] > 0.2  # measured 0.45-0.65: ten times the floor
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_head_against_noise_fails_and_degraded_copy_passes(mni_4mm, kind):
         moving = synthetic.degrade(synthetic.warp(mni_4mm, synthetic.random_rigid(mni_4mm, 3)), 3)
     result = cr.register(mni_4mm, moving, preset="rigid")
     assert result.passed is (kind == "degraded"), result.warnings
-    fraction = result.extras["quality"]["information_fraction"]
+    fraction = result.quality.measures["information_fraction"]
     assert fraction < 0.01 if kind == "noise" else fraction > 0.2
 
 

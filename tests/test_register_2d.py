@@ -212,7 +212,7 @@ def test_initialisations(data, initialisation):
     config = presets.translation(ndim=2).replace(initialisation=initialisation)
     result = cr.register(fixed, moving, config=config)
     assert np.linalg.norm(result.transform.translation - [13.0, 17.0]) < 0.2
-    assert "initialisation" not in result.extras  # no engine ran before SimpleITK's
+    assert result.start is None  # no engine ran before SimpleITK's
 
 
 def test_phase_initialisation_is_recorded(data):
@@ -220,9 +220,9 @@ def test_phase_initialisation_is_recorded(data):
     moving = _read(data, "BrainProtonDensitySliceShifted13x17y.png")
     result = cr.register(fixed, moving, config=presets.translation(ndim=2).replace(initialisation="phase"))
     assert result.engine == "sitk" and np.linalg.norm(result.transform.translation - [13.0, 17.0]) < 0.2
-    start = result.extras["initialisation"]
-    assert start["engine"] == "phase"
-    np.testing.assert_allclose(start["transform"]["translation"], [13.0, 17.0], atol=0.05)
+    start = result.start
+    assert start.engine == "phase"
+    np.testing.assert_allclose(start.transform.to_dict()["translation"], [13.0, 17.0], atol=0.05)
 
 
 def test_nodata_becomes_a_mask(data):

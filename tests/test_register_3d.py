@@ -125,7 +125,7 @@ def test_bspline_recovers_smooth_deformation_without_folding(mni, head):
     error = synthetic.mean_displacement_error(result.transform, truth, sample)
     assert error < 0.5
     assert error < 0.5 * synthetic.mean_displacement_error(linear_only, truth, sample)
-    assert result.extras["quality"]["min_jacobian"] > 0
+    assert result.quality.measures["min_jacobian"] > 0
     assert result.passed, result.warnings
 
 

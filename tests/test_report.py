@@ -19,19 +19,30 @@ import SimpleITK as sitk
 from PIL import Image
 
 import coregister as cr
-from coregister import Affine, BSpline, Composite, Homography, Result, Rigid, SpatialImage, Translation
+from coregister import (
+    Affine,
+    BSpline,
+    Composite,
+    Homography,
+    QualityReport,
+    Result,
+    Rigid,
+    SpatialImage,
+    Translation,
+    Verdict,
+)
+from coregister.engines.base import LevelHistory
 from coregister.errors import UnreadableInputError
+from coregister.measures import jacobian_determinant
 from coregister.qc.report import (
     TiePoints,
     _lps_volume,
     checkerboard,
     colour_overlay,
-    jacobian_determinant,
     transform_flags,
     write_geo_report,
     write_report,
 )
-from coregister.result import LevelHistory
 
 
 class _Images(html.parser.HTMLParser):
@@ -117,7 +128,7 @@ def test_report_flags_unusual_affine_and_worse_metrics(data, tmp_path: Path) -> 
     result = _result(
         stretched,
         metrics={"before": {"ncc": 0.9}, "after": {"ncc": 0.5}},
-        passed=False,
+        quality=QualityReport(Verdict.FAILED, failures=("ncc got worse: 0.9 -> 0.5",)),
         warnings=("ncc got worse: 0.9 -> 0.5",),
     )
     path = write_report(result, fixed, fixed, None, tmp_path / "report.html")
@@ -170,7 +181,7 @@ def test_report_deformable_shows_folding(data, tmp_path: Path) -> None:
     path = write_report(_result(folding), fixed, fixed, None, tmp_path / "fold.html")
     text = path.read_text(encoding="utf-8")
     fraction = float(re.search(r'id="folding-fraction">([0-9.]+)<', text).group(1))
-    det, _ = jacobian_determinant(folding, fixed)
+    det = jacobian_determinant(folding, fixed, max_points=600_000).array
     assert fraction == pytest.approx(float(np.mean(det <= 0)), abs=1e-6) and fraction > 0.01
     assert "Folding: the map is not invertible" in text
     smooth = write_report(_result(_bspline(fixed, 0.5)), fixed, fixed, None, tmp_path / "smooth.html")
@@ -186,14 +197,15 @@ def test_jacobian_of_affine_is_its_determinant(ndim: int) -> None:
     grid = SpatialImage(
         np.zeros((9, 11, 13)[-ndim:]), origin=(3.0, -2.0, 1.0)[:ndim], spacing=(0.7, 1.3, 2.1)[:ndim], direction=direction
     )
-    det, _ = jacobian_determinant(Affine(matrix, translation=rng.normal(size=ndim)), grid)
+    det = jacobian_determinant(Affine(matrix, translation=rng.normal(size=ndim)), grid).array
     np.testing.assert_allclose(det, np.linalg.det(matrix), rtol=1e-9)
 
 
 def test_jacobian_of_bspline_matches_simpleitk(data) -> None:
     grid = _brainweb(data)
     bspline = _bspline(grid, 3.0)
-    det, sampled = jacobian_determinant(bspline, grid, max_points=10**7)
+    sampled = jacobian_determinant(bspline, grid, max_points=10**7)
+    det = sampled.array
     assert sampled.same_geometry(grid)
     field = sitk.TransformToDisplacementField(
         bspline.to_sitk(), sitk.sitkVectorFloat64, grid.size, grid.origin, grid.spacing, grid.direction.ravel().tolist()
@@ -313,7 +325,7 @@ def test_report_says_what_produced_it(data, tmp_path: Path, metric: str, name: s
     path = write_report(result, fixed, moving, None, tmp_path / "report.html", command=command)
     text = path.read_text(encoding="utf-8")
     final = re.search(r'<td class="l" id="final-metric">([^<]*)</td>', text)
-    assert final is not None and final.group(1) == f"{name} {result.extras['final_metric']:.4f}"
+    assert final is not None and final.group(1) == f"{name} {result.final_metric:.4f}"
     assert f"final_metric ({name}; ITK minimises it)" in text
     summary = re.search(r'<table id="summary">.*?</table>', text).group(0)
     assert f'<td class="l">{result.engine}</td><td class="l">translation</td>' in summary
@@ -352,7 +364,7 @@ def test_report_names_the_two_translations(data, tmp_path: Path) -> None:
 
 def test_geo_report_from_paths_in_another_crs(data, tmp_path: Path) -> None:
     """Paths are read as previews and the target is reprojected onto the reference by GDAL (EPSG:3857 -> 32618)."""
-    from coregister.qc.metrics import ncc
+    from coregister.measures import ncc
     from coregister.qc.report import _raster_preview, _warped_onto
 
     folder = data("geospatial/rasterio_landsat7")

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 import coregister as cr
-from coregister import Composite, Result, Rigid
+from coregister import Composite, QualityReport, Result, Rigid, Verdict
+from coregister.engines.base import LevelHistory
 from coregister.qc.report import write_geo_report, write_report
-from coregister.result import LevelHistory
 
 pytestmark = pytest.mark.browser
 
@@ -99,7 +99,8 @@ def _report_3d_deformable(data, folder: Path) -> Path:
     tx.SetParameters(tuple(np.random.default_rng(0).uniform(-4.0, 4.0, len(tx.GetParameters()))))
     truth = Composite((Rigid.from_angles(np.deg2rad([2.0, 0.0, 4.0]), center=(127.0, 127.0, 93.0)), cr.transforms.from_sitk(tx)))
     moving = cr.apply(truth, fixed)  # only the pictures matter here
-    result = Result(transform=truth, metrics={"before": {"mi": 0.5}, "after": {"mi": 0.9}}, history=_history(), passed=False,
+    result = Result(transform=truth, metrics={"before": {"mi": 0.5}, "after": {"mi": 0.9}}, history=_history(),
+                    quality=QualityReport(Verdict.FAILED, notes=("example: a level stopped at its iteration cap",)),
                     warnings=("example: a level stopped at its iteration cap",))
     return write_report(result, fixed, moving, None, folder / "report3d.html")
 

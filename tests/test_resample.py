@@ -19,7 +19,7 @@ from scipy import ndimage
 
 import coregister as cr
 from coregister.errors import GeometryError
-from coregister.qc.metrics import ncc
+from coregister.measures import ncc
 from coregister.resample import apply, resample_values, transform_points
 from coregister.transforms import Affine, BSpline, Composite, Homography, Rigid, Similarity, Translation
 

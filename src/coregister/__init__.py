@@ -21,6 +21,7 @@ import importlib
 import logging
 from typing import Any
 
+from coregister._version import __version__
 from coregister.errors import (
     AmbiguousSeriesError,
     ConfigError,
@@ -30,13 +31,11 @@ from coregister.errors import (
     GeometryWarning,
     NonUniformSpacingError,
     OutputExistsError,
-    QualityWarning,
     RegistrationFailed,
     UnreadableInputError,
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
-from coregister.result import Result
 from coregister.transforms import (
     Affine,
     BSpline,
@@ -49,15 +48,16 @@ from coregister.transforms import (
     read_transform,
 )
 
-__version__ = "0.1.0"
-
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # Names whose modules import heavier dependencies load on first use.
 _LAZY = {
     "read": "coregister.io",
     "write": "coregister.io",
-    "register": "coregister.registration",
+    "register": "coregister.pipeline",
+    "Result": "coregister.pipeline",
+    "QualityReport": "coregister.pipeline",
+    "Verdict": "coregister.pipeline",
     "apply": "coregister.resample",
     "transform_points": "coregister.resample",
     "presets": "coregister.presets",
@@ -80,7 +80,7 @@ __all__ = [
     "Homography",
     "NonUniformSpacingError",
     "OutputExistsError",
-    "QualityWarning",
+    "QualityReport",
     "RegistrationFailed",
     "Result",
     "Rigid",
@@ -90,6 +90,7 @@ __all__ = [
     "Translation",
     "UnreadableInputError",
     "UnsupportedFormatError",
+    "Verdict",
     "__version__",
     "apply",
     "read",

@@ -297,7 +297,7 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
 
 # -------------------------------------------------------------------- batch
 def _summary_files(outcomes: Sequence[PairOutcome], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    from coregister.io._atomic import atomic_path
+    from coregister._files import atomic_path
 
     metric_names = sorted({m for o in outcomes for stage in o.metrics.values() for m in stage})
     buffer = io.StringIO()

@@ -106,7 +106,7 @@ class Detector(_StrEnum):
 class EngineName(_StrEnum):
     """The engine that produced (or should produce) a transform."""
 
-    AUTO = "auto"
+    AUTO = "auto"  #: the fallback chain (preset "auto"): the pipeline tries engines in turn
     SITK = "sitk"
     ECC = "ecc"
     OPENCV_ECC = "opencv-ecc"
@@ -169,7 +169,7 @@ class RegistrationConfig:
     stages: tuple[Stage, ...] = (Stage(),)
     initialisation: Initialisation = Initialisation.GEOMETRY
     rotation_search: bool = False
-    engine: EngineName = EngineName.AUTO
+    engine: EngineName = EngineName.SITK
     seed: int = 0
     threads: int | None = None
     name: str = "custom"

@@ -19,7 +19,6 @@ __all__ = [
     "MissingDependencyError",
     "NonUniformSpacingError",
     "OutputExistsError",
-    "QualityWarning",
     "RegistrationFailed",
     "UnreadableInputError",
     "UnsupportedFormatError",
@@ -86,6 +85,3 @@ class CoregisterWarning(UserWarning):
 class GeometryWarning(CoregisterWarning):
     """Geometry was read with an assumption the user should know about."""
 
-
-class QualityWarning(CoregisterWarning):
-    """A registration ran but its result failed a quality check."""

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from coregister._files import refuse_overwriting_input
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io._atomic import refuse_overwriting_input
 from coregister.io.detect import FORMATS, detect_format
-from coregister.result import Result
+from coregister.pipeline.result import Result
 from coregister.transforms import Transform
 
 __all__ = [

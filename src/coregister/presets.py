@@ -214,7 +214,7 @@ def homography(*, precise: bool = False, ndim: int = 2) -> RegistrationConfig:
 
 
 def auto(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
-    """The fallback chain (``coregister.engines.chain``): the :func:`affine` stages, then other engines if they fail.
+    """The fallback chain (:mod:`coregister.pipeline.fallback`): the :func:`affine` stages, then other engines if they fail.
 
     Examples
     --------

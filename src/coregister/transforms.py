@@ -245,7 +245,7 @@ class Transform(ABC):
         The file is written atomically (a temporary file renamed into place).
         ITK files load in ``SimpleITK.ReadTransform``, ANTs and 3D Slicer.
         """
-        from coregister.io._atomic import atomic_path
+        from coregister._files import atomic_path
 
         path = Path(path)
         suffix = path.suffix.lower()

@@ -65,10 +65,10 @@ def batch(
     quality check (after all pairs ran and the summary was written).
 
     """
+    from coregister._files import check_writable
     from coregister.batch import PairStatus, quiet_dask_logging, read_pairs, run_batch
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import file_progress
-    from coregister.io._atomic import check_writable
 
     check_writable(output, folder=True, parents=True, fix="choose another -o folder")
 

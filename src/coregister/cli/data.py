@@ -111,8 +111,8 @@ def data_fetch(ctx: click.Context, name: str, dest: Path | None, files: tuple[st
     import pooch
 
     from coregister import data as datasets
+    from coregister._files import check_writable
     from coregister.cli._progress import file_progress
-    from coregister.io._atomic import check_writable
 
     check_writable(datasets.default_cache() if dest is None else dest, folder=True, parents=True,
                    fix="choose another --dest (or set COREGISTER_DATA)")

@@ -344,9 +344,9 @@ def demo(ctx: click.Context, output: Path, cases: tuple[str, ...], no_report: bo
     report.html into OUTPUT/<case>/. Exit code 3 when a case misses its
     tolerance (or a case shown to fail succeeds).
     """
+    from coregister._files import check_writable
     from coregister.cli import QualityCheckFailed
     from coregister.cli._progress import registration_progress
-    from coregister.io._atomic import check_writable
 
     check_writable(output, folder=True, parents=True, fix="choose another -o folder")
     start = time.perf_counter()

@@ -143,9 +143,9 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     Different CRS and resolutions are matched on the reference grid; nodata,
     fill values and bad-data masks are left out of every window.
     """
+    from coregister._files import check_writable
     from coregister.cli._progress import registration_progress
     from coregister.geo import coregister
-    from coregister.io._atomic import check_writable
 
     report = options.pop("report")
     if options.get("tie_points") is not None:

@@ -28,6 +28,7 @@ from typing import Any
 import click
 import numpy as np
 
+from coregister._files import check_writable, refuse_overwriting_input
 from coregister.cli import QualityCheckFailed
 from coregister.cli._options import (
     dicom_series,
@@ -40,7 +41,6 @@ from coregister.cli._options import (
 from coregister.cli._output import command_line, echo_json, echo_warning, json_option, print_table, quiet
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
-from coregister.io._atomic import check_writable, refuse_overwriting_input
 from coregister.outputs import (
     for_writing,
     holds_a_registration,
@@ -50,6 +50,7 @@ from coregister.outputs import (
     writable_dtype,
     write_registration,
 )
+from coregister.pipeline.result import Result, Verdict
 
 __all__ = ["apply_command", "register", "registered_name"]
 
@@ -142,51 +143,18 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
 
 
 
-def _config(
-    preset: str, *, precise: bool, metric: str | None, initialisation: str | None, detector: str | None, ndim: int,
-    initial_given: bool, iterations: int | None = None,
-) -> Any:
-    """The preset's configuration with --initialisation, --iterations and --detector applied; None when none is given."""
-    if initialisation is None and detector is None and iterations is None:
-        return None
-    from coregister import presets
-    from coregister.config import Initialisation, Metric
-    from coregister.errors import ConfigError
-    from coregister.registration import route
-
-    if initialisation is not None and initial_given:
-        raise ConfigError("give --initial-transform or --initialisation, not both (a starting transform needs no search)")
-    config = presets.get(preset, precise=precise, ndim=ndim)
-    if initialisation is not None:
-        config = config.replace(initialisation=Initialisation.parse(initialisation))
-    if iterations is not None:  # every stage, every level: a per-level schedule would override the count
-        config = config.replace(stages=tuple(s.replace(iterations=iterations, iterations_per_level=None) for s in config.stages))
-    if detector is None:
-        return config
-    stages = tuple(
-        s.replace(extra=(*((k, v) for k, v in s.extra if k != "detector"), ("detector", detector.lower())))
-        for s in config.stages
-    )
-    config = config.replace(stages=stages)
-    probe = config if metric is None else config.replace(stages=tuple(s.replace(metric=Metric.parse(metric)) for s in stages))
-    engine = route(preset, probe, config_given=True)
-    features_init = Initialisation.parse(config.initialisation) is Initialisation.FEATURES and not initial_given
-    if engine in ("features", "chain") or features_init:
-        return config
-    raise ConfigError(
-        f"--detector applies to feature-based registration (--preset homography or auto, or --initialisation "
-        f"features); preset {preset!r} uses no keypoints"
-    )
+_VERDICT_WORDS = {Verdict.PASSED: "passed", Verdict.FAILED: "FAILED the quality check",
+                  Verdict.UNCERTAIN: "UNCERTAIN by the quality check"}
 
 
-def _summary(result: Any, written: list[Path]) -> None:
+def _summary(result: Result, written: list[Path]) -> None:
     before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
     rows = []
     for key in ("ncc", "mi", "mse"):
         if key in before or key in after:
             rows.append((key, _fmt(before.get(key)), _fmt(after.get(key))))
     click.echo(
-        f"{result.engine or 'registration'}: {'passed' if result.passed else 'FAILED the quality check'} "
+        f"{result.engine or 'registration'}: {_VERDICT_WORDS[result.verdict]} "
         f"in {result.time_s:.2f} s (seed {result.seed}, {result.threads} thread(s))"
     )
     print_table(
@@ -268,24 +236,22 @@ def register(
         check_series_folder(outdir / image_name, overwrite=True)  # a series of a previous run is replaced, nothing else
     refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
                               fix="choose another -o folder")
-    config = _config(preset, precise=precise, metric=metric, initialisation=initialisation, detector=detector,
-                     ndim=fixed_image.ndim, initial_given=initial_transform is not None, iterations=iterations)
+    from coregister.cli._progress import registration_progress
+    from coregister.pipeline import configure
+    from coregister.pipeline import register as run_registration
+
+    config = configure(preset, ndim=fixed_image.ndim, precise=precise, metric=metric, initialisation=initialisation,
+                       iterations=iterations, detector=detector, initial_given=initial_transform is not None)
     start = None
     if initial_transform is not None:
         from coregister.transforms import read_transform
 
         start = read_transform(initial_transform)
 
-    from coregister.cli._progress import registration_progress
-    from coregister.registration import register as run_registration
-
     with registration_progress(ctx) as progress:
         result = run_registration(
             fixed_image,
             moving_image,
-            preset=preset,
-            metric=metric,
-            precise=precise,
             config=config,
             initial_transform=start,
             fixed_mask=fixed_values,
@@ -309,13 +275,14 @@ def register(
         raise QualityCheckFailed(_quality_failure_line(result))
 
 
-def _quality_failure_line(result: Any) -> str:
-    """The exit-code-3 message: the reasons the quality check failed first, then the other notes."""
-    failures = [str(w) for w in result.extras.get("quality", {}).get("failures", ())]
+def _quality_failure_line(result: Result) -> str:
+    """The exit-code-3 message: the verdict and the reasons the quality check gave first, then the other notes."""
+    failures = list(result.quality.failures)
     notes = [w for w in result.warnings if w not in failures]
-    if not failures:  # an engine whose check recorded no failure list: every warning, as it came
-        return "the registration failed its quality check: " + ("; ".join(notes) or "see result.json")
-    text = "the registration failed its quality check: " + "; ".join(failures)
+    what = "failed its quality check" if result.verdict is Verdict.FAILED else "is uncertain by its quality check"
+    if not failures:
+        return f"the registration {what}: " + ("; ".join(notes) or "see result.json")
+    text = f"the registration {what}: " + "; ".join(failures)
     return text + (f" (also noted: {'; '.join(notes)})" if notes else "")
 
 

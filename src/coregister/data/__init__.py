@@ -247,7 +247,7 @@ def _package_copy(entry: DataFile) -> Path | None:
 
 
 def _copy_verified(source: Path, target: Path, expected: str | None) -> None:
-    from coregister.io._atomic import atomic_path
+    from coregister._files import atomic_path
 
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)

@@ -47,11 +47,10 @@ from coregister.config import (
     TransformModel,
 )
 from coregister.engines._common import EXCLUDE_WARP_FILL, grey_pair, valid_pair
-from coregister.engines.base import EngineOutput
+from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.preprocess import smooth_array
-from coregister.result import LevelHistory
 from coregister.transforms import (
     Affine,
     Composite,
@@ -691,8 +690,8 @@ def ecc_register(
     EngineOutput
         ``transform`` maps fixed-space points to moving space; ``history``
         holds the ECC per iteration and level; ``extras["ecc"]`` is the last
-        coefficient computed, ``extras["failed"]`` says whether the finest
-        level stopped on a failure (reasons in ``warnings``).
+        coefficient computed (also ``final_metric``); ``converged`` is False when
+        the finest level stopped on a failure (reasons in ``warnings``).
 
     Examples
     --------
@@ -731,7 +730,7 @@ def _refit_without_warp_fill(
     are run again from the answer with the corrected masks.
     """
     config = config or RegistrationConfig(stages=(Stage(model=TransformModel.AFFINE),))
-    if fixed.ndim != 2 or first.extras.get("failed") or not config.stages:
+    if fixed.ndim != 2 or not first.converged or not config.stages:
         return first
     grey_fixed, grey_moving, _ = grey_pair(fixed, moving)
     by_position = valid_pair(grey_fixed, grey_moving, fixed_mask, moving_mask, config)
@@ -749,7 +748,7 @@ def _refit_without_warp_fill(
         fixed, moving, config.replace(stages=(stage,), rotation_search=False), initial=first.transform,
         fixed_mask=through[0], moving_mask=through[1], progress=progress,
     )
-    if second.extras.get("failed"):
+    if not second.converged:
         return first
     extras = {**second.extras, "optimisation_time_s": first.extras.get("optimisation_time_s", 0.0)
               + second.extras.get("optimisation_time_s", 0.0)}
@@ -790,9 +789,10 @@ def _ecc_register(
         elif init is Initialisation.MOMENTS:
             matrix[:d, d] = _centre_of_mass(moving, moving_valid) - _centre_of_mass(fixed, fixed_valid)
         elif init in (Initialisation.PHASE, Initialisation.FEATURES):
-            matrix, note = _engine_initial(init, fixed, moving, config, fixed_mask, moving_mask)
-            if note:
-                warnings.append(note)
+            raise ConfigError(
+                f"initialisation {init.value!r} comes from another engine; coregister.register runs it first "
+                "and passes its answer as the initial transform"
+            )
 
     history: list[LevelHistory] = []
     hit_cap = False
@@ -855,7 +855,9 @@ def _ecc_register(
         history=tuple(history),
         warnings=tuple(warnings),
         hit_iteration_cap=hit_cap,
-        extras={"ecc": final_rho, "failed": last_failed, "optimisation_time_s": elapsed},
+        converged=not last_failed,
+        final_metric=final_rho,
+        extras={"ecc": final_rho, "optimisation_time_s": elapsed},
     )
 
 
@@ -894,34 +896,6 @@ def _rotation_search(
         return matrix, "rotation search: no start converged at the coarsest level; kept the initial transform"
     logger.info("rotation search: best start turned by %.0f degrees (ECC %.4f at the coarsest level)", best[2], best[0])
     return best[1], None
-
-
-def _engine_initial(
-    init: Initialisation,
-    fixed: SpatialImage,
-    moving: SpatialImage,
-    config: RegistrationConfig,
-    fixed_mask: np.ndarray | None,
-    moving_mask: np.ndarray | None,
-) -> tuple[np.ndarray, str | None]:
-    """Starting matrix from the phase-correlation or feature engine; image centres if that fails."""
-    from coregister.engines import get_engine
-
-    d = fixed.ndim
-    name = "phase" if init is Initialisation.PHASE else "features"
-    try:
-        if name == "features" and d != 2:
-            raise ConfigError("feature initialisation is 2D only")
-        out = get_engine(name).run(
-            fixed, moving, config.replace(initialisation=Initialisation.GEOMETRY), fixed_mask=fixed_mask, moving_mask=moving_mask
-        )
-        matrix = _initial_matrix(out.transform, d)
-        assert matrix is not None
-        return matrix, None
-    except (ImportError, RegistrationFailed, ConfigError) as exc:
-        matrix = np.eye(d + 1)
-        matrix[:d, d] = moving.world_centre - fixed.world_centre
-        return matrix, f"{name} initialisation failed ({exc}); started from the image centres"
 
 
 class EccEngine:

@@ -46,11 +46,10 @@ from coregister.engines._common import (
     valid_pixels,
     world_from_pixel,
 )
-from coregister.engines.base import EngineOutput
+from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.engines.ecc import _project, default_pyramid, ecc_register, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.result import LevelHistory
 from coregister.transforms import Transform
 
 __all__ = ["DETECTORS", "FeatureEngine", "available_detectors", "detect", "match"]
@@ -463,8 +462,7 @@ def _refine(
     except (RegistrationFailed, ConfigError, GeometryError) as exc:
         logger.info("ECC refinement failed: %s", exc)
         return start, False, None
-    failed = bool(out.extras.get("failed"))
-    return (start, False, out) if failed else (out.transform, True, out)
+    return (out.transform, True, out) if out.converged else (start, False, out)
 
 
 def _refinement_factors(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -31,11 +31,10 @@ import numpy as np
 from coregister._opencv import cv2
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_from_pixel
-from coregister.engines.base import EngineOutput
+from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.engines.ecc import _initial_matrix, _project, default_pyramid, transform_from_matrix
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
-from coregister.result import LevelHistory
 from coregister.transforms import Transform
 
 __all__ = ["OpenCvEccEngine", "has_multiscale", "has_masked_ecc"]
@@ -161,7 +160,9 @@ class OpenCvEccEngine:
             history=tuple(history),
             warnings=tuple(warnings),
             hit_iteration_cap=hit_cap,
-            extras={"ecc": final_rho, "optimisation_time_s": elapsed, "failed": last_failed or not np.isfinite(final_rho)},
+            converged=not (last_failed or not np.isfinite(final_rho)),
+            final_metric=final_rho,
+            extras={"ecc": final_rho, "optimisation_time_s": elapsed},
         )
 
 

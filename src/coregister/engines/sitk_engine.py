@@ -70,10 +70,9 @@ from coregister.config import (
     Stage,
     TransformModel,
 )
-from coregister.engines.base import EngineOutput
+from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.result import LevelHistory
 from coregister.transforms import (
     Affine,
     Composite,
@@ -795,7 +794,6 @@ class SitkEngine:
                     _quantise(tx)
                 parts.append(tx)
 
-        extras["final_metric"] = final_metric
         stage_parts = [from_sitk(t) for t in parts[1 if user_initial is not None else 0:]]
         all_parts = ([user_initial] if user_initial is not None else []) + stage_parts
         transform = _compose(all_parts, center)
@@ -805,6 +803,7 @@ class SitkEngine:
             history=tuple(history),
             warnings=tuple(warnings),
             hit_iteration_cap=hit_cap,
+            final_metric=final_metric,
             extras=extras,
         )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from coregister._files import check_writable, refuse_overwriting_input
 from coregister.config import ProgressCallback
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.geo._raster import GeoRaster, Grid, open_raster
@@ -31,7 +32,6 @@ from coregister.geo.result import GeoResult, WindowMatch
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
-from coregister.io._atomic import check_writable, refuse_overwriting_input
 from coregister.transforms import LinearTransform, Translation, linear_members
 
 logger = logging.getLogger(__name__)
@@ -582,7 +582,7 @@ def _affine(
 
     from coregister.conventions import geotransform_to_geometry
     from coregister.geo._raster import read_on_grid
-    from coregister.registration import register
+    from coregister.pipeline import register
 
     rows, cols = np.nonzero(overlap.valid)
     coarse = overlap.grid

@@ -252,7 +252,7 @@ def georeference(
 
 def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affine, Any, dict[str, Any]]:
     """Image pixel -> base pixel affine (features or intensity), composed with the base's geotransform."""
-    from coregister.config import RegistrationConfig, Stage, TransformModel
+    from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage, TransformModel
     from coregister.conventions import geometry_to_geotransform
     from coregister.transforms import linear_members
 
@@ -266,23 +266,21 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
                          else None)
     moving = _pixel_image(_grey(base_img), base_img.valid_mask())
     fit: dict[str, Any] = {"method": method, "warnings": []}
+    from coregister.pipeline import register
+
     if method == "features":
-        from coregister.engines.features import FeatureEngine
-
-        config = RegistrationConfig(stages=(Stage(model=TransformModel.AFFINE, extra=(("detector", "sift"),)),))
-        out = FeatureEngine().run(fixed, moving, config, fixed_mask=fixed.mask, moving_mask=moving.mask)
-        pixel_map = out.transform
-        fit.update(inliers=out.extras.get("inliers"), rmse_px=out.extras.get("reprojection_error_px"),
-                   refined=out.extras.get("refined"))
-        fit["warnings"] += list(out.warnings)
+        config = RegistrationConfig(stages=(Stage(model=TransformModel.AFFINE, extra=(("detector", "sift"),)),),
+                                    engine=EngineName.FEATURES, initialisation=Initialisation.NONE, name="georeference")
+        result = register(fixed, moving, config=config, fixed_mask=fixed.mask, moving_mask=moving.mask)
+        fit.update(inliers=result.extras.get("inliers"), rmse_px=result.extras.get("reprojection_error_px"),
+                   refined=result.extras.get("refined"))
     else:
-        from coregister.registration import register
-
         result = register(fixed, moving, preset="affine", metric="mattes", fixed_mask=fixed.mask,
                           moving_mask=moving.mask)
-        pixel_map = result.transform
-        fit.update(metrics={k: dict(v) for k, v in result.metrics.items()}, passed=result.passed)
-        fit["warnings"] += list(result.warnings)
+        fit.update(metrics={k: dict(v) for k, v in result.metrics.items()})
+    pixel_map = result.transform
+    fit.update(passed=result.passed, verdict=result.verdict.value, quality=result.quality.to_dict())
+    fit["warnings"] += list(result.warnings)
     if not pixel_map.is_linear:
         raise RegistrationFailed(f"the image-to-base fit gave a {type(pixel_map).__name__}, not an affine")
     (flat,) = linear_members(pixel_map)

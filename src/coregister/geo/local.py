@@ -243,7 +243,7 @@ def write_tie_points(matches: Sequence[WindowMatch], path: str | os.PathLike[str
     units, x east, y north), ``dcol, drow`` (reference pixels), ``reliability``,
     ``ncc``, ``kept``, ``reason`` (why rejected).
     """
-    from coregister.io._atomic import atomic_path
+    from coregister._files import atomic_path
 
     path = Path(path)
     columns = ["x", "y", "row", "col", "dx", "dy", "dcol", "drow", "reliability", "ncc", "kept", "reason"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from coregister.result import _JsonMethods, _plain
+from coregister._json import JsonMethods, plain
 from coregister.transforms import Transform
 
 __all__ = ["GeoResult", "WindowMatch"]
@@ -65,11 +65,11 @@ class WindowMatch:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN becomes ``None``)."""
-        return _plain(dataclasses.asdict(self), nan_to_none=True)
+        return plain(dataclasses.asdict(self), nan_to_none=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class GeoResult(_JsonMethods):
+class GeoResult(JsonMethods):
     """The outcome of :func:`coregister.geo.coregister` (and :func:`~coregister.geo.change`, :func:`~coregister.geo.georeference`).
 
     Attributes
@@ -150,7 +150,7 @@ class GeoResult(_JsonMethods):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return _plain(
+        return plain(
             {
                 "mode": self.mode,
                 "shift_px": self.shift_px,

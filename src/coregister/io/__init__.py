@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from coregister._files import refuse_overwriting_input
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io._atomic import refuse_overwriting_input
 from coregister.io.detect import FORMATS, detect_format
 
 __all__ = ["detect_format", "read", "write"]

@@ -38,6 +38,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
+from coregister._files import _UMASK, check_writable
 from coregister.errors import (
     ConfigError,
     GeometryError,
@@ -46,7 +47,6 @@ from coregister.errors import (
     UnwritableOutputError,
 )
 from coregister.image import SpatialImage
-from coregister.io._atomic import _UMASK, check_writable
 from coregister.io.detect import FORMATS
 from coregister.io.dicom import KEPT_TAGS
 
@@ -277,7 +277,7 @@ def _series_dataset(
 
 
 def _version() -> str:
-    from coregister import __version__
+    from coregister._version import __version__
 
     return __version__
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from coregister._files import atomic_path
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io._atomic import atomic_path
 from coregister.io._text import one_line
 
 __all__ = ["read_itk", "write_itk"]

@@ -29,6 +29,7 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 
+from coregister._files import atomic_path
 from coregister.conventions import flip_ras_lps, geometry_from_affine, ijk_to_zyx, zyx_to_ijk
 from coregister.errors import (
     ConfigError,
@@ -38,7 +39,6 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
-from coregister.io._atomic import atomic_path
 from coregister.io._scaling import apply_rescale, is_identity_scaling, unapply_rescale
 from coregister.io._text import one_line
 from coregister.io._warn import warn

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from coregister._files import atomic_path
 from coregister._opencv import captured_stderr, cv2
 from coregister.errors import GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io._atomic import atomic_path
 
 __all__ = ["read_plain", "write_plain"]
 

@@ -67,10 +67,10 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.rpc import RPC
 from rasterio.windows import Window
 
+from coregister._files import atomic_path
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
 from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io._atomic import atomic_path
 
 __all__ = ["open_dataset", "raster_profile", "raster_writer", "read_raster", "write_raster"]
 

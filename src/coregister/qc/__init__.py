@@ -1,13 +1,11 @@
-"""Quality control: similarity metrics, the quality check and the HTML report.
+"""Quality control pictures: the HTML report of a registration and of a geospatial correction, and test data.
 
-:func:`coregister.qc.quality.check` judges a registration's answer (metric
-got worse, extreme scale or shear, folding B-spline, iteration cap);
-:mod:`coregister.qc.metrics` measures similarity and accuracy;
-:mod:`coregister.qc.report` draws the HTML report.
+:func:`coregister.qc.report.write_report` draws a registration's report;
+:mod:`coregister.qc.synthetic` makes pairs with a known truth. The quality
+check itself belongs to the pipeline (:mod:`coregister.pipeline.quality`),
+the similarity measures to :mod:`coregister.measures`.
 """
 
 from __future__ import annotations
 
-from coregister.qc.quality import QualityReport, check
-
-__all__ = ["QualityReport", "check"]
+__all__: list[str] = []

@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coregister.image import SpatialImage
-from coregister.qc.quality import MAX_SHEAR, SCALE_RANGE
-from coregister.result import Result
+from coregister.measures import jacobian_determinant
+from coregister.pipeline.quality import MAX_SHEAR, SCALE_RANGE
+from coregister.pipeline.result import Result
 from coregister.transforms import (
     BSpline,
     Composite,
@@ -72,7 +73,6 @@ __all__ = [
     "TiePoints",
     "checkerboard",
     "colour_overlay",
-    "jacobian_determinant",
     "transform_flags",
     "write_geo_report",
     "write_report",
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Rotations beyond this are flagged (scales and shears are flagged at the quality check's limits,
-#: :data:`coregister.qc.quality.SCALE_RANGE` and :data:`~coregister.qc.quality.MAX_SHEAR`).
+#: :data:`coregister.pipeline.quality.SCALE_RANGE` and :data:`~coregister.pipeline.quality.MAX_SHEAR`).
 MAX_ANGLE_DEG = 45.0
 #: The Jacobian map is computed on the fixed grid, subsampled to at most this many points.
 JACOBIAN_MAX_POINTS = 600_000
@@ -328,68 +328,6 @@ def transform_flags(transform: Transform) -> list[str]:
     return flags
 
 
-def jacobian_determinant(
-    transform: Transform, grid: SpatialImage, *, max_points: int = JACOBIAN_MAX_POINTS
-) -> tuple[np.ndarray, SpatialImage]:
-    """Jacobian determinant of ``transform`` on (a subsampled copy of) ``grid``'s pixel centres.
-
-    The transform maps fixed to moving points; the determinant is the local
-    volume (area) change, and a value at or below 0 means the map folds.
-    Derivatives are central differences of the sampled point map, taken in
-    world units through the grid's direction and spacing (exact for linear maps).
-
-    Parameters
-    ----------
-    transform : Transform
-    grid : SpatialImage
-        The fixed image (only its geometry is used).
-    max_points : int
-        The grid is subsampled (evenly, per axis) to at most this many points.
-
-    Returns
-    -------
-    det : ndarray
-        Determinants in array order (``(z, y, x)`` or ``(y, x)``).
-    sampled : SpatialImage
-        The subsampled grid the determinants live on (zero array).
-
-    Examples
-    --------
-    >>> from coregister import Affine
-    >>> grid = SpatialImage(np.zeros((20, 30)), origin=(0, 0), spacing=(2.0, 1.0))
-    >>> det, _ = jacobian_determinant(Affine(np.array([[1.5, 0.2], [0.0, 0.8]])), grid)
-    >>> float(det.min()), float(det.max())  # 1.5 * 0.8
-    (1.2, 1.2)
-    """
-    import SimpleITK as sitk
-
-    shape = np.array(grid.shape, dtype=float)
-    step = max(1.0, (shape.prod() / max_points) ** (1.0 / grid.ndim))
-    new_shape = tuple(max(3, int(round(n / step))) for n in grid.shape)
-    new_size = new_shape[::-1]  # (x, y[, z])
-    new_spacing = tuple(sp * n / m for sp, n, m in zip(grid.spacing, grid.size, new_size, strict=True))
-    first_corner = grid.index_to_world([[-0.5] * grid.ndim])[0]
-    half_step = grid.direction @ (0.5 * np.asarray(new_spacing))
-    origin = tuple(first_corner + half_step)
-    sampled = SpatialImage(np.zeros(new_shape, np.uint8), origin=origin, spacing=new_spacing, direction=grid.direction)
-    field = sitk.TransformToDisplacementField(
-        transform.to_sitk(),
-        sitk.sitkVectorFloat64,
-        [int(v) for v in new_size],
-        origin,
-        new_spacing,
-        [float(v) for v in np.asarray(grid.direction).ravel()],
-    )
-    displacement = sitk.GetArrayFromImage(field)  # (z, y, x, d) or (y, x, d), components in world x, y[, z]
-    ndim = grid.ndim
-    # d u / d index_i for index axes x, y[, z] (array axes reversed)
-    gradients = [np.gradient(displacement, axis=ndim - 1 - i) for i in range(ndim)]
-    du_dindex = np.stack(gradients, axis=-1)  # [..., component, index axis]
-    index_to_world = np.asarray(grid.direction) @ np.diag(new_spacing)
-    jac = du_dindex @ np.linalg.inv(index_to_world) + np.eye(ndim)
-    return np.linalg.det(jac), sampled
-
-
 # -------------------------------------------------------------------- geo
 @dataclasses.dataclass(frozen=True)
 class TiePoints:
@@ -599,7 +537,7 @@ METRIC_NAMES = {"mattes": "Mattes MI", "mi": "joint-histogram MI", "ncc": "norma
 
 
 def _final_metric_name(result: Result) -> str:
-    """The metric of the last stage that ran (what ``extras["final_metric"]`` measures), or ``""`` when not recorded."""
+    """The metric of the last stage that ran (what ``Result.final_metric`` measures), or ``""`` when not recorded."""
     stages = result.config.get("stages") if isinstance(result.config, Mapping) else None
     if not stages:
         return ""
@@ -625,7 +563,7 @@ def _image_summary(image: SpatialImage, name: str) -> str:
 
 
 def _page(title: str, sections: Sequence[str]) -> str:
-    from coregister import __version__
+    from coregister._version import __version__
 
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -639,7 +577,7 @@ def _page(title: str, sections: Sequence[str]) -> str:
 
 
 def _write(path: str | os.PathLike[str], text: str) -> Path:
-    from coregister.io._atomic import atomic_path
+    from coregister._files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -725,7 +663,8 @@ def _comparison_sections(
 
 
 def _jacobian_section(transform: Transform, fixed: SpatialImage) -> str:
-    det, grid = jacobian_determinant(transform, fixed)
+    jacobian = jacobian_determinant(transform, fixed, max_points=JACOBIAN_MAX_POINTS)
+    det, grid = jacobian.array, jacobian
     folding = float(np.mean(det <= 0))
     planes, views = _planes(grid, [det])
     fig = _grid_figure(
@@ -805,8 +744,8 @@ def write_report(
     )
     config_name = result.config.get("name", "") if isinstance(result.config, Mapping) else ""
     metric = _final_metric_name(result)
-    final = result.extras.get("final_metric")
-    final_text = (f"{metric} {_num(final)}" if metric else _num(final)) if isinstance(final, int | float) else "-"
+    final = result.final_metric
+    final_text = (f"{metric} {_num(final)}" if metric else _num(final)) if math.isfinite(final) else "-"
     header = (
         f"<header><h1>{_esc(title)}</h1><p>{status}</p>"
         + (f'<p id="command">Command: <code>{_esc(command)}</code></p>' if command else "")
@@ -843,7 +782,8 @@ def write_report(
     sections.append('<section id="transform"><h2>Transform</h2>' + _transform_html(transform, _units(fixed)) + "</section>")
     if _deformable(transform):
         sections.append(_jacobian_section(transform, fixed))
-    extras = {k: v for k, v in result.extras.items() if isinstance(v, int | float | str | bool)}
+    extras: dict[str, Any] = {"final_metric": final} if math.isfinite(final) else {}
+    extras.update((k, v) for k, v in result.extras.items() if isinstance(v, int | float | str | bool))
     if extras:
         labels = {"final_metric": f"final_metric ({metric}; ITK minimises it)" if metric else "final_metric"}
         sections.append(

@@ -330,7 +330,7 @@ def write_shifted_raster(
     from rasterio.windows import Window
     from scipy import ndimage
 
-    from coregister.io._atomic import atomic_path, refuse_overwriting_input
+    from coregister._files import atomic_path, refuse_overwriting_input
     from coregister.io.raster import open_dataset
 
     refuse_overwriting_input(Path(output), source, fix="write the shifted raster to another path")

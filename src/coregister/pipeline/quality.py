@@ -3,7 +3,7 @@
 It looks at what a registration returned and says whether to trust it:
 
 * the similarity the registration optimised got **worse** than before
-  (compared on the fixed mask, from :func:`coregister.qc.metrics.compare`
+  (compared on the fixed mask, from :func:`coregister.measures.compare`
   figures), or the images barely overlap any more;
 * the images share **no structure** through the answer, whatever it
   improved (:func:`chance_figures`): the mutual information after exceeds
@@ -19,12 +19,13 @@ It looks at what a registration returned and says whether to trust it:
 * the linear part has a **scale** outside ``scale_range``, a **shear**
   above ``max_shear``, or a **reflection**;
 * a B-spline **folds** space: its Jacobian determinant, sampled on the
-  fixed grid with ``SimpleITK.DisplacementFieldJacobianDeterminant``, is
-  zero or negative somewhere;
+  fixed grid (:func:`coregister.measures.jacobian_determinant`), is zero or
+  negative somewhere;
 * an optimiser level **stopped at its iteration cap** (a warning only: the
   answer may still be good, but it did not converge by its own criterion).
 
-Findings go into :attr:`QualityReport.warnings`; they are logged (INFO),
+Findings go into the :class:`~coregister.pipeline.result.QualityReport`
+(``failures`` decide the verdict, ``notes`` do not); they are logged (INFO),
 never issued with :func:`warnings.warn`. A failed check is exit code 3 on the
 command line.
 
@@ -33,25 +34,22 @@ Transforms map fixed-space points to moving space.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from coregister.config import Metric
 from coregister.errors import ConfigError
 from coregister.image import SpatialImage
+from coregister.pipeline.result import QualityReport, Verdict
 from coregister.transforms import BSpline, Composite, Transform, decompose, linear_members
 
 __all__ = [
     "MAX_SHEAR",
     "SCALE_RANGE",
-    "QualityReport",
     "chance_figures",
     "check",
     "jacobian_determinant_range",
@@ -83,34 +81,8 @@ SCALE_RANGE = (0.5, 2.0)
 MAX_SHEAR = 0.3
 
 
-@dataclasses.dataclass(frozen=True)
-class QualityReport:
-    """Outcome of :func:`check`.
-
-    Attributes
-    ----------
-    passed : bool
-        False when a finding makes the answer untrustworthy (command-line
-        exit code 3). An iteration cap alone leaves it True.
-    warnings : tuple of str
-        One sentence per finding, naming the figure and the threshold.
-    figures : mapping
-        What was measured: ``measure``, ``before``, ``after``, ``scales``,
-        ``shears``, ``min_jacobian``, ``overlap``; and ``failures``, the
-        warnings that failed the check.
-    """
-
-    passed: bool
-    warnings: tuple[str, ...] = ()
-    figures: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "warnings", tuple(self.warnings))
-        object.__setattr__(self, "figures", MappingProxyType(dict(self.figures)))
-
-
 def judged_measure(metric: Metric | str | None) -> tuple[str, bool]:
-    """The :func:`~coregister.qc.metrics.compare` key that judges a run optimising ``metric``, and whether higher is better.
+    """The :func:`~coregister.measures.compare` key that judges a run optimising ``metric``, and whether higher is better.
 
     Examples
     --------
@@ -137,7 +109,7 @@ def chance_figures(
     The moving image is resampled onto the fixed grid (subsampled by a whole
     stride to at most ``max_points`` points) through ``transform`` (fixed ->
     moving points), over the fixed image's valid pixels, ``mask`` and the
-    moving image's data, as :func:`coregister.qc.metrics.compare` does.
+    moving image's data, as :func:`coregister.measures.compare` does.
 
     Parameters
     ----------
@@ -176,7 +148,7 @@ def chance_figures(
     >>> bool(unrelated["mi"] < 3 * unrelated["mi_chance"])
     True
     """
-    from coregister.qc.metrics import mutual_information, ncc
+    from coregister.measures import mutual_information, ncc
     from coregister.resample import resample_values
 
     n = math.prod(fixed.shape)
@@ -218,9 +190,10 @@ def _bspline_members(transform: Transform) -> list[BSpline]:
 def jacobian_determinant_range(transform: BSpline, reference: SpatialImage) -> tuple[float, float]:
     """Smallest and largest Jacobian determinant of a B-spline on (a reduced copy of) ``reference``'s grid.
 
-    The grid is bin-reduced to at most two million points; a cubic B-spline
-    is smooth between its control points, so this misses no folding of a
-    mesh coarser than the reduced grid.
+    The grid is evenly reduced to at most two million points
+    (:func:`coregister.measures.jacobian_determinant`); a cubic B-spline is
+    smooth between its control points, so this misses no folding of a mesh
+    coarser than the reduced grid.
 
     Examples
     --------
@@ -235,20 +208,9 @@ def jacobian_determinant_range(transform: BSpline, reference: SpatialImage) -> t
     >>> jacobian_determinant_range(BSpline(coefficients, (-10, -10), (10, 10)), ref)[0] < 0
     True
     """
-    size = np.array(reference.size, dtype=float)
-    spacing = np.array(reference.spacing, dtype=float)
-    factor = max(1.0, (float(np.prod(size)) / _JACOBIAN_MAX_POINTS) ** (1.0 / reference.ndim))
-    new_size = [max(2, int(math.ceil(n / factor))) for n in size]
-    new_spacing = spacing * (size - 1) / np.maximum(np.array(new_size) - 1, 1)
-    field = sitk.TransformToDisplacementField(
-        transform.to_sitk(),
-        sitk.sitkVectorFloat64,
-        new_size,
-        reference.origin,
-        tuple(float(v) for v in new_spacing),
-        tuple(float(v) for v in reference.direction.ravel()),
-    )
-    det = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field))
+    from coregister.measures import jacobian_determinant
+
+    det = jacobian_determinant(transform, reference, max_points=_JACOBIAN_MAX_POINTS).array
     return float(det.min()), float(det.max())
 
 
@@ -324,7 +286,7 @@ def check(
     transform : Transform
         The answer, mapping fixed-space points to moving space.
     before, after : mapping
-        :func:`coregister.qc.metrics.compare` figures through the identity and
+        :func:`coregister.measures.compare` figures through the identity and
         through ``transform`` (``ncc``, ``mi``, ``mse``, ``overlap``), on the
         fixed mask.
     metric : Metric or str, optional
@@ -445,5 +407,5 @@ def check(
     # caller decides how loud a failed check is (the command line: exit code 3 and one line on stderr)
     for message in (*findings, *notes):
         logger.info("quality check: %s", message)
-    figures["failures"] = list(findings)  # which warnings failed the check (the notes did not): they lead the error line
-    return QualityReport(passed=not findings, warnings=(*findings, *notes), figures=figures)
+    return QualityReport(Verdict.FAILED if findings else Verdict.PASSED, failures=tuple(findings), notes=tuple(notes),
+                         measures=figures)

@@ -1,4 +1,7 @@
-"""Atomic output: write to a temporary file beside the target, then rename it into place."""
+"""Files written safely: to a temporary name beside the target, renamed into place; inputs never overwritten.
+
+At the bottom of the package: any module may use it, and it uses nothing but :mod:`coregister.errors`.
+"""
 
 from __future__ import annotations
 

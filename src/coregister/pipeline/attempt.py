@@ -1,0 +1,215 @@
+"""One attempt: the pair as engines and the check see it, one engine run, and its judgement, each done once.
+
+:func:`prepare` turns the user's images and masks into a :class:`Pair`
+(grey images, validity masks, the reduced grid the metrics are measured
+on); :func:`attempt` runs one engine on it and judges the answer with the
+quality check (:func:`coregister.pipeline.quality.check`). Both the plain
+route and the fallback chain call these, so an answer is measured and
+judged exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig
+from coregister.engines import EngineOutput, get_engine
+from coregister.engines._common import grey_pair, valid_pixels
+from coregister.errors import CoregisterError, GeometryError
+from coregister.image import SpatialImage
+from coregister.measures import compare
+from coregister.pipeline.quality import chance_figures, check
+from coregister.pipeline.result import Attempt, QualityReport, Verdict
+from coregister.transforms import Transform
+
+__all__ = ["Judged", "Pair", "attempt", "before_metrics", "failed_attempt", "is_engine_failure", "judge", "judged_metric",
+           "prepare", "run_engine"]
+
+logger = logging.getLogger(__name__)
+
+#: before/after metrics are computed on the fixed grid subsampled to at most this many points
+METRICS_MAX_POINTS = 500_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """The registration's inputs as engines and the quality check see them.
+
+    ``fixed``/``moving`` are single-channel (colour replaced by luminance,
+    ``notes`` says so); the masks combine the user's masks with each image's
+    own validity (None: every pixel valid and no mask given). ``view`` is the
+    fixed image subsampled by a whole ``stride`` for the metrics, with
+    ``view_mask`` on it.
+    """
+
+    fixed: SpatialImage
+    moving: SpatialImage
+    fixed_mask: np.ndarray | None
+    moving_mask: np.ndarray | None
+    view: SpatialImage
+    view_mask: np.ndarray | None
+    stride: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """An engine's output with the metrics after it and the quality verdict on it."""
+
+    output: EngineOutput
+    after: Mapping[str, float]
+    quality: QualityReport
+    record: Attempt
+
+
+def _mask_array(mask: Any, image: SpatialImage, name: str) -> np.ndarray | None:
+    """The user's mask combined with the image's own validity; None when none is given and every pixel is valid."""
+    if isinstance(mask, SpatialImage):
+        if not mask.same_geometry(image):
+            raise GeometryError(
+                f"the {name} lies on another grid than its image; resample it onto the image's grid with "
+                "coregister.apply(..., interpolation='nearest')"
+            )
+        mask = mask.array
+    valid = valid_pixels(image, mask, name)
+    if mask is not None and not np.any(mask):
+        raise GeometryError(f"{name} is empty: mark at least some voxels True (True = use)")
+    return None if mask is None and bool(valid.all()) else valid
+
+
+def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[SpatialImage, np.ndarray | None, int]:
+    """The fixed image (and mask) subsampled by a whole stride so that before/after metrics stay cheap."""
+    n = math.prod(image.shape)
+    stride = max(1, int(math.ceil((n / METRICS_MAX_POINTS) ** (1.0 / image.ndim) - 1e-9)))
+    if stride == 1:
+        return image, mask, 1
+    index = (slice(None, None, stride),) * image.ndim
+    view = SpatialImage(
+        np.asarray(image.array)[index],
+        origin=image.origin,
+        spacing=tuple(s * stride for s in image.spacing),
+        direction=image.direction,
+        crs=image.crs,
+        nodata=image.nodata,
+        mask=None if image.mask is None else np.asarray(image.mask)[index],
+    )
+    return view, None if mask is None else mask[index], stride
+
+
+def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, moving_mask: Any = None) -> Pair:
+    """The :class:`Pair` the engines and the check work on (masks: arrays or images on each image's grid)."""
+    fixed_valid = _mask_array(fixed_mask, fixed, "fixed mask")
+    moving_valid = _mask_array(moving_mask, moving, "moving mask")
+    fixed_grey, moving_grey, notes = grey_pair(fixed, moving)
+    view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid)
+    return Pair(fixed_grey, moving_grey, fixed_valid, moving_valid, view, view_mask, stride, tuple(notes))
+
+
+def _identity(ndim: int) -> Transform:
+    from coregister.transforms import Translation
+
+    return Translation(np.zeros(ndim))
+
+
+def before_metrics(pair: Pair, threads: int | None) -> dict[str, float]:
+    """The similarity of the pair as it lies (identity transform), on the metrics grid."""
+    return compare(pair.view, pair.moving, _identity(pair.fixed.ndim), mask=pair.view_mask, threads=threads)
+
+
+def _after_metrics(pair: Pair, transform: Transform, threads: int | None) -> dict[str, float]:
+    try:
+        return compare(pair.view, pair.moving, transform, mask=pair.view_mask, threads=threads)
+    except (CoregisterError, RuntimeError) as exc:  # a transform that cannot be resampled is a failed answer
+        logger.info("metrics failed: %s", exc)
+        return {"ncc": float("nan"), "mi": float("nan"), "mse": float("nan"), "overlap": 0.0}
+
+
+def judged_metric(engine: str, config: RegistrationConfig) -> Metric:
+    """What an answer is judged on: what its engine optimised (correlation for ECC and features).
+
+    Examples
+    --------
+    >>> from coregister import presets
+    >>> judged_metric("features", presets.rigid()).value, judged_metric("sitk", presets.rigid()).value
+    ('ecc', 'mattes')
+    """
+    if engine in (EngineName.ECC.value, EngineName.OPENCV_ECC.value, EngineName.FEATURES.value):
+        return Metric.ECC
+    return Metric.parse(config.stages[-1].metric) if config.stages else Metric.MATTES
+
+
+def run_engine(
+    name: EngineName,
+    pair: Pair,
+    config: RegistrationConfig,
+    *,
+    initial: Transform | None,
+    progress: ProgressCallback | None,
+) -> EngineOutput:
+    """Run engine ``name`` on the pair (the answer maps fixed-space points to moving space)."""
+    return get_engine(name).run(pair.fixed, pair.moving, config, initial=initial, fixed_mask=pair.fixed_mask,
+                                moving_mask=pair.moving_mask, progress=progress)
+
+
+def judge(
+    pair: Pair, output: EngineOutput, before: Mapping[str, float], config: RegistrationConfig, started: float,
+) -> Judged:
+    """Measure ``output`` on the metrics grid and give the quality verdict on it."""
+    after = _after_metrics(pair, output.transform, config.threads)
+    try:
+        chance = chance_figures(pair.view, pair.moving, output.transform, mask=pair.view_mask)
+    except (CoregisterError, RuntimeError) as exc:
+        logger.info("chance figures failed: %s", exc)
+        chance = None
+    quality = check(pair.fixed, pair.moving, output.transform, before, after,
+                    metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
+                    chance=chance, mask=pair.view_mask)
+    if not output.converged:
+        reason = "the engine did not converge at its finest level" + (f" ({output.history[-1].stop_reason})"
+                                                                        if output.history else "")
+        quality = QualityReport(Verdict.FAILED, failures=(*quality.failures, reason), notes=quality.notes,
+                                measures=quality.measures)
+    ncc = float(after.get("ncc", float("nan")))
+    record = Attempt(engine=output.engine, quality=quality, ncc=ncc, time_s=time.perf_counter() - started)
+    return Judged(output=output, after=after, quality=quality, record=record)
+
+
+def attempt(
+    name: EngineName,
+    pair: Pair,
+    config: RegistrationConfig,
+    before: Mapping[str, float],
+    *,
+    initial: Transform | None = None,
+    progress: ProgressCallback | None = None,
+) -> Judged:
+    """Run engine ``name`` and judge its answer.
+
+    Raises what the engine raises (:class:`~coregister.errors.RegistrationFailed`
+    when it could produce no transform at all).
+    """
+    started = time.perf_counter()
+    output = run_engine(name, pair, config, initial=initial, progress=progress)
+    return judge(pair, output, before, config, started)
+
+
+def failed_attempt(name: EngineName, error: BaseException, started: float) -> Attempt:
+    """The record of an engine that raised instead of answering."""
+    text = str(error).strip()
+    if type(error).__module__.split(".")[0] in ("cv2", "SimpleITK", "numpy", "scipy"):
+        text = f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+    return Attempt(engine=name.value, quality=None, ncc=float("nan"), time_s=time.perf_counter() - started, error=text)
+
+
+def is_engine_failure(error: BaseException) -> bool:
+    """Whether ``error`` is an engine failing (ours, or its library's: cv2, ITK, numpy, scipy) rather than a bug."""
+    if isinstance(error, CoregisterError | ImportError):
+        return True
+    return type(error).__module__.split(".")[0] in ("cv2", "SimpleITK", "numpy", "scipy")
