@@ -26,18 +26,16 @@ the paper's closed-form Gauss-Newton step (the update OpenCV's
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from threadpoolctl import ThreadpoolController
 
+from coregister._blas import single_threaded_blas
 from coregister._opencv import cv2
 from coregister.config import (
     Initialisation,
@@ -68,7 +66,6 @@ __all__ = [
     "default_pyramid",
     "ecc_register",
     "model_generators",
-    "single_threaded_blas",
     "transform_from_matrix",
 ]
 
@@ -91,23 +88,6 @@ _COARSE_STEP_TOLERANCE_PX = 2e-2
 _SEARCH_SAMPLES = 8192  # fixed samples per start in the rotation search
 _STALL_ITERATIONS = 10  # a level stops when the ECC has not beaten its best for this many iterations
 _MIN_SAMPLES = 64
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run the block with one BLAS thread.
-
-    The solvers here multiply thin (samples x parameters) matrices: a
-    multi-threaded BLAS gains nothing on them and, on a busy machine, its
-    spinning threads cost more than the work (measured: 5-10x slower ECC).
-    """
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
 
 
 # ----------------------------------------------------------------- models

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
-from threadpoolctl import ThreadpoolController
 
+from coregister._blas import one_blas_thread
 from coregister.config import ProgressCallback, RegistrationConfig, TransformModel
 from coregister.engines.base import EngineOutput
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
@@ -157,22 +157,6 @@ class PhaseSimilarity:
 
 
 # ----------------------------------------------------------------------------- helpers
-@functools.cache
-def _threadpools() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def _one_blas_thread(function: Any) -> Any:
-    """Run ``function`` with one BLAS thread: OpenBLAS threads spin on our thin products and small DFTs."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _threadpools().limit(limits=1, user_api="blas"):
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
 def _as_array_and_mask(image: Any, mask: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(image, SpatialImage):
         if image.has_channels:
@@ -458,7 +442,7 @@ def _gradient_refine(
             jac[k] = -gain * (g_w.ravel() if valid is None else g_w[valid])
         jac[ndim] = w
         jac[ndim + 1] = 1.0
-        normal = (jac @ jac.T).astype(np.float64)  # one BLAS thread (see _one_blas_thread)
+        normal = (jac @ jac.T).astype(np.float64)  # one BLAS thread (see coregister._blas)
         try:
             step = np.linalg.solve(normal, (jac @ residual).astype(np.float64))
         except np.linalg.LinAlgError:
@@ -522,7 +506,7 @@ def _aligned_ncc(reference: np.ndarray, target: np.ndarray, shift: np.ndarray, m
 
 
 # ----------------------------------------------------------------------------- public
-@_one_blas_thread
+@one_blas_thread
 def phase_correlate(
     reference: np.ndarray | SpatialImage,
     target: np.ndarray | SpatialImage,
@@ -841,7 +825,7 @@ def _refine_similarity(
     return out, ncc, first_ncc
 
 
-@_one_blas_thread
+@one_blas_thread
 def fourier_mellin(
     reference: np.ndarray | SpatialImage,
     target: np.ndarray | SpatialImage,
