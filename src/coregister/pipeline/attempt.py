@@ -70,7 +70,12 @@ class Judged:
 
 
 def _mask_array(mask: Any, image: SpatialImage, name: str) -> np.ndarray | None:
-    """The user's mask combined with the image's own validity; None when none is given and every pixel is valid."""
+    """The user's mask combined with the image's own validity; None when none is given and every pixel is valid.
+
+    A mask over flat background is refused: nothing in it can tell one
+    alignment from another (its values vary by less than 2 % of the image's
+    robust range, the 0.5th to 99.5th percentile).
+    """
     if isinstance(mask, SpatialImage):
         if not mask.same_geometry(image):
             raise GeometryError(
@@ -81,7 +86,31 @@ def _mask_array(mask: Any, image: SpatialImage, name: str) -> np.ndarray | None:
     valid = valid_pixels(image, mask, name)
     if mask is not None and not np.any(mask):
         raise GeometryError(f"{name} is empty: mark at least some voxels True (True = use)")
+    if mask is not None:
+        _refuse_flat(image, valid, name)
     return None if mask is None and bool(valid.all()) else valid
+
+
+#: a masked region whose values vary by less than this fraction of the image's robust range holds no structure
+_FLAT_FRACTION = 0.02
+
+
+def _refuse_flat(image: SpatialImage, valid: np.ndarray, name: str) -> None:
+    values = np.asarray(image.array)
+    if image.has_channels:
+        values = values.mean(axis=-1)
+    inside = values[valid]
+    everywhere = values[image.valid_mask()] if values.size <= 4_000_000 else values[image.valid_mask()][::7]
+    if inside.size == 0 or everywhere.size == 0:
+        return
+    low, high = np.percentile(everywhere, [0.5, 99.5])
+    spread = float(np.std(inside))
+    if high > low and spread < _FLAT_FRACTION * float(high - low):
+        raise GeometryError(
+            f"the {name} covers no structure: the image varies by {spread:.3g} (standard deviation) inside it, "
+            f"less than {_FLAT_FRACTION:.0%} of its range {float(high - low):.3g}; draw the mask over what should "
+            "align (anatomy, objects), or leave it out"
+        )
 
 
 def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[SpatialImage, np.ndarray | None, int]:
@@ -103,13 +132,97 @@ def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[Spatial
     return view, None if mask is None else mask[index], stride
 
 
-def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, moving_mask: Any = None) -> Pair:
-    """The :class:`Pair` the engines and the check work on (masks: arrays or images on each image's grid)."""
+def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, moving_mask: Any = None,
+            initial: Transform | None = None) -> Pair:
+    """The :class:`Pair` the engines and the check work on (masks: arrays or images on each image's grid).
+
+    Inputs that contradict themselves are named here, once: a sheared voxel
+    grid is resampled onto an orthonormal one (``notes`` says so), a mask
+    over flat background is refused, and images whose extents do not meet in
+    physical space (through ``initial`` when given) are noted.
+    """
+    notes: list[str] = []
     fixed_valid = _mask_array(fixed_mask, fixed, "fixed mask")
     moving_valid = _mask_array(moving_mask, moving, "moving mask")
-    fixed_grey, moving_grey, notes = grey_pair(fixed, moving)
+    fixed_grey, moving_grey, grey_notes = grey_pair(fixed, moving)
+    notes += grey_notes
+    fixed_grey, fixed_valid = _deshear(fixed_grey, fixed_valid, "fixed", notes)
+    moving_grey, moving_valid = _deshear(moving_grey, moving_valid, "moving", notes)
+    overlap_note = _physical_overlap_note(fixed_grey, moving_grey, initial)
+    if overlap_note:
+        notes.append(overlap_note)
     view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid)
     return Pair(fixed_grey, moving_grey, fixed_valid, moving_valid, view, view_mask, stride, tuple(notes))
+
+
+#: largest deviation of a direction matrix's columns from orthonormal that counts as rounding
+_SHEAR_TOLERANCE = 1e-4
+
+
+def _deshear(
+    image: SpatialImage, valid: np.ndarray | None, name: str, notes: list[str]
+) -> tuple[SpatialImage, np.ndarray | None]:
+    """A sheared voxel grid (a NIfTI sform may be) resampled onto the orthonormal grid nearest to it.
+
+    The new grid takes the rotation of the direction's polar decomposition,
+    the same spacing and an extent covering the image; values are linear,
+    and pixels the image does not cover are left out of the masks. The
+    registration's answer is a world map, so it applies to the original image.
+    """
+    direction = np.asarray(image.direction, dtype=float)
+    deviation = float(np.max(np.abs(direction.T @ direction - np.eye(image.ndim))))
+    if deviation <= _SHEAR_TOLERANCE:
+        return image, valid
+    from coregister.resample import resample_values
+    from coregister.transforms import Translation
+
+    u, _, vt = np.linalg.svd(direction)
+    rotation = u @ vt
+    spacing = np.asarray(image.spacing, dtype=float)
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in image.size], indexing="ij")).reshape(image.ndim, -1).T
+    world = image.index_to_world(corners)
+    local = world @ rotation  # coordinates along the new grid's axes
+    low, high = local.min(axis=0), local.max(axis=0)
+    size = np.maximum(1, np.ceil((high - low) / spacing - 1e-9)).astype(int)
+    origin = rotation @ (low + 0.5 * spacing)
+    grid = SpatialImage(np.zeros(tuple(size[::-1]), np.float32), origin=tuple(origin), spacing=tuple(spacing),
+                        direction=rotation)
+    source = image if valid is None else image.replace(mask=valid, nodata=None)
+    values, inside = resample_values(Translation(np.zeros(image.ndim)), source, reference=grid, interpolation="linear")
+    shear = float(np.max(np.abs((rotation.T @ direction) - np.eye(image.ndim))))
+    notes.append(
+        f"the {name} image's voxel grid is sheared (its direction matrix departs from orthonormal by up to "
+        f"{shear:.3g}): it was resampled onto the nearest orthonormal grid for the registration "
+        f"({' x '.join(map(str, size))} voxels of {' x '.join(f'{s:g}' for s in spacing)} mm); the answer maps world "
+        "points, so it applies to the original image"
+    )
+    return grid.replace(array=np.where(inside, values, 0).astype(np.float32)), np.asarray(inside, dtype=bool)
+
+
+def _extent(image: SpatialImage) -> np.ndarray:
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in image.size], indexing="ij")).reshape(image.ndim, -1).T
+    return image.index_to_world(corners)
+
+
+def _physical_overlap_note(fixed: SpatialImage, moving: SpatialImage, initial: Transform | None) -> str | None:
+    """A note when the images' world boxes do not meet (through ``initial``: fixed points -> moving space)."""
+    fixed_box = _extent(fixed)
+    if initial is not None:
+        try:
+            fixed_box = initial.transform_points(fixed_box)
+        except (CoregisterError, ValueError):
+            return None
+    moving_box = _extent(moving)
+    low = np.maximum(fixed_box.min(axis=0), moving_box.min(axis=0))
+    high = np.minimum(fixed_box.max(axis=0), moving_box.max(axis=0))
+    if np.all(high > low):
+        return None
+    gap = float(np.linalg.norm(np.maximum(low - high, 0.0)))
+    return (
+        f"the images do not overlap in physical space (their extents are {gap:.1f} world units apart"
+        f"{' through the initial transform' if initial is not None else ''}): check their origins and directions; "
+        "the registration starts from their aligned centres unless the initialisation is 'none'"
+    )
 
 
 def _identity(ndim: int) -> Transform:

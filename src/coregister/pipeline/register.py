@@ -257,7 +257,7 @@ def _register(
     if initial_transform is not None and initial_transform.ndim != fixed.ndim:
         raise GeometryError(f"initial_transform is {initial_transform.ndim}D but the images are {fixed.ndim}D")
     config = _resolved(preset, metric, config, precise, fixed.ndim, seed, threads)
-    pair = prepare(fixed, moving, fixed_mask, moving_mask)
+    pair = prepare(fixed, moving, fixed_mask, moving_mask, initial_transform)
     notes = list(pair.notes)
     engine = route(config)
     logger.info("registering %s onto %s with %s (%s)", pair.moving.size, pair.fixed.size, engine.value, config.name)
