@@ -33,7 +33,7 @@ from _common import dataset, parser, setup
 
 import coregister as cr
 from coregister import geo
-from coregister.qc.report import write_geo_report
+from coregister.qc.geo_report import write_geo_report
 
 AROSICS_PX = (-0.60, 1.76)
 

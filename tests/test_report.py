@@ -34,15 +34,9 @@ from coregister import (
 from coregister.engines.base import LevelHistory
 from coregister.errors import UnreadableInputError
 from coregister.measures import jacobian_determinant
-from coregister.qc.report import (
-    TiePoints,
-    _lps_volume,
-    checkerboard,
-    colour_overlay,
-    transform_flags,
-    write_geo_report,
-    write_report,
-)
+from coregister.qc.figures import _lps_volume, checkerboard, colour_overlay
+from coregister.qc.geo_report import TiePoints, write_geo_report
+from coregister.qc.report import transform_flags, write_report
 
 
 class _Images(html.parser.HTMLParser):
@@ -365,7 +359,7 @@ def test_report_names_the_two_translations(data, tmp_path: Path) -> None:
 def test_geo_report_from_paths_in_another_crs(data, tmp_path: Path) -> None:
     """Paths are read as previews and the target is reprojected onto the reference by GDAL (EPSG:3857 -> 32618)."""
     from coregister.measures import ncc
-    from coregister.qc.report import _raster_preview, _warped_onto
+    from coregister.qc.geo_report import _raster_preview, _warped_onto
 
     folder = data("geospatial/rasterio_landsat7")
     reference, target = folder / "rgb1.tif", folder / "rgb1_fake_nir_epsg3857.tif"
@@ -437,7 +431,7 @@ def test_geo_report_detail_shows_the_shift_at_full_resolution(data, tmp_path: Pa
     misregistration is there before and gone after (phase correlation of the drawn arrays)."""
     from coregister.engines.phase import phase_correlate
     from coregister.geo import coregister
-    from coregister.qc.report import _detail_centre, _full_resolution_crop, _warped_onto
+    from coregister.qc.geo_report import _detail_centre, _full_resolution_crop, _warped_onto
 
     folder = data("geospatial/arosics_s2_T33UUU")
     ref, tgt = folder / "ref_S2A_20160608T153121_T33UUU_sub.tif", folder / "tgt_S2A_20160529T153631_T33UUU_sub.tif"

@@ -24,7 +24,8 @@ from PIL import Image
 import coregister as cr
 from coregister import Composite, QualityReport, Result, Rigid, Verdict
 from coregister.engines.base import LevelHistory
-from coregister.qc.report import write_geo_report, write_report
+from coregister.qc.geo_report import write_geo_report
+from coregister.qc.report import write_report
 
 pytestmark = pytest.mark.browser
 

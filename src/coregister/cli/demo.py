@@ -255,7 +255,7 @@ def _geo_case(out: Path, *, progress: Progress, report: bool) -> CaseOutcome:
     error = float(np.hypot(found_cols - (-dx), found_rows - (-dy)))
     files.append(outcome.save_json(folder / "result.json").name)
     if report:
-        from coregister.qc.report import write_geo_report
+        from coregister.qc.geo_report import write_geo_report
 
         write_geo_report(
             ref_path, tgt_path, folder / "corrected.tif", folder / "report.html",

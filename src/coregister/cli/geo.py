@@ -153,7 +153,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     with registration_progress(ctx) as progress:
         result = coregister(reference, target, output=output, progress=progress, **options)
     if report:
-        from coregister.qc.report import write_geo_report
+        from coregister.qc.geo_report import write_geo_report
 
         report_path = output.with_name(output.name.split(".")[0] + ".report.html")
         write_geo_report(
