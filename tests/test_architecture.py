@@ -4,7 +4,10 @@ Every module of the package belongs to a *room* (a top-level module or
 package of ``coregister``). Rooms are ranked from the bottom (errors, files,
 values) to the top (the command line); a module may import its own room and
 rooms ranked below its own, never a room beside or above it. Engines and the
-pipeline do not touch files: they may not import :mod:`coregister.io`.
+pipeline do not touch files: they may not import :mod:`coregister.io`. The
+workflows (geo, medical, qc, outputs, batch, cli) go through the pipeline and
+never reach into an engine: they may not import :mod:`coregister.engines`
+(the algorithms they use directly live in rooms below, e.g. :mod:`coregister.phase`).
 ``docs/architecture.md`` draws the same table.
 """
 
@@ -40,7 +43,11 @@ RANKS = {
     "__main__": 13,
 }
 #: rooms that must not reach these rooms even though they rank below them
-FORBIDDEN = {"engines": {"io"}, "pipeline": {"io"}}
+#: (DESIGN.md, "Data travels one way": engines know no files; workflows go through the pipeline)
+FORBIDDEN = {
+    "engines": {"io"}, "pipeline": {"io"},
+    **{workflow: {"engines"} for workflow in ("geo", "medical", "qc", "outputs", "batch", "cli")},
+}
 
 
 def _room(module: str) -> str:
@@ -106,6 +113,15 @@ def test_the_rule_catches_an_arrow_upwards(tmp_path: Path) -> None:
     assert targets == ["coregister.pipeline", "coregister.io.nifti"]
     here = "engines"
     assert all(RANKS[_room(t)] >= RANKS[here] or _room(t) in FORBIDDEN[here] for t in targets)
+
+
+@pytest.mark.parametrize("workflow", ["geo", "medical", "qc", "outputs", "batch", "cli"])
+def test_the_rule_catches_a_workflow_reaching_into_an_engine(workflow: str) -> None:
+    """A workflow importing an engine's module is caught although engines rank below it; the phase room is not."""
+    source = ast.parse("from coregister.engines.phase import PhaseEngine\nfrom coregister.phase import phase_correlate\n")
+    engines, phase = [t for node in ast.walk(source) for t in _target(node)]
+    assert RANKS[_room(engines)] < RANKS[workflow] and _room(engines) in FORBIDDEN[workflow]
+    assert RANKS[_room(phase)] < RANKS[workflow] and _room(phase) not in FORBIDDEN[workflow]
 
 
 class _Reached(CoregisterError):

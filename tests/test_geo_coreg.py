@@ -30,10 +30,10 @@ from rasterio.warp import reproject
 from scipy import ndimage
 
 from coregister import SpatialImage
-from coregister.engines.phase import phase_correlate
 from coregister.errors import ConfigError, OutputExistsError, RegistrationFailed
 from coregister.geo import GeoResult, coregister
 from coregister.geo.result import WindowMatch
+from coregister.phase import phase_correlate
 from coregister.qc.synthetic import write_shifted_raster
 
 LANDSAT = "geospatial/rasterio_landsat7"

@@ -21,8 +21,9 @@ from coregister import SpatialImage, Translation
 from coregister.config import RegistrationConfig, Stage, TransformModel
 from coregister.conventions import geotransform_to_geometry
 from coregister.engines import get_engine
-from coregister.engines.phase import PhaseEngine, fourier_mellin, phase_correlate
+from coregister.engines.phase import PhaseEngine
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
+from coregister.phase import fourier_mellin, phase_correlate
 
 # >= 10 shifts, fractions 0.3-0.4 and 0.6-0.7 included, where plain upsampled correlation is pulled to whole pixels
 KNOWN_SHIFTS = [

@@ -429,8 +429,8 @@ def test_cli_geo_report_of_the_s2_pair_says_what_ran(data, tmp_path: Path, capsy
 def test_geo_report_detail_shows_the_shift_at_full_resolution(data, tmp_path: Path) -> None:
     """The detail is a full-resolution square around the most reliable window, where the S2 pair's ~1.9 px
     misregistration is there before and gone after (phase correlation of the drawn arrays)."""
-    from coregister.engines.phase import phase_correlate
     from coregister.geo import coregister
+    from coregister.phase import phase_correlate
     from coregister.qc.geo_report import _detail_centre, _full_resolution_crop, _warped_onto
 
     folder = data("geospatial/arosics_s2_T33UUU")

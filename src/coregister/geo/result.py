@@ -39,7 +39,7 @@ class WindowMatch:
     shift_map : (float, float)
         Correction (x east, y north) in map units.
     reliability, peak_ratio, ncc, ncc_before, std_px, valid_fraction : float
-        From :class:`~coregister.engines.phase.PhaseShift`; ``ncc_before`` is
+        From :class:`~coregister.phase.PhaseShift`; ``ncc_before`` is
         the similarity of the window before the shift.
     used : bool
         Whether the match went into the answer.

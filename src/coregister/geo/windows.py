@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from coregister.engines.phase import phase_correlate
 from coregister.errors import RegistrationFailed
 from coregister.geo._raster import GeoRaster, Grid, coarse_grid, coarse_valid, read_on_grid
 from coregister.geo.result import WindowMatch
+from coregister.phase import phase_correlate
 
 logger = logging.getLogger(__name__)
 
