@@ -12,7 +12,7 @@ The public face (see ``DESIGN.md``)::
     out = cr.apply(res.transform, moving, reference=fixed)
     cr.write(out, "flair_in_t1.nii.gz")
 
-The workflows are rooms reached as attributes, loaded on first use:
+Modules and subpackages reached as attributes, loaded on first use:
 ``cr.presets``, ``cr.preprocess``, ``cr.pipeline``, ``cr.geo`` (rasters),
 ``cr.medical`` (landmark and label accuracy) and ``cr.batch`` (many pairs).
 ``dir(cr)`` lists exactly ``cr.__all__``.

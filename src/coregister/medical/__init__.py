@@ -4,7 +4,7 @@
 >>> medical.__all__
 ['dice', 'dice_per_label', 'landmark_errors', 'tre']
 
-This room holds what is specific to patient images and ranks above the
+This package holds what is specific to patient images and builds on the
 pipeline, so it may register, resample and read (DICOM series are read and
 written by :mod:`coregister.io`; labels and landmarks are carried through a
 transform by :func:`coregister.apply` and :func:`coregister.transform_points`):
@@ -14,8 +14,6 @@ transform by :func:`coregister.apply` and :func:`coregister.transform_points`):
   (:func:`tre`, :func:`landmark_errors`, in mm) and the Dice overlap of
   label maps (:func:`dice`, :func:`dice_per_label`).
 
-It is also the place for deformable and landmark-driven registration of
-patient images and for registering DICOM series as series.
 Every transform maps fixed-space points to moving space (ITK's convention).
 """
 
