@@ -63,9 +63,11 @@ def _manifest(folder: Path, name: str, files: list[dict[str, object]]) -> Path:
 
 # ------------------------------------------------------------------ manifests
 def test_package_ships_the_same_manifests_as_the_repository() -> None:
+    assert REPO_MANIFESTS.is_symlink(), "data_manifests/ is a link to the package's manifests, not a second copy"
+    assert REPO_MANIFESTS.resolve() == (REPO / "src" / "coregister" / "data" / "manifests").resolve()
     shipped = {p.name: p.read_bytes() for p in datasets.manifest_dir().glob("*.toml")}
     repo = {p.name: p.read_bytes() for p in REPO_MANIFESTS.glob("*.toml")}
-    assert shipped == repo, "copy data_manifests/*.toml into src/coregister/data/manifests/"
+    assert shipped == repo, "edit the manifests in src/coregister/data/manifests/ (data_manifests/ links there)"
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)

@@ -1,4 +1,5 @@
-"""Similarity and accuracy measures (``coregister.measures``) on real images, against independent computations."""
+"""Similarity measures (``coregister.measures``) and accuracy measures (``coregister.medical.evaluate``) on real images,
+against independent computations."""
 
 from __future__ import annotations
 
@@ -10,16 +11,8 @@ from nibabel.eulerangles import euler2mat
 
 import coregister as cr
 from coregister.errors import GeometryError
-from coregister.measures import (
-    compare,
-    dice,
-    dice_per_label,
-    landmark_errors,
-    mse,
-    mutual_information,
-    ncc,
-    tre,
-)
+from coregister.measures import compare, mse, mutual_information, ncc
+from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
 from coregister.resample import apply
 
 BRAINWEB = "medical/itk_brainweb_2d"

@@ -12,6 +12,11 @@ The public face (see ``DESIGN.md``)::
     out = cr.apply(res.transform, moving, reference=fixed)
     cr.write(out, "flair_in_t1.nii.gz")
 
+Modules and subpackages reached as attributes, loaded on first use:
+``cr.presets``, ``cr.preprocess``, ``cr.pipeline``, ``cr.geo`` (rasters),
+``cr.medical`` (landmark and label accuracy) and ``cr.batch`` (many pairs).
+``dir(cr)`` lists exactly ``cr.__all__``.
+
 Every transform maps fixed-space points to moving space (ITK's convention).
 """
 
@@ -50,7 +55,8 @@ from coregister.transforms import (
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-# Names whose modules import heavier dependencies load on first use.
+# Names whose modules import heavier dependencies load on first use: a function or class of the module
+# named, or the submodule itself when the name is the module's last part (``geo`` -> ``coregister.geo``).
 _LAZY = {
     "read": "coregister.io",
     "write": "coregister.io",
@@ -60,11 +66,12 @@ _LAZY = {
     "Verdict": "coregister.pipeline",
     "apply": "coregister.resample",
     "transform_points": "coregister.resample",
-    "presets": "coregister.presets",
-    "preprocess": "coregister.preprocess",
+    "batch": "coregister.batch",
     "geo": "coregister.geo",
     "medical": "coregister.medical",
-    "batch": "coregister.batch",
+    "pipeline": "coregister.pipeline",
+    "preprocess": "coregister.preprocess",
+    "presets": "coregister.presets",
 }
 
 __all__ = [
@@ -93,6 +100,12 @@ __all__ = [
     "Verdict",
     "__version__",
     "apply",
+    "batch",
+    "geo",
+    "medical",
+    "pipeline",
+    "preprocess",
+    "presets",
     "read",
     "read_transform",
     "register",
@@ -106,10 +119,11 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'coregister' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    value = mod if module.endswith(name) else getattr(mod, name)
+    value = mod if module == f"{__name__}.{name}" else getattr(mod, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    """The public face: exactly ``__all__`` (what tab completion and ``help`` show)."""
+    return sorted(__all__)

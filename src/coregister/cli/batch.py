@@ -12,13 +12,12 @@ from coregister.cli._output import echo_json, json_option, print_table, quiet
 __all__ = ["batch"]
 
 
-_DATA = "../shared/data/medical/itk_brainweb_2d"
 _EXAMPLE = (
-    "\b\nExample (from the repository root: two brain slices registered to the T1 slice):\n"
-    "  printf 'fixed,moving\\n' > pairs.csv\n"
-    f"  printf '{_DATA}/BrainT1SliceBorder20.png,{_DATA}/BrainProtonDensitySliceShifted13x17y.png\\n' >> pairs.csv\n"
-    f"  printf '{_DATA}/BrainT1SliceBorder20.png,{_DATA}/BrainProtonDensitySliceR10X13Y17.png\\n' >> pairs.csv\n"
-    "  coregister batch pairs.csv -o batch-out --workers 1"
+    "\b\nExample (no network needed; a T1 head against two moved copies; paths in PAIRS are relative to its folder):\n"
+    "  coregister data fetch nibabel_anat_func --dest data\n"
+    "  printf 'fixed,moving\\nanatomical.nii,reoriented_anat_moved.nii\\nanatomical.nii,resampled_anat_moved.nii\\n' \\\n"
+    "    > data/nibabel_anat_func/pairs.csv\n"
+    "  coregister batch data/nibabel_anat_func/pairs.csv -o batch-out --workers 1"
 )
 
 

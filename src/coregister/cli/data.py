@@ -87,7 +87,7 @@ def data_info(name: str, as_json: bool) -> None:
 
 
 @data.command(
-    "fetch", epilog="\b\nExample (no network needed: nibabel ships these files):\n  coregister data fetch nibabel_anat_func --dest coregister-data"
+    "fetch", epilog="\b\nExample (no network needed: nibabel ships these files):\n  coregister data fetch nibabel_anat_func --dest data"
 )
 @click.argument("name")
 @click.option(

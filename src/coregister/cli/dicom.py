@@ -14,9 +14,9 @@ __all__ = ["dicom", "ls"]
 
 _EXAMPLE = (
     "\b\nExample (no network needed: a 4-slice CT series copied from the installed pydicom):\n"
-    "  coregister data fetch dicom_small --dest coregister-data --file CT2_series/17106 \\\n"
+    "  coregister data fetch dicom_small --dest data --file CT2_series/17106 \\\n"
     "    --file CT2_series/17136 --file CT2_series/17166 --file CT2_series/17196\n"
-    "  coregister dicom ls coregister-data/dicom_small/CT2_series"
+    "  coregister dicom ls data/dicom_small/CT2_series"
 )
 
 

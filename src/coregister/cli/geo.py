@@ -15,10 +15,12 @@ from coregister.geo.local import FIELDS
 
 __all__ = ["geo"]
 
-_S2 = "../shared/data/geospatial/arosics_s2_T33UUU"
-_REF = f"{_S2}/ref_S2A_20160608T153121_T33UUU_sub.tif"
-_TGT = f"{_S2}/tgt_S2A_20160529T153631_T33UUU_sub.tif"
-_LANDSAT = "../shared/data/geospatial/rasterio_landsat7/RGB.byte.tif"
+#: the help examples' data, downloaded by their first line: two Sentinel-2 dates (6 MB), a Landsat clip (1.7 MB)
+_S2_FETCH = "coregister data fetch arosics_s2_T33UUU --dest data"
+_REF = "data/arosics_s2_T33UUU/ref_S2A_20160608T153121_T33UUU_sub.jp2"
+_TGT = "data/arosics_s2_T33UUU/tgt_S2A_20160529T153631_T33UUU_sub.jp2"
+_LANDSAT_FETCH = "coregister data fetch rasterio_landsat7 --dest data --file RGB.byte.tif"
+_LANDSAT = "data/rasterio_landsat7/RGB.byte.tif"
 _GCP_LINE = (
     "printf 'pixel,line,x,y\\n0,0,101985,2826915\\n791,0,339315,2826915\\n0,718,101985,2611485\\n"
     "791,718,339315,2611485\\n' > gcps.csv"
@@ -26,8 +28,9 @@ _GCP_LINE = (
 
 
 def _s2_example(command: str, note: str, output: str) -> str:
-    """A help epilog: ``coregister geo COMMAND`` on the two Sentinel-2 dates of the shared data, from the repository root."""
-    return (f"\b\nExample (from the repository root; {note}):\n"
+    """A help epilog: ``coregister geo COMMAND`` on two Sentinel-2 dates, after the line that downloads them."""
+    return (f"\b\nExample (downloads 6 MB; {note}):\n"
+            f"  {_S2_FETCH}\n"
             f"  coregister geo {command} {_REF} \\\n    {_TGT} \\\n    -o {output}")
 
 
@@ -190,7 +193,8 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
 @geo.command(
     "georef",
     epilog=(
-        "\b\nExample (from the repository root; four corner GCPs of the Landsat clip, EPSG:32618):\n"
+        "\b\nExample (downloads 1.7 MB; four corner GCPs of the Landsat clip, EPSG:32618):\n"
+        f"  {_LANDSAT_FETCH}\n"
         f"  {_GCP_LINE}\n"
         f"  coregister geo georef {_LANDSAT} --gcps gcps.csv --crs EPSG:32618 -o georef.tif"
     ),

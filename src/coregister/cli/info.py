@@ -204,8 +204,8 @@ def _rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
     "info",
     epilog=(
         "\b\nExample (no network needed: the file is copied from the installed nibabel):\n"
-        "  coregister data fetch nibabel_anat_func --file anatomical.nii --dest coregister-data\n"
-        "  coregister info coregister-data/nibabel_anat_func/anatomical.nii"
+        "  coregister data fetch nibabel_anat_func --dest data --file anatomical.nii\n"
+        "  coregister info data/nibabel_anat_func/anatomical.nii"
     ),
 )
 @click.argument("path", type=click.Path(path_type=Path))

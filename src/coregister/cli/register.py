@@ -56,9 +56,11 @@ __all__ = ["apply_command", "register", "registered_name"]
 
 logger = logging.getLogger(__name__)
 
-_DATA = "../shared/data/medical/itk_brainweb_2d"
-_FIXED = f"{_DATA}/BrainProtonDensitySliceBorder20.png"
-_MOVING = f"{_DATA}/BrainProtonDensitySliceShifted13x17y.png"
+#: the help examples' data: nibabel's T1 head and the same head moved by a known rigid motion (SPM12, 4 mm grid),
+#: copied from the installed nibabel by their first line
+_FETCH = "coregister data fetch nibabel_anat_func --dest data"
+_FIXED = "data/nibabel_anat_func/anatomical.nii"
+_MOVING = "data/nibabel_anat_func/reoriented_anat_moved.nii"
 #: --output-format choices: "dicom" writes a derived DICOM series (a folder) instead of one image file
 OUTPUT_FORMATS = ("dicom",)
 
@@ -175,8 +177,9 @@ def _fmt(value: Any) -> str:
 @click.command(
     "register",
     epilog=(
-        "\b\nExample (from the repository root; the moving slice is the fixed one shifted by (13, 17) mm):\n"
-        f"  coregister register {_FIXED} \\\n    {_MOVING} \\\n    -o reg-out --preset translation --metric ncc"
+        "\b\nExample (no network needed; a T1 head and the same head moved by a known rigid motion):\n"
+        f"  {_FETCH}\n"
+        f"  coregister register {_FIXED} {_MOVING} \\\n    -o reg-out --preset rigid"
     ),
 )
 @click.argument("fixed", type=click.Path(path_type=Path))
@@ -289,9 +292,10 @@ def _quality_failure_line(result: Result) -> str:
 @click.command(
     "apply",
     epilog=(
-        "\b\nExample (from the repository root; the first line makes reg-out/transform.tfm):\n"
-        f"  coregister register {_FIXED} {_MOVING} -o reg-out --preset translation --metric ncc\n"
-        f"  coregister apply reg-out/transform.tfm {_MOVING} \\\n    --reference {_FIXED} -o moved-on-fixed.png"
+        "\b\nExample (no network needed; the second line makes reg-out/transform.tfm):\n"
+        f"  {_FETCH}\n"
+        f"  coregister register {_FIXED} {_MOVING} -o reg-out\n"
+        f"  coregister apply reg-out/transform.tfm {_MOVING} \\\n    --reference {_FIXED} -o moved-on-fixed.nii"
     ),
 )
 @click.argument("transform", type=click.Path(dir_okay=False, path_type=Path))

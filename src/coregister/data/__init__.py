@@ -1,8 +1,8 @@
 """Public data sets used by the examples, tests and benchmarks: manifests and a checksum-verified fetcher.
 
-Each data set is described by one TOML manifest (``data_manifests/NAME.toml``
-in the repository, shipped inside the package as
-``coregister/data/manifests/NAME.toml``): where it comes from (a URL at a
+Each data set is described by one TOML manifest, shipped inside the package
+as ``coregister/data/manifests/NAME.toml`` (``data_manifests/`` at the top of
+the source tree links to that folder): where it comes from (a URL at a
 fixed commit, a DOI), its licence and citation, and for every file its URL,
 sha256 and size. :func:`fetch` downloads the files with :mod:`pooch`,
 verifies each checksum and refuses (leaving nothing behind) a file whose

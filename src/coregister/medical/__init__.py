@@ -1,0 +1,24 @@
+"""Medical workflows: what registering MRI, CT and other patient images needs beyond the pipeline.
+
+>>> from coregister import medical
+>>> medical.__all__
+['dice', 'dice_per_label', 'landmark_errors', 'tre']
+
+This package holds what is specific to patient images and builds on the
+pipeline, so it may register, resample and read (DICOM series are read and
+written by :mod:`coregister.io`; labels and landmarks are carried through a
+transform by :func:`coregister.apply` and :func:`coregister.transform_points`):
+
+* :mod:`~coregister.medical.evaluate`: accuracy against known
+  correspondences, the target registration error of landmarks
+  (:func:`tre`, :func:`landmark_errors`, in mm) and the Dice overlap of
+  label maps (:func:`dice`, :func:`dice_per_label`).
+
+Every transform maps fixed-space points to moving space (ITK's convention).
+"""
+
+from __future__ import annotations
+
+from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
+
+__all__ = ["dice", "dice_per_label", "landmark_errors", "tre"]
