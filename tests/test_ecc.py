@@ -17,7 +17,8 @@ from _warps import head_error_mm, mean_error_px, mni, pair, photo, random_warp, 
 
 from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage, TransformModel
 from coregister.engines import get_engine
-from coregister.engines.ecc import EccEngine, default_pyramid, ecc_register, model_generators, transform_from_matrix
+from coregister.engines._models import model_generators, transform_from_matrix
+from coregister.engines.ecc import EccEngine, default_pyramid, ecc_register
 from coregister.engines.opencv_ecc import OpenCvEccEngine
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage

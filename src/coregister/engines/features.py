@@ -46,8 +46,9 @@ from coregister.engines._common import (
     valid_pixels,
     world_from_pixel,
 )
+from coregister.engines._models import project, transform_from_matrix
 from coregister.engines.base import EngineOutput, LevelHistory
-from coregister.engines.ecc import _project, default_pyramid, ecc_register, transform_from_matrix
+from coregister.engines.ecc import default_pyramid, ecc_register
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.transforms import Transform
@@ -383,7 +384,7 @@ class FeatureEngine:
         residuals = _reprojection_error(pixel_matrix, src[inliers], dst[inliers])
         rms = float(np.sqrt(np.mean(residuals**2)))
         centre = fixed.world_centre
-        world = _project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
+        world = project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
         feature_transform = transform_from_matrix(world, model, center=centre)
         history = [LevelHistory(f"features:{detector}", 0, 1.0, 0.0, (rms,), f"{n_inliers} inliers of {len(pairs)} matches")]
         extras: dict[str, Any] = {

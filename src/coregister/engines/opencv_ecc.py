@@ -31,8 +31,9 @@ import numpy as np
 from coregister._opencv import cv2
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines._common import grey_pair, is_conformal, valid_pair, world_from_pixel
+from coregister.engines._models import initial_matrix, project, transform_from_matrix
 from coregister.engines.base import EngineOutput, LevelHistory
-from coregister.engines.ecc import _initial_matrix, _project, default_pyramid, transform_from_matrix
+from coregister.engines.ecc import default_pyramid
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.transforms import Transform
@@ -111,7 +112,7 @@ class OpenCvEccEngine:
         fixed_valid, moving_valid = valid_pair(fixed, moving, fixed_mask, moving_mask, config)
         centre = fixed.world_centre
 
-        world = _initial_matrix(initial, 2)
+        world = initial_matrix(initial, 2)
         if world is None:
             world = np.eye(3)
             if Initialisation.parse(config.initialisation) is not Initialisation.NONE:
@@ -137,7 +138,7 @@ class OpenCvEccEngine:
             motion = _MOTION[model]
             if model in (TransformModel.RIGID, TransformModel.SIMILARITY) and not conformal:
                 motion = cv2.MOTION_AFFINE  # a pixel-grid rigid is not a world rigid on anisotropic pixels
-            world = _project(world, model, centre)
+            world = project(world, model, centre)
             warp = np.linalg.inv(moving.affine) @ world @ fixed.affine  # fixed index -> moving index
             stage_name = f"{stage_number}:{model.value}"
             warp, stage_history, stage_warnings, rho, capped = _run_stage(
@@ -152,7 +153,7 @@ class OpenCvEccEngine:
                 final_rho = rho
             world = world_from_pixel(warp, fixed, moving)
             if model is TransformModel.SIMILARITY or motion != _MOTION[model]:
-                world = _project(world, model, centre)
+                world = project(world, model, centre)
         elapsed = time.perf_counter() - started
         return EngineOutput(
             transform=transform_from_matrix(world, model, center=centre),
