@@ -101,7 +101,7 @@ RUNNERS = {
     "ours": textwrap.dedent(
         """
         import coregister as cr
-        import coregister.pipeline, coregister.engines.sitk_engine, coregister.measures  # the library, as `import ants`
+        import coregister.pipeline, coregister.engines.sitk, coregister.measures  # the library, as `import ants`
         import os
         threads = os.cpu_count() if kind.endswith("-threads") else None  # None: the optimiser on one thread
         kind = kind.replace("-threads", "")

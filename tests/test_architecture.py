@@ -131,7 +131,7 @@ class _Reached(CoregisterError):
 def test_command_line_reaches_the_engine_through_few_modules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``coregister register`` of a 3D pair passes through at most five modules before the engine's ``run``."""
     from coregister.cli import main
-    from coregister.engines.sitk_engine import SitkEngine
+    from coregister.engines.sitk import SitkEngine
     from coregister.image import SpatialImage
     from coregister.io import write
 

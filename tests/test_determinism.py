@@ -120,12 +120,12 @@ def test_a_failure_on_the_pyramid_thread_reaches_the_caller(mni_pair, monkeypatc
     # is left running
     import threading
 
-    from coregister.engines import sitk_engine
+    from coregister.engines.sitk import pyramid
 
     def broken(*args, **kwargs):
         raise RuntimeError("edge mask broke")
 
-    monkeypatch.setattr(sitk_engine, "_edge_mask", broken)
+    monkeypatch.setattr(pyramid, "_edge_mask", broken)
     fixed, moving = mni_pair
     with pytest.raises(RuntimeError, match="edge mask broke"):
         cr.register(fixed, moving, preset="rigid", seed=3)

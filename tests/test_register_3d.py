@@ -183,7 +183,7 @@ def test_coarse_virtual_grid_covers_the_fixed_image():
     # grid's bins are BinShrink's bins, and it covers the odd last row too
     import SimpleITK as sitk
 
-    from coregister.engines.sitk_engine import _coarse_grid
+    from coregister.engines.sitk.method import _coarse_grid
 
     image = sitk.Image([10, 7, 5], sitk.sitkFloat32)
     image.SetSpacing((1.0, 1.5, 3.0))

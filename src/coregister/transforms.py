@@ -15,11 +15,13 @@ Linear transforms share one parametrisation, ``y = A (x - c) + c + t``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,10 +41,12 @@ __all__ = [
     "Similarity",
     "Transform",
     "Translation",
+    "compose",
     "decompose",
     "from_dict",
     "from_sitk",
     "linear_members",
+    "linear_product",
     "read_transform",
 ]
 
@@ -234,10 +238,7 @@ class Transform(ABC):
         if isinstance(self, LinearTransform) and isinstance(other, LinearTransform):
             h = self.homogeneous @ other.homogeneous
             return Affine(h[:-1, :-1], h[:-1, -1])
-        parts: list[Transform] = []
-        for t in (self, other):
-            parts.extend(t.transforms if isinstance(t, Composite) else [t])
-        return Composite(tuple(parts))
+        return Composite(_opened((self, other)))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the transform: ITK ``.tfm``/``.txt``/``.h5``/``.mat`` or ``.json``.
@@ -731,14 +732,8 @@ class Composite(Transform):
         return arr[0] if single else arr
 
     def flattened(self) -> Transform:
-        """Merge consecutive linear members into one :class:`Affine` (exact)."""
-        merged: list[Transform] = []
-        for t in self.transforms:
-            if merged and isinstance(t, LinearTransform) and isinstance(merged[-1], LinearTransform):
-                merged[-1] = merged[-1] @ t
-            else:
-                merged.append(t)
-        return merged[0] if len(merged) == 1 else Composite(tuple(merged))
+        """Merge consecutive linear members into one :class:`Affine` (exact); a lone linear member is kept as it is."""
+        return _merge_linear_runs(self.transforms, lambda run: functools.reduce(operator.matmul, run))
 
     def to_sitk(self) -> sitk.Transform:
         return sitk.CompositeTransform([t.to_sitk() for t in self.transforms])
@@ -756,6 +751,144 @@ class Composite(Transform):
             out["world_matrix"] = flat.homogeneous.tolist()
             out["decomposition"] = _decomposition(flat)
         return out
+
+
+def _opened(transforms: Sequence[Transform]) -> tuple[Transform, ...]:
+    """The members of a chain with each :class:`Composite` among them replaced by its own members (one level)."""
+    members: list[Transform] = []
+    for t in transforms:
+        members.extend(t.transforms if isinstance(t, Composite) else [t])
+    return tuple(members)
+
+
+def _merge_linear_runs(
+    members: Sequence[Transform], merge: Callable[[Sequence[LinearTransform]], LinearTransform]
+) -> Transform:
+    """A chain with each run of consecutive linear members replaced by ``merge(run)``; one transform if one is left."""
+    merged: list[Transform] = []
+    run: list[LinearTransform] = []
+    for t in members:
+        if isinstance(t, LinearTransform):
+            run.append(t)
+            continue
+        if run:
+            merged.append(merge(run))
+            run = []
+        merged.append(t)
+    if run:
+        merged.append(merge(run))
+    return merged[0] if len(merged) == 1 else Composite(tuple(merged))
+
+
+def _nearest_rotation(matrix: np.ndarray) -> np.ndarray:
+    """The rotation nearest to ``matrix`` (its polar factor ``U V^T``), for a matrix that is a rotation up to rounding.
+
+    Examples
+    --------
+    >>> r = rotation_matrix(0.3)
+    >>> bool(np.allclose(_nearest_rotation(r * [[1.0, 1.0 + 1e-9], [1.0, 1.0]]), r, atol=1e-9))
+    True
+    >>> r2 = _nearest_rotation(r @ r)
+    >>> bool(np.allclose(r2 @ r2.T, np.eye(2), atol=1e-15))
+    True
+    """
+    u, _, vt = np.linalg.svd(matrix)
+    return u @ vt
+
+
+def linear_product(transforms: Sequence[LinearTransform], *, center: Any = None) -> LinearTransform:
+    """The product of linear maps applied last first (``transforms[0]`` last), as the narrowest type that holds it.
+
+    Translations alone give a :class:`Translation`; translations and rigid
+    maps a :class:`Rigid`; with similarities too a :class:`Similarity`;
+    anything else an :class:`Affine`. The result is expressed about
+    ``center`` (world units, default the origin), where its rotation and
+    scale are reported; the rotation of a rigid or similarity product is the
+    nearest rotation to the product's matrix, so that rounding in the
+    product does not leave it slightly off a rotation. Where an exact
+    :class:`Affine` is wanted, use ``a @ b`` or :meth:`Composite.flattened`.
+
+    Parameters
+    ----------
+    transforms : sequence of LinearTransform
+        Maps fixed -> moving of a chain, the first applied last (as in a
+        :class:`Composite`).
+    center : sequence of float, optional
+        Centre of the result's rotation and scale.
+
+    Returns
+    -------
+    LinearTransform
+        Maps fixed-space points to moving space.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> turn = Rigid.from_angles(np.deg2rad(30.0), center=[10.0, 0.0])
+    >>> both = linear_product([turn, Translation([1.0, 2.0])], center=[0.0, 5.0])
+    >>> type(both).__name__, np.round(both.angles_deg, 9).tolist(), both.center.tolist()
+    ('Rigid', [30.0], [0.0, 5.0])
+    >>> bool(np.allclose(both.transform_points([3.0, 4.0]), turn.transform_points([4.0, 6.0])))
+    True
+    >>> type(linear_product([Translation([1.0, 0.0]), Translation([0.0, 2.0])])).__name__
+    'Translation'
+    >>> type(linear_product([turn, Affine([[2.0, 0.0], [0.0, 1.0]])])).__name__
+    'Affine'
+    """
+    h = np.eye(transforms[0].ndim + 1)
+    for t in transforms:
+        h = h @ t.homogeneous
+    matrix, offset = h[:-1, :-1], h[:-1, -1]
+    c = np.zeros(transforms[0].ndim) if center is None else np.asarray(center, dtype=float)
+    translation = offset + matrix @ c - c
+    kinds = {type(t) for t in transforms}
+    if kinds <= {Translation}:
+        return Translation(offset)
+    if kinds <= {Translation, Rigid}:
+        return Rigid(_nearest_rotation(matrix), translation, c)
+    if kinds <= {Translation, Rigid, Similarity}:
+        scale = float(abs(np.linalg.det(matrix)) ** (1.0 / matrix.shape[0]))
+        return Similarity(scale, _nearest_rotation(matrix / scale), translation, c)
+    return Affine(matrix, translation, c)
+
+
+def compose(transforms: Sequence[Transform], *, center: Any = None) -> Transform:
+    """One transform for a chain applied last first, each run of linear maps merged by :func:`linear_product`.
+
+    This is how a staged registration hands back its answer: the stages'
+    (and an initial transform's) linear maps become one map of the
+    narrowest type that holds them, about ``center``; a B-spline stays a
+    member of a :class:`Composite`. Composites among ``transforms`` are
+    opened first. A single transform that is not a composite comes back as
+    it is.
+
+    Parameters
+    ----------
+    transforms : sequence of Transform
+        Maps fixed -> moving, the first applied last (as in a :class:`Composite`).
+    center : sequence of float, optional
+        Centre of the merged linear maps (world units; default the origin).
+
+    Returns
+    -------
+    Transform
+        Maps fixed-space points to moving space: a linear transform when
+        every member is linear, else a :class:`Composite`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spline = BSpline(np.zeros((2, 4, 4)), grid_origin=[-10.0, -10.0], grid_spacing=[10.0, 10.0])
+    >>> turn = Rigid.from_angles(np.deg2rad(10.0))
+    >>> chain = compose([Translation([1.0, 0.0]), Composite((turn, spline))], center=[5.0, 5.0])
+    >>> [type(t).__name__ for t in chain.transforms], chain.transforms[0].center.tolist()
+    (['Rigid', 'BSpline'], [5.0, 5.0])
+    >>> compose([turn]) is turn
+    True
+    """
+    if len(transforms) == 1 and not isinstance(transforms[0], Composite):
+        return transforms[0]
+    return _merge_linear_runs(_opened(transforms), functools.partial(linear_product, center=center))
 
 
 def linear_members(transform: Transform) -> tuple[LinearTransform, ...]:

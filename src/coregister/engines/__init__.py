@@ -15,7 +15,7 @@ from coregister.errors import ConfigError
 __all__ = ["Engine", "EngineOutput", "get_engine"]
 
 _ENGINES = {
-    EngineName.SITK: "coregister.engines.sitk_engine:SitkEngine",
+    EngineName.SITK: "coregister.engines.sitk:SitkEngine",
     EngineName.ECC: "coregister.engines.ecc:EccEngine",
     EngineName.OPENCV_ECC: "coregister.engines.opencv_ecc:OpenCvEccEngine",
     EngineName.FEATURES: "coregister.engines.features:FeatureEngine",
