@@ -469,11 +469,13 @@ def coarse_valid(src: GeoRaster, grid: Grid) -> np.ndarray:
 def read_coarse(src: GeoRaster, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Values of ``src``'s band on a coarse ``grid`` and where they are valid, in memory of the grid's size.
 
-    GDAL decimates the raster to about the grid's resolution (block averages;
-    overviews when present), and the decimated copy is warped onto the grid
-    (bilinear): the scene is never held at full resolution. Validity is
-    :func:`coarse_valid`'s, less one pixel along its edges (an average there
-    may mix in fill values).
+    GDAL reads the block of ``src`` that covers the grid decimated to about
+    the grid's resolution (block averages; overviews when present), and the
+    decimated block is warped onto the grid (bilinear): the scene is never
+    held at full resolution. Validity is read the same way (nearest
+    neighbour: nodata, GDAL mask, in-memory mask), less one decimated pixel
+    along its edges (an average there may mix in fill values), and the
+    bad-data mask's pixels are left out.
 
     Returns
     -------
@@ -488,22 +490,42 @@ def read_coarse(src: GeoRaster, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     sx, sy = grid.pixel_size
     px, py = src.grid.pixel_size
     factor = max(1.0, min(sx / px, sy / py))
-    height = max(1, int(round(ds.height / factor)))
-    width = max(1, int(round(ds.width / factor)))
-    block = ds.read(src.band, out_shape=(height, width), resampling=Resampling.average).astype(np.float32)
-    warped = np.full((grid.height, grid.width), np.nan, np.float32)
+    values = np.zeros((grid.height, grid.width), np.float32)
+    window = _source_window(src, grid, margin_px=int(math.ceil(2 * factor)))
+    if window is None:
+        return values, np.zeros(values.shape, bool)
+    shape = (max(1, int(round(window.height / factor))), max(1, int(round(window.width / factor))))
+    block = ds.read(src.band, window=window, out_shape=shape, resampling=Resampling.average).astype(np.float32)
+    sample = ds.read(src.band, window=window, out_shape=shape, resampling=Resampling.nearest)
+    ok = np.isfinite(sample) if sample.dtype.kind == "f" else np.ones(shape, bool)
+    if src.nodata is not None:
+        ok &= ~np.isnan(sample) if math.isnan(src.nodata) else sample != src.nodata
+    elif src.has_gdal_mask:
+        ok &= ds.read_masks(src.band, window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+    if src.valid_array is not None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        part = src.valid_array[r0 : r0 + int(window.height), c0 : c0 + int(window.width)].astype(np.uint8)
+        zoom = (shape[0] / part.shape[0], shape[1] / part.shape[1])
+        ok &= ndimage.zoom(part, zoom, order=0, grid_mode=True, mode="nearest")[: shape[0], : shape[1]].astype(bool)
+    ok = ndimage.binary_erosion(ok, border_value=1)
+    warped = np.full(values.shape, np.nan, np.float32)
     reproject(
-        block,
+        np.where(ok, block, np.float32(np.nan)),
         warped,
-        src_transform=subgrid_geotransform(ds.transform, step=(ds.width / width, ds.height / height)),
+        src_transform=subgrid_geotransform(ds.transform, window.row_off, window.col_off,
+                                           step=(window.width / shape[1], window.height / shape[0])),
         src_crs=ds.crs,
+        src_nodata=np.nan,
         dst_transform=grid.transform,
         dst_crs=grid.crs,
         dst_nodata=np.nan,
         resampling=Resampling.bilinear,
     )
-    valid = ndimage.binary_erosion(coarse_valid(src, grid), border_value=0) & np.isfinite(warped)
-    return np.where(valid, warped, np.float32(0)), valid
+    valid = np.isfinite(warped)
+    if src.bad is not None:
+        valid &= ~coarse_valid_values(src.bad, grid)
+    values[valid] = warped[valid]
+    return values, valid
 
 
 def coarse_valid_values(mask_src: GeoRaster, grid: Grid) -> np.ndarray:

@@ -34,12 +34,12 @@ __all__ = ["VERIFY_MAX_SIDE_PX", "VERIFY_METRIC", "field_transform", "judge_corr
 
 #: the verification grid has at most this many pixels on a side (about a million pixels)
 VERIFY_MAX_SIDE_PX = 1024
-#: what the verdict on a window-based correction is judged on: mutual information, as for ``affine``. Measured
-#: (verification grid, before -> after the correction found): the two Sentinel-2 dates, whose clouds hold the
-#: correlation down to 0.126 (the correlation floor of the check is 0.1), MI 0.247 -> 0.261 (correlation
-#: 0.1258 -> 0.1264); the correction negated and multiplied by 5, MI 0.149 (failed); rgb1 against its EPSG:3857
-#: "NIR" band offset by 0.3 px, MI 1.369 -> 1.365 (-0.3 %: linear interpolation smooths, within the check's
-#: 1 % tolerance; correlation 0.922 -> 0.928), a 3 px error MI 0.80 (failed)
+#: what the verdict on a window-based correction is judged on: mutual information, as for ``affine``. Measured on
+#: the verification grid, before -> after the correction found: the two Sentinel-2 dates (clouds hold their
+#: correlation at 0.127, near the check's floor of 0.1), MI 0.241 -> 0.261 (shift) and 0.255 (local), while the
+#: correlation got *worse* through the right shift (0.1269 -> 0.1254) and would have failed it; the shift negated
+#: and multiplied by 5, MI 0.143 (failed). rgb1 against its EPSG:3857 "NIR" band offset by 0.3 px, MI
+#: 1.369 -> 1.365 (-0.3 %: linear interpolation smooths; within the check's 1 % tolerance), 3 px off, MI 0.80 (failed)
 VERIFY_METRIC = Metric.MATTES
 #: control points of the B-spline standing for a local field, beyond the verification grid on each side
 _MARGIN_POINTS = 3
