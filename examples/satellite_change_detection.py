@@ -40,7 +40,7 @@ AROSICS_PX = (-0.60, 1.76)
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], default_out="change-out")
-    p.add_argument("--mode", choices=["shift", "affine", "local"], default=None,
+    p.add_argument("--mode", choices=[m.value for m in geo.Mode], default=None,
                    help="coregistration mode (default local; shift with --small)")
     args = p.parse_args(argv)
     setup(args)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     what = "mean correction of the kept tie points" if mode == "local" else "correction"
     print(f"{mode}: {what} ({cols:+.2f}, {rows:+.2f}) px = ({east:+.1f} m east, {north:+.1f} m north); "
           f"AROSICS ({AROSICS_PX[0]:+.2f}, {AROSICS_PX[1]:+.2f}) px; {len(result.used_windows)} of {len(result.windows)} "
-          f"{'tie points' if mode == 'local' else 'windows'} used; {result.time_s:.1f} s")
+          f"{'tie points' if mode == 'local' else 'windows'} used; quality check {result.verdict}; {result.time_s:.1f} s")
     for warning in result.warnings:
         print(f"  note: {warning}")
 

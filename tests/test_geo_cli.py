@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def test_coreg_shift_json(tmp_path: Path, pair: tuple[str, str], capsys: pytest.
     assert main(["geo", "coreg", *pair, "-o", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "shift" and result["output"] == str(out)
+    assert result["verdict"] == "passed" and result["quality"]["measures"]["measure"] == "mi"
     dcol, drow = result["shift_px"]
     assert abs(dcol + 0.6) < 0.1 and abs(drow - 1.8) < 0.15
     assert result["reference"]["nodata_source"].startswith("detected")
@@ -79,7 +81,28 @@ def test_coreg_nodata_override_and_table(tmp_path: Path, pair: tuple[str, str], 
     assert main(["geo", "coreg", *pair, "-o", str(tmp_path / "c.tif"), "--nodata", "0", "--max-windows", "9"]) == 0
     captured = capsys.readouterr()
     assert "correction (columns, rows)" in captured.out
+    assert "quality check" in captured.out and "passed (mi " in captured.out
     assert "fill value" not in captured.err  # given, not detected
+
+
+@pytest.mark.parametrize("command", ["coreg", "change"])
+def test_a_correction_that_fails_the_quality_check_exits_3(tmp_path: Path, pair: tuple[str, str], command: str,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shift negated and multiplied by 5: outputs written, the verdict in the summary, the reasons on stderr, 3."""
+    import coregister.geo.coreg as coreg
+    from coregister.cli import EXIT_QUALITY
+
+    right = coreg.consensus
+    monkeypatch.setattr(coreg, "consensus", lambda matches, *, outlier_px: (lambda e, m: (-5 * e, m))(
+        *right(matches, outlier_px=outlier_px)))
+    out = tmp_path / "out.tif"
+    assert main(["geo", command, *pair, "-o", str(out), "--max-windows", "9"]) == EXIT_QUALITY
+    captured = capsys.readouterr()
+    assert out.exists()
+    assert "FAILED the quality check (mi " in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert "the coregistration failed its quality check: mi got worse" in last
 
 
 def test_change_and_georef(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,14 +160,14 @@ def test_an_image_without_georeferencing_is_one_line_without_rasterio_warnings(
 
 
 def test_geo_choices_come_from_the_api() -> None:
-    """The command line offers exactly what the geo functions accept (one tuple each, in the geo modules)."""
+    """The command line offers exactly what the geo functions accept (the enums of coregister.geo.options, a tuple each
+    for the change kinds and georeferencing methods); ``geo change`` takes every coregistration option ``geo coreg`` does."""
     import click
 
     from coregister.cli.geo import geo
     from coregister.geo.change_map import KINDS
-    from coregister.geo.coreg import INTERPOLATIONS, MODES
     from coregister.geo.georef import METHODS
-    from coregister.geo.local import FIELDS
+    from coregister.geo.options import CoregOptions, Field, Interpolation, Mode
 
     def choices(command: str, option: str) -> tuple[str, ...]:
         params = {p.name: p for p in geo.commands[command].params}
@@ -152,8 +175,13 @@ def test_geo_choices_come_from_the_api() -> None:
         assert isinstance(kind, click.Choice)
         return tuple(kind.choices)
 
-    assert choices("coreg", "mode") == choices("change", "mode") == MODES
-    assert choices("coreg", "field") == FIELDS
-    assert choices("coreg", "interpolation") == INTERPOLATIONS
+    for command in ("coreg", "change"):
+        assert choices(command, "mode") == tuple(m.value for m in Mode)
+        assert choices(command, "field") == tuple(f.value for f in Field)
+        assert choices(command, "interpolation") == tuple(i.value for i in Interpolation)
+    options = {f.name for f in dataclasses.fields(CoregOptions)}
+    api_only = {"max_shift_px", "outlier_px", "seed"}
+    assert options - {p.name for p in geo.commands["coreg"].params} == api_only
+    assert options - {p.name for p in geo.commands["change"].params} == api_only | {"resample"}
     assert choices("change", "kind") == KINDS
     assert choices("georef", "method") == METHODS

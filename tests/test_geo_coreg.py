@@ -63,6 +63,7 @@ def test_known_subpixel_shifts(tmp_path: Path, source: str) -> None:
         result = coregister(reference, target, max_windows=9)
         dcol, drow = result.shift_px
         errors.append(math.hypot(dcol + shift[1], drow + shift[0]))
+        assert result.passed, (shift, result.quality)
     assert np.mean(errors) < 0.02, errors
     assert np.max(errors) < 0.04, errors
 
@@ -81,6 +82,7 @@ def test_multi_crs_known_offset(tmp_path: Path) -> None:
     found_px = np.array([result.target_offset[0] / transform.a, result.target_offset[1] / transform.e])
     assert np.hypot(*(found_px + np.array(offset_px))) < 0.3
     assert np.hypot(*found_px) > 0.3  # not the identity
+    assert result.passed and result.quality.measures["measure"] == "mi"
 
 
 def test_multi_crs_affine_mutual_information(tmp_path: Path) -> None:
@@ -99,6 +101,8 @@ def test_multi_crs_affine_mutual_information(tmp_path: Path) -> None:
     with rasterio.open(reference) as ds:
         pixel = ds.res[0]
     assert np.hypot(*(-moved - np.array(shift.shift_map))) / pixel < 0.3
+    assert shift.passed and affine.passed  # the affine's verdict is its registration's (Mattes MI)
+    assert affine.quality.measures["after"] >= affine.quality.measures["before"]
     with rasterio.open(tmp_path / "affine.tif") as out, rasterio.open(reference) as ref:
         assert out.transform == ref.transform and (out.width, out.height) == (ref.width, ref.height)
         assert out.crs == rasterio.open(target).crs or out.crs == ref.crs
@@ -149,6 +153,40 @@ def s2_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     shift = coregister(ref, tgt, output=folder / "shift.tif")
     local = coregister(ref, tgt, mode="local", output=folder / "local.tif", tie_points=folder / "tie_points.csv")
     return {"ref": ref, "tgt": tgt, "windows": textured, "raw": raw, "shift": shift, "local": local, "folder": folder}
+
+
+@pytest.mark.parametrize("mode", ["shift", "local"])
+def test_s2_corrections_pass_the_quality_check(s2_runs: dict, mode: str) -> None:
+    """The correction is judged over the overlap (pipeline.verify, Mattes MI on a decimated reference grid): the two
+    dates share more information through it than as they lie (MI 0.247 -> 0.261 at the time of writing)."""
+    result: GeoResult = s2_runs[mode]
+    assert result.passed and result.verdict.value == "passed" and not result.quality.failures
+    measures = result.quality.measures
+    assert measures["measure"] == "mi" and measures["after"] > measures["before"]
+    assert measures["information_fraction"] > 0.05  # far above chance (the check needs 0.02)
+    if mode == "local":
+        assert 0.9 < measures["min_jacobian"] <= 1.1  # the field, as a B-spline, is nearly a translation
+    figures = result.extras["verification"]
+    assert figures["grid"]["width"] <= 1024 and figures["grid"]["height"] <= 1024 and figures["decimation"] >= 2
+    data = result.to_dict()
+    assert data["verdict"] == "passed" and data["passed"] and data["quality"]["measures"]["measure"] == "mi"
+
+
+def test_a_wrong_correction_fails_the_quality_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S2 shift negated and multiplied by 5 (about 10 px off): the verdict fails it (MI 0.247 -> 0.149)."""
+    import coregister.geo.coreg as coreg
+
+    right = coreg.consensus
+
+    def wrong(matches: list[WindowMatch], *, outlier_px: float) -> tuple[np.ndarray, list[WindowMatch]]:
+        estimate, matches = right(matches, outlier_px=outlier_px)
+        return -5 * estimate, matches
+
+    monkeypatch.setattr(coreg, "consensus", wrong)
+    result = coregister(require_data(S2_REF), require_data(S2_TGT), max_windows=9)
+    assert result.verdict.value == "failed" and not result.passed
+    assert result.quality.failures[0].startswith("mi got worse")
+    assert result.quality.measures["after"] < 0.8 * result.quality.measures["before"]
 
 
 def test_s2_fill_value_detected_and_reported(s2_runs: dict) -> None:
@@ -405,6 +443,7 @@ def test_local_recovers_a_known_field(tmp_path: Path, warped_pair: tuple[Path, P
     found = np.array([w.shift_px for w in kept])
     errors = np.hypot(found[:, 0] + d_cols, found[:, 1] + d_rows)  # the correction is minus the displacement
     assert np.median(errors) < 0.02
+    assert local.passed
     shift = coregister(reference, target, output=tmp_path / "s.tif", resample=True, window_px=128)
     residual = {}
     for name, path in (("local", local.output), ("shift", shift.output)):

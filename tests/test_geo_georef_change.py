@@ -56,6 +56,7 @@ def test_georeference_rotated_rescaled_crop(tmp_path: Path, angle: float, scale:
         errors.append(math.hypot(tx - fx, ty - fy) / 300.0)
     assert max(errors) < 0.5
     assert result.extras["inliers"] > 20
+    assert result.passed and result.quality.measures["after"] > result.quality.measures["before"]  # the registration's
 
 
 def test_georeference_from_gcps_orders(tmp_path: Path) -> None:
@@ -70,6 +71,7 @@ def test_georeference_from_gcps_orders(tmp_path: Path) -> None:
     gcp_file.write_text("pixel,line,x,y\n" + "\n".join(f"{p[0]},{p[1]},{q[0]},{q[1]}" for p, q in zip(pixels, xy, strict=True)))
     result = georeference(path, gcps=gcp_file, crs="EPSG:32618", output=tmp_path / "order1.tif")
     assert result.extras["rmse_map"] < 1e-6
+    assert result.passed and dict(result.quality.measures) == {}  # GCPs: nothing to compare, passed
     with rasterio.open(result.output) as out:
         assert out.transform.almost_equals(t, precision=1e-6)
         assert out.crs.to_epsg() == 32618
@@ -96,6 +98,7 @@ def test_change_map_on_the_reference_grid(tmp_path: Path) -> None:
         dst.write(later)
     target = write_shifted_raster(tmp_path / "changed.tif", tmp_path / "later.tif", (0.4, -0.7))
     result = change(path, target, output=tmp_path / "change.tif", kind="difference")
+    assert result.passed and result.to_dict()["verdict"] == "passed"
     with rasterio.open(result.output) as out, rasterio.open(path) as ref:
         assert out.transform == ref.transform and out.dtypes[0] == "float32"
         diff = out.read(1)

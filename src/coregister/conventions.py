@@ -2,7 +2,13 @@
 
 * NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`.
 * GDAL/rasterio geotransforms address pixel corners, ITK addresses pixel
-  centres: :func:`geotransform_to_geometry` and :func:`geometry_to_geotransform`.
+  centres: :func:`geotransform_to_geometry` and :func:`geometry_to_geotransform`
+  (origin, spacing, direction), :func:`centre_geotransform` and
+  :func:`corner_geotransform` (the affine itself), :func:`pixel_centre_to_map`
+  and :func:`map_to_pixel_centre` (points). Positions in GDAL's own corner
+  frame (window bounds, image corners) go through :func:`pixel_corner_to_map`
+  and :func:`map_to_pixel_corner`; the geotransform of a block or a decimated
+  copy of a grid through :func:`subgrid_geotransform`.
 * nibabel arrays are indexed ``(i, j, k[, t])``, ours ``(z, y, x[, c])``:
   :func:`ijk_to_zyx` and :func:`zyx_to_ijk`.
 * Origin, spacing and direction versus the homogeneous world-from-index
@@ -15,6 +21,7 @@ axes are always in numpy order ``(z, y, x)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -23,16 +30,25 @@ from coregister.errors import GeometryError
 
 __all__ = [
     "affine_from_geometry",
+    "centre_geotransform",
+    "corner_geotransform",
     "flip_ras_lps",
     "geometry_from_affine",
     "geometry_to_geotransform",
     "geotransform_to_geometry",
     "ijk_to_zyx",
+    "map_to_pixel_centre",
+    "map_to_pixel_corner",
     "orientation_code",
+    "pixel_centre_to_map",
+    "pixel_corner_to_map",
+    "subgrid_geotransform",
     "zyx_to_ijk",
 ]
 
 _LPS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: a pixel's centre lies half a pixel from its top-left corner, along each index axis (GDAL corner -> ITK centre)
+_HALF_PIXEL = 0.5
 
 
 def flip_ras_lps(affine: np.ndarray) -> np.ndarray:
@@ -148,7 +164,7 @@ def geotransform_to_geometry(transform: Affine) -> tuple[np.ndarray, np.ndarray,
     >>> o.tolist(), s.tolist(), d.tolist()
     ([1015.0, 4985.0], [30.0, 30.0], [[1.0, 0.0], [0.0, -1.0]])
     """
-    centre = transform @ Affine.translation(0.5, 0.5)
+    centre = centre_geotransform(transform)
     matrix = np.array([[centre.a, centre.b, centre.c], [centre.d, centre.e, centre.f], [0.0, 0.0, 1.0]])
     return geometry_from_affine(matrix)
 
@@ -170,8 +186,150 @@ def geometry_to_geotransform(
     matrix = affine_from_geometry(origin, spacing, direction)
     if matrix.shape != (3, 3):
         raise GeometryError(f"a geotransform is 2D; got a {matrix.shape[0] - 1}D geometry")
-    centre = Affine(*matrix[0], *matrix[1])
-    return centre @ Affine.translation(-0.5, -0.5)
+    return corner_geotransform(Affine(*matrix[0], *matrix[1]))
+
+
+def centre_geotransform(transform: Affine) -> Affine:
+    """The affine taking pixel-**centre** ``(col, row)`` to map ``(x, y)``, from a GDAL geotransform (pixel corners).
+
+    Its translation is the centre of the first pixel (the ITK origin); the
+    linear part is the geotransform's.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> centre_geotransform(Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0))
+    Affine(30.0, 0.0, 1015.0,
+           0.0, -30.0, 4985.0)
+    """
+    return transform @ Affine.translation(_HALF_PIXEL, _HALF_PIXEL)
+
+
+def corner_geotransform(centre: Affine) -> Affine:
+    """The GDAL geotransform (pixel corners) of an affine taking pixel-centre ``(col, row)`` to map ``(x, y)``.
+
+    Inverse of :func:`centre_geotransform`.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> corner_geotransform(Affine(30.0, 0.0, 1015.0, 0.0, -30.0, 4985.0))
+    Affine(30.0, 0.0, 1000.0,
+           0.0, -30.0, 5000.0)
+    """
+    return centre @ Affine.translation(-_HALF_PIXEL, -_HALF_PIXEL)
+
+
+def pixel_centre_to_map(transform: Affine, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``(x, y)`` of pixel-centre positions ``(row, col)`` of a raster with GDAL geotransform ``transform``.
+
+    Pixel ``(row, col)``'s centre is at whole ``row, col`` (as in ITK);
+    fractional positions are allowed, and ``-0.5`` is the first pixel's top
+    or left edge.
+
+    Parameters
+    ----------
+    transform : affine.Affine
+        The raster's geotransform (pixel corners, as GDAL and rasterio store it).
+    rows, cols : array_like
+        Pixel-centre positions (broadcast together).
+
+    Returns
+    -------
+    x, y : ndarray
+        Map coordinates in the raster's CRS.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> t = Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0)
+    >>> [v.tolist() for v in pixel_centre_to_map(t, [0, 2], [0, 1])]
+    [[1015.0, 1045.0], [4985.0, 4925.0]]
+    """
+    rows = np.asarray(rows, dtype=float)
+    cols = np.asarray(cols, dtype=float)
+    c, r = cols + _HALF_PIXEL, rows + _HALF_PIXEL
+    return transform.a * c + transform.b * r + transform.c, transform.d * c + transform.e * r + transform.f
+
+
+def map_to_pixel_centre(transform: Affine, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional pixel-centre ``(row, col)`` at map ``(x, y)`` of a raster with GDAL geotransform ``transform``.
+
+    Inverse of :func:`pixel_centre_to_map`.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> t = Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0)
+    >>> [v.tolist() for v in map_to_pixel_centre(t, [1015.0, 1045.0], [4985.0, 4925.0])]
+    [[0.0, 2.0], [0.0, 1.0]]
+    """
+    inv = ~transform
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    c = inv.a * x + inv.b * y + inv.c - _HALF_PIXEL
+    r = inv.d * x + inv.e * y + inv.f - _HALF_PIXEL
+    return r, c
+
+
+def pixel_corner_to_map(transform: Affine, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``(x, y)`` of positions ``(row, col)`` in GDAL's corner frame (the first pixel spans ``[0, 1)``).
+
+    For pixel edges and image corners: ``(0, 0)`` is the raster's top-left
+    corner, ``(height, width)`` its bottom-right one. Pixel centres go through
+    :func:`pixel_centre_to_map`.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> t = Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0)
+    >>> [v.tolist() for v in pixel_corner_to_map(t, [0, 10], [0, 20])]
+    [[1000.0, 1600.0], [5000.0, 4700.0]]
+    """
+    rows = np.asarray(rows, dtype=float)
+    cols = np.asarray(cols, dtype=float)
+    return cols * transform.a + rows * transform.b + transform.c, cols * transform.d + rows * transform.e + transform.f
+
+
+def map_to_pixel_corner(transform: Affine, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional ``(row, col)`` in GDAL's corner frame at map ``(x, y)`` (inverse of :func:`pixel_corner_to_map`).
+
+    ``floor`` of it is the pixel holding the point; rasterio windows are counted in this frame.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> t = Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0)
+    >>> [v.tolist() for v in map_to_pixel_corner(t, [1000.0, 1600.0], [5000.0, 4700.0])]
+    [[0.0, 10.0], [0.0, 20.0]]
+    """
+    inv = ~transform
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    return x * inv.d + y * inv.e + inv.f, x * inv.a + y * inv.b + inv.c
+
+
+def subgrid_geotransform(transform: Affine, row: float = 0, col: float = 0, *, step: float | tuple[float, float] = 1) -> Affine:
+    """GDAL geotransform of a grid whose top-left corner is pixel ``(row, col)``'s and whose pixels are ``step`` pixels.
+
+    A window of the raster (``step=1``), a decimated copy (``step=4``: each
+    pixel covers 4 x 4 of the original's), or both. ``step`` may differ
+    between columns and rows: ``(col_step, row_step)``.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> t = Affine(30.0, 0.0, 1000.0, 0.0, -30.0, 5000.0)
+    >>> subgrid_geotransform(t, 10, 20)
+    Affine(30.0, 0.0, 1600.0,
+           0.0, -30.0, 4700.0)
+    >>> subgrid_geotransform(t, 10, 20, step=4)
+    Affine(120.0, 0.0, 1600.0,
+           0.0, -120.0, 4700.0)
+    """
+    col_step, row_step = step if isinstance(step, tuple) else (step, step)
+    window = transform @ Affine.translation(col, row)
+    return window if col_step == row_step == 1 else window @ Affine.scale(col_step, row_step)
 
 
 def ijk_to_zyx(array: np.ndarray, spatial_ndim: int = 3) -> np.ndarray:

@@ -15,7 +15,19 @@ import click
 
 from coregister.cli._options import root_setting
 
-__all__ = ["echo_json", "echo_warning", "json_option", "print_table", "quiet", "stdout_console"]
+__all__ = [
+    "VERDICT_WORDS",
+    "echo_json",
+    "echo_warning",
+    "json_option",
+    "print_table",
+    "quality_failure_line",
+    "quiet",
+    "stdout_console",
+]
+
+#: how a summary words each quality verdict (keyed by the verdict's value)
+VERDICT_WORDS = {"passed": "passed", "failed": "FAILED the quality check", "uncertain": "UNCERTAIN by the quality check"}
 
 
 def json_option(function: Any) -> Any:
@@ -40,6 +52,29 @@ def _default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def quality_failure_line(quality: Any, warnings: Sequence[str], *, what: str = "the registration") -> str:
+    """The exit-code-3 message: the verdict and the reasons the quality check gave first, then the other notes.
+
+    ``quality`` is a :class:`~coregister.pipeline.QualityReport`; ``warnings``
+    all of the result's (the failures among them are not repeated).
+
+    Examples
+    --------
+    >>> from coregister.pipeline import QualityReport
+    >>> report = QualityReport("failed", failures=("mi got worse: 0.25 before, 0.15 after",))
+    >>> quality_failure_line(report, ["mi got worse: 0.25 before, 0.15 after", "fill value 0 detected"],
+    ...                      what="the coregistration")
+    'the coregistration failed its quality check: mi got worse: 0.25 before, 0.15 after (also noted: fill value 0 detected)'
+    """
+    failures = list(quality.failures)
+    notes = [w for w in warnings if w not in failures]
+    verdict = "failed its quality check" if quality.verdict.value == "failed" else "is uncertain by its quality check"
+    if not failures:
+        return f"{what} {verdict}: " + ("; ".join(notes) or "see result.json")
+    text = f"{what} {verdict}: " + "; ".join(failures)
+    return text + (f" (also noted: {'; '.join(notes)})" if notes else "")
 
 
 def quiet() -> bool:

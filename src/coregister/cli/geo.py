@@ -7,11 +7,20 @@ from typing import Any
 
 import click
 
-from coregister.cli._output import command_line, echo_json, echo_warning, json_option, print_table, quiet
+from coregister.cli import QualityCheckFailed
+from coregister.cli._output import (
+    VERDICT_WORDS,
+    command_line,
+    echo_json,
+    echo_warning,
+    json_option,
+    print_table,
+    quality_failure_line,
+    quiet,
+)
 from coregister.geo.change_map import KINDS
-from coregister.geo.coreg import INTERPOLATIONS, MODES
 from coregister.geo.georef import METHODS
-from coregister.geo.local import FIELDS
+from coregister.geo.options import CoregOptions, Field, Interpolation, Mode
 
 __all__ = ["geo"]
 
@@ -60,6 +69,7 @@ def _summary(result: Any) -> None:
     for key in ("rmse_px", "rmse_map", "inliers"):
         if result.extras.get(key) is not None:
             rows.append((key.replace("_", " "), f"{float(result.extras[key]):.4g}"))
+    rows.append(("quality check", _verdict_text(result.quality)))
     if result.output is not None:
         rows.append(("output", str(result.output)))
     if result.tie_points_path is not None:
@@ -70,15 +80,39 @@ def _summary(result: Any) -> None:
         echo_warning(warning)
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _verdict_text(quality: Any) -> str:
+    """``passed (mi 0.2465 -> 0.2608)``: the verdict and the measure that must not get worse, where there is one."""
+    text = VERDICT_WORDS[quality.verdict.value]
+    measures = quality.measures
+    if {"measure", "before", "after"} <= set(measures):
+        text += f" ({measures['measure']} {measures['before']:.4g} -> {measures['after']:.4g})"
+    return text
+
+
+def _report(result: Any, as_json: bool, *, what: str) -> None:
+    """The result as JSON or a table; exit code 3 (after the outputs are written) when the verdict is not passed."""
     if as_json:
         echo_json(result.to_dict())
     elif not quiet():
         _summary(result)
+    if not result.passed:
+        raise QualityCheckFailed(quality_failure_line(result.quality, result.warnings, what=what))
+
+
+def _choices(enum: Any) -> click.Choice:
+    """A click choice of an enum's values (the one list the API parses too)."""
+    return click.Choice([member.value for member in enum], case_sensitive=False)
+
+
+_DEFAULTS = CoregOptions()
 
 
 def _common_inputs(function: Any) -> Any:
+    """The inputs and matching options of ``geo coreg`` and ``geo change`` (fields of :class:`CoregOptions`)."""
     options = [
+        click.option("--mode", type=_choices(Mode), default=_DEFAULTS.mode.value, show_default=True,
+                     help="shift: global sub-pixel shift (geotransform only, pixels untouched); affine: Mattes MI "
+                          "registration (multi-sensor); local: tie-point grid and a smooth displacement field."),
         click.option("--nodata", type=float, default=None,
                      help="Nodata value of both rasters, overriding what they declare (default: declared, or a "
                           "fill value detected in constant corners)."),
@@ -90,10 +124,20 @@ def _common_inputs(function: Any) -> Any:
                      help="Reference band to match (from 1)."),
         click.option("--target-band", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Target band to match (from 1); every band is corrected."),
-        click.option("--window", "window_px", type=click.IntRange(min=32), default=256, show_default=True,
+        click.option("--window", "window_px", type=click.IntRange(min=32), default=_DEFAULTS.window_px, show_default=True,
                      help="Side of the matching windows, in reference pixels."),
-        click.option("--min-reliability", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+        click.option("--min-reliability", type=click.FloatRange(0, 1), default=_DEFAULTS.min_reliability, show_default=True,
                      help="Reject windows whose phase-correlation reliability is lower."),
+        click.option("--max-windows", type=click.IntRange(min=1), default=_DEFAULTS.max_windows, show_default=True,
+                     help="shift/affine: windows tried over the overlap."),
+        click.option("--grid", "grid_spacing_px", type=click.IntRange(min=1), default=_DEFAULTS.grid_spacing_px,
+                     show_default=True, help="local: tie-point spacing in reference pixels."),
+        click.option("--field", type=_choices(Field), default=_DEFAULTS.field.value, show_default=True,
+                     help="local: thin-plate spline through the kept tie points, or a polynomial (--order)."),
+        click.option("--order", "polynomial_order", type=click.IntRange(1, 3), default=_DEFAULTS.polynomial_order,
+                     show_default=True, help="local: order of the polynomial field."),
+        click.option("--interpolation", type=_choices(Interpolation), default=None,
+                     help="Resampling kernel (default cubic; nearest for palette/class rasters when coregistering)."),
         click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews."),
     ]
     for option in reversed(options):
@@ -118,22 +162,8 @@ def geo() -> None:
 @click.argument("target", type=_path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The corrected target (GeoTIFF).")
-@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="shift",
-              show_default=True,
-              help="shift: global sub-pixel shift (geotransform only, pixels untouched); affine: Mattes MI "
-                   "registration (multi-sensor); local: tie-point grid and a smooth displacement field.")
 @_common_inputs
-@click.option("--max-windows", type=click.IntRange(min=1), default=49, show_default=True,
-              help="shift/affine: windows tried over the overlap.")
-@click.option("--grid", "grid_spacing_px", type=click.IntRange(min=1), default=100, show_default=True,
-              help="local: tie-point spacing in reference pixels.")
-@click.option("--field", type=click.Choice(FIELDS), default="smooth", show_default=True,
-              help="local: thin-plate spline through the kept tie points, or a polynomial (--order).")
-@click.option("--order", "polynomial_order", type=click.IntRange(1, 3), default=1, show_default=True,
-              help="local: order of the polynomial field.")
 @click.option("--resample", is_flag=True, help="shift: resample onto the reference grid instead of moving the geotransform.")
-@click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None,
-              help="Resampling kernel (default cubic; nearest for palette/class rasters).")
 @click.option("--tie-points", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
 @click.option("--report", is_flag=True,
@@ -144,7 +174,9 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     """Coregister TARGET to REFERENCE and write the corrected target.
 
     Different CRS and resolutions are matched on the reference grid; nodata,
-    fill values and bad-data masks are left out of every window.
+    fill values and bad-data masks are left out of every window. The
+    correction is judged by the quality check over the overlap: exit code 3
+    when it does not pass (the outputs are written all the same).
     """
     from coregister._files import check_writable
     from coregister.cli._progress import registration_progress
@@ -165,7 +197,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
         )
         if not as_json and not quiet():
             click.echo(f"report: {report_path}")
-    _report(result, as_json)
+    _report(result, as_json, what="the coregistration")
 
 
 @geo.command("change", epilog=_s2_example("change", "shift-corrected difference of two Sentinel-2 dates", "change.tif"))
@@ -175,19 +207,21 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
               help="The change map (float32 GeoTIFF on the reference grid, NaN where either input is invalid).")
 @click.option("--kind", type=click.Choice(KINDS), default="difference",
               show_default=True, help="target - reference, target / reference, or their normalised difference.")
-@click.option("--mode", type=click.Choice(MODES, case_sensitive=False), default="shift",
-              show_default=True, help="How the target is coregistered first.")
 @_common_inputs
 @json_option
 @click.pass_context
 def change_command(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
-    """Coregister TARGET to REFERENCE, then write a change map on the reference grid."""
+    """Coregister TARGET to REFERENCE, then write a change map on the reference grid.
+
+    Every option of ``geo coreg`` that applies; exit code 3 when the quality
+    check does not pass the correction (the map is written all the same).
+    """
     from coregister.cli._progress import registration_progress
     from coregister.geo import change
 
     with registration_progress(ctx) as progress:
         result = change(reference, target, output=output, progress=progress, **options)
-    _report(result, as_json)
+    _report(result, as_json, what="the coregistration")
 
 
 @geo.command(
@@ -218,4 +252,4 @@ def georef(image: Path, base: Path | None, gcps: Path | None, crs: str | None, o
     from coregister.geo import georeference
 
     result = georeference(image, base=base, gcps=gcps, crs=crs, output=output, order=order, method=method, cog=cog)
-    _report(result, as_json)
+    _report(result, as_json, what="the georeferencing")

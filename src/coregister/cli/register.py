@@ -38,7 +38,16 @@ from coregister.cli._options import (
     series_option,
     threads_option,
 )
-from coregister.cli._output import command_line, echo_json, echo_warning, json_option, print_table, quiet
+from coregister.cli._output import (
+    VERDICT_WORDS,
+    command_line,
+    echo_json,
+    echo_warning,
+    json_option,
+    print_table,
+    quality_failure_line,
+    quiet,
+)
 from coregister.errors import GeometryError, OutputExistsError
 from coregister.image import SpatialImage
 from coregister.outputs import (
@@ -50,7 +59,7 @@ from coregister.outputs import (
     writable_dtype,
     write_registration,
 )
-from coregister.pipeline.result import Result, Verdict
+from coregister.pipeline.result import Result
 
 __all__ = ["apply_command", "register", "registered_name"]
 
@@ -145,10 +154,6 @@ def _staging(outdir: Path):  # type: ignore[no-untyped-def]
 
 
 
-_VERDICT_WORDS = {Verdict.PASSED: "passed", Verdict.FAILED: "FAILED the quality check",
-                  Verdict.UNCERTAIN: "UNCERTAIN by the quality check"}
-
-
 def _summary(result: Result, written: list[Path]) -> None:
     before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
     rows = []
@@ -156,7 +161,7 @@ def _summary(result: Result, written: list[Path]) -> None:
         if key in before or key in after:
             rows.append((key, _fmt(before.get(key)), _fmt(after.get(key))))
     click.echo(
-        f"{result.engine or 'registration'}: {_VERDICT_WORDS[result.verdict]} "
+        f"{result.engine or 'registration'}: {VERDICT_WORDS[result.verdict.value]} "
         f"in {result.time_s:.2f} s (seed {result.seed}, {result.threads} thread(s))"
     )
     print_table(
@@ -275,18 +280,7 @@ def register(
     elif not quiet():
         _summary(result, written)
     if not result.passed:
-        raise QualityCheckFailed(_quality_failure_line(result))
-
-
-def _quality_failure_line(result: Result) -> str:
-    """The exit-code-3 message: the verdict and the reasons the quality check gave first, then the other notes."""
-    failures = list(result.quality.failures)
-    notes = [w for w in result.warnings if w not in failures]
-    what = "failed its quality check" if result.verdict is Verdict.FAILED else "is uncertain by its quality check"
-    if not failures:
-        return f"the registration {what}: " + ("; ".join(notes) or "see result.json")
-    text = f"the registration {what}: " + "; ".join(failures)
-    return text + (f" (also noted: {'; '.join(notes)})" if notes else "")
+        raise QualityCheckFailed(quality_failure_line(result.quality, result.warnings))
 
 
 @click.command(

@@ -8,7 +8,9 @@ file, given by the user, or detected as a constant fill in the corners, as
 AROSICS does), and an optional bad-data mask (clouds; nonzero = bad).
 
 Pixel conventions: rasterio windows and geotransforms address pixel
-**corners**; the centre of pixel ``(row, col)`` is at ``transform @ (col + 0.5, row + 0.5)``.
+**corners**; :class:`Grid` positions are pixel **centres** (pixel ``(row, col)``'s
+centre at whole ``row, col``, as in ITK). Every conversion goes through
+:mod:`coregister.conventions`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ from rasterio.enums import MaskFlags, Resampling
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
+from coregister.conventions import (
+    map_to_pixel_centre,
+    map_to_pixel_corner,
+    pixel_centre_to_map,
+    pixel_corner_to_map,
+    subgrid_geotransform,
+)
 from coregister.errors import ConfigError, GeometryError, UnreadableInputError
 from coregister.image import SpatialImage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GeoRaster", "Grid", "detect_fill_value", "open_raster", "read_on_grid"]
+__all__ = ["GeoRaster", "Grid", "detect_fill_value", "open_raster", "read_coarse", "read_on_grid"]
 
 #: GDAL block cache for the geo workflows (the default, 5 % of RAM, would let a whole scene sit in the cache)
 GDAL_CACHE_MB = 128
@@ -43,7 +52,21 @@ GDAL_CACHE_MB = 128
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """A georeferenced pixel grid: geotransform (pixel corners), CRS and size."""
+    """A georeferenced pixel grid: geotransform (pixel corners), CRS and size.
+
+    Positions (:meth:`xy`, :meth:`rowcol`) are pixel centres; the arithmetic is
+    :mod:`coregister.conventions`'.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> grid = Grid(Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0), None, 300, 200)
+    >>> [float(v) for v in grid.xy(0, 0)], [float(v) for v in grid.rowcol(500005.0, 4999995.0)]
+    ([500005.0, 4999995.0], [0.0, 0.0])
+    >>> grid.subgrid(20, 10, 50, 40, step=2).transform
+    Affine(20.0, 0.0, 500100.0,
+           0.0, -20.0, 4999800.0)
+    """
 
     transform: Affine
     crs: RioCRS | None
@@ -67,30 +90,21 @@ class Grid:
         t = self.transform
         return np.array([[t.a, t.b], [t.d, t.e]])
 
-    def window_transform(self, row: float, col: float) -> Affine:
-        """Geotransform of a block whose top-left pixel is ``(row, col)`` of this grid."""
-        return self.transform @ Affine.translation(col, row)
-
-    def subgrid(self, row: int, col: int, height: int, width: int) -> Grid:
-        """The grid of a block of this grid."""
-        return Grid(self.window_transform(row, col), self.crs, int(width), int(height))
+    def subgrid(self, row: int, col: int, height: int, width: int, *, step: int = 1) -> Grid:
+        """The grid of a block of this grid starting at pixel ``(row, col)``, ``height x width`` pixels of ``step x step``."""
+        return Grid(subgrid_geotransform(self.transform, row, col, step=step), self.crs, int(width), int(height))
 
     def xy(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates of pixel centres (fractional rows/columns allowed)."""
-        rows = np.asarray(rows, dtype=float)
-        cols = np.asarray(cols, dtype=float)
-        t = self.transform
-        c, r = cols + 0.5, rows + 0.5
-        return t.a * c + t.b * r + t.c, t.d * c + t.e * r + t.f
+        return pixel_centre_to_map(self.transform, rows, cols)
 
     def rowcol(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Fractional (row, col) of pixel centres at map coordinates (inverse of :meth:`xy`)."""
-        inv = ~self.transform
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        c = inv.a * x + inv.b * y + inv.c - 0.5
-        r = inv.d * x + inv.e * y + inv.f - 0.5
-        return r, c
+        return map_to_pixel_centre(self.transform, x, y)
+
+    def corner_xy(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of positions in the corner frame (pixel edges: ``(0, 0)`` is the grid's top-left corner)."""
+        return pixel_corner_to_map(self.transform, rows, cols)
 
     def aligned_offset(self, other: Grid, *, tolerance_px: float = 1e-6) -> tuple[int, int] | None:
         """``(row, col)`` of this grid's first pixel in ``other`` when both share CRS, pixel size and alignment."""
@@ -100,7 +114,7 @@ class Grid:
         scale = max(abs(a.a), abs(a.b), abs(a.d), abs(a.e))
         if any(abs(u - v) > 1e-9 * scale for u, v in zip((a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e), strict=True)):
             return None
-        col, row = ~b @ (a.c, a.f)
+        row, col = (float(v) for v in map_to_pixel_corner(b, a.c, a.f))
         if abs(col - round(col)) > tolerance_px or abs(row - round(row)) > tolerance_px:
             return None
         return int(round(row)), int(round(col))
@@ -317,13 +331,11 @@ def _source_window(src: GeoRaster, grid: Grid, margin_px: int) -> Window | None:
     """The block of ``src`` that covers ``grid`` (plus a margin), clipped to the raster; None when disjoint."""
     from rasterio.warp import transform_bounds
 
-    corners_x, corners_y = grid.xy([-0.5, -0.5, grid.height - 0.5, grid.height - 0.5],
-                                   [-0.5, grid.width - 0.5, -0.5, grid.width - 0.5])
+    corners_x, corners_y = grid.corner_xy([0, 0, grid.height, grid.height], [0, grid.width, 0, grid.width])
     left, bottom, right, top = min(corners_x), min(corners_y), max(corners_x), max(corners_y)
     if src.dataset.crs != grid.crs:
         left, bottom, right, top = transform_bounds(grid.crs, src.dataset.crs, left, bottom, right, top, densify_pts=21)
-    inv = ~src.dataset.transform
-    cols, rows = zip(*(inv @ (x, y) for x in (left, right) for y in (bottom, top)), strict=True)
+    rows, cols = map_to_pixel_corner(src.dataset.transform, [left, left, right, right], [bottom, top, bottom, top])
     c0 = max(0, math.floor(min(cols)) - margin_px)
     r0 = max(0, math.floor(min(rows)) - margin_px)
     c1 = min(src.dataset.width, math.ceil(max(cols)) + margin_px)
@@ -381,7 +393,7 @@ def read_on_grid(
             reproject(
                 source,
                 warped,
-                src_transform=src.dataset.transform @ Affine.translation(window.col_off, window.row_off),
+                src_transform=subgrid_geotransform(src.dataset.transform, window.row_off, window.col_off),
                 src_crs=src.dataset.crs,
                 src_nodata=np.nan,
                 dst_transform=grid.transform,
@@ -401,7 +413,7 @@ def coarse_grid(grid: Grid, max_size: int) -> Grid:
     """A grid over the same area with at most ``max_size`` pixels on a side (whole-pixel decimation)."""
     factor = max(1, math.ceil(max(grid.width, grid.height) / max_size))
     width, height = math.ceil(grid.width / factor), math.ceil(grid.height / factor)
-    return Grid(grid.transform @ Affine.scale(factor), grid.crs, width, height)
+    return grid.subgrid(0, 0, height, width, step=factor)
 
 
 def coarse_valid(src: GeoRaster, grid: Grid) -> np.ndarray:
@@ -434,7 +446,7 @@ def coarse_valid(src: GeoRaster, grid: Grid) -> np.ndarray:
         ok &= ndimage.zoom(src.valid_array.astype(np.uint8), zoom, order=0, grid_mode=True, mode="nearest")[
             :height, :width
         ].astype(bool)
-    small = ds.transform @ Affine.scale(ds.width / width, ds.height / height)
+    small = subgrid_geotransform(ds.transform, step=(ds.width / width, ds.height / height))
     out = np.zeros((grid.height, grid.width), dtype=np.uint8)
     reproject(
         ok.astype(np.uint8) + 1,  # 0 stays "outside"
@@ -454,6 +466,68 @@ def coarse_valid(src: GeoRaster, grid: Grid) -> np.ndarray:
     return valid
 
 
+def read_coarse(src: GeoRaster, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``src``'s band on a coarse ``grid`` and where they are valid, in memory of the grid's size.
+
+    GDAL reads the block of ``src`` that covers the grid decimated to about
+    the grid's resolution (block averages; overviews when present), and the
+    decimated block is warped onto the grid (bilinear): the scene is never
+    held at full resolution. Validity is read the same way (nearest
+    neighbour: nodata, GDAL mask, in-memory mask), less one decimated pixel
+    along its edges (an average there may mix in fill values), and the
+    bad-data mask's pixels are left out.
+
+    Returns
+    -------
+    values : ndarray (grid.height, grid.width) float32
+        Invalid pixels hold 0.
+    valid : ndarray of bool
+    """
+    from rasterio.warp import reproject
+    from scipy import ndimage
+
+    ds = src.dataset
+    sx, sy = grid.pixel_size
+    px, py = src.grid.pixel_size
+    factor = max(1.0, min(sx / px, sy / py))
+    values = np.zeros((grid.height, grid.width), np.float32)
+    window = _source_window(src, grid, margin_px=int(math.ceil(2 * factor)))
+    if window is None:
+        return values, np.zeros(values.shape, bool)
+    shape = (max(1, int(round(window.height / factor))), max(1, int(round(window.width / factor))))
+    block = ds.read(src.band, window=window, out_shape=shape, resampling=Resampling.average).astype(np.float32)
+    sample = ds.read(src.band, window=window, out_shape=shape, resampling=Resampling.nearest)
+    ok = np.isfinite(sample) if sample.dtype.kind == "f" else np.ones(shape, bool)
+    if src.nodata is not None:
+        ok &= ~np.isnan(sample) if math.isnan(src.nodata) else sample != src.nodata
+    elif src.has_gdal_mask:
+        ok &= ds.read_masks(src.band, window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+    if src.valid_array is not None:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        part = src.valid_array[r0 : r0 + int(window.height), c0 : c0 + int(window.width)].astype(np.uint8)
+        zoom = (shape[0] / part.shape[0], shape[1] / part.shape[1])
+        ok &= ndimage.zoom(part, zoom, order=0, grid_mode=True, mode="nearest")[: shape[0], : shape[1]].astype(bool)
+    ok = ndimage.binary_erosion(ok, border_value=1)
+    warped = np.full(values.shape, np.nan, np.float32)
+    reproject(
+        np.where(ok, block, np.float32(np.nan)),
+        warped,
+        src_transform=subgrid_geotransform(ds.transform, window.row_off, window.col_off,
+                                           step=(window.width / shape[1], window.height / shape[0])),
+        src_crs=ds.crs,
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
+    valid = np.isfinite(warped)
+    if src.bad is not None:
+        valid &= ~coarse_valid_values(src.bad, grid)
+    values[valid] = warped[valid]
+    return values, valid
+
+
 def coarse_valid_values(mask_src: GeoRaster, grid: Grid) -> np.ndarray:
     """Pixels of a coarse ``grid`` touched by nonzero values of a bad-data mask raster (max resampling)."""
     from rasterio.warp import reproject
@@ -470,7 +544,7 @@ def coarse_valid_values(mask_src: GeoRaster, grid: Grid) -> np.ndarray:
     reproject(
         block,
         out,
-        src_transform=ds.transform @ Affine.scale(ds.width / width, ds.height / height),
+        src_transform=subgrid_geotransform(ds.transform, step=(ds.width / width, ds.height / height)),
         src_crs=ds.crs,
         dst_transform=grid.transform,
         dst_crs=grid.crs,

@@ -14,10 +14,10 @@ from rasterio.windows import Window
 from coregister.config import ProgressCallback
 from coregister.errors import ConfigError
 from coregister.geo._raster import read_on_grid
-from coregister.geo.coreg import _ORDERS, Source, _check_output, _estimate, _mapping, _open_pair, _raster_info
+from coregister.geo.coreg import _check_output, _estimate, _mapping, _open_pair, _raster_info
+from coregister.geo.options import CoregOptions, Interpolation, Source, coreg_options
 from coregister.geo.result import GeoResult
 from coregister.geo.warp import BLOCK_PX, _template, sample_block
-from coregister.geo.windows import MatchOptions
 
 __all__ = ["KINDS", "change"]
 
@@ -42,23 +42,16 @@ def change(
     *,
     output: str | os.PathLike[str],
     kind: str = "difference",
-    mode: str = "shift",
-    reference_band: int = 1,
-    target_band: int = 1,
-    nodata: float | None = None,
-    target_nodata: float | None = None,
-    reference_mask: Source | None = None,
-    target_mask: Source | None = None,
-    window_px: int = 256,
-    min_reliability: float = 0.3,
-    cog: bool = False,
     progress: ProgressCallback | None = None,
+    options: CoregOptions | None = None,
+    **keywords: Any,
 ) -> GeoResult:
     """Coregister the target to the reference, then write a change map on the reference grid.
 
     The target's band is resampled onto the reference grid through the
-    correction found (``mode`` as in :func:`coregister.geo.coregister`) and
-    compared with the reference's band, block by block.
+    correction found (``mode`` and every other option as in
+    :func:`coregister.geo.coregister`) and compared with the reference's
+    band, block by block.
 
     Parameters
     ----------
@@ -70,20 +63,23 @@ def change(
     kind : {"difference", "ratio", "normalized-difference"}
         ``target - reference``, ``target / reference`` or
         ``(target - reference) / (target + reference)``.
-    mode : {"shift", "affine", "local"}
-        How the target is coregistered first.
-    reference_band, target_band, nodata, target_nodata, reference_mask, target_mask, window_px, min_reliability
-        As in :func:`coregister.geo.coregister`.
-    cog : bool
-        Write a Cloud-Optimised GeoTIFF.
     progress : callable, optional
         ``progress(stage, 0, done, total)``.
+    options : CoregOptions, optional
+        How the target is coregistered first; keywords given beside it replace its fields.
+    **keywords
+        Any option of :func:`coregister.geo.coregister` (``mode``, ``window_px``,
+        ``nodata``, masks, ``max_windows``...; a field of
+        :class:`~coregister.geo.options.CoregOptions`). ``interpolation``
+        samples the target for the map (default cubic); ``cog`` writes the map
+        as a Cloud-Optimised GeoTIFF; ``resample`` has no effect (the map is
+        always on the reference grid).
 
     Returns
     -------
     GeoResult
-        The coregistration's result, with ``output`` the change map and
-        ``extras["change"]`` its kind and statistics.
+        The coregistration's result (with its quality verdict), with
+        ``output`` the change map and ``extras["change"]`` its kind and statistics.
 
     Examples
     --------
@@ -109,17 +105,14 @@ def change(
     kind = kind.replace("_", "-").lower()
     if kind not in KINDS:
         raise ConfigError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
+    options = coreg_options(options, **keywords)
     out_path = _check_output(output, reference, target)
     assert out_path is not None
-    options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability))
+    order = (options.interpolation or Interpolation.CUBIC).order
     from coregister.io.raster import raster_writer
 
-    with _open_pair(reference, target, reference_band=reference_band, target_band=target_band, nodata=nodata,
-                    target_nodata=target_nodata, reference_mask=reference_mask, target_mask=target_mask) as (ref, tgt):
-        estimate = _estimate(
-            ref, tgt, mode=mode, options=options, max_windows=49, grid_spacing_px=100, outlier_px=0.5,
-            field="smooth", polynomial_order=1, tie_points=None, seed=0, progress=progress,
-        )
+    with _open_pair(reference, target, options) as (ref, tgt):
+        estimate = _estimate(ref, tgt, options, tie_points=None, progress=progress)
         grid = ref.grid
         mapping = _mapping(grid, tgt, estimate.correct)
         meta: dict[str, Any] = {"tags": {"COREGISTER_CHANGE": kind}, "band_descriptions": (f"{kind} target - reference",)}
@@ -128,12 +121,11 @@ def change(
                   for r in range(0, grid.height, BLOCK_PX) for c in range(0, grid.width, BLOCK_PX)]
         total = 0.0
         count = 0
-        with raster_writer(out_path, template, cog=cog) as dst:
+        with raster_writer(out_path, template, cog=options.cog) as dst:
             for index, (r0, c0, h, w) in enumerate(blocks):
                 ref_values, ref_ok = read_on_grid(ref, grid.subgrid(r0, c0, h, w))
                 rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
-                tgt_values, tgt_ok = sample_block(tgt, *mapping(rows, cols), order=_ORDERS["cubic"],
-                                                  bands=[tgt.band])
+                tgt_values, tgt_ok = sample_block(tgt, *mapping(rows, cols), order=order, bands=[tgt.band])
                 value, defined = _combine(kind, ref_values, tgt_values[0])
                 ok = ref_ok & tgt_ok & defined & np.isfinite(value)
                 out = np.full((h, w), np.nan, np.float32)
@@ -145,13 +137,13 @@ def change(
                     progress("writing", 0, index, float(len(blocks)))
         extras = {"change": {"kind": kind, "valid_pixels": count, "mean_abs": total / count if count else math.nan}}
         result = GeoResult(
-            mode=mode,
+            mode=options.mode.value,
             output=out_path,
             reference=_raster_info(ref),
             target=_raster_info(tgt),
             warnings=tuple(estimate.warnings),
             time_s=time.perf_counter() - started,
-            config={"kind": kind, "mode": mode, "window_px": window_px, "min_reliability": min_reliability, "cog": cog},
+            config={"kind": kind, **options.to_dict()},
             **estimate.fields,
         )
     return dataclasses.replace(result, extras={**dict(result.extras), **extras})

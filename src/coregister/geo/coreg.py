@@ -27,24 +27,19 @@ from coregister._files import check_writable, refuse_overwriting_input
 from coregister.config import ProgressCallback
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.geo._raster import GeoRaster, Grid, open_raster
-from coregister.geo.local import fit_field, ransac_filter, tie_point_grid, write_tie_points
+from coregister.geo.local import LATTICE_PX, fit_field, ransac_filter, tie_point_grid, write_tie_points
+from coregister.geo.options import CoregOptions, Interpolation, Mode, Source, coreg_options
 from coregister.geo.result import GeoResult, WindowMatch
+from coregister.geo.verdict import judge_correction, overlap_grid
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
+from coregister.pipeline import QualityReport
 from coregister.transforms import LinearTransform, Translation, linear_members
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["INTERPOLATIONS", "MODES", "coregister"]
-
-#: ``mode=`` of :func:`coregister` and :func:`~coregister.geo.change` (the command line's ``--mode``).
-MODES = ("shift", "affine", "local")
-_ORDERS = {"cubic": 3, "linear": 1, "nearest": 0}
-#: ``interpolation=`` of the corrected raster (the command line's ``--interpolation``).
-INTERPOLATIONS = tuple(_ORDERS)
-
-Source = str | os.PathLike[str] | SpatialImage
+__all__ = ["coregister"]
 
 
 def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Path | None:
@@ -61,22 +56,14 @@ def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Pat
 
 
 @contextlib.contextmanager
-def _open_pair(
-    reference: Source,
-    target: Source,
-    *,
-    reference_band: int,
-    target_band: int,
-    nodata: float | None,
-    target_nodata: float | None,
-    reference_mask: Source | None,
-    target_mask: Source | None,
-) -> Iterator[tuple[GeoRaster, GeoRaster]]:
+def _open_pair(reference: Source, target: Source, options: CoregOptions) -> Iterator[tuple[GeoRaster, GeoRaster]]:
     """The reference and the target opened for matching; the target's nodata is ``nodata`` unless ``target_nodata``."""
+    nodata, target_nodata = options.nodata, options.target_nodata
     with (
-        open_raster(reference, role="reference", band=reference_band, nodata=nodata, bad_data_mask=reference_mask) as ref,
-        open_raster(target, role="target", band=target_band, nodata=target_nodata if target_nodata is not None else nodata,
-                    bad_data_mask=target_mask) as tgt,
+        open_raster(reference, role="reference", band=options.reference_band, nodata=nodata,
+                    bad_data_mask=options.reference_mask) as ref,
+        open_raster(target, role="target", band=options.target_band,
+                    nodata=target_nodata if target_nodata is not None else nodata, bad_data_mask=options.target_mask) as tgt,
     ):
         yield ref, tgt
 
@@ -270,28 +257,11 @@ def coregister(
     reference: Source,
     target: Source,
     *,
-    mode: str = "shift",
     output: str | os.PathLike[str] | None = None,
-    reference_band: int = 1,
-    target_band: int = 1,
-    nodata: float | None = None,
-    target_nodata: float | None = None,
-    reference_mask: Source | None = None,
-    target_mask: Source | None = None,
-    window_px: int = 256,
-    max_windows: int = 49,
-    grid_spacing_px: int = 100,
-    min_reliability: float = 0.3,
-    max_shift_px: float = 20.0,
-    outlier_px: float = 0.5,
-    field: str = "smooth",
-    polynomial_order: int = 1,
-    resample: bool = False,
-    interpolation: str | None = None,
-    cog: bool = False,
     tie_points: str | os.PathLike[str] | None = None,
-    seed: int = 0,
     progress: ProgressCallback | None = None,
+    options: CoregOptions | None = None,
+    **keywords: Any,
 ) -> GeoResult:
     """Coregister a target raster to a reference raster, and write the corrected target.
 
@@ -301,17 +271,6 @@ def coregister(
         Georeferenced rasters; any CRS, resolution and extent (the target is
         matched on the reference grid). Paths are read window by window, so
         whole scenes stay in bounded memory.
-    mode : {"shift", "affine", "local"}
-        ``shift``: one global sub-pixel shift from phase correlation in up to
-        ``max_windows`` windows spread over the overlap (unreliable windows,
-        over clouds, nodata or featureless ground, are rejected; the rest
-        agree by a robust mean). ``affine``: a global affine from intensity
-        registration (:func:`coregister.register`, Mattes mutual information,
-        so multi-sensor pairs work), started from the shift. ``local``: a grid
-        of tie points (``grid_spacing_px`` apart, ``window_px`` wide), each
-        matched by phase correlation and kept only when reliable and when it
-        raises the local similarity, outliers removed by RANSAC; the target is
-        warped by a displacement field through the kept points (``field``).
     output : path, optional
         GeoTIFF to write. ``shift`` writes the target with a corrected
         geotransform and bit-identical pixels, unless ``resample=True``;
@@ -321,6 +280,29 @@ def coregister(
         tags) is kept. The output declares the target's nodata value as the
         run used it (declared, given, or the detected fill value), and
         resampled pixels outside the target hold it.
+    tie_points : path, optional
+        ``local``: write the tie points (windows) as CSV, or GeoPackage for ``.gpkg``.
+    progress : callable, optional
+        ``progress(stage, 0, done, total)`` with stage ``"windows"``,
+        ``"tie points"`` or ``"writing"`` (``total`` passed as the metric).
+    options : CoregOptions, optional
+        The options below as one value; keywords given beside it replace its fields.
+    **keywords
+        Any option below (a field of :class:`~coregister.geo.options.CoregOptions`).
+
+    Other Parameters
+    ----------------
+    mode : {"shift", "affine", "local"} or Mode
+        ``shift`` (default): one global sub-pixel shift from phase correlation in up to
+        ``max_windows`` windows spread over the overlap (unreliable windows,
+        over clouds, nodata or featureless ground, are rejected; the rest
+        agree by a robust mean). ``affine``: a global affine from intensity
+        registration (:func:`coregister.register`, Mattes mutual information,
+        so multi-sensor pairs work), started from the shift. ``local``: a grid
+        of tie points (``grid_spacing_px`` apart, ``window_px`` wide), each
+        matched by phase correlation and kept only when reliable and when it
+        raises the local similarity, outliers removed by RANSAC; the target is
+        warped by a displacement field through the kept points (``field``).
     reference_band, target_band : int
         Band matched (from 1); every band is corrected.
     nodata : float, optional
@@ -333,48 +315,44 @@ def coregister(
         Bad-data masks (clouds, shadows): nonzero pixels are not used. Any
         grid and CRS.
     window_px : int
-        Side of the matching windows (reference pixels).
+        Side of the matching windows (reference pixels; default 256).
     max_windows : int
-        ``shift``: how many windows to try.
+        ``shift``: how many windows to try (default 49).
     grid_spacing_px : int
-        ``local``: distance between tie points (reference pixels).
+        ``local``: distance between tie points (reference pixels; default 100).
     min_reliability : float
-        Windows with a lower phase-correlation reliability (0-1) are rejected.
+        Windows with a lower phase-correlation reliability (0-1) are rejected (default 0.3).
     max_shift_px : float
-        Corrections longer than this are rejected.
+        Corrections longer than this are rejected (default 20).
     outlier_px : float
         ``shift``: windows further than this from the windows' median are
-        outliers; ``local``: RANSAC residual threshold.
-    field : {"smooth", "polynomial"}
+        outliers; ``local``: RANSAC residual threshold (default 0.5).
+    field : {"smooth", "polynomial"} or Field
         ``local``: thin-plate spline through the kept tie points, or a
         polynomial of ``polynomial_order`` (1-3).
     polynomial_order : int
         Order of the ``"polynomial"`` field.
     resample : bool
         ``shift``: resample onto the reference grid instead of correcting only the geotransform.
-    interpolation : {"cubic", "linear", "nearest"}, optional
+    interpolation : {"cubic", "linear", "nearest"} or Interpolation, optional
         Resampling kernel; default cubic, and nearest for palette (class) rasters.
     cog : bool
         Write a Cloud-Optimised GeoTIFF with overviews.
-    tie_points : path, optional
-        Write the tie points (windows) as CSV, or GeoPackage for ``.gpkg``.
     seed : int
         Seed of RANSAC (the result is deterministic).
-    progress : callable, optional
-        ``progress(stage, 0, done, total)`` with stage ``"windows"``,
-        ``"tie points"`` or ``"writing"`` (``total`` passed as the metric).
 
     Returns
     -------
     GeoResult
-        Shifts, windows or tie points, the output path, warnings.
+        Shifts, windows or tie points, the output path, warnings, and the
+        quality verdict on the correction (``quality``, ``passed``).
 
     Raises
     ------
     RegistrationFailed
         No window or too few tie points could be matched reliably.
     ConfigError
-        An option is invalid.
+        An option is invalid (the message names it and the choices).
 
     Examples
     --------
@@ -391,50 +369,35 @@ def coregister(
     ([0.7, -0.4], [7.0, 4.0])
     """
     started = time.perf_counter()
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
-    if interpolation is not None and interpolation not in _ORDERS:
-        raise ConfigError(f"interpolation={interpolation!r} is not one of {', '.join(_ORDERS)}")
-    if window_px < 32:
-        raise ConfigError(f"window_px={window_px} is too small for sub-pixel matching; use 64 or more (default 256)")
+    options = coreg_options(options, **keywords)
     out_path = _check_output(output, reference, target)
-    options = MatchOptions(window_px=int(window_px), min_reliability=float(min_reliability),
-                           max_shift_px=float(max_shift_px))
-    config = {
-        "mode": mode, "reference_band": reference_band, "target_band": target_band, "window_px": window_px,
-        "max_windows": max_windows, "grid_spacing_px": grid_spacing_px, "min_reliability": min_reliability,
-        "max_shift_px": max_shift_px, "outlier_px": outlier_px, "field": field, "polynomial_order": polynomial_order,
-        "resample": resample, "interpolation": interpolation, "cog": cog, "seed": seed,
-    }
-    with _open_pair(reference, target, reference_band=reference_band, target_band=target_band, nodata=nodata,
-                    target_nodata=target_nodata, reference_mask=reference_mask, target_mask=target_mask) as (ref, tgt):
+    with _open_pair(reference, target, options) as (ref, tgt):
         fill, note = output_nodata(tgt)  # before the matching: a nodata the pixels cannot hold fails at once
-        estimate = _estimate(
-            ref, tgt, mode=mode, options=options, max_windows=max_windows, grid_spacing_px=grid_spacing_px,
-            outlier_px=outlier_px, field=field, polynomial_order=polynomial_order, tie_points=tie_points, seed=seed,
-            progress=progress,
-        )
+        estimate = _estimate(ref, tgt, options, tie_points=tie_points, progress=progress)
         warnings = list(estimate.warnings)
         grid = ref.grid
-        order = _ORDERS[interpolation] if interpolation else (0 if _is_categorical(tgt) else 3)
+        if options.interpolation is not None:
+            order = options.interpolation.order
+        else:
+            order = Interpolation.NEAREST.order if _is_categorical(tgt) else Interpolation.CUBIC.order
         if out_path is not None:
-            if mode == "shift" and not resample:
-                shifted_copy(tgt, out_path, estimate.fields["target_offset"], cog=cog)
+            if options.mode is Mode.SHIFT and not options.resample:
+                shifted_copy(tgt, out_path, estimate.fields["target_offset"], cog=options.cog)
             else:
                 warnings += [note] if note else []
                 resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, estimate.correct), order=order, nodata=fill,
-                               cog=cog, progress=progress)
+                               cog=options.cog, progress=progress)
         for message in warnings:
             logger.info(message)
         return GeoResult(
-            mode=mode,
+            mode=options.mode.value,
             output=out_path,
-            tie_points_path=Path(tie_points) if tie_points is not None and mode == "local" else None,
+            tie_points_path=Path(tie_points) if tie_points is not None and options.mode is Mode.LOCAL else None,
             reference=_raster_info(ref),
             target=_raster_info(tgt),
             warnings=tuple(warnings),
             time_s=time.perf_counter() - started,
-            config=config,
+            config=options.to_dict(),
             **estimate.fields,
         )
 
@@ -452,16 +415,9 @@ class _Estimate:
 def _estimate(
     ref: GeoRaster,
     tgt: GeoRaster,
+    options: CoregOptions,
     *,
-    mode: str,
-    options: MatchOptions,
-    max_windows: int,
-    grid_spacing_px: int,
-    outlier_px: float,
-    field: str,
-    polynomial_order: int,
     tie_points: str | os.PathLike[str] | None,
-    seed: int,
     progress: ProgressCallback | None,
 ) -> _Estimate:
     """Run one mode on open rasters (no output written)."""
@@ -472,15 +428,17 @@ def _estimate(
     grid = ref.grid
     overlap = find_overlap(ref, tgt, grid)
     fields: dict[str, Any] = {}
-    if mode in ("shift", "affine"):
-        centres = place_windows(overlap, grid, window_px=options.window_px, count=max_windows)
+    matching = MatchOptions(window_px=options.window_px, min_reliability=float(options.min_reliability),
+                            max_shift_px=float(options.max_shift_px))
+    if options.mode in (Mode.SHIFT, Mode.AFFINE):
+        centres = place_windows(overlap, grid, window_px=options.window_px, count=options.max_windows)
         if not centres:
             raise RegistrationFailed(
                 f"no {options.window_px} x {options.window_px} px window fits inside the overlap of "
                 f"{ref.name!r} and {tgt.name!r}; use a smaller window_px"
             )
-        matches = _match_all(ref, tgt, grid, centres, options, progress, "windows")
-        estimate, matches = consensus(matches, outlier_px=outlier_px)
+        matches = _match_all(ref, tgt, grid, centres, matching, progress, "windows")
+        estimate, matches = consensus(matches, outlier_px=options.outlier_px)
         if not np.all(np.isfinite(estimate)):
             raise RegistrationFailed(
                 f"none of the {len(matches)} windows matched reliably ({_summarise_rejections(matches)}); "
@@ -492,15 +450,18 @@ def _estimate(
         dx, dy = grid.linear @ estimate
         shift_map = (float(dx), float(dy))
         fields.update(shift_px=(float(estimate[0]), float(estimate[1])), shift_map=shift_map, windows=tuple(matches))
-        if mode == "shift":
+        if options.mode is Mode.SHIFT:
             fields["target_offset"] = _target_offset(grid, tgt, (used[0].x, used[0].y), shift_map)
+            # reference point p shows target point p - shift
+            quality, figures = judge_correction(ref, tgt, grid, overlap, Translation([-shift_map[0], -shift_map[1]]))
+            fields.update(quality=quality, extras={"verification": figures})
 
             def correct(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 return x - shift_map[0], y - shift_map[1]
 
             return _Estimate(fields, warnings, correct)
-        transform, extras = _affine(ref, tgt, grid, overlap, shift_map, seed=seed, progress=progress)
-        fields.update(transform=transform, extras=extras)
+        transform, quality, extras = _affine(ref, tgt, grid, overlap, shift_map, seed=options.seed, progress=progress)
+        fields.update(transform=transform, quality=quality, extras=extras)
         warnings += list(extras.pop("warnings", ()))
 
         def correct_affine(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -508,15 +469,15 @@ def _estimate(
             return pts[:, 0].reshape(np.shape(x)), pts[:, 1].reshape(np.shape(y))
 
         return _Estimate(fields, warnings, correct_affine)
-    centres = tie_point_grid(grid.height, grid.width, spacing_px=int(grid_spacing_px), window_px=options.window_px)
+    centres = tie_point_grid(grid.height, grid.width, spacing_px=options.grid_spacing_px, window_px=options.window_px)
     centres = _inside_overlap(centres, overlap, grid, options.window_px)
     if not centres:
-        raise RegistrationFailed(f"no tie point of a {grid_spacing_px} px grid lies inside the overlap")
-    matches = _match_all(ref, tgt, grid, centres, options, progress, "tie points", strips=True)
-    matches = ransac_filter(matches, threshold_px=outlier_px, seed=seed)
+        raise RegistrationFailed(f"no tie point of a {options.grid_spacing_px} px grid lies inside the overlap")
+    matches = _match_all(ref, tgt, grid, centres, matching, progress, "tie points", strips=True)
+    matches = ransac_filter(matches, threshold_px=options.outlier_px, seed=options.seed)
     if tie_points is not None:
         write_tie_points(matches, tie_points, crs_wkt=grid.crs.to_wkt() if grid.crs else None)
-    displacement = fit_field(matches, grid.height, grid.width, kind=field, order=polynomial_order)
+    displacement = fit_field(matches, grid.height, grid.width, kind=options.field, order=options.polynomial_order)
     used = [m for m in matches if m.used]
     mean = np.mean([m.shift_px for m in used], axis=0)
     dx, dy = grid.linear @ mean
@@ -524,15 +485,15 @@ def _estimate(
         warnings.append(f"{len(used)} of {len(matches)} tie points kept; rejected: {_summarise_rejections(matches, 'tie points')}")
     fields.update(shift_px=(float(mean[0]), float(mean[1])), shift_map=(float(dx), float(dy)),
                   windows=tuple(matches), field=displacement.describe())
-    inv = ~grid.transform
 
     def correct_local(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cols = inv.a * x + inv.b * y + inv.c - 0.5
-        rows = inv.d * x + inv.e * y + inv.f - 0.5
+        rows, cols = grid.rowcol(x, y)
         dcol, drow = displacement.at(rows, cols)
         # the target's content at reference pixel p sits at p - correction
         return grid.xy(rows - drow, cols - dcol)
 
+    quality, figures = judge_correction(ref, tgt, grid, overlap, correct_local, field_spacing_px=LATTICE_PX)
+    fields.update(quality=quality, extras={"verification": figures})
     return _Estimate(fields, warnings, correct_local)
 
 
@@ -576,26 +537,15 @@ def _affine(
     seed: int,
     progress: ProgressCallback | None,
     max_side_px: int = 2048,
-) -> tuple[LinearTransform, dict[str, Any]]:
-    """Affine (reference map -> target map, reference CRS) by Mattes MI registration over the overlap."""
+) -> tuple[LinearTransform, QualityReport, dict[str, Any]]:
+    """Affine (reference map -> target map, reference CRS) by Mattes MI registration over the overlap, and its verdict."""
     from rasterio.enums import Resampling
 
     from coregister.conventions import geotransform_to_geometry
     from coregister.geo._raster import read_on_grid
     from coregister.pipeline import register
 
-    rows, cols = np.nonzero(overlap.valid)
-    coarse = overlap.grid
-    x0, y0 = coarse.xy(rows.min() - 0.5, cols.min() - 0.5)
-    x1, y1 = coarse.xy(rows.max() + 0.5, cols.max() + 0.5)
-    r_a, c_a = grid.rowcol([x0, x1], [y0, y1])
-    r0, r1 = max(0, int(math.floor(min(r_a)))), min(grid.height, int(math.ceil(max(r_a))) + 1)
-    c0, c1 = max(0, int(math.floor(min(c_a)))), min(grid.width, int(math.ceil(max(c_a))) + 1)
-    factor = max(1, math.ceil(max(r1 - r0, c1 - c0) / max_side_px))
-    from affine import Affine
-
-    sub = Grid(grid.window_transform(r0, c0) @ Affine.scale(factor), grid.crs,
-               math.ceil((c1 - c0) / factor), math.ceil((r1 - r0) / factor))
+    sub, factor = overlap_grid(grid, overlap, max_side_px=max_side_px)
     resampling = Resampling.average if factor > 1 else Resampling.cubic
     fixed_values, fixed_ok = read_on_grid(ref, sub, resampling=resampling, dtype=np.float32)
     moving_values, moving_ok = read_on_grid(tgt, sub, resampling=resampling, dtype=np.float32)
@@ -613,7 +563,7 @@ def _affine(
     (flat,) = linear_members(transform)
     extras = {
         "registration": {"metrics": {k: dict(v) for k, v in result.metrics.items()}, "engine": result.engine,
-                         "passed": result.passed, "time_s": result.time_s, "decimation": factor},
+                         "time_s": result.time_s, "decimation": factor},
         "warnings": [f"affine registration: {w}" for w in result.warnings],
     }
-    return flat, extras
+    return flat, result.quality, extras

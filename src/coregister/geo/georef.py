@@ -26,11 +26,17 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from coregister.conventions import geotransform_to_geometry
+from coregister.conventions import (
+    centre_geotransform,
+    corner_geotransform,
+    geotransform_to_geometry,
+    pixel_corner_to_map,
+)
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed, UnreadableInputError
 from coregister.geo.coreg import _check_output
 from coregister.geo.result import GeoResult
 from coregister.image import SpatialImage
+from coregister.pipeline import QualityReport, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +193,8 @@ def georeference(
     Returns
     -------
     GeoResult
-        ``mode="georeference"``; ``extras`` holds ``geotransform`` (corner-based,
+        ``mode="georeference"``; ``quality`` is the registration's verdict
+        with a base (passed, with no measures, for GCPs); ``extras`` holds ``geotransform`` (corner-based,
         GDAL order), ``rmse_map`` and ``rmse_px`` of the fit (GCPs: residuals
         at the points; base: reprojection error of the feature inliers),
         ``corners`` (map coordinates of the image's corners).
@@ -216,6 +223,7 @@ def georeference(
     extras: dict[str, Any] = {}
     transform: Affine | None
     points: np.ndarray | None = None
+    quality = QualityReport(Verdict.PASSED)  # GCPs: nothing to compare
     if gcps is not None:
         if crs is None:
             raise ConfigError("gcps= needs crs= (the CRS of the GCPs' x, y), e.g. crs='EPSG:32633'")
@@ -228,13 +236,13 @@ def georeference(
         out_crs = crs
     else:
         assert base is not None
-        transform, out_crs, fit = _from_base(img, base, method=method)
-        extras.update(fit)
+        transform, out_crs, quality, fit = _from_base(img, base, method=method)
         warnings += fit.pop("warnings", [])
+        extras.update(fit)
     if transform is not None:
         extras["geotransform"] = [float(v) for v in tuple(transform)[:6]]
-        corners = [transform @ (c, r) for c, r in ((0, 0), (width, 0), (width, height), (0, height))]
-        extras["corners"] = [[float(x), float(y)] for x, y in corners]
+        xs, ys = pixel_corner_to_map(transform, [0, 0, height, height], [0, width, width, 0])
+        extras["corners"] = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
     if out_path is not None:
         _write(img, out_path, transform=transform, crs=out_crs, gcps=points, cog=cog)
     return GeoResult(
@@ -247,11 +255,12 @@ def georeference(
         time_s=time.perf_counter() - started,
         config={"method": method if base is not None else "gcps", "order": order, "cog": cog},
         extras=extras,
+        quality=quality,
     )
 
 
-def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affine, Any, dict[str, Any]]:
-    """Image pixel -> base pixel affine (features or intensity), composed with the base's geotransform."""
+def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affine, Any, QualityReport, dict[str, Any]]:
+    """Image pixel -> base pixel affine (features or intensity), composed with the base's geotransform, and its verdict."""
     from coregister.config import EngineName, Initialisation, RegistrationConfig, Stage, TransformModel
     from coregister.conventions import geometry_to_geotransform
     from coregister.transforms import linear_members
@@ -279,16 +288,15 @@ def _from_base(image: SpatialImage, base: Source, *, method: str) -> tuple[Affin
                           moving_mask=moving.mask)
         fit.update(metrics={k: dict(v) for k, v in result.metrics.items()})
     pixel_map = result.transform
-    fit.update(passed=result.passed, verdict=result.verdict.value, quality=result.quality.to_dict())
     fit["warnings"] += list(result.warnings)
     if not pixel_map.is_linear:
         raise RegistrationFailed(f"the image-to-base fit gave a {type(pixel_map).__name__}, not an affine")
     (flat,) = linear_members(pixel_map)
     h = flat.homogeneous  # image pixel centre (col, row) -> base pixel centre
     pixel_to_base = Affine(h[0, 0], h[0, 1], h[0, 2], h[1, 0], h[1, 1], h[1, 2])
-    # corner-based: image corner coords -> centres (-0.5) -> base centres -> base corners (+0.5) -> map
-    transform = base_transform @ Affine.translation(0.5, 0.5) @ pixel_to_base @ Affine.translation(-0.5, -0.5)
+    # image pixel centres -> base pixel centres -> map, then back to the corner-based geotransform
+    transform = corner_geotransform(centre_geotransform(base_transform) @ pixel_to_base)
     pixel = math.sqrt(abs(base_transform.determinant))
     if fit.get("rmse_px") is not None:
         fit["rmse_map"] = float(fit["rmse_px"]) * pixel
-    return transform, base_img.crs, fit
+    return transform, base_img.crs, result.quality, fit

@@ -29,12 +29,13 @@ import numpy as np
 from scipy import ndimage
 
 from coregister.errors import ConfigError, RegistrationFailed
+from coregister.geo.options import Field
 from coregister.geo.result import WindowMatch
 from coregister.geo.windows import shown_beyond
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FIELDS", "DisplacementField", "fit_field", "ransac_filter", "tie_point_grid", "write_tie_points"]
+__all__ = ["DisplacementField", "fit_field", "ransac_filter", "tie_point_grid", "write_tie_points"]
 
 #: lattice step (reference pixels) of the smooth field
 LATTICE_PX = 32
@@ -43,8 +44,6 @@ _SMOOTHING = 1e-5
 #: above this many kept tie points, the thin-plate spline is fitted locally on the nearest ones
 _GLOBAL_MAX = 1000
 _NEIGHBOURS = 32
-#: Kinds of local displacement field (``field=`` of :func:`coregister.geo.coregister`, the command line's ``--field``).
-FIELDS = ("smooth", "polynomial")
 
 
 def tie_point_grid(height: int, width: int, *, spacing_px: int, window_px: int) -> list[tuple[int, int]]:
@@ -167,7 +166,7 @@ def fit_field(
     height: int,
     width: int,
     *,
-    kind: str = "smooth",
+    kind: Field | str = Field.SMOOTH,
     order: int = 1,
     smoothing: float | None = None,
 ) -> DisplacementField:
@@ -179,7 +178,7 @@ def fit_field(
         Tie points; those with ``used`` go into the fit.
     height, width : int
         Size of the reference grid (the smooth field's lattice covers it).
-    kind : {"smooth", "polynomial"}
+    kind : Field or {"smooth", "polynomial"}
     order : int
         Polynomial order, 1 to 3 (``"polynomial"``).
     smoothing : float, optional
@@ -187,12 +186,11 @@ def fit_field(
         (coordinates scaled to the scene's extent; a point of reliability
         ``r`` gets ``smoothing / r**2``).
     """
-    if kind not in FIELDS:
-        raise ConfigError(f"field={kind!r} is not one of {', '.join(FIELDS)}")
-    if kind == "polynomial" and order not in (1, 2, 3):
+    kind = Field.parse(kind)
+    if kind is Field.POLYNOMIAL and order not in (1, 2, 3):
         raise ConfigError(f"polynomial order {order} is not supported; choose 1, 2 or 3")
     kept = [m for m in matches if m.used]
-    needed = 3 if kind == "smooth" else (order + 1) * (order + 2) // 2
+    needed = 3 if kind is Field.SMOOTH else (order + 1) * (order + 2) // 2
     if len(kept) < needed:
         raise RegistrationFailed(
             f"only {len(kept)} reliable tie points were kept; a {kind} field needs at least {needed}: "
@@ -202,7 +200,7 @@ def fit_field(
     cols = np.array([m.col for m in kept], float)
     values = np.array([m.shift_px for m in kept], float)  # (n, 2): d_col, d_row
     weights = np.array([max(m.reliability, 1e-3) for m in kept])
-    if kind == "polynomial":
+    if kind is Field.POLYNOMIAL:
         scale = (float(max(height, 1)), float(max(width, 1)))
         design = _monomials(rows / scale[0], cols / scale[1], order).T
         sw = np.sqrt(weights)[:, None]

@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from coregister._json import JsonMethods, plain
+from coregister.pipeline import QualityReport, Verdict
 from coregister.transforms import Transform
 
 __all__ = ["GeoResult", "WindowMatch"]
+
+_PASSED = QualityReport(Verdict.PASSED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +105,15 @@ class GeoResult(JsonMethods):
     config : mapping
         The options that ran.
     extras : mapping
-        Anything else (the residual statistics, the affine registration's metrics).
+        Anything else (the residual statistics, the affine registration's
+        metrics; ``verification``: the metrics before and after the
+        correction on the grid the verdict was given on).
+    quality : QualityReport
+        The quality verdict on the correction and the measures behind it:
+        the affine registration's own (``affine``, ``georeference`` with a
+        base), or :func:`coregister.pipeline.verify`'s over the overlap
+        (``shift``, ``local``). GCP georeferencing has nothing to compare:
+        passed, with no measures.
     """
 
     mode: str
@@ -120,12 +131,23 @@ class GeoResult(JsonMethods):
     time_s: float = 0.0
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    quality: QualityReport = _PASSED
 
     def __post_init__(self) -> None:
         for name in ("field", "reference", "target", "config", "extras"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
         object.__setattr__(self, "windows", tuple(self.windows))
         object.__setattr__(self, "warnings", tuple(self.warnings))
+
+    @property
+    def passed(self) -> bool:
+        """Whether the quality check passed the correction (False: exit code 3 on the command line)."""
+        return self.quality.passed
+
+    @property
+    def verdict(self) -> Verdict:
+        """The quality check's verdict: passed, failed or uncertain."""
+        return self.quality.verdict
 
     @property
     def used_windows(self) -> tuple[WindowMatch, ...]:
@@ -153,6 +175,8 @@ class GeoResult(JsonMethods):
         return plain(
             {
                 "mode": self.mode,
+                "passed": self.passed,
+                "verdict": self.verdict.value,
                 "shift_px": self.shift_px,
                 "shift_map": self.shift_map,
                 "target_offset": self.target_offset,
@@ -167,6 +191,7 @@ class GeoResult(JsonMethods):
                 "time_s": self.time_s,
                 "config": dict(self.config),
                 "extras": dict(self.extras),
+                "quality": self.quality.to_dict(),
             },
             nan_to_none=True,
         )

@@ -374,6 +374,8 @@ def write_geo_report(
         noun = "tie points" if result.mode == "local" else "windows"
         rows.append((f"{noun} used", f"{len(result.used_windows)} of {len(result.windows)}"))
     if result is not None:
+        failures = "; ".join(result.quality.failures)
+        rows.append(("quality check", result.verdict.value + (f": {failures}" if failures else "")))
         rows.append(("time", f"{result.time_s:.2f} s"))
     for key, value in (details or {}).items():
         rows.append((str(key), value if isinstance(value, str) else _num(value)))
