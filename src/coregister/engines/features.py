@@ -97,13 +97,30 @@ def _create(detector: str, max_features: int) -> Any:
 
 
 def _to_uint8(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """8-bit version for the detectors: 0.5-99.5 percentiles of the valid pixels to 0-255."""
+    """8-bit version for the detectors: the 0.5-99.5 percentiles of the valid pixels to 0-255, the median to mid-grey.
+
+    The power law that brings the median to 128 leaves ordinary photographs
+    nearly as they are (gamma 0.7-1.4) and opens up the shadows of a
+    high-dynamic-range image, whose linear 8-bit version is black but for its
+    highlights (no keypoint there).
+
+    Examples
+    --------
+    >>> hdr = np.exp(np.linspace(0.0, 9.0, 1000)).reshape(20, 50)  # four decades
+    >>> out = _to_uint8(hdr, np.ones(hdr.shape, bool))
+    >>> float(np.median(out)), int(out.min()), int(out.max())  # linearly, the median would be 3
+    (127.5, 0, 255)
+    """
     inside = values[valid]
     if inside.size == 0:
         raise ConfigError("the mask selects no pixel; features need a non-empty valid region")
-    low, high = np.percentile(inside, (0.5, 99.5))
-    scale = 255.0 / (high - low) if high > low else 1.0
-    return np.clip((values - low) * scale, 0, 255).astype(np.uint8)
+    low, middle, high = np.percentile(inside, (0.5, 50.0, 99.5))
+    if high <= low:
+        return np.clip(values - low, 0, 255).astype(np.uint8)
+    unit = np.clip((values - low) / (high - low), 0.0, 1.0)
+    median = float(np.clip((middle - low) / (high - low), 1e-3, 1 - 1e-3))
+    gamma = float(np.clip(np.log(0.5) / np.log(median), 0.1, 10.0))
+    return np.round(255.0 * unit**gamma).astype(np.uint8)
 
 
 def detect(
@@ -247,6 +264,53 @@ def _fit(
     return matrix, inl
 
 
+def gric(residuals: np.ndarray, sigma: float, parameters: int) -> float:
+    """Torr's geometric robust information criterion of a 2D point map fitted to ``len(residuals)`` matches.
+
+    Lower is better. ``residuals`` are transfer errors (px), ``sigma`` the
+    matches' noise (px), ``parameters`` the model's degrees of freedom (6 for
+    an affine, 8 for a homography). Both maps are 2-manifolds in the 4D space
+    of a match (d = 2, r = 4); outliers cost a bounded 2 (r - d) each, and each
+    parameter log(r n).
+
+    Examples
+    --------
+    >>> exact = np.zeros(100)
+    >>> gric(exact, 0.5, 8) - gric(exact, 0.5, 6)  # the same fit: the extra parameters cost 2 log(400)
+    11.98...
+    """
+    d, r, n = 2, 4, len(residuals)
+    rho = np.minimum((np.asarray(residuals) / max(sigma, 1e-9)) ** 2, 2.0 * (r - d))
+    return float(rho.sum() + np.log(r) * d * n + np.log(r * n) * parameters)
+
+
+#: degrees of freedom of the models :func:`gric` compares
+_PARAMETERS = {TransformModel.TRANSLATION: 2, TransformModel.RIGID: 3, TransformModel.SIMILARITY: 4,
+               TransformModel.AFFINE: 6, TransformModel.HOMOGRAPHY: 8}
+#: the matches' noise is taken no smaller than this (px): keypoint positions are quantised by the detector
+_MIN_SIGMA_PX = 0.3
+
+
+def _select_model(
+    candidates: tuple[TransformModel, ...], src: np.ndarray, dst: np.ndarray, *, threshold: float, robust: str, seed: int,
+) -> tuple[TransformModel, dict[str, float]]:
+    """The candidate model the matches support best by :func:`gric` (each fitted robustly to the same matches)."""
+    fits = {m: _fit(m, src, dst, threshold=threshold, robust=robust, seed=seed) for m in candidates}
+    usable = {m: f for m, f in fits.items() if f[0] is not None and int(f[1].sum()) >= _MIN_MATCHES[m]}
+    if not usable:
+        return candidates[-1], {}
+    # the noise of the matches, from the most general model's inliers (robust: median absolute residual)
+    general = max(usable, key=lambda m: _PARAMETERS[m])
+    matrix, inliers = usable[general]
+    spread = _reprojection_error(matrix, src[inliers], dst[inliers])  # type: ignore[arg-type]
+    sigma = max(_MIN_SIGMA_PX, 1.4826 * float(np.median(spread)))
+    scores = {m.value: gric(_reprojection_error(f[0], src, dst), sigma, _PARAMETERS[m])  # type: ignore[arg-type]
+              for m, f in usable.items()}
+    chosen = min(usable, key=lambda m: scores[m.value])
+    logger.info("model selection (GRIC, sigma %.2f px): %s -> %s", sigma, scores, chosen.value)
+    return chosen, scores
+
+
 def _article(word: str) -> str:
     """``"an"`` before a vowel, else ``"a"``: "an affine", "a homography"."""
     return "an" if word[:1].lower() in "aeiou" else "a"
@@ -290,6 +354,11 @@ class FeatureEngine:
         Inlier threshold (default 3 px).
     ``refine``
         ``True`` (default): ECC refinement of the fit with the same model.
+    ``select_models``
+        Models to choose among (e.g. ``("affine", "homography")``): each is
+        fitted to the same matches and the one with the lowest :func:`gric`
+        is kept (``extras["model"]``, ``extras["gric"]``); the fallback chain
+        of ``preset="auto"`` asks for it on photographs.
 
     The model is the last stage's ``model`` (homography, affine, similarity,
     rigid or translation). ``extras``: ``keypoints`` (fixed, moving),
@@ -370,6 +439,11 @@ class FeatureEngine:
         src, dst = points_f[pairs[:, 0]], points_m[pairs[:, 1]]
 
         # 3: robust fit in pixel coordinates, then to world coordinates
+        candidates = tuple(TransformModel.parse(m) for m in options.get("select_models", ()))
+        selection: dict[str, float] = {}
+        if len(candidates) > 1:
+            model, selection = _select_model(candidates, src, dst, threshold=threshold, robust=robust, seed=config.seed)
+            needed = _MIN_MATCHES[model]
         fit_model = model
         if model in (TransformModel.RIGID, TransformModel.SIMILARITY) and not (is_conformal(fixed) and is_conformal(moving)):
             fit_model = TransformModel.AFFINE  # a pixel rigid/similarity is not a world one on anisotropic pixels
@@ -384,8 +458,14 @@ class FeatureEngine:
         residuals = _reprojection_error(pixel_matrix, src[inliers], dst[inliers])
         rms = float(np.sqrt(np.mean(residuals**2)))
         centre = fixed.world_centre
-        world = project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
-        feature_transform = transform_from_matrix(world, model, center=centre)
+        try:
+            world = project(world_from_pixel(pixel_matrix, fixed, moving), model, centre)
+            feature_transform = transform_from_matrix(world, model, center=centre)
+        except (np.linalg.LinAlgError, ValueError) as exc:  # a degenerate fit (all inliers on a line, say)
+            raise RegistrationFailed(
+                f"the {model.value} fitted to {n_inliers} {detector.upper()} inliers is degenerate ({exc}); "
+                + _remedies(detector, "a stricter ratio")
+            ) from exc
         history = [LevelHistory(f"features:{detector}", 0, 1.0, 0.0, (rms,), f"{n_inliers} inliers of {len(pairs)} matches")]
         extras: dict[str, Any] = {
             "detector": detector,
@@ -397,6 +477,9 @@ class FeatureEngine:
             "feature_transform": feature_transform.to_dict(),
             "refined": False,
         }
+        if selection:
+            extras["model"] = model.value
+            extras["gric"] = selection
         logger.debug("features: %d matches, %d inliers, rms %.3f px", len(pairs), n_inliers, rms)
 
         # 4: ECC refinement from the feature estimate
