@@ -1,0 +1,303 @@
+"""The evidence the quality check weighs: what an answer does to the pair, measured once per answer.
+
+* :func:`overlay`: the moving image resampled onto the metrics grid through
+  the answer, once; :func:`figures` (NCC, MI, MSE, overlap), :func:`chance`
+  (the information the pair shares beyond what shuffled values share) and
+  :func:`coverage` (how much of the overlap shares information, block by
+  block) are all computed from it.
+* :func:`probe`: the answer polished with Mattes mutual information on a
+  coarse grid, from the answer itself and from a few perturbed starts around
+  it. A right answer sits at an optimum that every nearby start returns to;
+  an answer stopped early, found with a metric that cannot handle the
+  contrast, or caught in one of several similar optima does not.
+
+"The metric improved" is not evidence of success: each of these separates
+right from wrong answers on the validation corpus (``benchmarks/validate.py``).
+Transforms map fixed-space points to moving space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from coregister.config import EngineName, Initialisation, Metric, Optimizer, RegistrationConfig, Stage, TransformModel
+from coregister.engines import get_engine
+from coregister.errors import CoregisterError
+from coregister.image import SpatialImage
+from coregister.measures import mutual_information, ncc, pair_figures
+from coregister.resample import resample_values
+from coregister.transforms import (
+    Affine,
+    Composite,
+    Rigid,
+    Similarity,
+    Transform,
+    Translation,
+    linear_members,
+    rotation_matrix,
+)
+
+__all__ = ["Overlay", "chance", "coverage", "figures", "overlay", "probe"]
+
+logger = logging.getLogger(__name__)
+
+#: chance level of the mutual information: the mean over this many shuffles of the moving values
+_SHUFFLES = 3
+#: points the chance figures use at most (a whole stride of the overlap)
+_CHANCE_MAX_POINTS = 250_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlay:
+    """The fixed metrics grid and the moving image resampled onto it through one transform.
+
+    ``keep`` marks the points compared: the fixed image's valid pixels, the
+    mask, and where the moving image had data; ``region`` counts the points
+    the fixed mask offers (the denominator of the overlap).
+    """
+
+    grid: SpatialImage
+    fixed: np.ndarray
+    moving: np.ndarray
+    keep: np.ndarray
+    region: int
+
+
+def overlay(view: SpatialImage, moving: SpatialImage, transform: Transform, *, mask: np.ndarray | None = None,
+            threads: int | None = None) -> Overlay:
+    """Resample ``moving`` onto ``view`` through ``transform`` (linear), with the points that can be compared."""
+    values, valid = resample_values(transform, moving, reference=view, interpolation="linear", threads=threads)
+    fixed = np.asarray(view.array)
+    if view.has_channels:
+        fixed = fixed.mean(axis=-1)
+    if values.ndim > view.ndim:
+        values = values.mean(axis=-1)
+    region = view.valid_mask() if (view.mask is not None or view.nodata is not None or fixed.dtype.kind == "f") else None
+    if mask is not None:
+        user = np.asarray(mask, dtype=bool)
+        region = user if region is None else region & user
+    n_region = int(region.sum()) if region is not None else int(np.prod(view.shape))
+    keep = valid if region is None else valid & region
+    return Overlay(view, fixed, values, keep, n_region)
+
+
+def figures(over: Overlay, *, bins: int = 32) -> dict[str, float]:
+    """NCC, mutual information (nats), MSE and overlap of the pair through the overlay's transform.
+
+    The figures :func:`coregister.measures.compare` gives, from the overlay
+    already resampled.
+    """
+    a = over.fixed[over.keep]
+    b = over.moving[over.keep]
+    if a.size == 0:
+        logger.warning("the moving image does not overlap the fixed mask through this transform")
+    return {**pair_figures(a, b, bins=bins), "overlap": float(a.size / over.region) if over.region else 0.0}
+
+
+def _strided(over: Overlay, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    a = over.fixed[over.keep].astype(np.float64)
+    b = over.moving[over.keep].astype(np.float64)
+    stride = max(1, int(math.ceil(a.size / max(1, max_points))))
+    return a[::stride], b[::stride]
+
+
+def chance(over: Overlay, *, bins: int = 32, seed: int = 0, max_points: int = _CHANCE_MAX_POINTS) -> dict[str, float]:
+    """How far the pair agrees through the transform beyond chance: the figures of the absolute check.
+
+    Returns ``mi`` (nats), ``mi_chance`` (the same with the moving values
+    shuffled, mean of three shuffles: what unrelated images with these
+    histograms score), ``fixed_entropy`` (the most ``mi`` can be), ``ncc``
+    and ``points``.
+    """
+    a, b = _strided(over, max_points)
+    if a.size < 2:
+        return {"mi": 0.0, "mi_chance": 0.0, "fixed_entropy": 0.0, "ncc": 0.0, "points": float(a.size)}
+    rng = np.random.default_rng(seed)
+    # the mean of a few shuffles: one shuffle's estimate varies by a tenth of itself on a few thousand points
+    shuffled = float(np.mean([mutual_information(a, rng.permutation(b), bins=bins) for _ in range(_SHUFFLES)]))
+    return {
+        "mi": mutual_information(a, b, bins=bins),
+        "mi_chance": shuffled,
+        "fixed_entropy": mutual_information(a, a, bins=bins),  # I(X; X) = H(X) on the same bins
+        "ncc": ncc(a, b),
+        "points": float(a.size),
+    }
+
+
+#: blocks per axis of the local coverage (2D, 3D)
+_BLOCKS = {2: 4, 3: 3}
+#: a block is compared when it holds at least this many points ...
+_BLOCK_MIN_POINTS = 300
+#: ... and its fixed values vary by at least this fraction of their spread over the whole overlap
+_BLOCK_MIN_STRUCTURE = 0.05
+_BLOCK_BINS = 16
+
+
+def coverage(over: Overlay, *, seed: int = 0) -> dict[str, Any]:
+    """How much of the overlap shares information through the transform, block by block.
+
+    The metrics grid is cut into 4 x 4 (2D) or 3 x 3 x 3 (3D) blocks; in each
+    block with enough points and structure, the mutual information of the
+    pair beyond its shuffled level is taken as a fraction of the block's own
+    entropy. A right answer lets most blocks share information (the images
+    agree everywhere); an answer that aligns one large region and leaves the
+    rest misaligned, or unrelated images, leave many blocks at chance.
+
+    Returns ``blocks`` (compared), ``excess`` (per block) and
+    ``shared_fraction`` (of the blocks, those with an excess above 5 %).
+    """
+    d = over.fixed.ndim
+    n = _BLOCKS.get(d, 3)
+    edges = [np.linspace(0, s, n + 1).astype(int) for s in over.fixed.shape]
+    spread = float(np.std(over.fixed[over.keep])) if over.keep.any() else 0.0
+    rng = np.random.default_rng(seed)
+    excesses = []
+    for index in np.ndindex(*([n] * d)):
+        block = tuple(slice(edges[axis][i], edges[axis][i + 1]) for axis, i in enumerate(index))
+        keep = over.keep[block]
+        if int(keep.sum()) < _BLOCK_MIN_POINTS:
+            continue
+        a = over.fixed[block][keep].astype(np.float64)
+        b = over.moving[block][keep].astype(np.float64)
+        if spread <= 0 or float(np.std(a)) < _BLOCK_MIN_STRUCTURE * spread:
+            continue
+        entropy = mutual_information(a, a, bins=_BLOCK_BINS)
+        if entropy <= 0:
+            continue
+        shared = mutual_information(a, b, bins=_BLOCK_BINS)
+        shuffled = float(np.mean([mutual_information(a, rng.permutation(b), bins=_BLOCK_BINS) for _ in range(2)]))
+        excesses.append((shared - shuffled) / entropy)
+    shared_fraction = float(np.mean([e > 0.05 for e in excesses])) if excesses else float("nan")
+    return {"blocks": len(excesses), "excess": excesses, "shared_fraction": shared_fraction}
+
+
+# --------------------------------------------------------------------------------------------- probe
+#: points of the coarse grid the probe polishes on (the grid is the fixed image shrunk by a whole factor)
+_PROBE_POINTS = {2: 1 << 16, 3: 1 << 16}
+#: random sample points per probe run
+_PROBE_SAMPLES = {2: 1 << 14, 3: 12_000}
+#: iterations per probe run
+_PROBE_ITERATIONS = 60
+#: perturbed starts: rotation (degrees), shift (probe voxels), scale (models that have one)
+_PERTURB_DEG, _PERTURB_VOXELS, _PERTURB_SCALE = 10.0, 3.0, 1.1
+
+
+def _model_of(transform: Transform) -> TransformModel | None:
+    """The linear model that can hold ``transform`` (None: a homography or a deformable part)."""
+    if isinstance(transform, Composite):
+        if not transform.is_linear:
+            return None
+        members = linear_members(transform)
+        models = [_model_of(m) for m in members]
+        if any(m is None for m in models):
+            return None
+        order = [TransformModel.TRANSLATION, TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE]
+        return max(models, key=lambda m: order.index(m))  # type: ignore[arg-type]
+    if isinstance(transform, Translation):
+        return TransformModel.TRANSLATION
+    if isinstance(transform, Rigid):
+        return TransformModel.RIGID
+    if isinstance(transform, Similarity):
+        return TransformModel.SIMILARITY
+    if isinstance(transform, Affine):
+        return TransformModel.AFFINE
+    return None
+
+
+def _perturbations(ndim: int, model: TransformModel, centre: np.ndarray, voxel: float, count: int,
+                   seed: int) -> list[Transform]:
+    """``count`` seeded starts around the identity: turned, shifted and (where the model scales) scaled."""
+    rng = np.random.default_rng(10_007 + seed)
+    out: list[Transform] = []
+    for k in range(count):
+        sign = 1.0 if k % 2 == 0 else -1.0
+        if ndim == 2:
+            rotation = rotation_matrix(float(np.deg2rad(sign * _PERTURB_DEG)))
+        else:
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            angle = np.deg2rad(sign * _PERTURB_DEG)
+            cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+            rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+        if model is TransformModel.TRANSLATION:
+            rotation = np.eye(ndim)
+        scale = _PERTURB_SCALE ** sign if model in (TransformModel.SIMILARITY, TransformModel.AFFINE) else 1.0
+        direction = rng.normal(size=ndim)
+        shift = _PERTURB_VOXELS * voxel * direction / np.linalg.norm(direction)
+        out.append(Affine(scale * rotation, shift, centre))
+    return out
+
+
+def _points(over: Overlay, max_points: int = 8000) -> np.ndarray:
+    index = np.argwhere(over.keep)[:, ::-1].astype(float)
+    stride = max(1, int(math.ceil(len(index) / max_points)))
+    return over.grid.index_to_world(index[::stride])
+
+
+def _distance(a: Transform, b: Transform, points: np.ndarray) -> float:
+    return float(np.mean(np.linalg.norm(a.transform_points(points) - b.transform_points(points), axis=1)))
+
+
+def probe(
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    transform: Transform,
+    over: Overlay,
+    *,
+    fixed_mask: np.ndarray | None,
+    moving_mask: np.ndarray | None,
+    restarts: int,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any] | None:
+    """Polish ``transform`` with Mattes MI on a coarse grid, from itself and from ``restarts`` perturbed starts.
+
+    Returns None where the answer is not linear (a homography, a
+    deformable part: no SimpleITK model holds it). Otherwise, in world units
+    and probe voxels (the coarse grid's mean voxel size): ``polished`` and
+    ``ends`` (the polished answer, where each perturbed start ended), ``moved`` (how far polishing moves the answer),
+    ``restart_distances`` (how far each
+    perturbed start ends from the polished answer) and ``restart_gains``
+    (how much better, as a fraction of the polished answer's metric, each
+    ends: positive = better).
+    """
+    model = _model_of(transform)
+    if model is None:
+        return None
+    d = fixed.ndim
+    factor = max(1, int(math.ceil((math.prod(fixed.shape) / _PROBE_POINTS[d]) ** (1.0 / d) - 1e-9)))
+    voxel = factor * float(np.mean(fixed.spacing))
+    stage = Stage(model=model, metric=Metric.MATTES, optimizer=Optimizer.REGULAR_STEP, shrink_factors=(factor,),
+                  iterations=_PROBE_ITERATIONS, learning_rate=0.5, min_step=0.01 * voxel, histogram_bins=32,
+                  max_samples=_PROBE_SAMPLES[d], edge_sampling_fraction=None, smoothing_voxels=0.5)
+    config = RegistrationConfig(stages=(stage,), initialisation=Initialisation.NONE, engine=EngineName.SITK,
+                                seed=seed, threads=threads, name="probe")
+    engine = get_engine(EngineName.SITK)
+
+    def polish(start: Transform) -> tuple[Transform, float]:
+        out = engine.run(fixed, moving, config, initial=start, fixed_mask=fixed_mask, moving_mask=moving_mask)
+        return out.transform, float(out.final_metric)
+
+    points = _points(over)
+    try:
+        polished, value = polish(transform)
+        ends = [polish(transform @ p) for p in _perturbations(d, model, fixed.world_centre, voxel, restarts, seed)]
+    except (CoregisterError, RuntimeError) as exc:  # a start that leaves no overlap: no evidence either way
+        logger.info("probe failed: %s", exc)
+        return None
+    scale = abs(value) if value else 1.0
+    return {
+        "probe_voxel": voxel,
+        "polished": polished,
+        "ends": [t for t, _ in ends],
+        "moved": _distance(transform, polished, points) / voxel,
+        "metric": value,
+        "restart_distances": [_distance(polished, t, points) / voxel for t, _ in ends],
+        # Mattes MI is minimised (negative): lower is better
+        "restart_gains": [(value - v) / scale for _, v in ends],  # on the coarse grid; judge() remeasures them
+    }
