@@ -112,11 +112,17 @@ def test_register_auto_preset_goes_through_the_chain() -> None:
     import coregister as cr
 
     fixed, moving, valid, truth = _rotated_pair("astronaut", 60.0)
-    result = cr.register(fixed, moving, preset="auto", moving_mask=valid)
+    # started from the image centres, ECC cannot turn 60 degrees: the chain falls back to the feature engine
+    config = cr.presets.auto(ndim=2).replace(initialisation="geometry")
+    result = cr.register(fixed, moving, config=config, moving_mask=valid)
     assert result.engine == "features" and result.passed
     assert any(w.startswith("ecc:") for w in result.warnings)
     assert mean_error_px(result.transform, truth, fixed.shape) < 0.05
     assert result.attempts[-1].engine == "features"
+    # the 2D default starts from matched features: ECC answers first time
+    direct = cr.register(fixed, moving, preset="auto", moving_mask=valid)
+    assert direct.engine == "ecc" and direct.passed and len(direct.attempts) == 1
+    assert mean_error_px(direct.transform, truth, fixed.shape) < 0.05
 
 
 @pytest.mark.parametrize(("options", "engine"), [({"preset": "similarity", "metric": "ecc"}, "ecc"),

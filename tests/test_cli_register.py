@@ -288,7 +288,9 @@ def test_register_detector_reaches_the_feature_initialisation(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "rigid", "--detector", "sift"], "(--detector, detector=) applies to feature-based registration"),
+        # 2D presets start from keypoints (the detector chooses them); from the image centres none are used
+        (["--preset", "rigid", "--initialisation", "geometry", "--detector", "sift"],
+         "(--detector, detector=) applies to feature-based registration"),
         (["--preset", "rigid", "--initialisation", "moments", "--initial-transform", "t.tfm"], "not both"),
     ],
 )

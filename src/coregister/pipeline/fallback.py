@@ -90,8 +90,12 @@ def _engine_config(engine: EngineName, config: RegistrationConfig) -> Registrati
     engines after it start from the image centres.
     """
     if engine is EngineName.FEATURES:
-        # features need no initial transform; ECC refinement keeps to the last stage's model
-        return config.replace(stages=config.stages[-1:], initialisation=Initialisation.GEOMETRY, engine=engine)
+        # features need no initial transform; ECC refinement keeps to the last stage's model, or to the projective
+        # map when the matches support it better than an affine (a view from another angle)
+        last = config.stages[-1]
+        if TransformModel.parse(last.model) is TransformModel.AFFINE and "select_models" not in dict(last.extra):
+            last = last.replace(extra=(*last.extra, ("select_models", ("affine", "homography"))))
+        return config.replace(stages=(last,), initialisation=Initialisation.GEOMETRY, engine=engine)
     init = Initialisation.parse(config.initialisation)
     if init is Initialisation.FEATURES:
         init = Initialisation.GEOMETRY

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import SimpleITK as sitk
 
-from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig, Stage
+from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, Stage
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
-from coregister.pipeline.result import Result, Start
+from coregister.pipeline.result import Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
 
@@ -279,9 +280,33 @@ def _register(
         else:
             judged, before = _run_one(engine, pair, config, initial, progress, before_job)
             attempts, fallbacks = (judged.record,), ()
+            if start is not None and not judged.quality.passed:
+                # the start another engine found may be what went wrong (keypoints matched across a change of
+                # contrast): the same engine again from the image centres, and the better-judged answer kept
+                retry_config = config.replace(initialisation=Initialisation.GEOMETRY)
+                began = time.perf_counter()
+                retry = judge(pair, run_engine(engine, pair, retry_config, initial=None, progress=progress), before,
+                              retry_config, began)
+                attempts = (judged.record, retry.record)
+                if _better(retry, judged):
+                    fallbacks = (f"the answer from the {start.method} start was not kept ({'; '.join(judged.quality.failures)}); "
+                                 "the registration from the image centres was",)
+                    judged, start = retry, None
     elapsed = time.perf_counter() - started
     return _result(judged, before, pair, config, elapsed, start=start, attempts=attempts,
                    warnings=(*notes, *fallbacks))
+
+
+_RANK = {Verdict.PASSED: 2, Verdict.UNCERTAIN: 1, Verdict.FAILED: 0}
+
+
+def _better(a: Judged, b: Judged) -> bool:
+    """Whether answer ``a`` is judged better than ``b``: a better verdict, else a higher |NCC| after."""
+    rank_a, rank_b = _RANK[a.quality.verdict], _RANK[b.quality.verdict]
+    if rank_a != rank_b:
+        return rank_a > rank_b
+    ncc_a, ncc_b = abs(a.record.ncc), abs(b.record.ncc)
+    return bool(ncc_a > ncc_b) if math.isfinite(ncc_a) and math.isfinite(ncc_b) else math.isfinite(ncc_a)
 
 
 def _run_one(
