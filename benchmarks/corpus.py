@@ -391,7 +391,10 @@ def run(case: Case, **extra: Any) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     return {"case": case.name, "cls": case.cls, "error": case.error(result.transform), "tolerance": case.tolerance,
             "unit": case.unit, "verdict": result.verdict.value, "failures": list(result.quality.failures),
-            "engine": result.engine, "time_s": elapsed, "broken": case.broken}
+            "engine": result.engine, "time_s": elapsed, "broken": case.broken,
+            "measures": {k: v for k, v in result.quality.measures.items()
+                         if k in ("information_fraction", "shared_blocks", "polish_moved_voxels", "polish_gain", "restart_voxels",
+                                  "restart_gains", "measure", "before", "after")}}
 
 
 def sitk_volume(image: SpatialImage) -> sitk.Image:

@@ -1,0 +1,81 @@
+"""A seeded subset of the validation corpus (``benchmarks/corpus.py``): right answers pass, wrong ones do not.
+
+The whole corpus is the benchmark (``benchmarks/validate.py``, hundreds of
+registrations); these few cases run in the default test run so that a change
+that breaks the defaults or the quality check on one of its classes fails here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import corpus  # noqa: E402
+import validate  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _volume() -> None:
+    """The corpus reads its volume from the same data root (``COREGISTER_TEST_DATA``) as the tests."""
+    require_data(corpus.VOLUMES["kmeans-t1"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "seed"),
+    [
+        ("similarity", "camera", 1),  # textured; the moving image's valid region as mask
+        ("affine", "astronaut", 2),
+        ("perspective", "camera", 2),  # a homography: the preset's model
+        ("translation", "moon-hdr", 1),  # four decades of dynamic range
+    ],
+)
+def test_photos_within_tolerance_pass(kind: str, name: str, seed: int) -> None:
+    case = corpus.case_2d(kind, name, seed)
+    row = corpus.run(case)
+    assert row["error"] <= case.tolerance, row
+    assert row["verdict"] == "passed", row
+
+
+def test_multimodal_volume_within_tolerance_passes() -> None:
+    case = corpus.case_3d("multi", "kmeans-t1", 1)
+    row = corpus.run(case)
+    assert row["error"] <= case.tolerance, row
+    assert row["verdict"] == "passed", row
+
+
+def _broken(cls: str, seed: int = 1) -> corpus.Case:
+    return next(c for c in corpus.broken_cases(seed) if c.cls == cls)
+
+
+@pytest.mark.parametrize("cls", ["broken/stopped-early-3d", "broken/ncc-on-multimodal", "broken/unrelated-photos",
+                                 "broken/far-start-2d"])
+def test_broken_runs_are_not_passed_when_wrong(cls: str) -> None:
+    case = _broken(cls)
+    row = corpus.run(case)
+    assert "refused" in row or row["error"] <= case.tolerance or row["verdict"] != "passed", row
+
+
+def test_a_mask_over_background_is_refused() -> None:
+    row = corpus.run(_broken("broken/mask-on-background"))
+    assert row["refused"].startswith("GeometryError") and "covers no structure" in row["refused"], row
+
+
+def test_check_record_counts_false_acceptance_and_rejection() -> None:
+    rows = [
+        {"case": "a", "error": 0.05, "tolerance": 0.1, "verdict": "passed", "failures": []},
+        {"case": "b", "error": 0.08, "tolerance": 0.1, "verdict": "uncertain", "failures": ["tie"]},  # false rejection
+        {"case": "c", "error": 0.3, "tolerance": 0.1, "verdict": "passed", "failures": []},  # not gross: not counted
+        {"case": "d", "error": 0.6, "tolerance": 0.1, "verdict": "passed", "failures": []},  # false acceptance
+        {"case": "e", "error": 9.0, "tolerance": 0.1, "verdict": "failed", "failures": ["x"]},
+        {"case": "f", "refused": "ConfigError: mask"},
+    ]
+    record = validate.check_record(rows)
+    assert (record["gross_answers"], record["false_accepted"]) == (2, 1)
+    assert (record["good_answers"], record["false_rejected"]) == (2, 1)
+    assert record["false_acceptance_rate"] == 0.5 and record["false_rejection_rate"] == 0.5
+    assert record["refused"] == 1 and record["runs"] == 6
