@@ -381,9 +381,9 @@ def evaluate(
             f"the fixed labels ({fixed_labels.size} voxels at {fixed_labels.spacing}) lie on another grid than the fixed "
             f"image ({grid.size} at {grid.spacing}); give the labels of the fixed image, on its grid"
         )
+    points = () if fixed_landmarks is None else _point_errors(transform, fixed_landmarks, moving_landmarks)  # cheap: first
     scores: tuple[LabelScore, ...] = ()
     if fixed_labels is not None and moving_labels is not None:
         scores = _label_scores(transform, fixed_labels, moving_labels, labels, percentile, how)
-    points = () if fixed_landmarks is None else _point_errors(transform, fixed_landmarks, moving_landmarks)
     summary = None if grid is None else jacobian_summary(transform, grid, mask=jacobian_mask)
     return Evaluation(scores, points, summary)

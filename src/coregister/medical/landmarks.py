@@ -27,6 +27,8 @@ Formats, picked by the file's suffix:
     an image, which :func:`read_landmarks` and :func:`write_landmarks` then
     need), a line with the number of points, then one point per line. A
     file without the keyword holds indices, as transformix reads it.
+    Transformix rounds ``index`` points to whole voxels (a warning says so
+    when written ones are not): write ``point`` files for exact positions.
     Transformix's own ``outputpoints.txt`` is read too (its ``OutputPoint``
     column).
 
@@ -49,6 +51,7 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +61,7 @@ import numpy as np
 
 from coregister._files import atomic_path
 from coregister.conventions import flip_ras_lps_points
-from coregister.errors import ConfigError, GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import ConfigError, GeometryError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 
 __all__ = ["COORDINATE_SYSTEMS", "Landmarks", "read_landmarks", "write_landmarks"]
@@ -437,6 +440,11 @@ def write_landmarks(
     if fmt in ("fcsv", "markups") and marks.ndim != 3:
         raise GeometryError(f"3D Slicer markups hold 3D points; these landmarks are {marks.ndim}D (write them as .csv)")
     values = _from_lps(marks.points, system, image=image, path=path)
+    if system == "index" and not np.allclose(values, np.rint(values), rtol=0.0, atol=1e-6):
+        warnings.warn(
+            f"{path.name}: transformix rounds 'index' points to whole voxels, and these fall between voxel centres; "
+            "write a 'point' file (coordinate_system='LPS') to keep their positions", GeometryWarning, stacklevel=2,
+        )
     writers = {"csv": _csv_text, "fcsv": _fcsv_text, "markups": _markups_text, "elastix": _elastix_text}
     text = writers[fmt](marks, values, system)
     with atomic_path(path) as tmp:
