@@ -200,6 +200,20 @@ def test_jacobian_of_linear_maps() -> None:
     assert mirrored.folding_fraction == 1.0 and mirrored.minimum == pytest.approx(-1.0)
 
 
+def test_jacobian_of_a_homography_matches_finite_differences() -> None:
+    """ITK has no projective transform: the determinant ``det(H) / w^3`` against central differences of the point map."""
+    homography = cr.Homography(np.array([[1.1, 0.02, 2.0], [0.01, 0.95, 3.0], [2e-3, -1e-3, 1.0]]))
+    grid = cr.SpatialImage(np.zeros((20, 30)), origin=(0, 0), spacing=(1, 1))
+    points = grid.world_grid().reshape(-1, 2)
+    step = 1e-4
+    columns = [(homography.transform_points(points + d) - homography.transform_points(points - d)) / (2 * step)
+               for d in ([step, 0.0], [0.0, step])]
+    numeric = np.linalg.det(np.stack(columns, axis=-1))
+    summary = jacobian_summary(homography, grid)
+    assert summary.minimum == pytest.approx(numeric.min(), rel=1e-7) and summary.maximum == pytest.approx(numeric.max(), rel=1e-7)
+    assert summary.sd_log_jacobian == pytest.approx(float(np.std(np.log(numeric))), rel=1e-5) and summary.folding_fraction == 0.0
+
+
 def test_jacobian_of_a_folding_bspline_counts_its_folds() -> None:
     """A B-spline with one large control-point step folds a region: its fraction matches the determinant map's."""
     grid = cr.SpatialImage(np.zeros((24, 26, 28)), origin=(0, 0, 0), spacing=(1.0, 1.0, 1.0))

@@ -31,7 +31,7 @@ from coregister.measures import jacobian_determinant
 from coregister.medical.landmarks import Landmarks
 from coregister.medical.overlap import integer_labels, overlap_scores
 from coregister.resample import apply, transform_points
-from coregister.transforms import Composite, LinearTransform, Transform
+from coregister.transforms import Composite, Homography, LinearTransform, Transform
 
 __all__ = [
     "Evaluation",
@@ -120,7 +120,8 @@ def jacobian_summary(transform: Transform, grid: SpatialImage, *, mask: Any = No
     ``transform`` maps fixed to moving points and ``grid`` is the fixed
     image; the determinant comes from
     :func:`coregister.measures.jacobian_determinant` on the full grid
-    (constant, and computed once, for a linear transform).
+    (constant, and computed once, for a linear transform; ``det(H) / w^3``
+    for a homography, which ITK has no transform for).
 
     Examples
     --------
@@ -140,6 +141,9 @@ def jacobian_summary(transform: Transform, grid: SpatialImage, *, mask: Any = No
     linear = transform.flattened() if isinstance(transform, Composite) and transform.is_linear else transform
     if isinstance(linear, LinearTransform):
         det = np.full(min(count, 1), float(np.linalg.det(linear.matrix)))
+    elif isinstance(transform, Homography):  # ITK has none; det J = det(H) / w^3 at each pixel centre (w: the third row)
+        w = grid.world_grid()[keep] @ transform.matrix[2, :2] + transform.matrix[2, 2]
+        det = float(np.linalg.det(transform.matrix)) / w**3
     else:
         det = jacobian_determinant(transform, grid).array[keep]
     if det.size == 0:
