@@ -12,7 +12,7 @@ from nibabel.eulerangles import euler2mat
 import coregister as cr
 from coregister.errors import GeometryError
 from coregister.measures import compare, mse, mutual_information, ncc
-from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
+from coregister.medical import dice, dice_per_label, landmark_errors, tre
 from coregister.resample import apply
 
 BRAINWEB = "medical/itk_brainweb_2d"

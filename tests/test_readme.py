@@ -65,7 +65,8 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the use cases, as written
 
-USE_CASES = ["MRI cohort to a template", "CT to MR", "Satellite change detection", "Georeferencing", "Photo pair"]
+USE_CASES = ["MRI cohort to a template", "CT to MR", "Evaluate a registration", "Satellite change detection", "Georeferencing",
+             "Photo pair"]
 
 
 def _blocks(heading: str) -> list[tuple[str, str]]:
@@ -92,6 +93,20 @@ def _check_ct(project: Path, data: Path) -> None:
     assert tags["Modality"] == "CT" and tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
     assert (tags["StudyInstanceUID"], tags["FrameOfReferenceUID"]) == (mr_tags["StudyInstanceUID"], mr_tags["FrameOfReferenceUID"])
     assert (project / "ct-to-mr/report.html").stat().st_size > 10_000
+
+
+def _check_evaluation(project: Path, data: Path) -> None:
+    import json
+
+    written = json.loads((project / "eval-out/evaluation.json").read_text())
+    summary = written["summary"]
+    # the landmarks come from the known motion: a right registration and a right direction put them within a voxel
+    assert summary["tre_max_mm"] < 1.0 and summary["folding_fraction"] == 0.0 and summary["sd_log_jacobian"] == 0.0
+    assert [p["label"] for p in written["landmarks"]] == ["left", "right", "back", "front"]
+    assert [s["label"] for s in written["labels"]] == [1, 2, 3] and summary["dice_mean"] > 0.6
+    assert (project / "eval-out/evaluation.csv").read_text().startswith("measure,item,value,unit\n")
+    dice, tre, folding = (float(v) for v in project.joinpath("out.txt").read_text().split())
+    assert abs(dice - summary["dice_mean"]) < 1e-12 and abs(tre - summary["tre_mean_mm"]) < 1e-12 and folding == 0.0
 
 
 def _check_geo(project: Path, data: Path) -> None:
@@ -122,7 +137,8 @@ def _check_photo(project: Path, data: Path) -> None:
     assert (project / "photo-pair/transform.json").exists()
 
 
-CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Satellite change detection": _check_geo,
+CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
+          "Satellite change detection": _check_geo,
           "Georeferencing": _check_georef, "Photo pair": _check_photo}
 
 

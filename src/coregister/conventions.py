@@ -1,6 +1,7 @@
 """The coordinate crossings that bite, each converted in exactly one place.
 
-* NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`.
+* NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`
+  (affines) and :func:`flip_ras_lps_points` (points, e.g. 3D Slicer landmarks).
 * GDAL/rasterio geotransforms address pixel corners, ITK addresses pixel
   centres: :func:`geotransform_to_geometry` and :func:`geometry_to_geotransform`
   (origin, spacing, direction), :func:`centre_geotransform` and
@@ -33,6 +34,7 @@ __all__ = [
     "centre_geotransform",
     "corner_geotransform",
     "flip_ras_lps",
+    "flip_ras_lps_points",
     "geometry_from_affine",
     "geometry_to_geotransform",
     "geotransform_to_geometry",
@@ -80,6 +82,24 @@ def flip_ras_lps(affine: np.ndarray) -> np.ndarray:
     if affine.shape != (4, 4):
         raise GeometryError(f"expected a 4x4 affine, got shape {affine.shape}; pass the NIfTI/ITK homogeneous matrix")
     return _LPS_FLIP @ affine
+
+
+def flip_ras_lps_points(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Convert world points between RAS and LPS: the first two coordinates change sign.
+
+    Its own inverse, like :func:`flip_ras_lps`; exact (a sign flip rounds
+    nothing). Points are rows ``(x, y[, z])``.
+
+    Examples
+    --------
+    >>> flip_ras_lps_points([[10.0, -20.0, 30.0]]).tolist()
+    [[-10.0, 20.0, 30.0]]
+    """
+    points = np.array(points, dtype=float, ndmin=2)
+    if points.shape[-1] < 2:
+        raise GeometryError(f"expected points of 2 or 3 coordinates, got shape {points.shape}; give (n, d) rows")
+    points[..., :2] *= -1.0
+    return points
 
 
 def affine_from_geometry(

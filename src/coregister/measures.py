@@ -7,7 +7,7 @@ only where the resampled moving image has data. The array-level helpers
 (:func:`ncc`, :func:`mutual_information`, :func:`mse`) are for code that
 already holds two aligned arrays. Accuracy against known correspondences
 (landmark errors, Dice overlap of label maps) is in
-:mod:`coregister.medical.evaluate`.
+:mod:`coregister.medical.evaluate` and :mod:`coregister.medical.overlap`.
 
 Transforms map fixed-space points to moving space (DESIGN convention 3).
 """

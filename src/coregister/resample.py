@@ -15,7 +15,7 @@ convention 4). Integer data are rounded and clipped back to their dtype.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 import numpy as np
 import SimpleITK as sitk
@@ -368,7 +368,26 @@ def apply(
     )
 
 
-def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> np.ndarray:
+_Points = TypeVar("_Points", bound="PointSet")
+
+
+@runtime_checkable
+class PointSet(Protocol):
+    """Points that carry more than coordinates (:class:`coregister.medical.Landmarks`): mapped, they keep the rest."""
+
+    @property
+    def points(self) -> np.ndarray: ...
+
+    def with_points(self: _Points, points: Any) -> _Points: ...
+
+
+@overload
+def transform_points(transform: Transform, points: _Points, *, inverse: bool = False) -> _Points: ...
+@overload
+def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> np.ndarray: ...
+
+
+def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> Any:
     """Map points through ``transform``: fixed space -> moving space, or moving -> fixed with ``inverse=True``.
 
     Registration transforms map fixed-space points to moving space, so
@@ -380,16 +399,18 @@ def transform_points(transform: Transform, points: Any, *, inverse: bool = False
     ----------
     transform : Transform
         Fixed -> moving point map.
-    points : array_like, shape (n, d) or (d,)
+    points : array_like, shape (n, d) or (d,), or Landmarks
         World coordinates (LPS mm for medical images, map units for rasters),
-        ITK order ``(x, y[, z])``.
+        ITK order ``(x, y[, z])``; or a :class:`coregister.medical.Landmarks`
+        (any value with ``points`` and ``with_points``).
     inverse : bool
         Map moving-space points to fixed space instead.
 
     Returns
     -------
-    ndarray
-        Same shape as ``points``.
+    ndarray or Landmarks
+        Same shape as ``points``; landmarks come back as landmarks, their
+        labels kept.
 
     Examples
     --------
@@ -399,6 +420,8 @@ def transform_points(transform: Transform, points: Any, *, inverse: bool = False
     >>> transform_points(Translation([1.0, 2.0]), [1.0, 2.0], inverse=True).tolist()
     [0.0, 0.0]
     """
+    if isinstance(points, PointSet):  # landmarks: labels travel with their points
+        return points.with_points(transform_points(transform, points.points, inverse=inverse))
     if not inverse:
         return np.asarray(transform.transform_points(points))
     if isinstance(transform, BSpline | Composite):

@@ -31,6 +31,7 @@ _COMMANDS = {
     "info": "coregister.cli.info:info",
     "register": "coregister.cli.register:register",
     "apply": "coregister.cli.register:apply_command",
+    "evaluate": "coregister.cli.evaluate:evaluate",
     "dicom": "coregister.cli.dicom:dicom",
     "geo": "coregister.cli.geo:geo",
     "batch": "coregister.cli.batch:batch",
