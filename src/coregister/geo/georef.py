@@ -151,7 +151,7 @@ def _write(image: SpatialImage, output: Path, *, transform: Affine | None, crs: 
         out = image.replace(origin=(0.0, 0.0), spacing=(1.0, 1.0), direction=np.eye(2), crs=None,
                             meta={**meta, "gcps": points, "gcps_crs_wkt": RioCRS.from_user_input(crs).to_wkt(),
                                   "rpcs": None})
-    write_raster(out, output, cog=cog)
+    write_raster(out, output, cog=cog, overwrite=True)
 
 
 def georeference(

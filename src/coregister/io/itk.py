@@ -10,18 +10,15 @@ header and its data file appear together or not at all).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, PART_MARKER, atomic_path, part_folder, publish, refuse_existing
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._text import one_line
@@ -184,7 +181,9 @@ def _suffix(path: Path) -> str:
     return next((s for s in _SUFFIXES if path.name.lower().endswith(s)), "")
 
 
-def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bool | None = None) -> Path:
+def write_itk(
+    image: SpatialImage, path: str | os.PathLike[str], *, compress: bool | None = None, overwrite: bool = False
+) -> Path:
     """Write ``image`` as MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``), atomically.
 
     A detached header (``.mhd``, ``.nhdr``) is written with its data file
@@ -200,6 +199,9 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     compress : bool, optional
         Compress the pixel data (lossless). Default: as the source file was
         (``meta["compressed"]``), uncompressed for other images.
+    overwrite : bool
+        Replace an existing file at ``path`` (and its data file; otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -219,6 +221,7 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     suffix = _suffix(path)
     if not suffix:
         raise UnsupportedFormatError(f"write_itk needs a path ending in {', '.join(_SUFFIXES)}, got {str(path)!r}")
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if compress is None:
         compress = bool(image.meta.get("compressed", False)) if image.meta.get("format") == "itk" else False
     out = _to_sitk(image, suffix)
@@ -229,9 +232,9 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     writer.KeepOriginalImageUIDOn()
     try:
         if suffix in _DETACHED:
-            _write_detached(writer, out, path)
+            _write_detached(writer, out, path, overwrite=overwrite)
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
                 writer.SetFileName(str(tmp))
                 writer.Execute(out)
     except RuntimeError as exc:
@@ -240,19 +243,18 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     return path
 
 
-def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path) -> None:
+def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path, *, overwrite: bool) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
-    try:
-        writer.SetFileName(str(staging / path.name))
-        writer.Execute(image)
+    with part_folder(folder, path.name) as staging:
         header = staging / path.name
-        for item in sorted(staging.iterdir()):
-            if item != header:
-                os.replace(item, folder / item.name)
-        os.replace(header, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(staging)
+        writer.SetFileName(str(header))
+        writer.Execute(image)
+        data_files = sorted(item for item in staging.iterdir() if item not in (header, staging / PART_MARKER))
+        for item in data_files:
+            refuse_existing(folder / item.name, overwrite=overwrite, fix=OVERWRITE_FIX)
+        refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
+        for item in data_files:
+            os.replace(item, folder / item.name)
+        publish(header, path, overwrite=overwrite, fix=OVERWRITE_FIX)

@@ -29,7 +29,7 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister.conventions import flip_ras_lps, geometry_from_affine, ijk_to_zyx, zyx_to_ijk
 from coregister.errors import (
     ConfigError,
@@ -386,7 +386,7 @@ def _fill_header(header: Any, fields: dict[str, Any]) -> None:
             header[key] = fields[key]
 
 
-def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
+def write_nifti(image: SpatialImage, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``image`` as NIfTI-1 (``.nii`` or ``.nii.gz``), atomically.
 
     The sform and the qform are both the image's geometry (LPS converted
@@ -407,6 +407,9 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
     image : SpatialImage
     path : path-like
         Ends in ``.nii`` or ``.nii.gz``; the folder must exist.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -425,6 +428,7 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise UnsupportedFormatError(f"write_nifti needs a .nii or .nii.gz path, got {str(path)!r}")
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if image.ndim == 2 and image.has_channels:
         raise UnsupportedFormatError(
             f"cannot write a 2D image with {image.n_channels} channels to NIfTI ({str(path)!r}); "
@@ -460,7 +464,7 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
         header.set_slope_inter(slope, intercept)
     else:
         header.set_slope_inter(1.0, 0.0)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         nifti.to_filename(tmp)
     logger.debug("wrote %s: %s %s, sform/qform codes %d/%d", path, data.shape, data.dtype, sform_code, qform_code)
     return path

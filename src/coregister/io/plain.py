@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister._opencv import captured_stderr, cv2
 from coregister.errors import GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
@@ -162,7 +162,9 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
     return SpatialImage(pixels, origin=(0.0, 0.0), spacing=(1.0, 1.0), mask=mask, meta=meta)
 
 
-def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quality: int = 95) -> Path:
+def write_plain(
+    image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quality: int = 95, overwrite: bool = False
+) -> Path:
     """Write a 2D image as PNG (lossless, 8 or 16 bit), JPEG (8 bit, lossy) or BMP (8 bit).
 
     Parameters
@@ -174,6 +176,9 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
         ``.png``, ``.jpg``/``.jpeg`` or ``.bmp``; written atomically.
     jpeg_quality : int
         JPEG quality from 0 to 100.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -204,6 +209,7 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
     """
     path = Path(path)
     fmt = _format_of(path)
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if image.ndim != 2:
         raise UnsupportedFormatError(
             f"cannot write a {image.ndim}D image (shape {image.shape}) to {str(path)!r}: PNG/JPEG/BMP hold one "
@@ -244,7 +250,7 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
     ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", _from_rgb(np.ascontiguousarray(array)), params)
     if not ok:
         raise UnsupportedFormatError(f"OpenCV could not encode the image as {fmt.upper()} for {str(path)!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         encoded.tofile(tmp)
     logger.debug("wrote %s (%s, %d channel(s), %s)", path, fmt, channels, array.dtype)
     return path

@@ -67,7 +67,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.rpc import RPC
 from rasterio.windows import Window
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
 from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
@@ -695,7 +695,8 @@ def _adopt_sidecar(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def raster_writer(
-    path: str | os.PathLike[str], template: SpatialImage, *, cog: bool = False, **profile_overrides: Any
+    path: str | os.PathLike[str], template: SpatialImage, *, cog: bool = False, overwrite: bool = False,
+    **profile_overrides: Any,
 ) -> Iterator[Any]:
     """Open a rasterio dataset for writing pixels (all at once or window by window), atomically.
 
@@ -718,6 +719,9 @@ def raster_writer(
         array is not written (a zero-stride ``np.broadcast_to`` array will do).
     cog : bool
         Write a Cloud-Optimised GeoTIFF with internal overviews.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
     **profile_overrides
         rasterio profile keys / GDAL creation options; with ``cog=True``,
         creation options of the COG driver (``blocksize``,
@@ -742,14 +746,17 @@ def raster_writer(
     >>> np.unique(read_raster(out).array).tolist()
     [0, 32]
     """
-    with _open_writer(Path(path), template, cog=cog, same_pixels=False, overrides=profile_overrides) as dst:
+    with _open_writer(
+        Path(path), template, cog=cog, same_pixels=False, overrides=profile_overrides, overwrite=overwrite
+    ) as dst:
         yield dst
 
 
 @contextlib.contextmanager
 def _open_writer(
-    path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any]
+    path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any], overwrite: bool
 ) -> Iterator[Any]:
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     profile_overrides = dict(overrides)
     driver = _driver_for(path, cog)
     staged = driver in _COPY_ONLY
@@ -775,7 +782,7 @@ def _open_writer(
             profile["interleave"] = "pixel"
     else:
         profile = raster_profile(template, driver=driver, **profile_overrides)
-    with _gdal_env(), atomic_path(path) as tmp:
+    with _gdal_env(), atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         if not staged:
             with rasterio.open(tmp, "w", **profile) as dst:
                 _write_metadata(dst, template, same_pixels=same_pixels)
@@ -815,7 +822,8 @@ def _implied_valid(array: np.ndarray, nodata: float | None, colorinterp: Sequenc
 
 
 def write_raster(
-    image: SpatialImage, path: str | os.PathLike[str], *, cog: bool = False, **profile_overrides: Any
+    image: SpatialImage, path: str | os.PathLike[str], *, cog: bool = False, overwrite: bool = False,
+    **profile_overrides: Any,
 ) -> Path:
     """Write a 2D image as GeoTIFF (or COG, or JPEG 2000), keeping its geometry, CRS, nodata, mask and metadata.
 
@@ -837,6 +845,9 @@ def write_raster(
         Write a Cloud-Optimised GeoTIFF (GDAL's COG driver: tiled, with
         overviews; the COG driver's creation options may be given as
         ``profile_overrides``, e.g. ``overview_resampling="average"``).
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
     **profile_overrides
         rasterio profile keys and GDAL creation options (``compress="zstd"``,
         ``blockxsize=512`` ...) that win over the profile in ``image.meta``.
@@ -888,7 +899,9 @@ def write_raster(
     same_pixels = (
         tuple(image.meta.get("source_shape") or ()) == image.shape and source_profile.get("dtype") == dtype.name
     )
-    with _open_writer(path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides) as dst:
+    with _open_writer(
+        path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides, overwrite=overwrite
+    ) as dst:
         dst.write(bands)
         if mask is not None:
             dst.write_mask(mask)

@@ -390,18 +390,35 @@ class SitkEngine:
         )
 
         values: list[float] = []
+        raised: list[BaseException] = []
 
         def on_iteration() -> None:
-            value = float(method.GetMetricValue())
-            values.append(value)
-            if progress is not None:
-                progress(name, level, int(method.GetOptimizerIteration()), value)
+            # Nothing may escape into ITK: SimpleITK would print a traceback and turn any exception (a Ctrl-C, a
+            # progress callback's error) into a RuntimeError. It is kept, the optimiser stopped at once, and it is
+            # raised again, itself, once Execute has returned.
+            try:
+                if raised:
+                    return
+                value = float(method.GetMetricValue())
+                values.append(value)
+                if progress is not None:
+                    progress(name, level, int(method.GetOptimizerIteration()), value)
+            except BaseException as exc:  # noqa: B036 - a KeyboardInterrupt or Interrupted above all
+                raised.append(exc)
+                method.StopRegistration()
 
         method.AddCommand(sitk.sitkIterationEvent, on_iteration)
         started = time.perf_counter()
         try:
-            method.Execute(fixed, moving)
+            try:
+                method.Execute(fixed, moving)
+            finally:
+                method.RemoveAllCommands()
+            if raised:
+                raise raised[0]
         except RuntimeError as exc:
+            if raised:
+                raise raised[0] from None
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             raise RegistrationFailed(
                 f"SimpleITK registration failed at stage {name!r}, level {level} (shrink {plan.factors}): {message}. "
