@@ -29,6 +29,7 @@ __all__ = [
     "OUTPUT_NAMES",
     "existing_outputs",
     "for_writing",
+    "output_names",
     "holds_a_registration",
     "package_versions",
     "publish_registration",
@@ -269,45 +270,62 @@ def holds_a_registration(folder: str | os.PathLike[str]) -> bool:
     return recorded_outputs(folder) is not None
 
 
-def existing_outputs(folder: str | os.PathLike[str], names: Iterable[str] = ()) -> list[str]:
-    """The names in ``folder`` that a registration writes (``registered.*``, ``registered_dicom``, :data:`OUTPUT_NAMES`, ``names``).
+def existing_outputs(folder: str | os.PathLike[str], names: Iterable[str]) -> list[str]:
+    """What in ``folder`` a registration writing ``names`` would replace: those names, and an earlier run's ``result.json``.
 
     Examples
     --------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> for name in ("notes.txt", "registered.nii.gz", "result.json"):
-    ...     _ = (folder / name).write_text("x")
-    >>> existing_outputs(folder)
-    ['registered.nii.gz', 'result.json']
+    >>> _ = (folder / "report.html").write_text("the user's own page")
+    >>> existing_outputs(folder, ["registered.png", "result.json"])
+    []
+    >>> existing_outputs(folder, ["registered.png", "result.json", "report.html"])
+    ['report.html']
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    wanted = set(OUTPUT_NAMES) | {DICOM_FOLDER_NAME} | set(names)
-    return sorted(p.name for p in folder.iterdir() if p.name in wanted or p.name.startswith("registered."))
+    found = {name for name in names if (folder / name).exists() or (folder / name).is_symlink()}
+    if holds_a_registration(folder):
+        found.add("result.json")
+    return sorted(found)
 
 
-def refuse_existing_outputs(folder: str | os.PathLike[str], *, overwrite: bool, fix: str) -> None:
-    """Raise :class:`~coregister.errors.OutputExistsError` when ``folder`` holds a registration's outputs and ``overwrite`` is off.
+def output_names(image_name: str, *, report: bool) -> list[str]:
+    """The names a registration may write: ``image_name``, both transform names, ``result.json``, ``report.html``.
+
+    Examples
+    --------
+    >>> output_names("registered.png", report=False)
+    ['registered.png', 'transform.tfm', 'transform.json', 'result.json']
+    """
+    return [image_name, "transform.tfm", "transform.json", "result.json"] + (["report.html"] if report else [])
+
+
+def refuse_existing_outputs(folder: str | os.PathLike[str], names: Iterable[str], *, overwrite: bool, fix: str) -> None:
+    """Raise :class:`~coregister.errors.OutputExistsError` when writing ``names`` into ``folder`` would replace something.
+
+    Something is an earlier registration (its ``result.json``) or any file
+    of ``names``; nothing is refused with ``overwrite``.
 
     Examples
     --------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> refuse_existing_outputs(folder, overwrite=False, fix="pass --overwrite")
+    >>> refuse_existing_outputs(folder, ["result.json"], overwrite=False, fix="pass --overwrite")
     >>> _ = (folder / "result.json").write_text("{}")
-    >>> refuse_existing_outputs(folder, overwrite=False, fix="pass --overwrite to replace them")
+    >>> refuse_existing_outputs(folder, ["result.json"], overwrite=False, fix="pass --overwrite to replace them")
     Traceback (most recent call last):
     ...
-    coregister.errors.OutputExistsError: '...' already holds the outputs of a registration (result.json); pass --overwrite to replace them
+    coregister.errors.OutputExistsError: '...' already holds outputs this run would replace (result.json); pass --overwrite to replace them
     """
     if overwrite:
         return
-    found = existing_outputs(folder)
+    found = existing_outputs(folder, names)
     if found:
         shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
-        raise OutputExistsError(f"{str(folder)!r} already holds the outputs of a registration ({shown}); {fix}")
+        raise OutputExistsError(f"{str(folder)!r} already holds outputs this run would replace ({shown}); {fix}")
 
 
 def publish_registration(
@@ -340,10 +358,11 @@ def publish_registration(
     parent = outdir.parent if str(outdir.parent) else Path(".")
     if outdir.exists() and not outdir.is_dir():
         raise OutputExistsError(f"{str(outdir)!r} exists and is not a folder; choose another output folder")
-    refuse_existing_outputs(outdir, overwrite=overwrite, fix=fix)
+    names = [image_name, transform_name(result.transform), "result.json"] + (["report.html"] if options.get("report") else [])
+    refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)
     with part_folder(parent, outdir.name) as staging:
         written = write_registration(staging, result, fixed, moving, image_name=image_name, **options)
-        refuse_existing_outputs(outdir, overwrite=overwrite, fix=fix)  # another run may have written meanwhile
+        refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)  # another run may have written meanwhile
         earlier = recorded_outputs(outdir) or []
         outdir.mkdir(exist_ok=True)
         names = [p.name for p in written]

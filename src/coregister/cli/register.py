@@ -52,6 +52,7 @@ from coregister.errors import GeometryError
 from coregister.image import SpatialImage
 from coregister.outputs import (
     for_writing,
+    output_names,
     publish_registration,
     refuse_existing_outputs,
     refuse_overwriting_inputs,
@@ -206,7 +207,11 @@ def register(
     outputs is replaced only with --overwrite.
     """
     check_writable(outdir, folder=True, fix="choose another -o folder")
-    refuse_existing_outputs(outdir, overwrite=overwrite, fix=_OVERWRITE_FOLDER)
+    output_format = output_format.lower() if output_format else None
+    image_name = registered_name(fixed, output_format=output_format)
+    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
+                              fix="choose another -o folder")
+    refuse_existing_outputs(outdir, output_names(image_name, report=report), overwrite=overwrite, fix=_OVERWRITE_FOLDER)
     fixed_image = _read(fixed, "fixed image", series=fixed_series, flag="--fixed-series")
     moving_image = _read(moving, "moving image", series=moving_series, flag="--moving-series")
     if fixed_image.ndim != moving_image.ndim:
@@ -216,14 +221,10 @@ def register(
         )
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
-    output_format = output_format.lower() if output_format else None
-    image_name = registered_name(fixed, output_format=output_format)
     if output_format == "dicom":
         from coregister.io.dicom_write import check_series_folder
 
         check_series_folder(outdir / image_name, overwrite=True)  # a series of a previous run is replaced, nothing else
-    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
-                              fix="choose another -o folder")
     from coregister.cli._progress import registration_progress
     from coregister.pipeline import configure
     from coregister.pipeline import register as run_registration
@@ -311,6 +312,8 @@ def apply_command(
     from coregister.transforms import read_transform
 
     dicom = (output_format or "").lower() == "dicom"
+    for source in (transform, moving, reference):  # even with --overwrite: an input is never replaced
+        refuse_overwriting_input(output, source, fix="choose another -o path")
     if dicom:
         from coregister.io.dicom_write import check_series_folder
 
@@ -330,8 +333,6 @@ def apply_command(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "
             f"{reference_image.ndim}D; they must match"
         )
-    for source in (transform, moving, reference):
-        refuse_overwriting_input(output, source, fix="choose another -o path")
     out = apply(
         value,
         moving_image,

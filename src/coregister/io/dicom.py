@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, guarded, within_memory
 from coregister.io._scaling import smallest_exact_dtype
 from coregister.io._text import one_line
 from coregister.io._warn import warn
@@ -207,12 +209,15 @@ def _has_geometry(header: pydicom.Dataset) -> bool:
 
 def _slice_axes(header: pydicom.Dataset) -> np.ndarray | None:
     """Columns: row direction, column direction, normal (LPS), or None without ImageOrientationPatient."""
-    iop = header.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
+    try:
+        iop = header.get("ImageOrientationPatient")
+        if iop is None or len(iop) != 6:
+            return None
+        row, col = np.array([float(v) for v in iop[:3]]), np.array([float(v) for v in iop[3:]])
+    except (TypeError, ValueError):  # a malformed element: no geometry to use
         return None
-    row, col = np.array(iop[:3], float), np.array(iop[3:], float)
     normal = np.cross(row, col)
-    if np.linalg.norm(normal) < 1e-6:
+    if not np.all(np.isfinite(normal)) or np.linalg.norm(normal) < 1e-6:
         return None
     return np.column_stack([row, col, normal / np.linalg.norm(normal)])
 
@@ -340,7 +345,83 @@ def _choose(candidates: list[SeriesInfo], series: str | int | None, where: str) 
     raise ConfigError(f"no series {series!r} (UID or description) in {where}; it holds: {listing}")
 
 
+# ------------------------------------------------------------------ checks before reading pixels
+#: transfer syntaxes whose pixel data is stored raw (its length is known from the header)
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _refuse_unreadable_members(folder: Path, chosen: SeriesInfo, candidates: Sequence[SeriesInfo]) -> None:
+    """Refuse a folder where a file of the chosen series (or a DICOM file of unknown series) cannot be read.
+
+    GDCM's scan leaves out files it cannot parse, without a word: a
+    truncated slice would vanish from its series, and the gap it leaves
+    would be blamed on the spacing (or interpolated over).
+    """
+    listed = {str(Path(f).resolve()) for s in candidates for f in s.files}
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if str(file.resolve()) in listed or not _looks_like_dicom(file):
+            continue
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception as exc:  # any parser failure: the file is broken, its series unknown
+            raise UnreadableInputError(
+                f"{str(file)!r} in the DICOM folder cannot be read ({type(exc).__name__}: {one_line(exc)}): it is "
+                "truncated or corrupt, and the series it belongs to cannot be told; re-copy it or move it out"
+            ) from exc
+        if str(header.get("SeriesInstanceUID", "")) == chosen.uid and "Rows" in header:
+            raise UnreadableInputError(
+                f"{str(file)!r} belongs to series {chosen.uid} but GDCM cannot read it (truncated or corrupt); "
+                "re-copy it, or move it out to read the series without it"
+            )
+
+
+def _expected_pixel_bytes(header: pydicom.Dataset) -> int:
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    return (rows * columns * _frames(header) * samples * bits + 7) // 8
+
+
+def _check_pixels(files: Sequence[str], headers: Sequence[pydicom.Dataset], where: str) -> None:
+    """Refuse a slice whose header is absurd or whose pixel data is missing or cut short, naming the file."""
+    for file, header in zip(files, headers, strict=True):
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        if rows <= 0 or columns <= 0 or _frames(header) <= 0:
+            raise UnreadableInputError(
+                f"{where}: {Path(file).name} has a broken header ({rows} rows, {columns} columns, "
+                f"{_frames(header)} frames); re-export the series"
+            )
+        syntax = str(getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        if syntax not in _UNCOMPRESSED:
+            continue
+        expected = _expected_pixel_bytes(header)
+        size = os.path.getsize(file)
+        if size < expected:
+            claim_within_file(expected, size, Path(file), f"{rows} x {columns} x {_frames(header)} frames", what="DICOM")
+        full = pydicom.dcmread(file, defer_size=256, force=True)
+        element = full.get_item("PixelData") if "PixelData" in full else None
+        length = getattr(element, "length", None)
+        tell = getattr(element, "value_tell", None)
+        if element is None or (length is not None and length < expected) or (
+            tell is not None and length is not None and tell + length > size
+        ):
+            raise UnreadableInputError(
+                f"{where}: {Path(file).name} is truncated: its pixel data is missing or shorter than the "
+                f"{expected} bytes its header claims ({rows} x {columns} x {_frames(header)} frames); re-copy the file"
+            )
+
+
 # ------------------------------------------------------------------ reading
+@guarded("DICOM")
 def read_dicom(
     path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -380,7 +461,10 @@ def read_dicom(
     Raises
     ------
     UnreadableInputError
-        Missing path, no DICOM in the folder, unreadable files.
+        Missing path, no DICOM in the folder, unreadable files (a truncated
+        or corrupt file of the series is named, never silently left out).
+    MemoryLimitError
+        The volume would need more than the allowed memory (checked before reading pixels).
     AmbiguousSeriesError
         Several series and no ``series=``.
     NonUniformSpacingError
@@ -402,9 +486,7 @@ def read_dicom(
     ((128, 128, 1), dtype('int16'), 'CT')
     """
     if isinstance(path_or_files, str | os.PathLike):
-        path = Path(path_or_files)
-        if not path.exists():
-            raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
+        path = check_path(path_or_files, folder_ok=True)
         if path.is_dir():
             return _read_folder(path, series, resample_nonuniform)
         if series is not None:
@@ -423,6 +505,7 @@ def _read_folder(folder: Path, series: str | int | None, resample: bool) -> Spat
         hint = f"; its subfolders {', '.join(below)} do: pass one of them" if below else ""
         raise UnreadableInputError(f"no DICOM series in folder {str(folder)!r}{hint}")
     chosen = _choose(candidates, series, f"folder {str(folder)!r}")
+    _refuse_unreadable_members(folder, chosen, candidates)
     return _read_series(chosen, source=folder, resample=resample)
 
 
@@ -464,7 +547,11 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
     """Slice order along the normal and the sorted positions (mm); checks orientation and duplicates."""
     axes = [_slice_axes(h) for h in headers]
     reference = axes[0]
-    assert reference is not None
+    if reference is None:
+        raise GeometryError(
+            f"{where}: {Path(files[0]).name} has ImageOrientationPatient {_value(headers[0], 'ImageOrientationPatient')}, "
+            "not two independent direction vectors; the file is malformed"
+        )
     for file, other in zip(files, axes, strict=True):
         if other is None or not np.allclose(other, reference, atol=1e-4):
             raise GeometryError(
@@ -473,7 +560,7 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
                 "(a localizer?): pass the files of one orientation as a list"
             )
     normal = reference[:, 2]
-    positions = np.array([float(np.dot(np.array(h.ImagePositionPatient, float), normal)) for h in headers])
+    positions = np.array([float(np.dot(_position(f, h, where), normal)) for f, h in zip(files, headers, strict=True)])
     order = sorted(range(len(files)), key=lambda i: (positions[i], i))
     sorted_positions = positions[order]
     gaps = np.diff(sorted_positions)
@@ -485,6 +572,27 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
             "time points): pass the files of one volume as a list"
         )
     return order, sorted_positions
+
+
+def _value(header: pydicom.Dataset, keyword: str) -> Any:
+    try:
+        return _plain(header.get(keyword))
+    except Exception:  # a malformed value cannot even be shown as itself
+        return "(unreadable)"
+
+
+def _position(file: str, header: pydicom.Dataset, where: str) -> np.ndarray:
+    """ImagePositionPatient as three finite numbers, or a GeometryError naming the file and the value."""
+    try:
+        position = np.array([float(v) for v in header.ImagePositionPatient], dtype=float)
+    except Exception:
+        position = np.array([])
+    if position.shape != (3,) or not np.all(np.isfinite(position)):
+        raise GeometryError(
+            f"{where}: {Path(file).name} has ImagePositionPatient {_value(header, 'ImagePositionPatient')}, not "
+            "three finite numbers; the file is malformed"
+        )
+    return position
 
 
 def _check_uniform(positions: np.ndarray, files: Sequence[str], where: str, resample: bool) -> bool:
@@ -511,6 +619,11 @@ def _check_uniform(positions: np.ndarray, files: Sequence[str], where: str, resa
 def _needs_float(headers: list[pydicom.Dataset]) -> bool:
     for h in headers:
         slope, intercept = float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)
+        if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
+            raise UnreadableInputError(
+                f"a file of series {h.get('SeriesInstanceUID', '?')} has RescaleSlope {slope} and RescaleIntercept "
+                f"{intercept}: the values cannot be scaled; the file is malformed"
+            )
         if slope != round(slope) or intercept != round(intercept):
             return True
     return False
@@ -619,6 +732,11 @@ def _read_series(
             "read with origin 0, unit slice spacing and identity direction; do not mix it with images in patient space",
             GeometryWarning,
         )
+    _check_pixels(files, headers, where)
+    as_float = _needs_float(headers)
+    voxels = sum(int(h.get("Rows", 0) or 0) * int(h.get("Columns", 0) or 0) * _frames(h) for h in headers)
+    within_memory(voxels * (8 if as_float else _stored_dtype(first).itemsize) * 3, Path(info.folder),
+                  f"{len(files)} file(s), {voxels} voxels")
     positions: np.ndarray | None = None
     uniform = True
     if geometric and not multiframe and len(files) > 1:
@@ -626,7 +744,6 @@ def _read_series(
         files = [files[i] for i in order]
         headers = [headers[i] for i in order]
         uniform = _check_uniform(positions, files, where, resample)
-    as_float = _needs_float(headers)
     image = _execute(files, as_float)
     stored = _stored_dtype(first)
 

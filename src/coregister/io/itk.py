@@ -11,6 +11,7 @@ header and its data file appear together or not at all).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import SimpleITK as sitk
 from coregister._files import OVERWRITE_FIX, PART_MARKER, atomic_path, part_folder, publish, refuse_existing
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._text import one_line
 
 __all__ = ["read_itk", "write_itk"]
@@ -69,6 +71,50 @@ def _from_4d(image: sitk.Image, path: Path) -> SpatialImage:
     )
 
 
+def _data_file(path: Path) -> Path | None:
+    """The file a detached header (``ElementDataFile``, ``data file``) names, when it is one file beside it."""
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    for line in head.split(b"\x00", 1)[0].decode("latin-1", "replace").splitlines():
+        key, _, value = line.partition("=" if "=" in line else ":")
+        key, value = key.strip().lower(), value.strip()
+        if key in ("elementdatafile", "data file", "datafile") and value and value.upper() != "LOCAL":
+            if value.upper().startswith("LIST") or "%" in value or " " in value:
+                return None  # a list or pattern of slice files: not one file to compare with
+            return path.parent / value
+    return None
+
+
+def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
+    """Refuse a header whose size is absurd or whose pixels the file cannot hold, before reading them."""
+    size = tuple(int(n) for n in reader.GetSize())
+    if not size or any(n <= 0 for n in size):
+        raise UnreadableInputError(f"{str(path)!r} has a broken header: its size {size} includes 0; re-export the file")
+    components = max(1, int(reader.GetNumberOfComponents()))
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    total = math.prod(size) * components * _ITEMSIZE.get(pixel, 8)
+    described = f"size {size}, {pixel}"
+    data = _data_file(path) or path
+    if data.is_file():
+        stored = data.stat().st_size
+        if _header_says_compressed(path):
+            claim_within_file(total, deflate_bound(stored), path, described + ", compressed", what="MetaImage/NRRD")
+        else:
+            claim_within_file(total, stored, path, described, what="MetaImage/NRRD")
+    within_memory(2 * total, path, described)
+
+
+#: bytes per component of SimpleITK's pixel types, by the name GetPixelIDTypeAsString gives
+_ITEMSIZE = {
+    **{f"{kind}{bits}-bit {name}": bits // 8 for bits in (8, 16, 32, 64) for kind in ("", "vector of ")
+       for name in ("signed integer", "unsigned integer")},
+    "32-bit float": 4, "64-bit float": 8, "vector of 32-bit float": 4, "vector of 64-bit float": 8,
+    "complex of 32-bit float": 4, "complex of 64-bit float": 8,  # per component (2)
+    "label of 8-bit unsigned integer": 1,
+}  # fmt: skip
+
+
+@guarded("MetaImage/NRRD")
 def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     """Read a MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``) file.
 
@@ -90,7 +136,10 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     Raises
     ------
     UnreadableInputError
-        Missing header or data file, truncated or corrupt data.
+        Missing header or data file, truncated or corrupt data, a header
+        claiming more pixels than its data file holds (checked before reading).
+    MemoryLimitError
+        The pixels would need more than the allowed memory.
     UnsupportedFormatError
         1D or 5D+ images.
 
@@ -103,12 +152,12 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     >>> back.same_geometry(img), np.array_equal(back.array, img.array)
     (True, True)
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    path = check_path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
+        reader.ReadImageInformation()
+        _check_claims(reader, path)
         image = reader.Execute()
     except RuntimeError as exc:
         detail = one_line(exc)

@@ -17,8 +17,8 @@ reader agrees on our outputs.
 
 from __future__ import annotations
 
-import gzip
 import logging
+import math
 import os
 import zlib
 from pathlib import Path
@@ -30,6 +30,7 @@ from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 
 from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
+from coregister._memory import max_memory
 from coregister.conventions import flip_ras_lps, geometry_from_affine, ijk_to_zyx, zyx_to_ijk
 from coregister.errors import (
     ConfigError,
@@ -39,6 +40,7 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._scaling import apply_rescale, is_identity_scaling, unapply_rescale
 from coregister.io._text import one_line
 from coregister.io._warn import warn
@@ -202,16 +204,26 @@ def _geometry_2d(lps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] |
 _SUFFIXES = (".nii", ".nii.gz")
 
 
+def _gunzip_bounded(data: bytes, path: Path) -> bytes:
+    """``gzip.decompress`` that stops at the allowed memory instead of following a bomb to the end."""
+    limit = max_memory()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit:
+        within_memory(len(out), path, f"gzip data expanding past {len(out)} bytes")
+    return out
+
+
 def _load_unnamed(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """A NIfTI file whose name has no ``.nii``/``.nii.gz`` (nibabel picks its reader by name): from its bytes.
 
     Gzip is recognised by its magic number; NIfTI-2 by its header size (540,
     against NIfTI-1's 348, in either byte order). The whole file is read
-    into memory.
+    into memory (decompressed only up to the allowed memory).
     """
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = _gunzip_bounded(data, path)
     sizeof_hdr = {int.from_bytes(data[:4], order) for order in ("little", "big")}  # type: ignore[arg-type]
     if 540 in sizeof_hdr:
         return nib.Nifti2Image.from_bytes(data)
@@ -220,6 +232,38 @@ def _load_unnamed(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return nib.Nifti1Image.from_bytes(data)
 
 
+def _check_claims(header: Any, shape: tuple[int, ...], index: tuple[Any, ...], path: Path, scaled: bool) -> None:
+    """Refuse a header whose dimensions are absurd or whose pixels the file cannot hold, before reading them.
+
+    An uncompressed file must hold ``vox_offset`` plus every voxel the
+    header claims; a gzip file cannot expand by more than 1032 to 1; and the
+    arrays the read makes (the stored values, their copy in array order,
+    the scaled values in float64) must fit in the allowed memory.
+    """
+    if not shape or any(n <= 0 for n in shape):
+        raise UnreadableInputError(
+            f"{str(path)!r} has a broken header: its dimensions {shape} include 0 or a negative size; "
+            "re-export the file"
+        )
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    total = math.prod(shape) * itemsize
+    described = f"shape {shape}, {np.dtype(header.get_data_dtype()).name}"
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz") or _gzipped(path):
+        claim_within_file(total, deflate_bound(size), path, described + ", gzip", what="NIfTI")
+    else:
+        offset = int(header["vox_offset"])
+        claim_within_file(total, max(0, size - offset), path, described, what="NIfTI")
+    selected = math.prod(len(range(*i.indices(n))) if isinstance(i, slice) else 1 for i, n in zip(index, shape, strict=False))
+    within_memory(selected * (2 * itemsize + (16 if scaled else 0)), path, described)
+
+
+def _gzipped(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+@guarded("NIfTI")
 def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affine_source: str = "auto") -> SpatialImage:
     """Read a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) into a :class:`~coregister.SpatialImage`.
 
@@ -253,9 +297,14 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     Raises
     ------
     UnreadableInputError
-        Missing, truncated or corrupt file.
+        Missing, truncated or corrupt file; a header whose dimensions are
+        absurd or whose voxels the file cannot hold (checked before reading).
+    MemoryLimitError
+        The voxels would need more than the allowed memory
+        (``COREGISTER_MAX_MEMORY``, ``--max-memory``).
     GeometryError
-        ``affine_source`` names a form whose code is 0.
+        ``affine_source`` names a form whose code is 0, or a geometry that is
+        not finite or has zero spacing.
 
     Warns
     -----
@@ -275,9 +324,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     >>> back.meta["affine_source"], back.orientation
     ('sform', 'LPS')
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    path = check_path(path)
     try:
         image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
@@ -295,6 +342,7 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     proxy = image.dataobj
     if not isinstance(proxy, ArrayProxy):  # nib.load always gives a proxy; anything else is a bug upstream
         raise UnreadableInputError(f"{str(path)!r}: nibabel returned {type(proxy).__name__}, not an on-disk array")
+    _check_claims(header, shape, index, path, not is_identity_scaling(float(proxy.slope), float(proxy.inter)))
     try:
         stored = np.asarray(_raw_proxy(proxy)[index])
     except (OSError, EOFError, ValueError, zlib.error) as exc:

@@ -71,6 +71,7 @@ from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
 from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, guarded, within_memory
 
 __all__ = ["open_dataset", "raster_profile", "raster_writer", "read_raster", "write_raster"]
 
@@ -298,6 +299,25 @@ def _read_meta(ds: Any, path: Path, bands: tuple[int, ...], georef: bool, mask_s
 
 
 # --------------------------------------------------------------------------- reading
+def _check_claims(ds: Any, numbers: tuple[int, ...], window: Window | None, masked: bool, path: Path) -> None:
+    """Refuse, before reading, a raster whose size is absurd or whose pixels would not fit in the allowed memory.
+
+    Compressed and sparse GeoTIFFs legitimately claim far more pixels than
+    their bytes (a sparse file's missing blocks read as nodata): what bounds
+    them is the allowed memory, checked here for the block that would be read.
+    """
+    if ds.width <= 0 or ds.height <= 0 or ds.count <= 0:
+        raise UnreadableInputError(
+            f"{str(path)!r} has a broken header: {ds.width} x {ds.height} pixels, {ds.count} band(s); re-export it"
+        )
+    width, height = (int(window.width), int(window.height)) if window is not None else (ds.width, ds.height)
+    itemsize = max(np.dtype(ds.dtypes[b - 1]).itemsize for b in numbers)
+    claimed = width * height * (len(numbers) * itemsize * 2 + (2 if masked else 0))
+    described = f"{ds.width} x {ds.height} pixels, {len(numbers)} band(s) of {ds.dtypes[numbers[0] - 1]}"
+    within_memory(claimed, path, described)
+
+
+@guarded("GeoTIFF/TIFF/JPEG 2000")
 def read_raster(
     path: str | os.PathLike[str],
     *,
@@ -335,7 +355,10 @@ def read_raster(
     Raises
     ------
     UnreadableInputError
-        The file is missing or GDAL cannot open it.
+        The file is missing or GDAL cannot open it, or its size is 0.
+    MemoryLimitError
+        The pixels to read would need more than the allowed memory
+        (``COREGISTER_MAX_MEMORY``, ``--max-memory``): read a window.
     ConfigError
         A band number or the window is out of range.
 
@@ -355,9 +378,7 @@ def read_raster(
     >>> read_raster(path, bands=[2], window=((1, 3), (2, 4))).array.tolist()
     [[18, 19], [22, 23]]
     """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
+    path = check_path(path)
     with open_dataset(path) as ds:
         numbers = _band_numbers(bands, ds.count, path)
         if ds.driver == "GTiff" and ds.subdatasets:
@@ -368,6 +389,7 @@ def read_raster(
                 stacklevel=2,
             )
         win = _normalise_window(window, ds.width, ds.height)
+        _check_claims(ds, numbers, win, masked, path)
         transform = ds.transform
         georef = transform != _IDENTITY
         try:
