@@ -129,7 +129,7 @@ def check_allocation(claimed: float, *, what: str, fix: str = "") -> None:
     >>> check_allocation(2**31, what="the pixels of 'a.nii' (header: 1024 x 1024 x 512 int32)", fix="check the header")
     Traceback (most recent call last):
     ...
-    coregister.errors.MemoryLimitError: the pixels of 'a.nii' (header: 1024 x 1024 x 512 int32) need 2.15 GB, more than the 1 MB allowed (COREGISTER_MAX_MEMORY=1M); check the header
+    coregister.errors.MemoryLimitError: the pixels of 'a.nii' (header: 1024 x 1024 x 512 int32) would need 2.15 GB, more than the 1 MB allowed (COREGISTER_MAX_MEMORY=1M); check the header
     >>> del os.environ[ENV]
     """
     allowed = max_memory()
@@ -138,6 +138,6 @@ def check_allocation(claimed: float, *, what: str, fix: str = "") -> None:
     text = os.environ.get(ENV, "").strip()
     source = f"{ENV}={text}" if text else f"this machine's memory or ulimit -v; raise it with {ENV} or --max-memory"
     raise MemoryLimitError(
-        f"{what} need {format_bytes(claimed)}, more than the {format_bytes(allowed)} allowed ({source})"
+        f"{what} would need {format_bytes(claimed)}, more than the {format_bytes(allowed)} allowed ({source})"
         + (f"; {fix}" if fix else "")
     )

@@ -80,9 +80,9 @@ def batch(
 
     check_writable(output, folder=True, parents=True, fix="choose another -o folder")
 
+    jobs = read_pairs(pairs, preset=preset, metric=metric, allow_outside=allow_outside)  # before dask: fail fast
     if (root_setting("verbose", ctx) or 0) < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
         quiet_dask_logging()
-    jobs = read_pairs(pairs, preset=preset, metric=metric, allow_outside=allow_outside)
     with file_progress(ctx, f"{len(jobs)} pairs") as bar:
         summary = run_batch(
             jobs, output, scheduler=scheduler, workers=workers, threads_per_registration=threads,

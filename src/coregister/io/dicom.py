@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,8 +286,12 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
     """SeriesInstanceUID -> files (GDCM's order) of the DICOM images directly in ``folder``.
 
     GDCM's scan aborts on some malformed files; pydicom's scan (which skips
-    files it cannot parse and files without pixels) takes over then.
+    files it cannot parse and files without pixels) takes over then. Files
+    that claim to be DICOM (the ``DICM`` preamble) are screened with pydicom
+    first (:func:`_screen`): GDCM spends seconds and a gigabyte on a corrupt
+    file of two kilobytes.
     """
+    _screen(folder)
     try:
         with _itk_warnings_off():
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -306,6 +311,33 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
         if "Rows" in header and "SeriesInstanceUID" in header:
             groups.setdefault(str(header.SeriesInstanceUID), []).append(str(file))
     return groups
+
+
+#: the SOP class of a DICOMDIR (a folder's index: DICOM, but no series of its own)
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _screen(folder: Path) -> None:
+    """Refuse, naming it, a file of ``folder`` that claims to be DICOM but does not parse into one of a series."""
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if not _looks_like_dicom(file):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's notes on what it tolerates: the verdict below decides
+            try:
+                header = pydicom.dcmread(file, stop_before_pixels=True)
+            except Exception as exc:  # any parser failure: the file is broken
+                raise UnreadableInputError(
+                    f"{str(file)!r} in the DICOM folder cannot be read ({type(exc).__name__}: {one_line(exc)}): it is "
+                    "truncated or corrupt, and the series it belongs to cannot be told; re-copy it or move it out"
+                ) from exc
+            meta = getattr(header, "file_meta", None)
+            index = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR_CLASS
+            if not index and not (header.get("SeriesInstanceUID") and "SOPClassUID" in header):
+                raise UnreadableInputError(
+                    f"{str(file)!r} in the DICOM folder is cut short or corrupt (its header ends before naming its "
+                    "series and class), and the series it belongs to cannot be told; re-copy it or move it out"
+                )
 
 
 def _subfolders_with_dicom(folder: Path, limit: int = 5) -> list[str]:
@@ -377,7 +409,13 @@ def _refuse_unreadable_members(folder: Path, chosen: SeriesInfo, candidates: Seq
                 f"{str(file)!r} in the DICOM folder cannot be read ({type(exc).__name__}: {one_line(exc)}): it is "
                 "truncated or corrupt, and the series it belongs to cannot be told; re-copy it or move it out"
             ) from exc
-        if str(header.get("SeriesInstanceUID", "")) == chosen.uid and "Rows" in header:
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        if not uid or "SOPClassUID" not in header:
+            raise UnreadableInputError(
+                f"{str(file)!r} in the DICOM folder is cut short or corrupt (its header ends before naming its series "
+                "and class), and the series it belongs to cannot be told; re-copy it or move it out"
+            )
+        if uid == chosen.uid and "Rows" in header:
             raise UnreadableInputError(
                 f"{str(file)!r} belongs to series {chosen.uid} but GDCM cannot read it (truncated or corrupt); "
                 "re-copy it, or move it out to read the series without it"
@@ -485,6 +523,17 @@ def read_dicom(
     >>> ct.size, ct.dtype, ct.meta["dicom"]["Modality"]
     ((128, 128, 1), dtype('int16'), 'CT')
     """
+    with warnings.catch_warnings():
+        # pydicom warns about each value that breaks its VR ("Invalid value for VR DS: 'NaN'"); this reader checks
+        # the values it uses and names the file and element itself
+        warnings.filterwarnings("ignore", message="Invalid value for VR", category=UserWarning)
+        return _read_dicom(path_or_files, series, resample_nonuniform)
+
+
+def _read_dicom(
+    path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], series: str | int | None,
+    resample_nonuniform: bool,
+) -> SpatialImage:
     if isinstance(path_or_files, str | os.PathLike):
         path = check_path(path_or_files, folder_ok=True)
         if path.is_dir():
@@ -552,10 +601,10 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
             f"{where}: {Path(files[0]).name} has ImageOrientationPatient {_value(headers[0], 'ImageOrientationPatient')}, "
             "not two independent direction vectors; the file is malformed"
         )
-    for file, other in zip(files, axes, strict=True):
+    for file, other, header in zip(files, axes, headers, strict=True):
         if other is None or not np.allclose(other, reference, atol=1e-4):
             raise GeometryError(
-                f"{where}: {Path(file).name} has ImageOrientationPatient {None if other is None else other[:, :2].T.ravel().round(5).tolist()}, "
+                f"{where}: {Path(file).name} has ImageOrientationPatient {_value(header, 'ImageOrientationPatient') if other is None else other[:, :2].T.ravel().round(5).tolist()}, "
                 f"unlike {reference[:, :2].T.ravel().round(5).tolist()} of the first file; the series mixes orientations "
                 "(a localizer?): pass the files of one orientation as a list"
             )

@@ -17,10 +17,12 @@ reader agrees on our outputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,9 @@ def _choose_affine(header: Any, shape: tuple[int, ...], affine_source: str, path
             GeometryWarning,
         )
         return header.get_base_affine(), "pixdim"
-    if sform_code > 0 and qform_code > 0:
+    if sform_code > 0 and qform_code > 0 and np.all(np.isfinite(header.get_sform())) and np.all(
+        np.isfinite(header.get_qform())
+    ):
         gap = _max_disagreement_mm(header.get_sform(), header.get_qform(), shape)
         if gap > _DISAGREE_MM:
             itk = _itk_choice(sform_code, qform_code)
@@ -250,7 +254,7 @@ def _check_claims(header: Any, shape: tuple[int, ...], index: tuple[Any, ...], p
     described = f"shape {shape}, {np.dtype(header.get_data_dtype()).name}"
     size = path.stat().st_size
     if path.name.lower().endswith(".gz") or _gzipped(path):
-        claim_within_file(total, deflate_bound(size), path, described + ", gzip", what="NIfTI")
+        claim_within_file(total, deflate_bound(size), path, described + ", gzip: at most 1032 times its size", what="NIfTI")
     else:
         offset = int(header["vox_offset"])
         claim_within_file(total, max(0, size - offset), path, described, what="NIfTI")
@@ -261,6 +265,49 @@ def _check_claims(header: Any, shape: tuple[int, ...], index: tuple[Any, ...], p
 def _gzipped(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def _nibabel_reports() -> Iterator[list[str]]:
+    """Collect what nibabel's header checks report while loading (it fixes some fields and prints a line for each).
+
+    nibabel logs those fixes ("pixdim[1,2,3] should be positive; setting to
+    abs of pixdim values") to its own stderr handler; the reader turns them
+    into one GeometryWarning each, or an error when the fix would change the
+    geometry it uses.
+    """
+    from nibabel import imageglobals
+
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    target = imageglobals.logger
+    handlers, propagate = list(target.handlers), target.propagate
+    collect = _Collect()
+    for handler in handlers:
+        target.removeHandler(handler)
+    target.addHandler(collect)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(collect)
+        for handler in handlers:
+            target.addHandler(handler)
+        target.propagate = propagate
+
+
+def _report_fixes(messages: list[str], chosen: str, path: Path) -> None:
+    for message in dict.fromkeys(messages):
+        if "non-zero" in message and chosen in ("qform", "pixdim"):
+            raise GeometryError(
+                f"{str(path)!r}: the {chosen} it is read with has a voxel size of 0 or NaN (nibabel: {message}); "
+                "re-export the file with its voxel sizes"
+            )
+        warn(f"{str(path)!r}: nibabel fixed its header: {message}", GeometryWarning)
 
 
 @guarded("NIfTI")
@@ -326,7 +373,8 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     """
     path = check_path(path)
     try:
-        image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
+        with _nibabel_reports() as fixes:
+            image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableInputError(
             f"{str(path)!r} is not a readable NIfTI file ({one_line(exc)}); check that it is complete"
@@ -336,13 +384,18 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     header = image.header
     shape = tuple(int(n) for n in image.shape)
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
-    affine, chosen = _choose_affine(header, shape, affine_source, path)
     index, trailing = _spatial_slice(shape, volume, path)
-
     proxy = image.dataobj
     if not isinstance(proxy, ArrayProxy):  # nib.load always gives a proxy; anything else is a bug upstream
         raise UnreadableInputError(f"{str(path)!r}: nibabel returned {type(proxy).__name__}, not an on-disk array")
     _check_claims(header, shape, index, path, not is_identity_scaling(float(proxy.slope), float(proxy.inter)))
+    affine, chosen = _choose_affine(header, shape, affine_source, path)
+    _report_fixes(fixes, chosen, path)
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError(
+            f"{str(path)!r}: its {chosen} holds values that are not finite ({np.asarray(affine)[:3].round(4).tolist()}); "
+            "re-export the file with its geometry"
+        )
     try:
         stored = np.asarray(_raw_proxy(proxy)[index])
     except (OSError, EOFError, ValueError, zlib.error) as exc:

@@ -395,7 +395,10 @@ def read_raster(
         try:
             data = ds.read(list(numbers), window=win)
         except RasterioIOError as exc:
-            raise UnreadableInputError(f"GDAL failed to decode pixels of {str(path)!r}: {exc}") from exc
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            raise UnreadableInputError(
+                f"GDAL failed to decode pixels of {str(path)!r}: {exc}{cause}; the file is truncated or corrupt"
+            ) from exc
         mask, mask_source = _valid_mask(ds, numbers, win) if masked else (None, None)
         meta = _read_meta(ds, path, numbers, georef, mask_source)
         if win is not None:
@@ -409,7 +412,8 @@ def read_raster(
             block_transform = (
                 transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
             )
-            origin, spacing, direction = geotransform_to_geometry(block_transform)
+            with np.errstate(over="ignore", invalid="ignore"):  # an absurd geotransform is refused just below
+                origin, spacing, direction = geotransform_to_geometry(block_transform)
             meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
         else:
             if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
