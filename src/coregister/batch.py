@@ -194,7 +194,24 @@ def read_pairs(
     if not path.is_file():
         raise UnreadableInputError(f"pairs file {str(path)!r} does not exist")
     base = path.parent
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableInputError(
+            f"pairs file {str(path)!r} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as a UTF-8 CSV file"
+        ) from exc
+    try:
+        return _parse_pairs(text, path, base, preset=preset, metric=metric, allow_outside=allow_outside)
+    except csv.Error as exc:
+        raise ConfigError(f"pairs file {str(path)!r} is not a readable CSV file ({exc}); check its quoting") from exc
+
+
+def _parse_pairs(
+    text: str, path: Path, base: Path, *, preset: str, metric: str | None, allow_outside: bool
+) -> list[PairJob]:
+    if "\x00" in text:
+        raise ConfigError(f"pairs file {str(path)!r} holds NUL characters: it is not a text (CSV) file")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in ("fixed", "moving") if c not in header]

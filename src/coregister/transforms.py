@@ -1058,6 +1058,11 @@ def check_itk_text(text: str, where: str) -> int:
             entries[-1][key] = value
     if not entries:
         raise UnreadableInputError(f"{where}: no 'Transform:' line; not an ITK transform file")
+    if len(entries) > 1 and not entries[0]["Transform"].startswith("CompositeTransform_"):
+        raise UnreadableInputError(
+            f"{where}: {len(entries)} transforms follow one another without a CompositeTransform first "
+            f"({entries[0]['Transform']} comes first); ITK would read the first and drop the rest: the file is broken"
+        )
     for index, entry in enumerate(entries):
         name = entry["Transform"]
         match = re.fullmatch(r"([A-Za-z0-9]+?)_(double|float)_(\d+)_(\d+)", name)
@@ -1134,7 +1139,10 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
             raise UnreadableInputError(f"cannot read the transform {str(path)!r} ({exc.strerror or exc})") from exc
         check_itk_text(text, str(path))
     try:
-        tx = sitk.ReadTransform(str(path))
+        from coregister._stderr import captured_stderr
+
+        with captured_stderr(f"reading {path}"):
+            tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         raise UnreadableInputError(f"SimpleITK cannot read the transform {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
     values = np.array(tx.GetParameters(), dtype=float)

@@ -35,6 +35,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from coregister._stderr import captured_stderr
 from coregister.conventions import orientation_code
 from coregister.errors import (
     AmbiguousSeriesError,
@@ -293,7 +294,7 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
     """
     _screen(folder)
     try:
-        with _itk_warnings_off():
+        with _itk_warnings_off(), captured_stderr(f"scanning {folder}"):
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
             return {
                 uid: list(files)
@@ -430,7 +431,14 @@ def _expected_pixel_bytes(header: pydicom.Dataset) -> int:
 
 
 def _check_pixels(files: Sequence[str], headers: Sequence[pydicom.Dataset], where: str) -> None:
-    """Refuse a slice whose header is absurd or whose pixel data is missing or cut short, naming the file."""
+    """Refuse, naming the file, a slice whose header is absurd, an element of which runs past the end of the
+    file, or whose pixel data is missing or cut short.
+
+    GDCM trusts element lengths: a corrupt length of 4 GB near the end of a
+    40 kB file made it allocate 4 GB and spend seconds before failing. Each
+    top-level element's declared length is compared with the bytes left in
+    the file first (pydicom reads the lengths without the values).
+    """
     for file, header in zip(files, headers, strict=True):
         rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
         if rows <= 0 or columns <= 0 or _frames(header) <= 0:
@@ -439,19 +447,25 @@ def _check_pixels(files: Sequence[str], headers: Sequence[pydicom.Dataset], wher
                 f"{_frames(header)} frames); re-export the series"
             )
         syntax = str(getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-        if syntax not in _UNCOMPRESSED:
-            continue
         expected = _expected_pixel_bytes(header)
         size = os.path.getsize(file)
-        if size < expected:
+        if syntax in _UNCOMPRESSED and size < expected:
             claim_within_file(expected, size, Path(file), f"{rows} x {columns} x {_frames(header)} frames", what="DICOM")
-        full = pydicom.dcmread(file, defer_size=256, force=True)
-        element = full.get_item("PixelData") if "PixelData" in full else None
-        length = getattr(element, "length", None)
-        tell = getattr(element, "value_tell", None)
-        if element is None or (length is not None and length < expected) or (
-            tell is not None and length is not None and tell + length > size
-        ):
+        full = pydicom.dcmread(file, defer_size=16, force=True)
+        pixels = None
+        for tag in list(full.keys()):
+            element = full.get_item(tag, keep_deferred=True)  # still raw: its declared length, the value unread
+            length, tell = getattr(element, "length", None), getattr(element, "value_tell", None)
+            if length is None or tell is None or length == 0xFFFFFFFF:
+                continue
+            if tell + length > size:
+                raise UnreadableInputError(
+                    f"{where}: {Path(file).name} is truncated or corrupt: its element {element.tag} claims {length} "
+                    f"bytes from byte {tell}, and the file ends at byte {size}; re-copy the file"
+                )
+            if element.tag == 0x7FE00010:
+                pixels = length
+        if "PixelData" not in full or (syntax in _UNCOMPRESSED and pixels is not None and pixels < expected):
             raise UnreadableInputError(
                 f"{where}: {Path(file).name} is truncated: its pixel data is missing or shorter than the "
                 f"{expected} bytes its header claims ({rows} x {columns} x {_frames(header)} frames); re-copy the file"
@@ -704,7 +718,7 @@ def _execute(files: Sequence[str], as_float: bool) -> sitk.Image:
     if as_float:
         reader.SetOutputPixelType(sitk.sitkFloat64)
     try:
-        with _itk_warnings_off():
+        with _itk_warnings_off(), captured_stderr(f"reading {files[0]}"):
             return reader.Execute()
     except RuntimeError as exc:
         detail = one_line(exc)

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from coregister._files import OVERWRITE_FIX, PART_MARKER, atomic_path, part_folder, publish, refuse_existing
+from coregister._stderr import captured_stderr
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
@@ -156,9 +157,11 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with captured_stderr(f"reading {path}"):  # MetaIO's own notes ("data not read completely"): logged
+            reader.ReadImageInformation()
         _check_claims(reader, path)
-        image = reader.Execute()
+        with captured_stderr(f"reading {path}"):
+            image = reader.Execute()
     except RuntimeError as exc:
         detail = one_line(exc)
         raise UnreadableInputError(

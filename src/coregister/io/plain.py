@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
-from coregister._opencv import captured_stderr, cv2
+from coregister._opencv import cv2
+from coregister._stderr import captured_stderr
 from coregister.errors import GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
