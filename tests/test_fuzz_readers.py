@@ -47,7 +47,7 @@ from coregister.transforms import read_transform
 
 pytestmark = pytest.mark.fuzz
 
-FUZZ_EXAMPLES = int(os.environ.get("COREGISTER_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("COREGISTER_FUZZ_EXAMPLES", "10"))
 #: a read that takes longer than this has hung (generous: the machine running the tests may be loaded)
 TIME_LIMIT_S = 20.0
 FUZZ = settings(
@@ -74,8 +74,9 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _open_fds() -> int:
-    gc.collect()
+def _open_fds(*, collect: bool = False) -> int:
+    if collect:  # a file object waiting for the garbage collector is not a leak
+        gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -89,7 +90,7 @@ def check_reader(read: Callable[[], Any]) -> None:
                 read()
         except CoregisterError:
             pass
-    assert _open_fds() == before, "the reader left a file open"
+    assert _open_fds() == before or _open_fds(collect=True) == before, "the reader left a file open"
 
 
 # ------------------------------------------------------------------ seeds

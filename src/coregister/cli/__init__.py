@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from coregister import _interrupt as interrupt
 from coregister.cli._config import config_option
 from coregister.errors import CoregisterError, Interrupted
 
@@ -205,7 +206,8 @@ def _signals_interrupt() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         for other in watched:
             signal.signal(other, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        raise Interrupted(signum)
+        if not interrupt.request(signum):  # inside an ITK optimiser it is raised once the optimiser has stopped
+            raise Interrupted(signum)
 
     for signum in watched:
         signal.signal(signum, stop)
