@@ -173,6 +173,9 @@ def _fmt(value: Any) -> str:
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
 @overwrite_option
+@click.option("--fit-memory", is_flag=True,
+              help="When the registration's estimated peak exceeds --max-memory (or the machine's memory), run it on "
+              "grids coarsened by the smallest whole factor that fits, instead of refusing.")
 @json_option
 @click.pass_context
 def register(
@@ -197,6 +200,7 @@ def register(
     as_json: bool,
     output_format: str | None = None,
     overwrite: bool = False,
+    fit_memory: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -248,6 +252,7 @@ def register(
             seed=seed,
             threads=threads,
             progress=progress,
+            fit_memory=fit_memory,
         )
     written = publish_registration(
         outdir, result, fixed_image, moving_image, image_name=image_name, overwrite=overwrite, fix=_OVERWRITE_FOLDER,

@@ -141,9 +141,10 @@ def fit_to_memory(
     estimate = estimate_peak(fixed, moving)
     if estimate.fits:
         return fixed, moving, masks, None
+    unit = "pixels" if fixed.ndim == 2 else "voxels"
     if not allow_coarser:
         raise MemoryLimitError(
-            f"registering {' x '.join(map(str, moving.size))} onto {' x '.join(map(str, fixed.size))} voxels needs "
+            f"registering {' x '.join(map(str, moving.size))} onto {' x '.join(map(str, fixed.size))} {unit} needs "
             f"{estimate.describe()}; raise the limit (COREGISTER_MAX_MEMORY, --max-memory), or let the registration "
             "work on a coarser grid (fit_memory=True, --fit-memory)"
         )
@@ -153,7 +154,7 @@ def fit_to_memory(
             break
     else:
         raise MemoryLimitError(
-            f"registering {' x '.join(map(str, moving.size))} onto {' x '.join(map(str, fixed.size))} voxels needs "
+            f"registering {' x '.join(map(str, moving.size))} onto {' x '.join(map(str, fixed.size))} {unit} needs "
             f"{estimate.describe()}, and still {smaller.describe()} on a grid {MAX_FACTOR} times coarser; "
             "raise the limit (COREGISTER_MAX_MEMORY, --max-memory)"
         )
