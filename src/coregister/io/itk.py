@@ -86,6 +86,18 @@ def _data_file(path: Path) -> Path | None:
     return None
 
 
+def _header_length(path: Path) -> int:
+    """Bytes of an attached header (MetaImage: to the end of the ``ElementDataFile`` line; NRRD: to the blank line)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    key = head.find(b"ElementDataFile")
+    if key >= 0:
+        end = head.find(b"\n", key)
+        return end + 1 if end >= 0 else len(head)
+    blank = head.find(b"\n\n")
+    return blank + 2 if blank >= 0 else 0
+
+
 def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
     """Refuse a header whose size is absurd or whose pixels the file cannot hold, before reading them."""
     size = tuple(int(n) for n in reader.GetSize())
@@ -95,9 +107,10 @@ def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
     pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     total = math.prod(size) * components * _ITEMSIZE.get(pixel, 8)
     described = f"size {size}, {pixel}"
-    data = _data_file(path) or path
+    detached = _data_file(path)
+    data = detached or path
     if data.is_file():
-        stored = data.stat().st_size
+        stored = data.stat().st_size - (0 if detached else _header_length(path))
         if _header_says_compressed(path):
             claim_within_file(total, deflate_bound(stored), path, described + ", compressed: at most 1032 times its size", what="MetaImage/NRRD")
         else:
