@@ -1199,44 +1199,15 @@ def _check_shapes(data: dict[str, Any], kind: str) -> None:
     if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim not in (2, 3):
         raise GeometryError(f"a {kind} transform has ndim {ndim!r}; coregister transforms are 2D or 3D")
     linear: dict[str, tuple[int, ...]] = {"matrix": (ndim, ndim), "translation": (ndim,), "center": (ndim,)}
-    shapes: dict[str, tuple[int, ...]] = {
+    table: dict[str, dict[str, tuple[int, ...]]] = {
         "Translation": {"translation": (ndim,)},
         "Rigid": linear,
         "Similarity": linear,
         "Affine": linear,
         "BSpline": {"grid_origin": (ndim,), "grid_spacing": (ndim,), "grid_direction": (ndim, ndim)},
         "Homography": {"matrix": (3, 3)},
-    }[kind]
-    for key, shape in shapes.items():
-        try:
-            value = np.asarray(data[key], dtype=float)
-        except KeyError:
-            raise GeometryError(f"a {kind} transform lacks its {key!r}") from None
-        except (TypeError, ValueError):
-            raise GeometryError(f"the {key!r} of a {kind} transform is not an array of numbers") from None
-        if value.shape != shape:
-            raise GeometryError(f"the {key!r} of a {ndim}D {kind} transform has shape {value.shape}; expected {shape}")
-        if not np.all(np.isfinite(value)):
-            raise GeometryError(f"the {key!r} of a {kind} transform is not finite: {value.tolist()}")
-
-
-def _check_shapes(data: dict[str, Any], kind: str) -> None:
-    """The fields of a transform's JSON form against its ``ndim``: shapes that fit, finite numbers."""
-    ndim = data.get("ndim")
-    if kind == "Homography":
-        ndim = 2 if ndim is None else ndim
-    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim not in (2, 3):
-        raise GeometryError(f"a {kind} transform has ndim {ndim!r}; coregister transforms are 2D or 3D")
-    linear: dict[str, tuple[int, ...]] = {"matrix": (ndim, ndim), "translation": (ndim,), "center": (ndim,)}
-    shapes: dict[str, tuple[int, ...]] = {
-        "Translation": {"translation": (ndim,)},
-        "Rigid": linear,
-        "Similarity": linear,
-        "Affine": linear,
-        "BSpline": {"grid_origin": (ndim,), "grid_spacing": (ndim,), "grid_direction": (ndim, ndim)},
-        "Homography": {"matrix": (3, 3)},
-    }[kind]
-    for key, shape in shapes.items():
+    }
+    for key, shape in table[kind].items():
         try:
             value = np.asarray(data[key], dtype=float)
         except KeyError:
