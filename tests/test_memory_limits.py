@@ -26,6 +26,7 @@ import pytest
 import coregister as cr
 from coregister.cli import EXIT_ERROR, EXIT_OK, main
 from coregister.errors import MemoryLimitError
+from coregister.io.plain import _claimed_size
 from coregister.pipeline.memory import estimate_peak
 
 #: a read may add this much resident memory above the baseline (the oversized claims are gigabytes to terabytes)
@@ -82,7 +83,8 @@ def oversized_files(folder: Path, data) -> dict[str, tuple[Path, int]]:
     png = bytearray(data("medical/itk_brainweb_2d/BrainT1Slice.png").read_bytes())
     struct.pack_into(">II", png, 16, 100000, 100000)
     (folder / "huge.png").write_bytes(bytes(png))
-    files["PNG 100000^2 grey"] = (folder / "huge.png", 100000**2)
+    width, height, per_pixel = _claimed_size(bytes(png[:64]))
+    files["PNG 100000^2 (70 kB)"] = (folder / "huge.png", width * height * per_pixel)
     lung = data("medical/itk_ratlung_2d/RatLungSlice1.mha").read_text().split("ElementDataFile")[0]
     lung = lung.replace("DimSize = 128 128", "DimSize = 100000 100000")
     (folder / "huge.mha").write_bytes(lung.encode() + b"ElementDataFile = LOCAL\n" + bytes(100))

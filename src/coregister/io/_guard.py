@@ -83,7 +83,9 @@ def check_path(path: str | os.PathLike[str], *, folder_ok: bool = False) -> Path
     return path
 
 
-def claim_within_file(claimed: int, available: int, path: Path, header: str, *, what: str = "") -> None:
+def claim_within_file(
+    claimed: int, available: int, path: Path, header: str, *, what: str = "", compressed: int | None = None
+) -> None:
     """Refuse a header whose raw pixels (``claimed`` bytes) need more than the file holds (``available``).
 
     Examples
@@ -96,10 +98,13 @@ def claim_within_file(claimed: int, available: int, path: Path, header: str, *, 
     coregister.errors.UnreadableInputError: 'a.nii' is not a readable NIfTI file: it is truncated or its header is wrong (the header, shape (1024, 1024, 1024) int16, claims 2 GB of pixels; the file holds 1.4 kB after the header); re-copy or re-export the file
     """
     if claimed > available:
+        holds = (
+            f"the file holds {format_bytes(available)} after the header" if compressed is None
+            else f"the file's {format_bytes(compressed)} of compressed data expand to {format_bytes(available)} at most"
+        )
         raise UnreadableInputError(
             f"{str(path)!r} is not a readable {what + ' ' if what else ''}file: it is truncated or its header is wrong "
-            f"(the header, {header}, claims {format_bytes(claimed)} of pixels; the file holds "
-            f"{format_bytes(available)} after the header); re-copy or re-export the file"
+            f"(the header, {header}, claims {format_bytes(claimed)} of pixels; {holds}); re-copy or re-export the file"
         )
 
 

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from coregister._files import OVERWRITE_FIX, PART_MARKER, atomic_path, part_folder, publish, refuse_existing
 from coregister._stderr import captured_stderr
-from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError, UnwritableOutputError
 from coregister.image import SpatialImage
 from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._text import one_line
@@ -112,7 +112,7 @@ def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
     if data.is_file():
         stored = data.stat().st_size - (0 if detached else _header_length(path))
         if _header_says_compressed(path):
-            claim_within_file(total, deflate_bound(stored), path, described + ", compressed: at most 1032 times its size", what="MetaImage/NRRD")
+            claim_within_file(total, deflate_bound(stored), path, described, what="MetaImage/NRRD", compressed=stored)
         else:
             claim_within_file(total, stored, path, described, what="MetaImage/NRRD")
     within_memory(2 * total, path, described)
@@ -299,11 +299,11 @@ def write_itk(
         if suffix in _DETACHED:
             _write_detached(writer, out, path, overwrite=overwrite)
         else:
-            with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
+            with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp, captured_stderr(f"writing {path}"):
                 writer.SetFileName(str(tmp))
                 writer.Execute(out)
     except RuntimeError as exc:
-        raise UnreadableInputError(f"SimpleITK could not write {str(path)!r}: {one_line(exc)}") from exc
+        raise UnwritableOutputError(f"SimpleITK could not write {str(path)!r}: {one_line(exc)}") from exc
     logger.debug("wrote %s (%s, compressed=%s)", path, out.GetPixelIDTypeAsString(), compress)
     return path
 
@@ -315,7 +315,8 @@ def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path,
     with part_folder(folder, path.name) as staging:
         header = staging / path.name
         writer.SetFileName(str(header))
-        writer.Execute(image)
+        with captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: the error below says it once
+            writer.Execute(image)
         data_files = sorted(item for item in staging.iterdir() if item not in (header, staging / PART_MARKER))
         for item in data_files:
             refuse_existing(folder / item.name, overwrite=overwrite, fix=OVERWRITE_FIX)

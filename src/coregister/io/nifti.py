@@ -254,7 +254,7 @@ def _check_claims(header: Any, shape: tuple[int, ...], index: tuple[Any, ...], p
     described = f"shape {shape}, {np.dtype(header.get_data_dtype()).name}"
     size = path.stat().st_size
     if path.name.lower().endswith(".gz") or _gzipped(path):
-        claim_within_file(total, deflate_bound(size), path, described + ", gzip: at most 1032 times its size", what="NIfTI")
+        claim_within_file(total, deflate_bound(size), path, described + ", gzip", what="NIfTI", compressed=size)
     else:
         offset = int(header["vox_offset"])
         claim_within_file(total, max(0, size - offset), path, described, what="NIfTI")

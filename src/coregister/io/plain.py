@@ -126,8 +126,8 @@ def _check_claims(encoded: np.ndarray, path: Path) -> None:
     if width == 0 or height == 0:
         raise UnreadableInputError(f"{str(path)!r} has a broken header: {described}; re-export the file")
     if encoded[:4].tobytes() == b"\x89PNG":
-        claim_within_file(width * height * per_pixel, deflate_bound(encoded.size), path,
-                          described + ", deflate: at most 1032 times its size", what="PNG")
+        claim_within_file(width * height * per_pixel, deflate_bound(encoded.size), path, described, what="PNG",
+                          compressed=int(encoded.size))
     within_memory(3 * width * height * per_pixel, path, described)
 
 

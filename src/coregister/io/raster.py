@@ -69,7 +69,7 @@ from rasterio.windows import Window
 
 from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
-from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import ConfigError, GeometryError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io._guard import check_path, guarded, within_memory
 
@@ -396,8 +396,9 @@ def read_raster(
             data = ds.read(list(numbers), window=win)
         except RasterioIOError as exc:
             cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            said = str(exc).replace(" See previous exception for details.", "")
             raise UnreadableInputError(
-                f"GDAL failed to decode pixels of {str(path)!r}: {exc}{cause}; the file is truncated or corrupt"
+                f"GDAL failed to decode pixels of {str(path)!r}: {said}{cause}; the file is truncated or corrupt"
             ) from exc
         mask, mask_source = _valid_mask(ds, numbers, win) if masked else (None, None)
         meta = _read_meta(ds, path, numbers, georef, mask_source)
@@ -413,7 +414,13 @@ def read_raster(
                 transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
             )
             with np.errstate(over="ignore", invalid="ignore"):  # an absurd geotransform is refused just below
-                origin, spacing, direction = geotransform_to_geometry(block_transform)
+                try:
+                    origin, spacing, direction = geotransform_to_geometry(block_transform)
+                except GeometryError as exc:
+                    raise GeometryError(
+                        f"{str(path)!r} has an unusable geotransform {tuple(block_transform)[:6]} ({exc}); "
+                        "fix its georeferencing (gdal_edit.py -a_ullr, or georeference it again)"
+                    ) from exc
             meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
         else:
             if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
