@@ -41,6 +41,7 @@ __all__ = [
     "Similarity",
     "Transform",
     "Translation",
+    "check_itk_text",
     "compose",
     "decompose",
     "from_dict",
@@ -983,6 +984,122 @@ def _generic_matrix_offset(tx: sitk.Transform) -> Affine:
     return out
 
 
+#: ITK transform types read from text files: their parameter and fixed-parameter counts as functions of the dimension
+_ITK_COUNTS: dict[str, tuple[Callable[[int], tuple[int, ...]], Callable[[int], tuple[int, ...]], tuple[int, ...]]] = {
+    "IdentityTransform": (lambda d: (0,), lambda d: (0,), (2, 3)),
+    "TranslationTransform": (lambda d: (d,), lambda d: (0,), (2, 3)),
+    "ScaleTransform": (lambda d: (d,), lambda d: (d,), (2, 3)),
+    "Euler2DTransform": (lambda d: (3,), lambda d: (2,), (2,)),
+    "Rigid2DTransform": (lambda d: (3,), lambda d: (2,), (2,)),
+    "Similarity2DTransform": (lambda d: (4,), lambda d: (2,), (2,)),
+    "Euler3DTransform": (lambda d: (6,), lambda d: (3, 4), (3,)),  # ITK 5 adds the ZYX flag to the centre
+    "VersorRigid3DTransform": (lambda d: (6,), lambda d: (3,), (3,)),
+    "VersorTransform": (lambda d: (3,), lambda d: (3,), (3,)),
+    "Similarity3DTransform": (lambda d: (7,), lambda d: (3,), (3,)),
+    "ScaleVersor3DTransform": (lambda d: (9,), lambda d: (3,), (3,)),
+    "ScaleSkewVersor3DTransform": (lambda d: (15,), lambda d: (3,), (3,)),
+    "AffineTransform": (lambda d: (d * d + d,), lambda d: (d,), (2, 3)),
+    "MatrixOffsetTransformBase": (lambda d: (d * d + d,), lambda d: (d,), (2, 3)),
+    "CompositeTransform": (lambda d: (0,), lambda d: (0,), (2, 3)),
+    "BSplineTransform": (lambda d: (), lambda d: (d * (3 + d),), (2, 3)),  # parameters: d x the grid's size
+}
+
+
+def _numbers(text: str, what: str, where: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split()]
+    except ValueError:
+        raise UnreadableInputError(f"{where}: the {what} {text.strip()[:60]!r} are not numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise GeometryError(f"{where}: the {what} {values[:12]} are not all finite (NaN or infinity); the file is broken")
+    return values
+
+
+def check_itk_text(text: str, where: str) -> int:
+    """Validate an ITK text transform file against its types before SimpleITK reads it; return its transform count.
+
+    SimpleITK reads what a text file says without checking it against the
+    type: an ``Euler2DTransform`` with 2 of its 3 parameters reads memory
+    past them, an affine with 9 parameters instead of 6 is cut short. Here
+    each transform's type must be one this package knows, its dimension 2
+    or 3 (and the same on both sides of ``_double_D_D``), and its parameters
+    and fixed parameters as many as the type has, all finite.
+
+    Raises
+    ------
+    UnreadableInputError
+        An unknown transform type, wrong parameter counts, a missing line,
+        values that are not numbers.
+    UnsupportedFormatError
+        A dimension other than 2 or 3, or different on both sides.
+    GeometryError
+        NaN or infinite values.
+
+    Examples
+    --------
+    >>> check_itk_text("Transform: Euler2DTransform_double_2_2\\nParameters: 0.1 1 2\\nFixedParameters: 0 0\\n", "t.tfm")
+    1
+    >>> check_itk_text("Transform: Euler2DTransform_double_2_2\\nParameters: 0.1 1\\nFixedParameters: 0 0\\n", "t.tfm")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.UnreadableInputError: t.tfm: transform 0 (Euler2DTransform_double_2_2) has 2 parameters; the type has 3: the file is truncated or edited
+    """
+    import re
+
+    entries: list[dict[str, str]] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "Transform":
+            entries.append({"Transform": value.strip()})
+        elif key in ("Parameters", "FixedParameters"):
+            if not entries or key in entries[-1]:
+                raise UnreadableInputError(f"{where}: a {key} line without its Transform line; the file is malformed")
+            entries[-1][key] = value
+    if not entries:
+        raise UnreadableInputError(f"{where}: no 'Transform:' line; not an ITK transform file")
+    if len(entries) > 1 and not entries[0]["Transform"].startswith("CompositeTransform_"):
+        raise UnreadableInputError(
+            f"{where}: {len(entries)} transforms follow one another without a CompositeTransform first "
+            f"({entries[0]['Transform']} comes first); ITK would read the first and drop the rest: the file is broken"
+        )
+    for index, entry in enumerate(entries):
+        name = entry["Transform"]
+        match = re.fullmatch(r"([A-Za-z0-9]+?)_(double|float)_(\d+)_(\d+)", name)
+        if match is None or match.group(1) not in _ITK_COUNTS:
+            known = ", ".join(sorted(_ITK_COUNTS))
+            raise UnreadableInputError(f"{where}: transform {index} has the unknown type {name!r}; coregister reads {known}")
+        kind, d_in, d_out = match.group(1), int(match.group(3)), int(match.group(4))
+        parameters_count, fixed_count, dimensions = _ITK_COUNTS[kind]
+        if d_in != d_out or d_in not in dimensions:
+            raise UnsupportedFormatError(
+                f"{where}: transform {index} ({name}) maps {d_in}D to {d_out}D; coregister reads "
+                f"{' and '.join(f'{d}D' for d in dimensions)} {kind} transforms"
+            )
+        if kind == "CompositeTransform":
+            continue
+        for key in ("Parameters", "FixedParameters"):
+            if key not in entry and not (kind == "IdentityTransform"):
+                raise UnreadableInputError(f"{where}: transform {index} ({name}) has no {key} line; the file is truncated")
+        parameters = _numbers(entry.get("Parameters", ""), "parameters", f"{where}: transform {index} ({name})")
+        fixed = _numbers(entry.get("FixedParameters", ""), "fixed parameters", f"{where}: transform {index} ({name})")
+        if kind == "BSplineTransform" and len(fixed) == d_in * (3 + d_in):
+            size = fixed[:d_in]
+            if not all(v >= 1 and float(v).is_integer() for v in size):
+                raise UnreadableInputError(f"{where}: transform {index} ({name}) has the grid size {size}; the file is broken")
+            expected: tuple[int, ...] = (d_in * math.prod(int(v) for v in size),)
+        else:
+            expected = parameters_count(d_in)
+        for values, counts, what in ((fixed, fixed_count(d_in), "fixed parameters"), (parameters, expected, "parameters")):
+            if len(values) not in counts:
+                wanted = " or ".join(str(c) for c in counts)
+                raise UnreadableInputError(
+                    f"{where}: transform {index} ({name}) has {len(values)} {what}; the type has {wanted}: the file is "
+                    "truncated or edited"
+                )
+    return len(entries)
+
+
 def read_transform(path: str | os.PathLike[str]) -> Transform:
     """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
 
@@ -998,25 +1115,64 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
     """
     path = Path(path)
     if not path.is_file():
-        raise UnreadableInputError(f"transform file {str(path)!r} does not exist; check the path")
+        raise UnreadableInputError(f"transform file {str(path)!r} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            return from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UnreadableInputError(f"{str(path)!r} is not a coregister transform JSON file: {exc}") from exc
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return from_dict(data)
+        except CoregisterError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+            raise UnreadableInputError(
+                f"{str(path)!r} is not a coregister transform JSON file ({type(exc).__name__}: {exc}); "
+                "write one with Transform.save('t.json')"
+            ) from exc
     if suffix not in _ITK_SUFFIXES:
         raise UnsupportedFormatError(f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat or .json")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if suffix in (".tfm", ".txt") or head.startswith(b"#Insight"):
+        try:
+            text = path.read_text(encoding="latin-1")
+        except OSError as exc:
+            raise UnreadableInputError(f"cannot read the transform {str(path)!r} ({exc.strerror or exc})") from exc
+        check_itk_text(text, str(path))
     try:
-        tx = sitk.ReadTransform(str(path))
+        from coregister._stderr import captured_stderr
+
+        with captured_stderr(f"reading {path}"):
+            tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         raise UnreadableInputError(f"SimpleITK cannot read the transform {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
+    values = np.array(tx.GetParameters(), dtype=float)
+    fixed = np.array(tx.GetFixedParameters(), dtype=float)
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(fixed))):
+        raise GeometryError(f"{str(path)!r}: the transform's parameters are not all finite (NaN or infinity); the file is broken")
     return from_sitk(tx)
 
 
 def from_dict(data: dict[str, Any]) -> Transform:
-    """Rebuild a transform from :meth:`Transform.to_dict` output."""
-    kind = data["type"]
+    """Rebuild a transform from :meth:`Transform.to_dict` output.
+
+    The mapping is data, checked against the type it names before use: the
+    shapes of matrices and vectors must fit ``ndim`` (2 or 3), every number
+    must be finite, and nothing is evaluated.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        An unknown ``type``.
+    GeometryError
+        Values of the wrong shape or not finite.
+    """
+    if not isinstance(data, dict):
+        raise UnsupportedFormatError(f"a transform is a JSON object with a 'type'; got {type(data).__name__}")
+    kind = data.get("type")
+    if kind not in ("Translation", "Rigid", "Similarity", "Affine", "BSpline", "Homography", "Composite"):
+        raise UnsupportedFormatError(f"unknown transform type {kind!r} in JSON")
+    if kind != "Composite":
+        _check_shapes(data, kind)
     if kind == "Translation":
         return Translation(data["translation"])
     if kind == "Rigid":
@@ -1033,3 +1189,32 @@ def from_dict(data: dict[str, Any]) -> Transform:
     if kind == "Composite":
         return Composite(tuple(from_dict(d) for d in data["transforms"]))
     raise UnsupportedFormatError(f"unknown transform type {kind!r} in JSON")
+
+
+def _check_shapes(data: dict[str, Any], kind: str) -> None:
+    """The fields of a transform's JSON form against its ``ndim``: shapes that fit, finite numbers."""
+    ndim = data.get("ndim")
+    if kind == "Homography":
+        ndim = 2 if ndim is None else ndim
+    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim not in (2, 3):
+        raise GeometryError(f"a {kind} transform has ndim {ndim!r}; coregister transforms are 2D or 3D")
+    linear: dict[str, tuple[int, ...]] = {"matrix": (ndim, ndim), "translation": (ndim,), "center": (ndim,)}
+    table: dict[str, dict[str, tuple[int, ...]]] = {
+        "Translation": {"translation": (ndim,)},
+        "Rigid": linear,
+        "Similarity": linear,
+        "Affine": linear,
+        "BSpline": {"grid_origin": (ndim,), "grid_spacing": (ndim,), "grid_direction": (ndim, ndim)},
+        "Homography": {"matrix": (3, 3)},
+    }
+    for key, shape in table[kind].items():
+        try:
+            value = np.asarray(data[key], dtype=float)
+        except KeyError:
+            raise GeometryError(f"a {kind} transform lacks its {key!r}") from None
+        except (TypeError, ValueError):
+            raise GeometryError(f"the {key!r} of a {kind} transform is not an array of numbers") from None
+        if value.shape != shape:
+            raise GeometryError(f"the {key!r} of a {ndim}D {kind} transform has shape {value.shape}; expected {shape}")
+        if not np.all(np.isfinite(value)):
+            raise GeometryError(f"the {key!r} of a {kind} transform is not finite: {value.tolist()}")

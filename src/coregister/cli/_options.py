@@ -23,6 +23,7 @@ __all__ = [
     "interpolation_option",
     "metric_choices",
     "name_series_option",
+    "overwrite_option",
     "preset_names",
     "registration_options",
     "root_setting",
@@ -103,6 +104,15 @@ def name_series_option(message: str, option: str) -> str:
 
     named, count = re.subn(r"\(command line: [^;)]*", f"(command line: {option}", message, count=1)
     return named if count else f"{message} (command line: {option})"
+
+
+def overwrite_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--overwrite``: replace existing outputs (without it, an existing output is an error, as with rasterio's rio)."""
+    return click.option(
+        "--overwrite", is_flag=True,
+        help="Replace existing outputs. Without it an output that exists (a file, or a folder holding a "
+        "registration's outputs) is refused before any work.",
+    )(function)
 
 
 def threads_option(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -38,6 +38,11 @@ _EXAMPLE = (
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed of every registration.")
 @click.option("--report", is_flag=True, help="Also write each pair's report.html.")
 @click.option("--threaded", is_flag=True, help="Local cluster with thread workers instead of processes.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace registration outputs in a pair's folder that this batch did not write (a rerun resumes "
+              "anyway: pairs done with the same inputs and options are kept, changed ones redone).")
+@click.option("--allow-outside", is_flag=True,
+              help="Let relative paths in PAIRS lead out of its folder (../); absolute paths are always taken as written.")
 @json_option
 @click.pass_context
 def batch(
@@ -53,6 +58,8 @@ def batch(
     report: bool,
     threaded: bool,
     as_json: bool,
+    overwrite: bool = False,
+    allow_outside: bool = False,
 ) -> None:
     """Register every pair listed in PAIRS (CSV: fixed,moving[,name,preset,metric,fixed_mask,moving_mask,fixed_series,moving_series]).
 
@@ -60,6 +67,8 @@ def batch(
     OUTPUT/<name>/registered.<ext>, transform.tfm and result.json itself;
     OUTPUT/summary.csv and summary.json list every pair's status, engine,
     time and metrics. Relative paths in PAIRS are relative to its folder.
+    A rerun into the same OUTPUT resumes: pairs already done with the same
+    inputs and options are kept, changed ones are redone.
     Exit code 1 when a pair could not be registered, 3 when one failed its
     quality check (after all pairs ran and the summary was written).
 
@@ -71,13 +80,13 @@ def batch(
 
     check_writable(output, folder=True, parents=True, fix="choose another -o folder")
 
+    jobs = read_pairs(pairs, preset=preset, metric=metric, allow_outside=allow_outside)  # before dask: fail fast
     if (root_setting("verbose", ctx) or 0) < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
         quiet_dask_logging()
-    jobs = read_pairs(pairs, preset=preset, metric=metric)
     with file_progress(ctx, f"{len(jobs)} pairs") as bar:
         summary = run_batch(
             jobs, output, scheduler=scheduler, workers=workers, threads_per_registration=threads,
-            processes=not threaded, report=report, seed=seed,
+            processes=not threaded, report=report, seed=seed, overwrite=overwrite,
             progress=None if bar is None else (lambda outcome, done, total: bar(outcome.name, done, total)),
         )
     if as_json:
@@ -88,7 +97,8 @@ def batch(
             before, after = o.metrics.get("before", {}), o.metrics.get("after", {})
             key = next((k for k in ("ncc", "mi") if k in after), None)
             change = f"{key} {before.get(key, float('nan')):.3f}→{after[key]:.3f}" if key else "-"
-            rows.append((o.name, o.status.value, o.engine or "-", f"{o.time_s:.2f}", change))
+            status = o.status.value + (" (kept)" if o.reused else "")
+            rows.append((o.name, status, o.engine or "-", f"{o.time_s:.2f}", change))
         print_table(
             f"{len(rows)} pairs in {summary.wall_s:.1f} s ({summary.scheduler}); summary: {summary.summary_csv}",
             ("pair", "status", "engine", "time (s)", "before → after"),

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from coregister.cli import QualityCheckFailed
+from coregister.cli._options import overwrite_option
 from coregister.cli._output import (
     VERDICT_WORDS,
     command_line,
@@ -155,6 +156,14 @@ def geo() -> None:
     """
 
 
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """rio's convention: an output that exists is replaced only with --overwrite (checked before any work)."""
+    from coregister._files import refuse_existing
+
+    for path in paths:
+        refuse_existing(path, overwrite=overwrite, fix="pass --overwrite to replace it, or choose another path")
+
+
 @geo.command(
     "coreg", epilog=_s2_example("coreg", "shift by default, --mode local for a tie-point grid", "tgt_corrected.tif")
 )
@@ -168,6 +177,7 @@ def geo() -> None:
               help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
 @click.option("--report", is_flag=True,
               help="Also write OUTPUT's QC report beside it (OUTPUT without .tif + .report.html): before/after views, tie points.")
+@overwrite_option
 @json_option
 @click.pass_context
 def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
@@ -183,8 +193,12 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     from coregister.geo import coregister
 
     report = options.pop("report")
+    overwrite = options.pop("overwrite")
+    outputs = [output, *([output.with_name(output.name.split(".")[0] + ".report.html")] if report else [])]
     if options.get("tie_points") is not None:
         check_writable(options["tie_points"], fix="choose another --tie-points path")
+        outputs.append(options["tie_points"])
+    _refuse_existing(outputs, overwrite)
     with registration_progress(ctx) as progress:
         result = coregister(reference, target, output=output, progress=progress, **options)
     if report:
@@ -208,6 +222,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
 @click.option("--kind", type=click.Choice(KINDS), default="difference",
               show_default=True, help="target - reference, target / reference, or their normalised difference.")
 @_common_inputs
+@overwrite_option
 @json_option
 @click.pass_context
 def change_command(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
@@ -219,6 +234,7 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
     from coregister.cli._progress import registration_progress
     from coregister.geo import change
 
+    _refuse_existing([output], options.pop("overwrite"))
     with registration_progress(ctx) as progress:
         result = change(reference, target, output=output, progress=progress, **options)
     _report(result, as_json, what="the coregistration")
@@ -245,11 +261,13 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
 @click.option("--method", type=click.Choice(METHODS), default="features", show_default=True,
               help="--base: SIFT + robust affine + ECC refinement, or intensity registration (similar, roughly aligned imagery).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews.")
+@overwrite_option
 @json_option
 def georef(image: Path, base: Path | None, gcps: Path | None, crs: str | None, output: Path, order: int, method: str,
-           cog: bool, as_json: bool) -> None:
+           cog: bool, as_json: bool, overwrite: bool = False) -> None:
     """Georeference IMAGE against a georeferenced --base, or from --gcps."""
     from coregister.geo import georeference
 
+    _refuse_existing([output], overwrite)
     result = georeference(image, base=base, gcps=gcps, crs=crs, output=output, order=order, method=method, cog=cog)
     _report(result, as_json, what="the georeferencing")

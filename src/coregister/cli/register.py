@@ -7,8 +7,11 @@ for a homography, which ITK cannot store), ``result.json`` and, with
 image is ``registered_dicom/``, a derived DICOM series (the fixed image's
 patient, study and frame of reference, a new series). The outputs appear together: they are written
 into a temporary folder beside OUTDIR and moved in only when all of them
-succeeded, so a failed run leaves no partial content. A run whose quality
-check failed still writes everything, then exits with code 3.
+succeeded, so a failed or interrupted run leaves no partial content
+(:func:`coregister.outputs.publish_registration`). An OUTDIR that holds
+the outputs of an earlier run, and an existing ``apply`` output, are
+replaced only with ``--overwrite`` (rasterio's ``rio`` convention). A run
+whose quality check failed still writes everything, then exits with code 3.
 
 The transform maps fixed-space points to moving space (ITK's convention):
 ``coregister apply transform.tfm MOVING --reference FIXED`` resamples the
@@ -17,23 +20,20 @@ moving image onto the fixed grid with it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from coregister._files import check_writable, refuse_overwriting_input
+from coregister._files import check_writable, refuse_existing, refuse_overwriting_input
 from coregister.cli import QualityCheckFailed
 from coregister.cli._options import (
     dicom_series,
     interpolation_option,
     name_series_option,
+    overwrite_option,
     registration_options,
     series_option,
     threads_option,
@@ -48,16 +48,16 @@ from coregister.cli._output import (
     quality_failure_line,
     quiet,
 )
-from coregister.errors import GeometryError, OutputExistsError
+from coregister.errors import GeometryError
 from coregister.image import SpatialImage
 from coregister.outputs import (
     for_writing,
-    holds_a_registration,
+    output_names,
+    publish_registration,
+    refuse_existing_outputs,
     refuse_overwriting_inputs,
     registered_name,
-    remove_stale_outputs,
     writable_dtype,
-    write_registration,
 )
 from coregister.pipeline.result import Result
 
@@ -72,6 +72,10 @@ _FIXED = "data/nibabel_anat_func/anatomical.nii"
 _MOVING = "data/nibabel_anat_func/reoriented_anat_moved.nii"
 #: --output-format choices: "dicom" writes a derived DICOM series (a folder) instead of one image file
 OUTPUT_FORMATS = ("dicom",)
+#: how a refusal to replace outputs says what to do
+_OVERWRITE_FOLDER = "pass --overwrite to replace them, or choose another -o folder"
+_OVERWRITE_FILE = "pass --overwrite to replace it, or choose another -o path"
+
 
 
 def _output_format_option(what: str) -> Any:
@@ -127,33 +131,6 @@ def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
     return values
 
 
-@contextlib.contextmanager
-def _staging(outdir: Path):  # type: ignore[no-untyped-def]
-    """A temporary folder beside ``outdir``; its files move into ``outdir`` when the block succeeds."""
-    parent = outdir.parent if str(outdir.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputExistsError(f"the parent folder of {str(outdir)!r} does not exist; create it first")
-    if outdir.exists() and not outdir.is_dir():
-        raise OutputExistsError(f"{str(outdir)!r} exists and is not a folder; choose another -o")
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".part", dir=parent))
-    try:
-        yield staging
-        earlier_run = holds_a_registration(outdir)
-        outdir.mkdir(exist_ok=True)
-        written = {item.name for item in staging.iterdir()}
-        for item in sorted(staging.iterdir()):
-            if item.is_dir():  # a DICOM series: replaces the one a previous run wrote
-                from coregister.io.dicom_write import move_series_folder
-
-                move_series_folder(item, outdir / item.name)
-            else:
-                os.replace(item, outdir / item.name)
-        remove_stale_outputs(outdir, written, earlier_run=earlier_run)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-
 def _summary(result: Result, written: list[Path]) -> None:
     before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
     rows = []
@@ -195,6 +172,10 @@ def _fmt(value: Any) -> str:
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
+@overwrite_option
+@click.option("--fit-memory", is_flag=True,
+              help="When the registration's estimated peak exceeds --max-memory (or the machine's memory), run it on "
+              "grids coarsened by the smallest whole factor that fits, instead of refusing.")
 @json_option
 @click.pass_context
 def register(
@@ -218,15 +199,23 @@ def register(
     report: bool,
     as_json: bool,
     output_format: str | None = None,
+    overwrite: bool = False,
+    fit_memory: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
     The transform maps fixed-space points to moving space (ITK's convention);
     `coregister apply` resamples any image of the moving space with it.
     Exit code 3: the registration ran but failed its quality check (the
-    outputs are written all the same).
+    outputs are written all the same). An OUTDIR holding an earlier run's
+    outputs is replaced only with --overwrite.
     """
     check_writable(outdir, folder=True, fix="choose another -o folder")
+    output_format = output_format.lower() if output_format else None
+    image_name = registered_name(fixed, output_format=output_format)
+    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
+                              fix="choose another -o folder")
+    refuse_existing_outputs(outdir, output_names(image_name, report=report), overwrite=overwrite, fix=_OVERWRITE_FOLDER)
     fixed_image = _read(fixed, "fixed image", series=fixed_series, flag="--fixed-series")
     moving_image = _read(moving, "moving image", series=moving_series, flag="--moving-series")
     if fixed_image.ndim != moving_image.ndim:
@@ -236,14 +225,10 @@ def register(
         )
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
-    output_format = output_format.lower() if output_format else None
-    image_name = registered_name(fixed, output_format=output_format)
     if output_format == "dicom":
         from coregister.io.dicom_write import check_series_folder
 
         check_series_folder(outdir / image_name, overwrite=True)  # a series of a previous run is replaced, nothing else
-    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
-                              fix="choose another -o folder")
     from coregister.cli._progress import registration_progress
     from coregister.pipeline import configure
     from coregister.pipeline import register as run_registration
@@ -267,12 +252,12 @@ def register(
             seed=seed,
             threads=threads,
             progress=progress,
+            fit_memory=fit_memory,
         )
-    with _staging(outdir) as staging:
-        write_registration(staging, result, fixed_image, moving_image, image_name=image_name, report=report,
-                           threads=threads, output_format=output_format, command=command_line(ctx))
-        names = sorted(p.name for p in staging.iterdir())
-    written = [outdir / n for n in names]
+    written = publish_registration(
+        outdir, result, fixed_image, moving_image, image_name=image_name, overwrite=overwrite, fix=_OVERWRITE_FOLDER,
+        report=report, threads=threads, output_format=output_format, command=command_line(ctx),
+    )
 
     if as_json:
         inputs = {"fixed": _input_facts(fixed, fixed_image), "moving": _input_facts(moving, moving_image)}
@@ -305,6 +290,7 @@ def register(
 @click.option("--default-value", type=float, default=0.0, show_default=True, help="Value where the moving image has no data (its nodata if it has one).")
 @threads_option
 @_output_format_option("the folder OUTPUT")
+@overwrite_option
 @json_option
 def apply_command(
     transform: Path,
@@ -318,6 +304,7 @@ def apply_command(
     output_format: str | None = None,
     series: str | None = None,
     reference_series: str | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
 
@@ -330,13 +317,19 @@ def apply_command(
     from coregister.transforms import read_transform
 
     dicom = (output_format or "").lower() == "dicom"
+    for source in (transform, moving, reference):  # even with --overwrite: an input is never replaced
+        refuse_overwriting_input(output, source, fix="choose another -o path")
     if dicom:
         from coregister.io.dicom_write import check_series_folder
 
         check_writable(output, folder=True, fix="choose another -o folder")
-        check_series_folder(output, overwrite=True)  # a series written before is replaced, as a file would be
+        if not overwrite and output.is_dir() and any(output.iterdir()):
+            check_series_folder(output, overwrite=True)  # files that are not a series: named as such
+            refuse_existing(output, overwrite=False, fix=_OVERWRITE_FILE)
+        check_series_folder(output, overwrite=True)  # a series written before is replaced (with --overwrite)
     else:
         check_writable(output, fix="choose another -o path")
+        refuse_existing(output, overwrite=overwrite, fix=_OVERWRITE_FILE)
     value = read_transform(transform)
     moving_image = _read(moving, "moving image", series=series, flag="--series")
     reference_image = _read(reference, "reference image", series=reference_series, flag="--reference-series")
@@ -345,8 +338,6 @@ def apply_command(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "
             f"{reference_image.ndim}D; they must match"
         )
-    for source in (transform, moving, reference):
-        refuse_overwriting_input(output, source, fix="choose another -o path")
     out = apply(
         value,
         moving_image,
@@ -359,7 +350,7 @@ def apply_command(
     if dicom:
         write(out, output, format="dicom", overwrite=True, values_from=moving_image)
     else:
-        write(for_writing(out, output.name), output)
+        write(for_writing(out, output.name), output, overwrite=overwrite)
     if as_json:
         echo_json({"output": str(output), "transform": str(transform), "moving": str(moving), "reference": str(reference),
                    "inputs": {"moving": _input_facts(moving, moving_image),

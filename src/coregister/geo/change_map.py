@@ -121,7 +121,7 @@ def change(
                   for r in range(0, grid.height, BLOCK_PX) for c in range(0, grid.width, BLOCK_PX)]
         total = 0.0
         count = 0
-        with raster_writer(out_path, template, cog=options.cog) as dst:
+        with raster_writer(out_path, template, cog=options.cog, overwrite=True) as dst:
             for index, (r0, c0, h, w) in enumerate(blocks):
                 ref_values, ref_ok = read_on_grid(ref, grid.subgrid(r0, c0, h, w))
                 rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)

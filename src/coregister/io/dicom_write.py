@@ -38,13 +38,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from coregister._files import _UMASK, check_writable
+from coregister._files import _UMASK, check_writable, part_folder
 from coregister.errors import (
     ConfigError,
     GeometryError,
     OutputExistsError,
     UnsupportedFormatError,
-    UnwritableOutputError,
 )
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS
@@ -584,21 +583,14 @@ def write_dicom(
         digest=digest,
     )
     parent = folder.parent if str(folder.parent) else Path(".")
-    try:
-        staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
-    except OSError as exc:
-        raise UnwritableOutputError(
-            f"cannot write to {str(folder)!r} ({exc.strerror or exc}); choose another folder"
-        ) from exc
-    try:
+    with part_folder(parent, folder.name) as stage:  # removed on any failure or interrupt; swept if killed
+        staged = stage / "series"
+        staged.mkdir()
         for k in range(stored.shape[0]):
             ds = _slice_dataset(series, encoding, k, origin=origin, spacing=spacing, direction=direction)
             ds.save_as(staged / _FILE_NAME.format(k + 1), enforce_file_format=True)
-        os.chmod(staged, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the series gets the permissions mkdir would give
+        os.chmod(staged, 0o777 & ~_UMASK)  # the series gets the permissions mkdir would give
         _swap_in(staged, folder)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     logger.info(
         "wrote %s: %d slices of %dx%d, %s, SOP class %s, series %s",
         folder, stored.shape[0], stored.shape[2], stored.shape[1], modality, series.SOPClassUID.name, series_uid,

@@ -17,10 +17,12 @@ reader agrees on our outputs.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import logging
+import math
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.filebasedimages import ImageFileError
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
+from coregister._memory import max_memory
 from coregister.conventions import flip_ras_lps, geometry_from_affine, ijk_to_zyx, zyx_to_ijk
 from coregister.errors import (
     ConfigError,
@@ -39,6 +42,7 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._scaling import apply_rescale, is_identity_scaling, unapply_rescale
 from coregister.io._text import one_line
 from coregister.io._warn import warn
@@ -114,7 +118,9 @@ def _choose_affine(header: Any, shape: tuple[int, ...], affine_source: str, path
             GeometryWarning,
         )
         return header.get_base_affine(), "pixdim"
-    if sform_code > 0 and qform_code > 0:
+    if sform_code > 0 and qform_code > 0 and np.all(np.isfinite(header.get_sform())) and np.all(
+        np.isfinite(header.get_qform())
+    ):
         gap = _max_disagreement_mm(header.get_sform(), header.get_qform(), shape)
         if gap > _DISAGREE_MM:
             itk = _itk_choice(sform_code, qform_code)
@@ -202,16 +208,26 @@ def _geometry_2d(lps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] |
 _SUFFIXES = (".nii", ".nii.gz")
 
 
+def _gunzip_bounded(data: bytes, path: Path) -> bytes:
+    """``gzip.decompress`` that stops at the allowed memory instead of following a bomb to the end."""
+    limit = max_memory()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit:
+        within_memory(len(out), path, f"gzip data expanding past {len(out)} bytes")
+    return out
+
+
 def _load_unnamed(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """A NIfTI file whose name has no ``.nii``/``.nii.gz`` (nibabel picks its reader by name): from its bytes.
 
     Gzip is recognised by its magic number; NIfTI-2 by its header size (540,
     against NIfTI-1's 348, in either byte order). The whole file is read
-    into memory.
+    into memory (decompressed only up to the allowed memory).
     """
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = _gunzip_bounded(data, path)
     sizeof_hdr = {int.from_bytes(data[:4], order) for order in ("little", "big")}  # type: ignore[arg-type]
     if 540 in sizeof_hdr:
         return nib.Nifti2Image.from_bytes(data)
@@ -220,6 +236,81 @@ def _load_unnamed(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     return nib.Nifti1Image.from_bytes(data)
 
 
+def _check_claims(header: Any, shape: tuple[int, ...], index: tuple[Any, ...], path: Path, scaled: bool) -> None:
+    """Refuse a header whose dimensions are absurd or whose pixels the file cannot hold, before reading them.
+
+    An uncompressed file must hold ``vox_offset`` plus every voxel the
+    header claims; a gzip file cannot expand by more than 1032 to 1; and the
+    arrays the read makes (the stored values, their copy in array order,
+    the scaled values in float64) must fit in the allowed memory.
+    """
+    if not shape or any(n <= 0 for n in shape):
+        raise UnreadableInputError(
+            f"{str(path)!r} has a broken header: its dimensions {shape} include 0 or a negative size; "
+            "re-export the file"
+        )
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    total = math.prod(shape) * itemsize
+    described = f"shape {shape}, {np.dtype(header.get_data_dtype()).name}"
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz") or _gzipped(path):
+        claim_within_file(total, deflate_bound(size), path, described + ", gzip", what="NIfTI", compressed=size)
+    else:
+        offset = int(header["vox_offset"])
+        claim_within_file(total, max(0, size - offset), path, described, what="NIfTI")
+    selected = math.prod(len(range(*i.indices(n))) if isinstance(i, slice) else 1 for i, n in zip(index, shape, strict=False))
+    within_memory(selected * (2 * itemsize + (16 if scaled else 0)), path, described)
+
+
+def _gzipped(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def _nibabel_reports() -> Iterator[list[str]]:
+    """Collect what nibabel's header checks report while loading (it fixes some fields and prints a line for each).
+
+    nibabel logs those fixes ("pixdim[1,2,3] should be positive; setting to
+    abs of pixdim values") to its own stderr handler; the reader turns them
+    into one GeometryWarning each, or an error when the fix would change the
+    geometry it uses.
+    """
+    from nibabel import imageglobals
+
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    target = imageglobals.logger
+    handlers, propagate = list(target.handlers), target.propagate
+    collect = _Collect()
+    for handler in handlers:
+        target.removeHandler(handler)
+    target.addHandler(collect)
+    target.propagate = False
+    try:
+        yield messages
+    finally:
+        target.removeHandler(collect)
+        for handler in handlers:
+            target.addHandler(handler)
+        target.propagate = propagate
+
+
+def _report_fixes(messages: list[str], chosen: str, path: Path) -> None:
+    for message in dict.fromkeys(messages):
+        if "non-zero" in message and chosen in ("qform", "pixdim"):
+            raise GeometryError(
+                f"{str(path)!r}: the {chosen} it is read with has a voxel size of 0 or NaN (nibabel: {message}); "
+                "re-export the file with its voxel sizes"
+            )
+        warn(f"{str(path)!r}: nibabel fixed its header: {message}", GeometryWarning)
+
+
+@guarded("NIfTI")
 def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affine_source: str = "auto") -> SpatialImage:
     """Read a NIfTI-1 or NIfTI-2 file (``.nii``, ``.nii.gz``) into a :class:`~coregister.SpatialImage`.
 
@@ -253,9 +344,14 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     Raises
     ------
     UnreadableInputError
-        Missing, truncated or corrupt file.
+        Missing, truncated or corrupt file; a header whose dimensions are
+        absurd or whose voxels the file cannot hold (checked before reading).
+    MemoryLimitError
+        The voxels would need more than the allowed memory
+        (``COREGISTER_MAX_MEMORY``, ``--max-memory``).
     GeometryError
-        ``affine_source`` names a form whose code is 0.
+        ``affine_source`` names a form whose code is 0, or a geometry that is
+        not finite or has zero spacing.
 
     Warns
     -----
@@ -275,11 +371,10 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     >>> back.meta["affine_source"], back.orientation
     ('sform', 'LPS')
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    path = check_path(path)
     try:
-        image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
+        with _nibabel_reports() as fixes:
+            image = nib.load(path) if path.name.lower().endswith(_SUFFIXES) else _load_unnamed(path)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise UnreadableInputError(
             f"{str(path)!r} is not a readable NIfTI file ({one_line(exc)}); check that it is complete"
@@ -289,12 +384,18 @@ def read_nifti(path: str | os.PathLike[str], *, volume: int | None = None, affin
     header = image.header
     shape = tuple(int(n) for n in image.shape)
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
-    affine, chosen = _choose_affine(header, shape, affine_source, path)
     index, trailing = _spatial_slice(shape, volume, path)
-
     proxy = image.dataobj
     if not isinstance(proxy, ArrayProxy):  # nib.load always gives a proxy; anything else is a bug upstream
         raise UnreadableInputError(f"{str(path)!r}: nibabel returned {type(proxy).__name__}, not an on-disk array")
+    _check_claims(header, shape, index, path, not is_identity_scaling(float(proxy.slope), float(proxy.inter)))
+    affine, chosen = _choose_affine(header, shape, affine_source, path)
+    _report_fixes(fixes, chosen, path)
+    if not np.all(np.isfinite(affine)):
+        raise GeometryError(
+            f"{str(path)!r}: its {chosen} holds values that are not finite ({np.asarray(affine)[:3].round(4).tolist()}); "
+            "re-export the file with its geometry"
+        )
     try:
         stored = np.asarray(_raw_proxy(proxy)[index])
     except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -386,7 +487,7 @@ def _fill_header(header: Any, fields: dict[str, Any]) -> None:
             header[key] = fields[key]
 
 
-def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
+def write_nifti(image: SpatialImage, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
     """Write ``image`` as NIfTI-1 (``.nii`` or ``.nii.gz``), atomically.
 
     The sform and the qform are both the image's geometry (LPS converted
@@ -407,6 +508,9 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
     image : SpatialImage
     path : path-like
         Ends in ``.nii`` or ``.nii.gz``; the folder must exist.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -425,6 +529,7 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise UnsupportedFormatError(f"write_nifti needs a .nii or .nii.gz path, got {str(path)!r}")
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if image.ndim == 2 and image.has_channels:
         raise UnsupportedFormatError(
             f"cannot write a 2D image with {image.n_channels} channels to NIfTI ({str(path)!r}); "
@@ -460,7 +565,7 @@ def write_nifti(image: SpatialImage, path: str | os.PathLike[str]) -> Path:
         header.set_slope_inter(slope, intercept)
     else:
         header.set_slope_inter(1.0, 0.0)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         nifti.to_filename(tmp)
     logger.debug("wrote %s: %s %s, sform/qform codes %d/%d", path, data.shape, data.dtype, sform_code, qform_code)
     return path

@@ -22,7 +22,7 @@ import numpy as np
 from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig
 from coregister.engines import EngineOutput, get_engine
 from coregister.engines._common import grey_pair, valid_pixels
-from coregister.errors import CoregisterError, GeometryError
+from coregister.errors import CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.measures import compare
 from coregister.pipeline.quality import chance_figures, check
@@ -146,6 +146,8 @@ def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, m
     moving_valid = _mask_array(moving_mask, moving, "moving mask")
     fixed_grey, moving_grey, grey_notes = grey_pair(fixed, moving)
     notes += grey_notes
+    _refuse_constant(fixed_grey, fixed_valid, "fixed")
+    _refuse_constant(moving_grey, moving_valid, "moving")
     fixed_grey, fixed_valid = _deshear(fixed_grey, fixed_valid, "fixed", notes)
     moving_grey, moving_valid = _deshear(moving_grey, moving_valid, "moving", notes)
     overlap_note = _physical_overlap_note(fixed_grey, moving_grey, initial)
@@ -153,6 +155,19 @@ def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, m
         notes.append(overlap_note)
     view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid)
     return Pair(fixed_grey, moving_grey, fixed_valid, moving_valid, view, view_mask, stride, tuple(notes))
+
+
+def _refuse_constant(image: SpatialImage, valid: np.ndarray | None, name: str) -> None:
+    """A constant image (over its valid voxels) holds nothing to align: refused before any engine runs."""
+    values = np.asarray(image.array)
+    inside = values[valid] if valid is not None else values.ravel()
+    if np.issubdtype(inside.dtype, np.floating):
+        inside = inside[np.isfinite(inside)]
+    if inside.size and inside.min() == inside.max():
+        raise RegistrationFailed(
+            f"the {name} image is constant (every valid voxel is {inside.flat[0]:g}): there is nothing to align; "
+            "check the file (an empty export, a wrong channel or window)"
+        )
 
 
 #: largest deviation of a direction matrix's columns from orthonormal that counts as rounding

@@ -26,6 +26,7 @@ from coregister.image import SpatialImage
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
+from coregister.pipeline.memory import fit_to_memory
 from coregister.pipeline.result import Result, Start
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
@@ -76,6 +77,7 @@ def register(
     seed: int = 0,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    fit_memory: bool = False,
 ) -> Result:
     """Align ``moving`` to ``fixed`` in world space.
 
@@ -115,6 +117,13 @@ def register(
         as the default).
     progress : callable, optional
         ``progress(stage, level, iteration, metric)`` at every iteration.
+    fit_memory : bool
+        The run's peak memory is estimated before it starts
+        (:mod:`coregister.pipeline.memory`); one that would exceed the
+        allowed memory (``COREGISTER_MAX_MEMORY``, ``--max-memory``) is
+        refused with :class:`~coregister.errors.MemoryLimitError`, or, with
+        ``fit_memory=True``, runs on grids coarsened by the smallest whole
+        factor that fits (``Result.warnings`` says so).
 
     Returns
     -------
@@ -142,7 +151,7 @@ def register(
     """
     return _register(fixed, moving, preset=preset, metric=metric, config=config, precise=precise,
                      fixed_mask=fixed_mask, moving_mask=moving_mask, initial_transform=initial_transform, seed=seed,
-                     threads=threads, progress=progress)
+                     threads=threads, progress=progress, fit_memory=fit_memory)
 
 
 def run_auto(
@@ -246,6 +255,7 @@ def _register(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     engines: Sequence[EngineName | str] | None = None,
+    fit_memory: bool = False,
 ) -> Result:
     fixed = _as_image(fixed, "fixed")
     moving = _as_image(moving, "moving")
@@ -257,8 +267,11 @@ def _register(
     if initial_transform is not None and initial_transform.ndim != fixed.ndim:
         raise GeometryError(f"initial_transform is {initial_transform.ndim}D but the images are {fixed.ndim}D")
     config = _resolved(preset, metric, config, precise, fixed.ndim, seed, threads)
+    fixed, moving, (fixed_mask, moving_mask), memory_note = fit_to_memory(
+        fixed, moving, (fixed_mask, moving_mask), allow_coarser=fit_memory
+    )
     pair = prepare(fixed, moving, fixed_mask, moving_mask, initial_transform)
-    notes = list(pair.notes)
+    notes = ([memory_note] if memory_note else []) + list(pair.notes)
     engine = route(config)
     logger.info("registering %s onto %s with %s (%s)", pair.moving.size, pair.fixed.size, engine.value, config.name)
 

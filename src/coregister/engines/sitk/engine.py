@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from coregister import _interrupt as interrupt
 from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.engines.sitk.levels import LevelPlan, axis_factors, iterations_per_level, normalised, plan_levels
@@ -390,18 +391,44 @@ class SitkEngine:
         )
 
         values: list[float] = []
+        raised: list[BaseException] = []
 
         def on_iteration() -> None:
-            value = float(method.GetMetricValue())
-            values.append(value)
-            if progress is not None:
-                progress(name, level, int(method.GetOptimizerIteration()), value)
+            # Nothing may escape into ITK: SimpleITK would print a traceback and turn any exception (a progress
+            # callback's error, a Ctrl-C) into a RuntimeError. It is kept, the optimiser stopped at once, and it
+            # is raised again, itself, once Execute has returned; so is a signal the command line noted meanwhile.
+            try:
+                if raised:
+                    return
+                if interrupt.pending():
+                    method.StopRegistration()
+                    return
+                value = float(method.GetMetricValue())
+                values.append(value)
+                if progress is not None:
+                    progress(name, level, int(method.GetOptimizerIteration()), value)
+            except BaseException as exc:  # noqa: B036 - a KeyboardInterrupt or Interrupted above all
+                raised.append(exc)
+                method.StopRegistration()
 
         method.AddCommand(sitk.sitkIterationEvent, on_iteration)
         started = time.perf_counter()
         try:
-            method.Execute(fixed, moving)
+            try:
+                with interrupt.deferred():
+                    method.Execute(fixed, moving)
+            finally:
+                method.RemoveAllCommands()
+            if raised:
+                raise raised[0]
+            interrupt.raise_pending()
         except RuntimeError as exc:
+            if raised:
+                raise raised[0] from None
+            interrupt.raise_pending()
+            if "error executing the Python Callable" in str(exc):
+                # only an exception raised between two of the observer's lines escapes it: Python's own Ctrl-C
+                raise KeyboardInterrupt from None
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             raise RegistrationFailed(
                 f"SimpleITK registration failed at stage {name!r}, level {level} (shrink {plan.factors}): {message}. "
