@@ -2,7 +2,7 @@
 
 >>> from coregister import medical
 >>> medical.__all__
-['dice', 'dice_per_label', 'landmark_errors', 'tre']
+['MotionResult', 'dice', 'dice_per_label', 'framewise_displacement', 'landmark_errors', 'motion', 'motion_parameters', 'tre']
 
 This package holds what is specific to patient images and builds on the
 pipeline, so it may register, resample and read (DICOM series are read and
@@ -12,7 +12,12 @@ transform by :func:`coregister.apply` and :func:`coregister.transform_points`):
 * :mod:`~coregister.medical.evaluate`: accuracy against known
   correspondences, the target registration error of landmarks
   (:func:`tre`, :func:`landmark_errors`, in mm) and the Dice overlap of
-  label maps (:func:`dice`, :func:`dice_per_label`).
+  label maps (:func:`dice`, :func:`dice_per_label`);
+* :mod:`~coregister.medical.motion_correction`: head-motion correction of a
+  4D series (fMRI, DCE, DWI): :func:`motion` realigns every volume to a
+  reference and gives the six motion parameters per volume
+  (:func:`motion_parameters`, fMRIPrep's columns) and the framewise
+  displacement (:func:`framewise_displacement`) in a :class:`MotionResult`.
 
 Every transform maps fixed-space points to moving space (ITK's convention).
 """
@@ -20,5 +25,7 @@ Every transform maps fixed-space points to moving space (ITK's convention).
 from __future__ import annotations
 
 from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
+from coregister.medical.motion_correction import MotionResult, framewise_displacement, motion, motion_parameters
 
-__all__ = ["dice", "dice_per_label", "landmark_errors", "tre"]
+__all__ = ["MotionResult", "dice", "dice_per_label", "framewise_displacement", "landmark_errors", "motion",
+           "motion_parameters", "tre"]
