@@ -10,6 +10,13 @@ into a temporary folder beside OUTDIR and moved in only when all of them
 succeeded, so a failed run leaves no partial content. A run whose quality
 check failed still writes everything, then exits with code 3.
 
+With ``--halfway`` (a longitudinal pair) both images are registered both
+ways and written resampled once onto a halfway grid
+(``fixed_halfway.<ext>``, ``moving_halfway.<ext>``), with the half
+transforms ``halfway_to_fixed.tfm`` and ``halfway_to_moving.tfm`` (halfway
+points -> each image's points) and ``transform.tfm``, the symmetric fixed ->
+moving map (:func:`coregister.medical.halfway`).
+
 The transform maps fixed-space points to moving space (ITK's convention):
 ``coregister apply transform.tfm MOVING --reference FIXED`` resamples the
 moving image onto the fixed grid with it.
@@ -189,6 +196,11 @@ def _fmt(value: Any) -> str:
 @series_option("--moving-series", "MOVING")
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
+@click.option("--halfway", is_flag=True,
+              help="Longitudinal pair: register both ways, average symmetrically and write both images resampled once "
+              "onto a halfway grid (fixed_halfway.<ext>, moving_halfway.<ext>) with the half transforms "
+              "halfway_to_fixed.tfm and halfway_to_moving.tfm; transform.tfm is the symmetric fixed -> moving map. "
+              "Neither image is favoured: swapping them gives the same halfway space.")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
 @json_option
 @click.pass_context
@@ -213,6 +225,7 @@ def register(
     report: bool,
     as_json: bool,
     output_format: str | None = None,
+    halfway: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -221,6 +234,9 @@ def register(
     Exit code 3: the registration ran but failed its quality check (the
     outputs are written all the same).
     """
+    if halfway and (initial_transform is not None or output_format):
+        raise click.UsageError("--halfway registers both ways from the images themselves and writes image files: it "
+                               "takes neither --initial-transform nor --output-format")
     check_writable(outdir, folder=True, fix="choose another -o folder")
     fixed_image = _read(fixed, "fixed image", series=fixed_series, flag="--fixed-series")
     moving_image = _read(moving, "moving image", series=moving_series, flag="--moving-series")
@@ -251,6 +267,11 @@ def register(
 
         start = read_transform(initial_transform)
 
+    if halfway:
+        _register_halfway(ctx, fixed, moving, fixed_image, moving_image, outdir, config=config, fixed_mask=fixed_values,
+                          moving_mask=moving_values, seed=seed, threads=threads, report=report, as_json=as_json,
+                          inputs=[fixed, moving, fixed_mask, moving_mask])
+        return
     with registration_progress(ctx) as progress:
         result = run_registration(
             fixed_image,
@@ -276,6 +297,63 @@ def register(
         _summary(result, written)
     if not result.passed:
         raise QualityCheckFailed(_quality_failure_line(result))
+
+
+def _register_halfway(
+    ctx: click.Context, fixed: Path, moving: Path, fixed_image: SpatialImage, moving_image: SpatialImage, outdir: Path,
+    *, config: Any, fixed_mask: Any, moving_mask: Any, seed: int, threads: int | None, report: bool, as_json: bool,
+    inputs: list[Path | None],
+) -> None:
+    """``register --halfway``: both images on a halfway grid, the two half transforms, the symmetric map."""
+    import json
+
+    from coregister.io import write
+    from coregister.medical.longitudinal import halfway
+
+    suffix = registered_name(fixed).removeprefix("registered")
+    names = {"fixed": f"fixed_halfway{suffix}", "moving": f"moving_halfway{suffix}"}
+    for name in (*names.values(), "halfway_to_fixed.tfm", "halfway_to_moving.tfm"):
+        for source in inputs:
+            refuse_overwriting_input(outdir / name, source, fix="choose another -o folder")
+    refuse_overwriting_inputs(outdir, names["fixed"], inputs, fix="choose another -o folder")
+    result = halfway(fixed_image, moving_image, config=config, fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed,
+                     threads=threads)
+    with _staging(outdir) as staging:
+        write(for_writing(result.fixed, names["fixed"]), staging / names["fixed"])
+        write(for_writing(result.moving, names["moving"]), staging / names["moving"])
+        result.to_fixed.save(staging / "halfway_to_fixed.tfm")
+        result.to_moving.save(staging / "halfway_to_moving.tfm")
+        result.transform.save(staging / "transform.tfm")
+        summary = {**result.to_dict(), "engine": result.forward.engine, "metrics": dict(result.forward.metrics),
+                   "inputs": {"fixed": _input_facts(fixed, fixed_image), "moving": _input_facts(moving, moving_image)},
+                   "command": command_line(ctx)}
+        (staging / "result.json").write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        if report:
+            import dataclasses
+
+            from coregister.qc.report import write_report
+
+            shown = dataclasses.replace(result.forward, transform=result.to_moving)
+            write_report(shown, result.fixed, moving_image, result.moving, staging / "report.html",
+                         title=f"coregister halfway: {moving.name} and {fixed.name}", command=command_line(ctx))
+        written = [outdir / p.name for p in sorted(staging.iterdir())]
+    if as_json:
+        echo_json({**summary, "outputs": [str(p) for p in written]})
+    elif not quiet():
+        click.echo(f"halfway: both registrations {'passed' if result.passed else 'did NOT both pass'} their quality check; "
+                   f"they disagree by {result.inverse_consistency_mm:.3g} mm at most (the average splits it)")
+        click.echo("wrote " + ", ".join(str(p) for p in written))
+    if not result.passed:
+        failing = result.forward if not result.forward.passed else result.backward
+        raise QualityCheckFailed(_quality_failure_line(failing))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _quality_failure_line(result: Result) -> str:

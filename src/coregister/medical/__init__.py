@@ -1,8 +1,9 @@
 """Medical workflows: what registering MRI, CT and other patient images needs beyond the pipeline.
 
 >>> from coregister import medical
->>> medical.__all__
-['MotionResult', 'dice', 'dice_per_label', 'framewise_displacement', 'landmark_errors', 'motion', 'motion_parameters', 'tre']
+>>> medical.__all__  # doctest: +NORMALIZE_WHITESPACE
+['HalfwayResult', 'MotionResult', 'dice', 'dice_per_label', 'framewise_displacement', 'halfway', 'landmark_errors',
+ 'motion', 'motion_parameters', 'tre']
 
 This package holds what is specific to patient images and builds on the
 pipeline, so it may register, resample and read (DICOM series are read and
@@ -17,7 +18,11 @@ transform by :func:`coregister.apply` and :func:`coregister.transform_points`):
   4D series (fMRI, DCE, DWI): :func:`motion` realigns every volume to a
   reference and gives the six motion parameters per volume
   (:func:`motion_parameters`, fMRIPrep's columns) and the framewise
-  displacement (:func:`framewise_displacement`) in a :class:`MotionResult`.
+  displacement (:func:`framewise_displacement`) in a :class:`MotionResult`;
+* :mod:`~coregister.medical.longitudinal`: a baseline and a follow-up in a
+  halfway space (:func:`halfway`, a :class:`HalfwayResult`): registered both
+  ways, the symmetric midpoint map split in two halves, both images
+  resampled once, neither time point favoured.
 
 Every transform maps fixed-space points to moving space (ITK's convention).
 """
@@ -25,7 +30,8 @@ Every transform maps fixed-space points to moving space (ITK's convention).
 from __future__ import annotations
 
 from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
+from coregister.medical.longitudinal import HalfwayResult, halfway
 from coregister.medical.motion_correction import MotionResult, framewise_displacement, motion, motion_parameters
 
-__all__ = ["MotionResult", "dice", "dice_per_label", "framewise_displacement", "landmark_errors", "motion",
-           "motion_parameters", "tre"]
+__all__ = ["HalfwayResult", "MotionResult", "dice", "dice_per_label", "framewise_displacement", "halfway",
+           "landmark_errors", "motion", "motion_parameters", "tre"]
