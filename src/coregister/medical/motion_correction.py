@@ -384,9 +384,9 @@ def motion(
     volumes = _volumes(series)
     n = len(volumes)
     reference_index = _reference_index(reference, n)
-    interpolation = Interpolation.parse(interpolation)
-    if interpolation not in (Interpolation.LINEAR, Interpolation.BSPLINE):
-        raise ConfigError(f"interpolation={interpolation.value!r}: a series of intensities is resampled 'linear' or 'bspline'")
+    resampling: Interpolation = Interpolation.parse(interpolation)
+    if resampling not in (Interpolation.LINEAR, Interpolation.BSPLINE):
+        raise ConfigError(f"interpolation={resampling.value!r}: a series of intensities is resampled 'linear' or 'bspline'")
     config = config or motion_config(volumes[0])
     workers = _workers(workers, series)
     two_passes = isinstance(reference, str) and reference.strip().lower() == "mean"
@@ -398,12 +398,12 @@ def motion(
     reference_volume: int | None = reference_index
     if two_passes:
         first = [r.transform for r in results]
-        realigned = _resampled(volumes, first, target, interpolation)
+        realigned = _resampled(volumes, first, target, resampling)
         target = target.replace(array=np.mean(realigned, axis=-1, dtype=np.float64).astype(np.float32))
         results = _blocks(target, volumes, first, config, mask, workers, tracker)
         passes, reference_volume = 2, None
     transforms = tuple(r.transform for r in results)
-    stack = _resampled(volumes, transforms, target, interpolation)
+    stack = _resampled(volumes, transforms, target, resampling)
     realigned_series = series.replace(array=stack, mask=None, nodata=None)
     parameters = motion_parameters(transforms, target)
     result = MotionResult(
