@@ -65,8 +65,8 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the use cases, as written
 
-USE_CASES = ["MRI cohort to a template", "CT to MR", "Evaluate a registration", "Satellite change detection", "Georeferencing",
-             "Photo pair"]
+USE_CASES = ["MRI cohort to a template", "CT to MR", "Evaluate a registration", "Motion correction (fMRI, DCE, DWI)",
+             "Longitudinal pair (halfway space)", "Satellite change detection", "Georeferencing", "Photo pair"]
 
 
 def _blocks(heading: str) -> list[tuple[str, str]]:
@@ -109,6 +109,30 @@ def _check_evaluation(project: Path, data: Path) -> None:
     assert abs(dice - summary["dice_mean"]) < 1e-12 and abs(tre - summary["tre_mean_mm"]) < 1e-12 and folding == 0.0
 
 
+def _check_motion(project: Path, data: Path) -> None:
+    import nibabel as nib
+
+    source = data / "medical/nibabel_anat_func/functional.nii"
+    written = nib.load(project / "motion-out/realigned.nii")
+    assert written.shape == nib.load(source).shape
+    assert written.header.get_zooms() == nib.load(source).header.get_zooms()  # voxel sizes and TR
+    tsv = (project / "motion-out/motion.tsv").read_text().splitlines()
+    assert tsv[0].startswith("trans_x\ttrans_y\ttrans_z\trot_x\trot_y\trot_z") and len(tsv) == 21
+    assert (project / "motion-out/report.html").exists()
+    example = nib.load(data / "medical/nibabel_anat_func/example4d.nii.gz")
+    realigned = nib.load(project / "realigned.nii.gz")
+    assert realigned.shape == example.shape and realigned.header.get_zooms() == example.header.get_zooms()
+    assert len((project / "motion.tsv").read_text().splitlines()) == 1 + example.shape[3]
+
+
+def _check_halfway(project: Path, data: Path) -> None:
+    for folder, names in (("halfway-out", ("fixed_halfway.nii", "moving_halfway.nii")),
+                          (".", ("baseline_halfway.nii.gz", "followup_halfway.nii.gz"))):
+        first, second = (cr.read(project / folder / name) for name in names)
+        assert first.same_geometry(second, atol=1e-5), folder
+    assert (project / "halfway-out/halfway_to_fixed.tfm").exists() and (project / "halfway-out/halfway_to_moving.tfm").exists()
+
+
 def _check_geo(project: Path, data: Path) -> None:
     columns, rows = (float(v) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", project.joinpath("out.txt").read_text())[0])
     assert abs(columns + 0.60) < 0.05 and abs(rows - 1.80) < 0.05  # AROSICS: (-0.60, +1.76)
@@ -138,6 +162,7 @@ def _check_photo(project: Path, data: Path) -> None:
 
 
 CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
+          "Motion correction (fMRI, DCE, DWI)": _check_motion, "Longitudinal pair (halfway space)": _check_halfway,
           "Satellite change detection": _check_geo,
           "Georeferencing": _check_georef, "Photo pair": _check_photo}
 

@@ -14,7 +14,9 @@ The public face (see ``DESIGN.md``)::
 
 Modules and subpackages reached as attributes, loaded on first use:
 ``cr.presets``, ``cr.preprocess``, ``cr.pipeline``, ``cr.geo`` (rasters),
-``cr.medical`` (landmark and label accuracy) and ``cr.batch`` (many pairs).
+``cr.medical`` (landmark and label accuracy, motion correction, halfway
+registration of longitudinal pairs) and ``cr.batch`` (many pairs);
+``cr.motion(series)`` realigns the volumes of a 4D series.
 ``dir(cr)`` lists exactly ``cr.__all__``.
 
 Every transform maps fixed-space points to moving space (ITK's convention).
@@ -69,6 +71,7 @@ _LAZY = {
     "batch": "coregister.batch",
     "geo": "coregister.geo",
     "medical": "coregister.medical",
+    "motion": "coregister.medical.motion_correction",
     "pipeline": "coregister.pipeline",
     "preprocess": "coregister.preprocess",
     "presets": "coregister.presets",
@@ -103,6 +106,7 @@ __all__ = [
     "batch",
     "geo",
     "medical",
+    "motion",
     "pipeline",
     "preprocess",
     "presets",

@@ -17,6 +17,13 @@ from coregister.errors import GeometryError
 __all__ = ["SpatialImage"]
 
 
+def _thawed(value: Any) -> Any:
+    """``value`` with every read-only mapping view (nested ones too) replaced by a dict, so that it pickles."""
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    return value
+
+
 def _frozen_array(array: Any) -> np.ndarray:
     view = np.asarray(array).view()
     view.flags.writeable = False
@@ -117,6 +124,23 @@ class SpatialImage:
         set_(self, "crs", crs)
         set_(self, "nodata", nodata)
         set_(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor, which makes the arrays read-only and ``meta`` a read-only view again.
+
+        (A read-only mapping view cannot be pickled as it is; worker
+        processes receive images this way.)
+
+        Examples
+        --------
+        >>> import pickle
+        >>> img = SpatialImage(np.ones((2, 3)), origin=(1, 2), spacing=(1, 1), meta={"format": "nifti"})
+        >>> back = pickle.loads(pickle.dumps(img))
+        >>> back.same_geometry(img), back.meta["format"], back.array.flags.writeable
+        (True, 'nifti', False)
+        """
+        return (type(self), (self.array, self.origin, self.spacing, self.direction, self.crs, self.nodata, self.mask,
+                             _thawed(self.meta)))
 
     # ----------------------------------------------------------------- shape
     @property

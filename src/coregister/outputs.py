@@ -33,6 +33,7 @@ __all__ = [
     "holds_a_registration",
     "package_versions",
     "publish_registration",
+    "publish_staged",
     "recorded_outputs",
     "refuse_existing_outputs",
     "refuse_overwriting_inputs",
@@ -363,18 +364,29 @@ def publish_registration(
     with part_folder(parent, outdir.name) as staging:
         written = write_registration(staging, result, fixed, moving, image_name=image_name, **options)
         refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)  # another run may have written meanwhile
-        earlier = recorded_outputs(outdir) or []
-        outdir.mkdir(exist_ok=True)
-        names = [p.name for p in written]
-        for name in sorted(names, key=lambda n: n == "result.json"):  # result.json last: it says the rest is there
-            item = staging / name
-            if item.is_dir():  # a DICOM series: replaces the one a previous run wrote
-                from coregister.io.dicom_write import move_series_folder
+        return publish_staged(staging, outdir, [p.name for p in written])
 
-                move_series_folder(item, outdir / name)
-            else:
-                os.replace(item, outdir / name)
-        remove_stale_outputs(outdir, names, earlier=earlier)
+
+def publish_staged(staging: Path, outdir: Path, names: Iterable[str]) -> list[Path]:
+    """Move ``names`` from a ``.part`` folder ``staging`` into ``outdir``, ``result.json`` last (it says the rest is there).
+
+    The outputs of the earlier run in ``outdir`` that these do not replace
+    go (:func:`remove_stale_outputs`); the caller has already refused to
+    replace anything without overwrite (:func:`refuse_existing_outputs`).
+    Returns the paths in ``outdir``.
+    """
+    names = list(names)
+    earlier = recorded_outputs(outdir) or []
+    outdir.mkdir(exist_ok=True)
+    for name in sorted(names, key=lambda n: n == "result.json"):
+        item = staging / name
+        if item.is_dir():  # a DICOM series: replaces the one a previous run wrote
+            from coregister.io.dicom_write import move_series_folder
+
+            move_series_folder(item, outdir / name)
+        else:
+            os.replace(item, outdir / name)
+    remove_stale_outputs(outdir, names, earlier=earlier)
     return [outdir / name for name in names]
 
 

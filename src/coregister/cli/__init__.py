@@ -46,6 +46,7 @@ _COMMANDS = {
     "batch": "coregister.cli.batch:batch",
     "demo": "coregister.cli.demo:demo",
     "data": "coregister.cli.data:data",
+    "motion": "coregister.cli.motion:motion_command",
 }
 
 

@@ -13,6 +13,13 @@ the outputs of an earlier run, and an existing ``apply`` output, are
 replaced only with ``--overwrite`` (rasterio's ``rio`` convention). A run
 whose quality check failed still writes everything, then exits with code 3.
 
+With ``--halfway`` (a longitudinal pair) both images are registered both
+ways and written resampled once onto a halfway grid
+(``fixed_halfway.<ext>``, ``moving_halfway.<ext>``), with the half
+transforms ``halfway_to_fixed.tfm`` and ``halfway_to_moving.tfm`` (halfway
+points -> each image's points) and ``transform.tfm``, the symmetric fixed ->
+moving map (:func:`coregister.medical.halfway`).
+
 The transform maps fixed-space points to moving space (ITK's convention):
 ``coregister apply transform.tfm MOVING --reference FIXED`` resamples the
 moving image onto the fixed grid with it.
@@ -53,7 +60,9 @@ from coregister.image import SpatialImage
 from coregister.outputs import (
     for_writing,
     output_names,
+    package_versions,
     publish_registration,
+    publish_staged,
     refuse_existing_outputs,
     refuse_overwriting_inputs,
     registered_name,
@@ -171,6 +180,11 @@ def _fmt(value: Any) -> str:
 @series_option("--moving-series", "MOVING")
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
+@click.option("--halfway", is_flag=True,
+              help="Longitudinal pair: register both ways, average symmetrically and write both images resampled once "
+              "onto a halfway grid (fixed_halfway.<ext>, moving_halfway.<ext>) with the half transforms "
+              "halfway_to_fixed.tfm and halfway_to_moving.tfm; transform.tfm is the symmetric fixed -> moving map. "
+              "Neither image is favoured: swapping them gives the same halfway space.")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
 @overwrite_option
 @click.option("--fit-memory", is_flag=True,
@@ -201,6 +215,7 @@ def register(
     output_format: str | None = None,
     overwrite: bool = False,
     fit_memory: bool = False,
+    halfway: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -210,12 +225,20 @@ def register(
     outputs are written all the same). An OUTDIR holding an earlier run's
     outputs is replaced only with --overwrite.
     """
+    if halfway and (initial_transform is not None or output_format):
+        raise click.UsageError("--halfway registers both ways from the images themselves and writes image files: it "
+                               "takes neither --initial-transform nor --output-format")
     check_writable(outdir, folder=True, fix="choose another -o folder")
     output_format = output_format.lower() if output_format else None
     image_name = registered_name(fixed, output_format=output_format)
-    refuse_overwriting_inputs(outdir, image_name, [fixed, moving, fixed_mask, moving_mask, initial_transform],
-                              fix="choose another -o folder")
-    refuse_existing_outputs(outdir, output_names(image_name, report=report), overwrite=overwrite, fix=_OVERWRITE_FOLDER)
+    sources = [fixed, moving, fixed_mask, moving_mask, initial_transform]
+    refuse_overwriting_inputs(outdir, image_name, sources, fix="choose another -o folder")
+    names = output_names(image_name, report=report)
+    if halfway:
+        names = _halfway_names(fixed, report=report)
+        for name in names:
+            refuse_overwriting_inputs(outdir, name, sources, fix="choose another -o folder")
+    refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=_OVERWRITE_FOLDER)
     fixed_image = _read(fixed, "fixed image", series=fixed_series, flag="--fixed-series")
     moving_image = _read(moving, "moving image", series=moving_series, flag="--moving-series")
     if fixed_image.ndim != moving_image.ndim:
@@ -241,6 +264,11 @@ def register(
 
         start = read_transform(initial_transform)
 
+    if halfway:
+        _register_halfway(ctx, fixed, moving, fixed_image, moving_image, outdir, config=config, fixed_mask=fixed_values,
+                          moving_mask=moving_values, seed=seed, threads=threads, report=report, as_json=as_json,
+                          overwrite=overwrite, fit_memory=fit_memory)
+        return
     with registration_progress(ctx) as progress:
         result = run_registration(
             fixed_image,
@@ -266,6 +294,66 @@ def register(
         _summary(result, written)
     if not result.passed:
         raise QualityCheckFailed(quality_failure_line(result.quality, result.warnings))
+
+
+def _halfway_names(fixed: Path, *, report: bool) -> list[str]:
+    """The files ``register --halfway`` writes, in the fixed image's format; ``result.json`` last."""
+    suffix = registered_name(fixed).removeprefix("registered")
+    return [f"fixed_halfway{suffix}", f"moving_halfway{suffix}", "halfway_to_fixed.tfm", "halfway_to_moving.tfm",
+            "transform.tfm"] + (["report.html"] if report else []) + ["result.json"]
+
+
+def _register_halfway(
+    ctx: click.Context, fixed: Path, moving: Path, fixed_image: SpatialImage, moving_image: SpatialImage, outdir: Path,
+    *, config: Any, fixed_mask: Any, moving_mask: Any, seed: int, threads: int | None, report: bool, as_json: bool,
+    overwrite: bool, fit_memory: bool,
+) -> None:
+    """``register --halfway``: both images on a halfway grid, the two half transforms, the symmetric map.
+
+    Written like :func:`~coregister.outputs.publish_registration`: into a
+    locked ``.part`` folder beside OUTDIR, moved in when all succeeded, an
+    earlier run replaced only with ``--overwrite``.
+    """
+    import json
+
+    from coregister._files import part_folder
+    from coregister._json import plain
+    from coregister.io import write
+    from coregister.medical.longitudinal import halfway
+
+    names = _halfway_names(fixed, report=report)
+    result = halfway(fixed_image, moving_image, config=config, fixed_mask=fixed_mask, moving_mask=moving_mask, seed=seed,
+                     threads=threads, fit_memory=fit_memory)
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    with part_folder(parent, outdir.name) as staging:
+        write(for_writing(result.fixed, names[0]), staging / names[0])
+        write(for_writing(result.moving, names[1]), staging / names[1])
+        result.to_fixed.save(staging / "halfway_to_fixed.tfm")
+        result.to_moving.save(staging / "halfway_to_moving.tfm")
+        result.transform.save(staging / "transform.tfm")
+        summary = {**result.to_dict(), "engine": result.forward.engine, "metrics": dict(result.forward.metrics),
+                   "inputs": {"fixed": _input_facts(fixed, fixed_image), "moving": _input_facts(moving, moving_image)},
+                   "command": command_line(ctx), "versions": package_versions(), "outputs": names}
+        if report:
+            import dataclasses
+
+            from coregister.qc.report import write_report
+
+            shown = dataclasses.replace(result.forward, transform=result.to_moving)
+            write_report(shown, result.fixed, moving_image, result.moving, staging / "report.html",
+                         title=f"coregister halfway: {moving.name} and {fixed.name}", command=command_line(ctx))
+        (staging / "result.json").write_text(json.dumps(plain(summary), indent=2) + "\n")
+        refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=_OVERWRITE_FOLDER)  # another run meanwhile?
+        written = publish_staged(staging, outdir, names)
+    if as_json:
+        echo_json({**summary, "outputs": [str(p) for p in written]})
+    elif not quiet():
+        click.echo(f"halfway: both registrations {'passed' if result.passed else 'did NOT both pass'} their quality check; "
+                   f"they disagree by {result.inverse_consistency_mm:.3g} mm at most (the average splits it)")
+        click.echo("wrote " + ", ".join(str(p) for p in written))
+    if not result.passed:
+        failing = result.forward if not result.forward.passed else result.backward
+        raise QualityCheckFailed(quality_failure_line(failing.quality, failing.warnings))
 
 
 @click.command(

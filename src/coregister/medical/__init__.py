@@ -2,9 +2,9 @@
 
 >>> from coregister import medical
 >>> medical.__all__  # doctest: +NORMALIZE_WHITESPACE
-['Evaluation', 'JacobianSummary', 'LabelScore', 'Landmarks', 'PointError', 'dice', 'dice_per_label', 'evaluate',
- 'hausdorff_per_label', 'jaccard_per_label', 'jacobian_summary', 'landmark_errors', 'read_landmarks', 'tre',
- 'write_landmarks']
+['Evaluation', 'HalfwayResult', 'JacobianSummary', 'LabelScore', 'Landmarks', 'MotionResult', 'PointError', 'dice',
+ 'dice_per_label', 'evaluate', 'framewise_displacement', 'halfway', 'hausdorff_per_label', 'jaccard_per_label',
+ 'jacobian_summary', 'landmark_errors', 'motion', 'motion_parameters', 'read_landmarks', 'tre', 'write_landmarks']
 
 This package holds what is specific to patient images and builds on the
 pipeline, so it may register, resample and read (DICOM series are read and
@@ -24,7 +24,16 @@ by :func:`coregister.apply` with ``interpolation="nearest"`` or
   reports: :func:`evaluate` gives an :class:`Evaluation` (Dice, Jaccard and
   HD95 per label, the target registration error of each landmark, the
   folding fraction and the spread of the log-Jacobian); the parts alone:
-  :func:`tre`, :func:`landmark_errors`, :func:`jacobian_summary`.
+  :func:`tre`, :func:`landmark_errors`, :func:`jacobian_summary`;
+* :mod:`~coregister.medical.motion_correction`: head-motion correction of a
+  4D series (fMRI, DCE, DWI): :func:`motion` realigns every volume to a
+  reference and gives the six motion parameters per volume
+  (:func:`motion_parameters`, fMRIPrep's columns) and the framewise
+  displacement (:func:`framewise_displacement`) in a :class:`MotionResult`;
+* :mod:`~coregister.medical.longitudinal`: a baseline and a follow-up in a
+  halfway space (:func:`halfway`, a :class:`HalfwayResult`): registered both
+  ways, the symmetric midpoint map split in two halves, both images
+  resampled once, neither time point favoured.
 
 Every transform maps fixed-space points to moving space (ITK's convention):
 fixed-space landmarks map forward, moving-space landmarks need ``inverse=True``.
@@ -43,21 +52,29 @@ from coregister.medical.evaluate import (
     tre,
 )
 from coregister.medical.landmarks import Landmarks, read_landmarks, write_landmarks
+from coregister.medical.longitudinal import HalfwayResult, halfway
+from coregister.medical.motion_correction import MotionResult, framewise_displacement, motion, motion_parameters
 from coregister.medical.overlap import dice, dice_per_label, hausdorff_per_label, jaccard_per_label
 
 __all__ = [
     "Evaluation",
+    "HalfwayResult",
     "JacobianSummary",
     "LabelScore",
     "Landmarks",
+    "MotionResult",
     "PointError",
     "dice",
     "dice_per_label",
     "evaluate",
+    "framewise_displacement",
+    "halfway",
     "hausdorff_per_label",
     "jaccard_per_label",
     "jacobian_summary",
     "landmark_errors",
+    "motion",
+    "motion_parameters",
     "read_landmarks",
     "tre",
     "write_landmarks",

@@ -113,10 +113,10 @@ def _refuse_flat(image: SpatialImage, valid: np.ndarray, name: str) -> None:
         )
 
 
-def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[SpatialImage, np.ndarray | None, int]:
+def _metrics_view(image: SpatialImage, mask: np.ndarray | None, max_points: int) -> tuple[SpatialImage, np.ndarray | None, int]:
     """The fixed image (and mask) subsampled by a whole stride so that before/after metrics stay cheap."""
     n = math.prod(image.shape)
-    stride = max(1, int(math.ceil((n / METRICS_MAX_POINTS) ** (1.0 / image.ndim) - 1e-9)))
+    stride = max(1, int(math.ceil((n / max_points) ** (1.0 / image.ndim) - 1e-9)))
     if stride == 1:
         return image, mask, 1
     index = (slice(None, None, stride),) * image.ndim
@@ -133,13 +133,15 @@ def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[Spatial
 
 
 def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, moving_mask: Any = None,
-            initial: Transform | None = None) -> Pair:
+            initial: Transform | None = None, *, max_metric_points: int = METRICS_MAX_POINTS) -> Pair:
     """The :class:`Pair` the engines and the check work on (masks: arrays or images on each image's grid).
 
     Inputs that contradict themselves are named here, once: a sheared voxel
     grid is resampled onto an orthonormal one (``notes`` says so), a mask
     over flat background is refused, and images whose extents do not meet in
-    physical space (through ``initial`` when given) are noted.
+    physical space (through ``initial`` when given) are noted. The metrics
+    and the quality check look at the fixed grid subsampled to at most
+    ``max_metric_points`` points.
     """
     notes: list[str] = []
     fixed_valid = _mask_array(fixed_mask, fixed, "fixed mask")
@@ -153,7 +155,7 @@ def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, m
     overlap_note = _physical_overlap_note(fixed_grey, moving_grey, initial)
     if overlap_note:
         notes.append(overlap_note)
-    view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid)
+    view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid, max_metric_points)
     return Pair(fixed_grey, moving_grey, fixed_valid, moving_valid, view, view_mask, stride, tuple(notes))
 
 

@@ -38,12 +38,31 @@ logger = logging.getLogger(__name__)
 
 def _as_image(value: Any, name: str) -> SpatialImage:
     if isinstance(value, SpatialImage):
+        _refuse_series(value, name)
         return value
     if isinstance(value, sitk.Image):
         return SpatialImage.from_sitk(value)
     raise ConfigError(
         f"{name} is a {type(value).__name__}; give a coregister.SpatialImage (read one with coregister.read(path)) "
         "or a SimpleITK.Image"
+    )
+
+
+def _refuse_series(image: SpatialImage, name: str) -> None:
+    """A 4D series (volumes on a trailing time axis, as a 4D NIfTI or MetaImage reads) is not one image to register.
+
+    Its volumes would otherwise be averaged like colour channels. True
+    channels (RGB photos, vector images, raster bands) are registered on
+    their luminance as before.
+    """
+    if image.meta.get("trailing_axis") != "time" or image.n_channels < 2:
+        return
+    source = image.meta.get("source_path")
+    where = f" ({source!r})" if source else ""
+    raise GeometryError(
+        f"the {name} image{where} is a 4D series of {image.n_channels} volumes of {' x '.join(map(str, image.size))}, "
+        "not one 3D image; realign its volumes with coregister.motion(...) (the `coregister motion` command), "
+        "or register one volume: coregister.read(path, volume=i)"
     )
 
 

@@ -21,6 +21,17 @@ from coregister.transforms import Transform
 __all__ = ["Attempt", "LevelHistory", "QualityReport", "Result", "Start", "Verdict"]
 
 
+def _thawed(value: Any) -> Any:
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    return value
+
+
+def _through_constructor(value: Any) -> tuple[Any, ...]:
+    """``__reduce__`` of a frozen dataclass whose ``__post_init__`` turns its mappings into read-only views."""
+    return (type(value), tuple(_thawed(getattr(value, f.name)) for f in dataclasses.fields(value)))
+
+
 class Verdict(str, Enum):
     """What the quality check concluded about an answer.
 
@@ -72,6 +83,10 @@ class QualityReport:
         object.__setattr__(self, "failures", tuple(self.failures))
         object.__setattr__(self, "notes", tuple(self.notes))
         object.__setattr__(self, "measures", MappingProxyType(dict(self.measures)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor (worker processes return reports; mapping views do not pickle)."""
+        return _through_constructor(self)
 
     @property
     def passed(self) -> bool:
@@ -208,6 +223,20 @@ class Result(JsonMethods):
         object.__setattr__(self, "attempts", tuple(self.attempts))
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
         object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor (worker processes return results; mapping views do not pickle).
+
+        Examples
+        --------
+        >>> import pickle
+        >>> from coregister import Translation
+        >>> res = Result(Translation([1.0, 2.0]), {"after": {"ncc": 0.9}}, extras={"ecc": 0.9})
+        >>> back = pickle.loads(pickle.dumps(res))
+        >>> back.metrics["after"]["ncc"], back.extras["ecc"], back.transform.translation.tolist()
+        (0.9, 0.9, [1.0, 2.0])
+        """
+        return _through_constructor(self)
 
     @property
     def passed(self) -> bool:
