@@ -3,7 +3,8 @@
 A registration's folder holds ``registered.<ext>`` (the moving image on the
 fixed grid, in the fixed image's format), ``transform.tfm`` (or
 ``transform.json`` for what ITK cannot store), ``result.json`` and, on
-request, ``report.html``.
+request, ``report.html`` and ``registration.dcm`` (a DICOM Spatial
+Registration object, for DICOM inputs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from coregister.transforms import Transform
 
 __all__ = [
     "DICOM_FOLDER_NAME",
+    "DICOM_REGISTRATION_NAME",
     "OUTPUT_NAMES",
     "for_writing",
     "refuse_overwriting_inputs",
@@ -45,8 +47,11 @@ _PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 #: The folder of the registered image written as a derived DICOM series (``--output-format dicom``).
 DICOM_FOLDER_NAME = "registered_dicom"
 
+#: The DICOM (Deformable) Spatial Registration object of a registration of two DICOM series (``--dicom-registration``).
+DICOM_REGISTRATION_NAME = "registration.dcm"
+
 #: The files of a registration's folder besides ``registered.<ext>``.
-OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html")
+OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html", DICOM_REGISTRATION_NAME)
 
 
 def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | None = None) -> str:
@@ -143,6 +148,7 @@ def write_registration(
     threads: int | None = None,
     output_format: str | None = None,
     command: str | None = None,
+    dicom_registration: bool = False,
 ) -> list[Path]:
     """Resample ``moving`` onto ``fixed`` through ``result.transform`` and write the registration's files into ``folder``.
 
@@ -152,7 +158,10 @@ def write_registration(
     derived DICOM series in the folder ``image_name`` (the fixed image's
     patient, study and frame of reference, the moving image's modality).
     ``command`` (the command line that ran, when there was one) is shown in
-    the report.
+    the report. With ``dicom_registration``, also :data:`DICOM_REGISTRATION_NAME`:
+    the transform as a DICOM Spatial Registration object (or a Deformable
+    one) referencing both series, which must have been read from DICOM
+    (:func:`coregister.io.dicom_registration.write_registration`).
     Refuses (:class:`~coregister.errors.OutputExistsError`)
     a folder where one of them would replace the file ``fixed`` or
     ``moving`` was read from.
@@ -178,6 +187,11 @@ def write_registration(
         result.transform.save(folder / transform_name(result.transform)),
         result.save_json(folder / "result.json"),
     ]
+    if dicom_registration:
+        from coregister.io.dicom_registration import write_registration as write_dicom_registration
+
+        written.append(write_dicom_registration(result.transform, folder / DICOM_REGISTRATION_NAME, fixed=fixed,
+                                                moving=moving))  # fmt: skip
     if report:
         from coregister.qc.report import write_report
 

@@ -36,6 +36,7 @@ _COMMANDS = {
     "batch": "coregister.cli.batch:batch",
     "demo": "coregister.cli.demo:demo",
     "data": "coregister.cli.data:data",
+    "transform": "coregister.cli.transform:transform",
 }
 
 

@@ -5,7 +5,10 @@
 for a homography, which ITK cannot store), ``result.json`` and, with
 ``--report``, ``report.html``; with ``--output-format dicom`` the registered
 image is ``registered_dicom/``, a derived DICOM series (the fixed image's
-patient, study and frame of reference, a new series). The outputs appear together: they are written
+patient, study and frame of reference, a new series); with
+``--dicom-registration`` (two DICOM series), ``registration.dcm``, a DICOM
+Spatial Registration object (Deformable for a B-spline) that references
+both series and holds the transform as a PACS or a planning system reads it. The outputs appear together: they are written
 into a temporary folder beside OUTDIR and moved in only when all of them
 succeeded, so a failed run leaves no partial content. A run whose quality
 check failed still writes everything, then exits with code 3.
@@ -190,6 +193,9 @@ def _fmt(value: Any) -> str:
 @registration_options
 @click.option("--report", is_flag=True, help="Also write OUTDIR/report.html (self-contained QC pictures).")
 @_output_format_option("the folder OUTDIR/registered_dicom/, instead of registered.<ext>")
+@click.option("--dicom-registration", is_flag=True,
+              help="Also write OUTDIR/registration.dcm: a DICOM Spatial Registration object (Deformable Spatial "
+              "Registration for a B-spline) referencing both series; FIXED and MOVING must be DICOM series.")
 @json_option
 @click.pass_context
 def register(
@@ -213,6 +219,7 @@ def register(
     report: bool,
     as_json: bool,
     output_format: str | None = None,
+    dicom_registration: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -229,6 +236,13 @@ def register(
             f"the fixed image {str(fixed)!r} is {fixed_image.ndim}D and the moving image {str(moving)!r} is "
             f"{moving_image.ndim}D; register images of the same dimension"
         )
+    if dicom_registration:
+        not_dicom = [str(p) for p, image in ((fixed, fixed_image), (moving, moving_image)) if image.meta.get("format") != "dicom"]
+        if not_dicom:
+            raise click.UsageError(
+                f"--dicom-registration references both DICOM series; {', '.join(repr(p) for p in not_dicom)} "
+                "is not DICOM: drop the option or give DICOM series", ctx=ctx
+            )
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
     output_format = output_format.lower() if output_format else None
@@ -247,9 +261,9 @@ def register(
                        iterations=iterations, detector=detector, initial_given=initial_transform is not None)
     start = None
     if initial_transform is not None:
-        from coregister.transforms import read_transform
+        from coregister.io.transforms import read_transform
 
-        start = read_transform(initial_transform)
+        start = read_transform(initial_transform, reference=fixed_image, moving=moving_image)
 
     with registration_progress(ctx) as progress:
         result = run_registration(
@@ -265,7 +279,8 @@ def register(
         )
     with _staging(outdir) as staging:
         write_registration(staging, result, fixed_image, moving_image, image_name=image_name, report=report,
-                           threads=threads, output_format=output_format, command=command_line(ctx))
+                           threads=threads, output_format=output_format, command=command_line(ctx),
+                           dicom_registration=dicom_registration)
         names = sorted(p.name for p in staging.iterdir())
     written = [outdir / n for n in names]
 
@@ -325,15 +340,18 @@ def apply_command(
     series: str | None = None,
     reference_series: str | None = None,
 ) -> None:
-    """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
+    """Resample MOVING onto the grid of --reference with TRANSFORM (ITK, coregister .json, FSL, elastix, ANTs, Slicer).
 
     TRANSFORM maps reference (fixed) points to moving points, as `coregister
-    register` writes it. Use --interpolation nearest (or label-gaussian) for
+    register` writes it; a FLIRT matrix (moving -> reference, scaled voxels),
+    an elastix TransformParameters file, an ANTs warp or a Slicer grid file
+    is read in its tool's own direction and turned into that one (see
+    `coregister transform convert`). Use --interpolation nearest (or label-gaussian) for
     label maps; integer images are rounded and clipped back to their dtype.
     """
     from coregister.io import write
+    from coregister.io.transforms import read_transform
     from coregister.resample import apply
-    from coregister.transforms import read_transform
 
     dicom = (output_format or "").lower() == "dicom"
     if dicom:
@@ -343,9 +361,9 @@ def apply_command(
         check_series_folder(output, overwrite=True)  # a series written before is replaced, as a file would be
     else:
         check_writable(output, fix="choose another -o path")
-    value = read_transform(transform)
     moving_image = _read(moving, "moving image", series=series, flag="--series")
     reference_image = _read(reference, "reference image", series=reference_series, flag="--reference-series")
+    value = read_transform(transform, reference=reference_image, moving=moving_image)
     if not (value.ndim == moving_image.ndim == reference_image.ndim):
         raise GeometryError(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "

@@ -52,6 +52,7 @@ __all__ = [
     "detect_transform_format",
     "read_transform",
     "write_transform",
+    "writing_format",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def detect_transform_format(path: str | os.PathLike[str] | Sequence[str | os.Pat
     name = p.name.lower()
     if name.endswith(".json"):
         return "json"
-    if name.endswith(("warp.nii.gz", "warp.nii")):
+    if name.endswith(("warp.nii.gz", "warp.nii", "genericaffine.mat")):
         return "ants"
     if name.endswith(_FIELD_SUFFIXES):
         return "slicer"
@@ -146,7 +147,7 @@ def _check_format(format: str | None, path: Any) -> str:
 
 def _image(value: ImageLike | None, role: str, fmt: str, option: str) -> SpatialImage:
     if value is None:
-        raise ConfigError(f"the {fmt} format needs the {role} image: pass {option}")
+        raise ConfigError(f"the {fmt} format needs the {role} image: pass {option}= (--{option} on the command line)")
     if isinstance(value, SpatialImage):
         return value
     from coregister.io import read
@@ -238,8 +239,8 @@ def read_transform(
     if fmt == "fsl":
         from coregister.io.transforms.fsl import read_fsl
 
-        return read_fsl(single, reference=_image(reference, "reference (fixed, FLIRT -ref)", fmt, "reference="),
-                        moving=_image(moving, "moving (FLIRT -in)", fmt, "moving="))  # fmt: skip
+        return read_fsl(single, reference=_image(reference, "reference (fixed, FLIRT -ref)", fmt, "reference"),
+                        moving=_image(moving, "moving (FLIRT -in)", fmt, "moving"))  # fmt: skip
     if fmt == "elastix":
         from coregister.io.transforms.elastix import read_elastix
 
@@ -296,7 +297,7 @@ def write_transform(
         elastix: the chain, the file for transformix last.
     """
     target = Path(path)
-    fmt = format.lower() if format is not None else _write_format(target)
+    fmt = format.lower() if format is not None else writing_format(target)
     if fmt not in TRANSFORM_FORMATS:
         raise ConfigError(f"format={format!r} is not a transform format coregister knows; use one of {', '.join(TRANSFORM_FORMATS)}")
     if fmt in ("itk", "json"):
@@ -304,31 +305,38 @@ def write_transform(
     if fmt == "fsl":
         from coregister.io.transforms.fsl import write_fsl
 
-        return [write_fsl(transform, target, reference=_image(reference, "reference (fixed, FLIRT -ref)", fmt, "reference="),
-                          moving=_image(moving, "moving (FLIRT -in)", fmt, "moving="))]  # fmt: skip
+        return [write_fsl(transform, target, reference=_image(reference, "reference (fixed, FLIRT -ref)", fmt, "reference"),
+                          moving=_image(moving, "moving (FLIRT -in)", fmt, "moving"))]  # fmt: skip
     if fmt == "elastix":
         from coregister.io.transforms.elastix import write_elastix
 
-        return write_elastix(transform, target, reference=_image(reference, "reference (fixed)", fmt, "reference="))
+        return write_elastix(transform, target, reference=_image(reference, "reference (fixed)", fmt, "reference"))
     if fmt == "ants":
         from coregister.io.transforms.ants import write_ants
 
-        grid = None if reference is None else _image(reference, "reference", fmt, "reference=")
+        grid = None if reference is None else _image(reference, "reference", fmt, "reference")
         written = write_ants(transform, target, reference=grid)
         return [Path(p) for p in written.forward]
     if fmt == "slicer":
         from coregister.io.transforms.slicer import write_slicer
 
-        grid = None if reference is None else _image(reference, "reference", fmt, "reference=")
+        grid = None if reference is None else _image(reference, "reference", fmt, "reference")
         return [write_slicer(transform, target, reference=grid)]
     from coregister.io.dicom_registration import write_registration
 
-    return [write_registration(transform, target, fixed=_image(reference, "fixed (reference)", fmt, "reference="),
-                               moving=_image(moving, "moving", fmt, "moving="))]  # fmt: skip
+    return [write_registration(transform, target, fixed=_image(reference, "fixed (reference)", fmt, "reference"),
+                               moving=_image(moving, "moving", fmt, "moving"))]  # fmt: skip
 
 
-def _write_format(path: Path) -> str:
-    name = path.name.lower()
+def writing_format(path: str | os.PathLike[str]) -> str:
+    """The format :func:`write_transform` writes to ``path`` when ``format=`` is not given.
+
+    Examples
+    --------
+    >>> writing_format("flirt.mat"), writing_format("TransformParameters.0.txt"), writing_format("reg.dcm")
+    ('itk', 'elastix', 'dicom')
+    """
+    name = Path(path).name.lower()
     if name.endswith(".json"):
         return "json"
     if name.endswith(".dcm"):
@@ -342,5 +350,5 @@ def _write_format(path: Path) -> str:
     if name.endswith(".txt"):
         return "elastix" if name.startswith("transformparameters") else "itk"
     raise UnsupportedFormatError(
-        f"cannot tell which format to write from {str(path)!r}; pass format= (one of {', '.join(TRANSFORM_FORMATS)})"
+        f"cannot tell which format to write from {os.fspath(path)!r}; pass format= (one of {', '.join(TRANSFORM_FORMATS)})"
     )
