@@ -789,18 +789,18 @@ def _present(value: Any, required_type: str) -> bool:
     return True
 
 
-def _check(datasets: list[Dataset], path: list[str], required_type: str, where: str, found: list[str]) -> None:
+def _check(datasets: list[tuple[Dataset, str]], path: list[str], required_type: str, found: list[str]) -> None:
+    """Check ``path`` in each ``(dataset, label)``; a nested path only in the items of sequences that are present."""
     keyword, rest = path[0], path[1:]
-    for index, ds in enumerate(datasets):
-        here = f"{where}[{index}]" if len(datasets) > 1 or where else where
+    for ds, label in datasets:
         if not rest:
             if keyword not in ds:
-                found.append(f"{here}{keyword} (Type {required_type}) is absent")
+                found.append(f"{label}{keyword} (Type {required_type}) is absent")
             elif not _present(ds[keyword].value, required_type):
-                found.append(f"{here}{keyword} (Type 1) is empty")
-            continue
-        if keyword in ds and ds[keyword].VR == "SQ":
-            _check(list(ds[keyword].value), rest, required_type, f"{here}{keyword}>", found)
+                found.append(f"{label}{keyword} (Type 1) is empty")
+        elif keyword in ds and ds[keyword].VR == "SQ":
+            items = [(item, f"{label}{keyword}[{i}]>") for i, item in enumerate(ds[keyword].value)]
+            _check(items, rest, required_type, found)
 
 
 def missing_attributes(ds: Dataset) -> list[str]:
@@ -814,5 +814,5 @@ def missing_attributes(ds: Dataset) -> list[str]:
     entries += [entry for entry, _ in CONDITIONAL.get(sop_class, ())]
     for entry in dict.fromkeys(entries):
         path, required_type = entry.rsplit(":", 1)
-        _check([ds], path.split(">"), required_type, "", found)
+        _check([(ds, "")], path.split(">"), required_type, found)
     return found

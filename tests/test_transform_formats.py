@@ -36,6 +36,7 @@ MOVED = {  # SPM12 resamplings of the anatomical moved by a known rigid motion (
 POINT_ATOL_MM = 1e-6
 NITRANSFORMS_ATOL_MM = 1e-5  # NiTransforms keeps fields and chains in float64 after its own RAS flips
 TRANSFORMIX_ATOL_MM = 1.5e-6  # transformix prints its output points to 6 decimals
+ANTS_FLOAT32_ATOL_MM = 1e-5  # antsApplyTransforms resampled the ramps to float32 (values up to 60 mm: 4e-6 mm steps)
 DATA = Path(__file__).parent / "data"
 RAS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS for points
 
@@ -342,3 +343,15 @@ def test_transform_convert_chains_formats_and_keeps_the_meaning(grid: cr.Spatial
     code = main(["transform", "convert", str(start), str(tmp_path / "f.mat"), "--to", "fsl"])
     err = capsys.readouterr().err
     assert code == 1 and "--reference" in err and len(err.strip().splitlines()) == 1
+
+
+def test_files_ants_wrote_map_points_as_ants_apply_transforms_does() -> None:
+    """antsRegistration's own output, read in -t order, maps fixed points where antsApplyTransforms samples."""
+    table = np.loadtxt(DATA / "ants" / "antsApplyTransforms_points.csv", delimiter=",", skiprows=1)
+    folder = DATA / "ants"
+    transform = cr.read_transform([folder / "ants_1Warp.nii.gz", folder / "ants_0GenericAffine.mat"])
+    assert [type(m).__name__ for m in transform.transforms] == ["Affine", "DisplacementField"]  # type: ignore[attr-defined]
+    assert np.abs(transform.transform_points(table[:, :3]) - table[:, 3:]).max() < ANTS_FLOAT32_ATOL_MM
+    # read in the other order, the same files map the points elsewhere (by millimetres): the order is checked
+    swapped = cr.read_transform([folder / "ants_0GenericAffine.mat", folder / "ants_1Warp.nii.gz"])
+    assert np.abs(swapped.transform_points(table[:, :3]) - table[:, 3:]).max() > 0.5

@@ -167,13 +167,24 @@ def field_parts(transform: Transform) -> FieldParts | None:
 
 
 def sample_displacements(transform: Transform, grid: FieldParts | Any) -> np.ndarray:
-    """``transform(x) - x`` at every point of a grid (a :class:`FieldParts` or a SpatialImage), shape ``(*grid, d)``."""
-    if not isinstance(grid, FieldParts):
+    """``transform(x) - x`` at every point of a grid (a :class:`FieldParts` or a SpatialImage), shape ``(*grid, d)``.
+
+    ITK's ``TransformToDisplacementFieldFilter`` evaluates the transform at
+    every grid point (in C++, on all threads); the values are the transform's
+    own, not an interpolation.
+    """
+    if isinstance(grid, FieldParts):
+        origin, spacing, direction, shape = grid.origin, grid.spacing, grid.direction, grid.displacements.shape[:-1]
+    else:
+        origin, spacing, direction = np.array(grid.origin), np.array(grid.spacing), np.array(grid.direction)
         shape = grid.shape[: grid.ndim]
-        grid = FieldParts(np.zeros((*shape, grid.ndim)), np.array(grid.origin), np.array(grid.spacing), np.array(grid.direction))
-    points = grid.grid_points().reshape(-1, grid.ndim)
-    moved = np.atleast_2d(transform.transform_points(points))
-    return (moved - points).reshape(grid.displacements.shape)
+    sampler = sitk.TransformToDisplacementFieldFilter()
+    sampler.SetOutputPixelType(sitk.sitkVectorFloat64)
+    sampler.SetSize([int(n) for n in shape[::-1]])
+    sampler.SetOutputOrigin([float(v) for v in origin])
+    sampler.SetOutputSpacing([float(v) for v in spacing])
+    sampler.SetOutputDirection([float(v) for v in np.asarray(direction).ravel()])
+    return np.asarray(sitk.GetArrayFromImage(sampler.Execute(transform.to_sitk())), dtype=np.float64)
 
 
 def read_field_image(path: str | os.PathLike[str]) -> Transform:
