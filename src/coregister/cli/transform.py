@@ -39,6 +39,8 @@ _HOW_TO_USE = {
     "itk": "coregister apply {out} {moving} --reference {reference} -o moved_on_reference.nii.gz",
     "json": "coregister apply {out} {moving} --reference {reference} -o moved_on_reference.nii.gz",
     "dicom": "a PACS or planning system reads {out} with both series",
+    "lta": "mri_vol2vol --mov {moving} --targ {reference} --lta {out} --o moved_on_reference.nii.gz",
+    "afni": "3dAllineate -source {moving} -master {reference} -1Dmatrix_apply {out} -prefix moved_on_reference",
 }
 
 

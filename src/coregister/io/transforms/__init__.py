@@ -21,6 +21,8 @@ slicer    ``.tfm`` ``.h5``, grid ``.nrrd``            "from parent" (resampling)
 dicom     Spatial Registration (``.dcm``)             moving -> fixed (rigid/affine SRO), fixed ->
           Deformable Spatial Registration            moving (deformable); see
                                                      :mod:`coregister.io.dicom_registration`
+lta       FreeSurfer ``.lta``                        converted by NiTransforms (extra ``interop``);
+afni      AFNI ``.aff12.1D``                         need both images
 ========  =========================================  ==============================================
 
 :func:`read_transform` and :func:`write_transform` pick the format from the
@@ -58,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: the formats :func:`read_transform` and :func:`write_transform` take (``format=``, ``--from``/``--to``)
-TRANSFORM_FORMATS = ("itk", "json", "fsl", "elastix", "ants", "slicer", "dicom")
+TRANSFORM_FORMATS = ("itk", "json", "fsl", "elastix", "ants", "slicer", "dicom", "lta", "afni")
 
 ImageLike = SpatialImage | str | os.PathLike[str]
 _ITK_SUFFIXES = (".tfm", ".h5", ".hdf5", ".xfm")
@@ -114,6 +116,10 @@ def detect_transform_format(path: str | os.PathLike[str] | Sequence[str | os.Pat
         return "itk"
     if name.endswith(".dcm"):
         return "dicom"
+    if name.endswith(".lta"):
+        return "lta"
+    if name.endswith(".1d"):
+        return "afni"
     if not p.is_file():
         raise UnreadableInputError(f"transform file {text!r} does not exist; check the path")
     head = _text_head(p)
@@ -251,6 +257,11 @@ def read_transform(
         if single.name.lower().endswith((".h5", ".hdf5")):
             return read_itk(single)
         return read_slicer(single)
+    if fmt in ("lta", "afni"):
+        from coregister.io.transforms.lta_afni import read_nitransforms
+
+        return read_nitransforms(single, fmt, reference=_image(reference, "reference (fixed)", fmt, "reference"),
+                                 moving=_image(moving, "moving", fmt, "moving"))  # fmt: skip
     from coregister.io.dicom_registration import read_registration
 
     return read_registration(single).transform
@@ -322,6 +333,11 @@ def write_transform(
 
         grid = None if reference is None else _image(reference, "reference", fmt, "reference")
         return [write_slicer(transform, target, reference=grid)]
+    if fmt in ("lta", "afni"):
+        from coregister.io.transforms.lta_afni import write_nitransforms
+
+        return [write_nitransforms(transform, target, fmt, reference=_image(reference, "reference (fixed)", fmt, "reference"),
+                                   moving=_image(moving, "moving", fmt, "moving"))]  # fmt: skip
     from coregister.io.dicom_registration import write_registration
 
     return [write_registration(transform, target, fixed=_image(reference, "fixed (reference)", fmt, "reference"),
@@ -349,6 +365,10 @@ def writing_format(path: str | os.PathLike[str]) -> str:
         return "itk"
     if name.endswith(".txt"):
         return "elastix" if name.startswith("transformparameters") else "itk"
+    if name.endswith(".lta"):
+        return "lta"
+    if name.endswith(".1d"):
+        return "afni"
     raise UnsupportedFormatError(
         f"cannot tell which format to write from {os.fspath(path)!r}; pass format= (one of {', '.join(TRANSFORM_FORMATS)})"
     )
