@@ -26,9 +26,10 @@ fixed-space point ``x`` maps to ``T_this(T_initial(x))``. A chain
 ``0 <- 1 <- 2`` (file 2 naming 1 naming 0) is therefore our
 ``Composite((T2, T1, T0))`` (last applied first), and we write a composite
 ``(a, b, c)`` as files ``0: c``, ``1: b``, ``2: a``, giving transformix the
-last. A missing initial file is looked for beside the file that names it
-(elastix writes absolute paths, which break when folders move); we write
-bare file names, which transformix resolves beside the file too.
+last. Initial files and displacement-field files are named by absolute paths, as
+elastix writes them (transformix resolves a relative name from its own
+working folder, not from the file's); when a chain has moved to another
+folder, the reader looks for a missing file beside the file that names it.
 ``HowToCombineTransforms "Add"`` is refused.
 
 The header fields ``Size``, ``Spacing``, ``Origin``, ``Direction``,
@@ -327,7 +328,7 @@ def _member_entries(t: Transform, field_path: Path) -> tuple[ParameterMap, Field
     if parts is not None:
         return {
             "Transform": ["DeformationFieldTransform"],
-            "DeformationFieldFileName": [field_path.name],
+            "DeformationFieldFileName": [str(field_path.resolve())],  # transformix reads it relative to its cwd
             "DeformationFieldInterpolationOrder": [1],
         }, parts
     raise UnsupportedFormatError(
@@ -418,7 +419,8 @@ def write_elastix(transform: Transform, path: str | os.PathLike[str], *, referen
         body: ParameterMap = {
             **entries,
             "NumberOfParameters": [len(entries.get("TransformParameters", []))],
-            "InitialTransformParameterFileName": [paths[k - 1].name if k else _NO_INITIAL],
+            # absolute, as elastix writes them: transformix resolves a relative name from its working folder
+            "InitialTransformParameterFileName": [str(paths[k - 1].resolve()) if k else _NO_INITIAL],
             "HowToCombineTransforms": ["Compose"],
             **header,
             **_RESAMPLING,
