@@ -158,6 +158,28 @@ def test_nitransforms_reads_our_linear_files_as_we_do(grid: cr.SpatialImage, dat
 
 
 @needs_nitransforms
+@pytest.mark.parametrize(("fmt", "name"), [("itk", "x.tfm"), ("fsl", "x.mat"), ("lta", "x.lta")])
+def test_we_read_what_nitransforms_writes(grid: cr.SpatialImage, data: Callable[[str], Path], tmp_path: Path,
+                                          fmt: str, name: str) -> None:  # fmt: skip
+    """The other direction: NiTransforms writes the tool's file from a RAS matrix, we read it back to the same map."""
+    import nibabel as nib
+    import nitransforms.linear as ntl
+
+    affine = _transforms(grid)["affine"]
+    moving_path = data(MOVED["reoriented_anat_moved"])
+    ras = point_map_ras_lps(affine.homogeneous)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ntl.Affine(ras, reference=nib.load(data(ANAT))).to_filename(tmp_path / name, fmt=fmt if fmt != "lta" else "fs",
+                                                                    moving=nib.load(moving_path))  # fmt: skip
+    ours = cr.read_transform(tmp_path / name, format=fmt, reference=grid, moving=cr.read(moving_path))
+    points = _points(grid, on_grid=False)
+    # NiTransforms writes ITK text as AffineTransform_float_3_3 (7 significant digits), FSL with 8 decimals
+    tolerance = {"itk": 1e-4, "fsl": 1e-6, "lta": NITRANSFORMS_ROUND_TRIP_MM["lta"]}[fmt]
+    assert np.abs(ours.transform_points(points) - affine.transform_points(points)).max() < tolerance
+
+
+@needs_nitransforms
 @pytest.mark.parametrize("kind", ["field", "rigid_field"])
 def test_nitransforms_reads_our_warps_and_composites_as_we_do(grid: cr.SpatialImage, tmp_path: Path, kind: str) -> None:
     import nitransforms.manip as ntm

@@ -59,6 +59,9 @@ def transform() -> None:
               help="Format of IN (default: told from the file).")
 @click.option("--to", "to_format", type=click.Choice(TRANSFORM_FORMATS, case_sensitive=False),
               help="Format of OUT (default: told from its name; a .mat is ITK/ANTs unless --to fsl).")
+@click.option("--inverse-warp", is_flag=True,
+              help="ANTs: also write <n>InverseWarp.nii.gz beside each warp (ITK's iterative inversion) and print the "
+              "-t order that takes the fixed image onto the moving grid.")
 @json_option
 def convert(
     inputs: tuple[Path, ...],
@@ -67,6 +70,7 @@ def convert(
     moving: Path | None,
     from_format: str | None,
     to_format: str | None,
+    inverse_warp: bool,
     as_json: bool,
 ) -> None:
     """Convert the transform IN into OUT, keeping its meaning (reference/fixed points -> moving points).
@@ -87,8 +91,19 @@ def convert(
     reference_image = _read_image(reference)
     moving_image = _read_image(moving)
     value = read_transform(source, format=from_format, reference=reference_image, moving=moving_image)
-    written = write_transform(value, output, format=to_format, reference=reference_image, moving=moving_image)
     target = (to_format or writing_format(output)).lower()
+    inverse: tuple[str, ...] = ()
+    extra: list[Path] = []
+    if inverse_warp:
+        if target != "ants":
+            raise click.UsageError(f"--inverse-warp writes ANTs InverseWarp files; OUT is {target}: add --to ants")
+        from coregister.io.transforms.ants import write_ants
+
+        files = write_ants(value, output, reference=reference_image, inverse_warp=True)
+        written, inverse = [Path(p) for p in files.forward], files.inverse
+        extra = [p for p in files.files if p not in written]
+    else:
+        written = write_transform(value, output, format=to_format, reference=reference_image, moving=moving_image)
     read_as = (from_format or detect_transform_format(source)).lower()
     hint = _HOW_TO_USE[target].format(
         out=written[-1], moving=moving or "MOVING", reference=reference or "REFERENCE",
@@ -96,11 +111,14 @@ def convert(
     )  # fmt: skip
     if as_json:
         echo_json({"inputs": [str(p) for p in inputs], "from": read_as, "to": target,
-                   "outputs": [str(p) for p in written], "transform": type(value).__name__,
-                   "use": hint})  # fmt: skip
+                   "outputs": [str(p) for p in [*written, *extra]], "transform": type(value).__name__,
+                   "use": hint, "inverse": list(inverse)})  # fmt: skip
     elif not quiet():
-        click.echo(f"read {', '.join(str(p) for p in inputs)} ({read_as}); wrote {', '.join(str(p) for p in written)} ({target})")
+        click.echo(f"read {', '.join(str(p) for p in inputs)} ({read_as}); wrote {', '.join(str(p) for p in [*written, *extra])} ({target})")
         click.echo(f"use: {hint}")
+        if inverse:
+            click.echo("inverse (the reference image onto the moving grid): antsApplyTransforms -d 3 -r MOVING -i "
+                       f"REFERENCE {' '.join(f'-t {t}' for t in inverse)} -o reference_on_moving.nii.gz")
 
 
 def _read_image(path: Path | None) -> SpatialImage | None:

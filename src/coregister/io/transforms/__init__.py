@@ -44,13 +44,12 @@ import SimpleITK as sitk
 
 from coregister.errors import ConfigError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io.transforms._field import DisplacementField, FieldParts, displacement_field
+from coregister.io.transforms._field import FieldParts, displacement_field
 from coregister.transforms import Composite, Transform, from_sitk
 from coregister.transforms import read_transform as _read_itk_or_json
 
 __all__ = [
     "TRANSFORM_FORMATS",
-    "DisplacementField",
     "detect_transform_format",
     "read_transform",
     "write_transform",
