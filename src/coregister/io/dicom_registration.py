@@ -54,7 +54,7 @@ from pydicom.valuerep import format_number_as_ds
 from coregister.errors import ConfigError, GeometryError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.transforms._field import FieldParts, displacement_field, field_parts, sample_displacements
-from coregister.transforms import Affine, Composite, LinearTransform, Transform, linear_product
+from coregister.transforms import Affine, Composite, LinearTransform, Transform, linear_members, linear_product
 
 __all__ = [
     "DEFORMABLE_SPATIAL_REGISTRATION",
@@ -188,8 +188,9 @@ def _series_item(series_uid: str, instances: Sequence[tuple[str, str]]) -> Datas
 
 def _split_linear(transform: Transform) -> tuple[np.ndarray, Transform | None]:
     """``(L, R)`` with ``transform = L o R``: ``L`` the last-applied linear members (4x4), ``R`` the rest (None if none)."""
-    if isinstance(transform, LinearTransform):
-        return transform.homogeneous, None
+    if transform.is_linear:  # a linear transform, or a chain of them: one matrix
+        (whole,) = linear_members(transform)
+        return whole.homogeneous, None
     members = list(transform.transforms) if isinstance(transform, Composite) else [transform]
     outer: list[LinearTransform] = []
     while members and isinstance(members[0], LinearTransform):
