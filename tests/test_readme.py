@@ -66,7 +66,8 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the use cases, as written
 
 USE_CASES = ["MRI cohort to a template", "CT to MR", "Evaluate a registration", "Motion correction (fMRI, DCE, DWI)",
-             "Longitudinal pair (halfway space)", "Satellite change detection", "Georeferencing", "Photo pair"]
+             "Longitudinal pair (halfway space)", "Satellite change detection", "Georeferencing", "Photo pair",
+             "Transforms for FSL, elastix, ANTs and 3D Slicer"]
 
 
 def _blocks(heading: str) -> list[tuple[str, str]]:
@@ -93,6 +94,17 @@ def _check_ct(project: Path, data: Path) -> None:
     assert tags["Modality"] == "CT" and tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
     assert (tags["StudyInstanceUID"], tags["FrameOfReferenceUID"]) == (mr_tags["StudyInstanceUID"], mr_tags["FrameOfReferenceUID"])
     assert (project / "ct-to-mr/report.html").stat().st_size > 10_000
+    # --dicom-registration: a Spatial Registration object in the MR's frame, referencing both series, holding the
+    # transform of transform.tfm (inverted, as DICOM stores it)
+    from coregister.io.dicom_registration import SPATIAL_REGISTRATION, read_registration
+
+    sro = read_registration(project / "ct-to-mr/registration.dcm")
+    ct = cr.read(data / "medical/mri_dir_phantom/CT_every8th")
+    assert sro.sop_class_uid == SPATIAL_REGISTRATION and sro.frame_of_reference_uid == mr_tags["FrameOfReferenceUID"]
+    assert set(sro.referenced_series) == {mr_tags["SeriesInstanceUID"], ct.meta["dicom"]["SeriesInstanceUID"]}
+    saved = cr.read_transform(project / "ct-to-mr/transform.tfm")
+    assert np.allclose(sro.transform.transform_points(mr.world_grid().reshape(-1, 3)[::9973]),
+                       saved.transform_points(mr.world_grid().reshape(-1, 3)[::9973]), rtol=0, atol=1e-9)
 
 
 def _check_evaluation(project: Path, data: Path) -> None:
@@ -161,10 +173,19 @@ def _check_photo(project: Path, data: Path) -> None:
     assert (project / "photo-pair/transform.json").exists()
 
 
+def _check_transforms(project: Path, data: Path) -> None:
+    names = {p.name for p in (project / "anat-reg").iterdir()}
+    assert {"flirt.mat", "TransformParameters.txt", "ants_0GenericAffine.mat", "for_slicer.h5"} <= names
+    assert float(project.joinpath("out.txt").read_text().split()[0]) < 1e-6  # mm: every tool's file, one transform
+    fixed = cr.read(data / "medical/nibabel_anat_func/anatomical.nii")
+    assert cr.read(project / "moved_by_flirt_matrix.nii.gz").same_geometry(fixed, atol=1e-6)
+
+
 CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
           "Motion correction (fMRI, DCE, DWI)": _check_motion, "Longitudinal pair (halfway space)": _check_halfway,
           "Satellite change detection": _check_geo,
-          "Georeferencing": _check_georef, "Photo pair": _check_photo}
+          "Georeferencing": _check_georef, "Photo pair": _check_photo,
+          "Transforms for FSL, elastix, ANTs and 3D Slicer": _check_transforms}
 
 
 @pytest.mark.parametrize("heading", USE_CASES)

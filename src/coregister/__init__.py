@@ -20,6 +20,9 @@ registration of longitudinal pairs) and ``cr.batch`` (many pairs);
 ``dir(cr)`` lists exactly ``cr.__all__``.
 
 Every transform maps fixed-space points to moving space (ITK's convention).
+``cr.read_transform`` and ``cr.write_transform`` also read and write FSL,
+elastix, ANTs, 3D Slicer and DICOM registration files, turning each tool's
+own direction into this one (:mod:`coregister.io.transforms`).
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from coregister.transforms import (
     Similarity,
     Transform,
     Translation,
-    read_transform,
 )
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -68,6 +70,8 @@ _LAZY = {
     "Verdict": "coregister.pipeline",
     "apply": "coregister.resample",
     "transform_points": "coregister.resample",
+    "read_transform": "coregister.io.transforms",
+    "write_transform": "coregister.io.transforms",
     "batch": "coregister.batch",
     "geo": "coregister.geo",
     "medical": "coregister.medical",
@@ -115,6 +119,7 @@ __all__ = [
     "register",
     "transform_points",
     "write",
+    "write_transform",
 ]
 
 

@@ -3,7 +3,8 @@
 A registration's folder holds ``registered.<ext>`` (the moving image on the
 fixed grid, in the fixed image's format), ``transform.tfm`` (or
 ``transform.json`` for what ITK cannot store), ``result.json`` and, on
-request, ``report.html``.
+request, ``report.html`` and ``registration.dcm`` (a DICOM Spatial
+Registration object, for DICOM inputs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from coregister.transforms import Transform
 
 __all__ = [
     "DICOM_FOLDER_NAME",
+    "DICOM_REGISTRATION_NAME",
     "OUTPUT_NAMES",
     "existing_outputs",
     "for_writing",
@@ -53,8 +55,11 @@ _PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 #: The folder of the registered image written as a derived DICOM series (``--output-format dicom``).
 DICOM_FOLDER_NAME = "registered_dicom"
 
+#: The DICOM (Deformable) Spatial Registration object of a registration of two DICOM series (``--dicom-registration``).
+DICOM_REGISTRATION_NAME = "registration.dcm"
+
 #: The files of a registration's folder besides ``registered.<ext>``.
-OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html")
+OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html", DICOM_REGISTRATION_NAME)
 
 
 def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | None = None) -> str:
@@ -179,6 +184,7 @@ def write_registration(
     output_format: str | None = None,
     command: str | None = None,
     provenance: dict[str, Any] | None = None,
+    dicom_registration: bool = False,
 ) -> list[Path]:
     """Resample ``moving`` onto ``fixed`` through ``result.transform`` and write the registration's files into ``folder``.
 
@@ -191,6 +197,10 @@ def write_registration(
     the report. ``result.json`` also records the package versions
     (:func:`package_versions`), the names of the files written (``outputs``:
     what a later run with ``--overwrite`` may remove) and ``provenance``.
+    With ``dicom_registration``, also :data:`DICOM_REGISTRATION_NAME`:
+    the transform as a DICOM Spatial Registration object (or a Deformable
+    one) referencing both series, which must have been read from DICOM
+    (:func:`coregister.io.dicom_registration.write_registration`).
     The folder is expected to be new (:func:`publish_registration` writes
     into a temporary one); an existing file is refused
     (:class:`~coregister.errors.OutputExistsError`), and so is a folder
@@ -205,6 +215,7 @@ def write_registration(
         fix="write the registration into another folder",
     )
     names = [image_name, transform_name(result.transform), "result.json"] + (["report.html"] if report else [])
+    names += [DICOM_REGISTRATION_NAME] if dicom_registration else []
     registered = apply(
         result.transform, moving, reference=fixed, output_dtype=writable_dtype(moving, fixed, image_name), threads=threads
     )
@@ -218,6 +229,11 @@ def write_registration(
     with atomic_path(json_path, overwrite=False) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     written = [image_path, result.transform.save(folder / names[1]), json_path]
+    if dicom_registration:
+        from coregister.io.dicom_registration import write_registration as write_dicom_registration
+
+        written.append(write_dicom_registration(result.transform, folder / DICOM_REGISTRATION_NAME, fixed=fixed,
+                                                moving=moving))  # fmt: skip
     if report:
         from coregister.qc.report import write_report
 
@@ -293,15 +309,20 @@ def existing_outputs(folder: str | os.PathLike[str], names: Iterable[str]) -> li
     return sorted(found)
 
 
-def output_names(image_name: str, *, report: bool) -> list[str]:
+def output_names(image_name: str, *, report: bool, dicom_registration: bool = False) -> list[str]:
     """The names a registration may write: ``image_name``, both transform names, ``result.json``, ``report.html``.
+
+    With ``dicom_registration``, also :data:`DICOM_REGISTRATION_NAME`.
 
     Examples
     --------
     >>> output_names("registered.png", report=False)
     ['registered.png', 'transform.tfm', 'transform.json', 'result.json']
+    >>> output_names("registered.nii.gz", report=True, dicom_registration=True)[-2:]
+    ['report.html', 'registration.dcm']
     """
-    return [image_name, "transform.tfm", "transform.json", "result.json"] + (["report.html"] if report else [])
+    return ([image_name, "transform.tfm", "transform.json", "result.json"] + (["report.html"] if report else [])
+            + ([DICOM_REGISTRATION_NAME] if dicom_registration else []))
 
 
 def refuse_existing_outputs(folder: str | os.PathLike[str], names: Iterable[str], *, overwrite: bool, fix: str) -> None:
@@ -360,6 +381,7 @@ def publish_registration(
     if outdir.exists() and not outdir.is_dir():
         raise OutputExistsError(f"{str(outdir)!r} exists and is not a folder; choose another output folder")
     names = [image_name, transform_name(result.transform), "result.json"] + (["report.html"] if options.get("report") else [])
+    names += [DICOM_REGISTRATION_NAME] if options.get("dicom_registration") else []
     refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)
     with part_folder(parent, outdir.name) as staging:
         written = write_registration(staging, result, fixed, moving, image_name=image_name, **options)

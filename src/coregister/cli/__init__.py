@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -47,6 +48,7 @@ _COMMANDS = {
     "demo": "coregister.cli.demo:demo",
     "data": "coregister.cli.data:data",
     "motion": "coregister.cli.motion:motion_command",
+    "transform": "coregister.cli.transform:transform",
 }
 
 
@@ -240,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
     _shown_warnings.clear()
+    from coregister._memory import ENV
+
+    allowed = os.environ.get(ENV)  # --max-memory sets it for this run only (main() may run in a longer process)
     try:
         with _signals_interrupt():
             return _run(args, verbose)
@@ -249,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + stop.signum
     finally:
         warnings.showwarning = shown
+        if allowed is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = allowed
 
 
 def _run(args: list[str], verbose: bool) -> int:

@@ -103,11 +103,11 @@ def spm_truth() -> Any:
     from nibabel.affines import from_matvec
     from nibabel.eulerangles import euler2mat
 
+    from coregister.conventions import point_map_ras_lps
     from coregister.transforms import Rigid
 
     moved_from_anatomical = from_matvec(euler2mat(0.1, 0.2, 0.3), [3, 4, 5])  # RAS, nibabel's make_moved_anat.py
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
-    lps = flip @ moved_from_anatomical @ flip
+    lps = point_map_ras_lps(moved_from_anatomical)
     return Rigid(lps[:3, :3], lps[:3, 3])
 
 

@@ -5,8 +5,12 @@
 for a homography, which ITK cannot store), ``result.json`` and, with
 ``--report``, ``report.html``; with ``--output-format dicom`` the registered
 image is ``registered_dicom/``, a derived DICOM series (the fixed image's
-patient, study and frame of reference, a new series). The outputs appear together: they are written
-into a temporary folder beside OUTDIR and moved in only when all of them
+patient, study and frame of reference, a new series); with
+``--dicom-registration`` (two DICOM series), ``registration.dcm``, a DICOM
+Spatial Registration object (Deformable for a B-spline) that references
+both series and holds the transform as a PACS or a planning system reads
+it. The outputs appear together: they are written into a temporary folder
+beside OUTDIR and moved in only when all of them
 succeeded, so a failed or interrupted run leaves no partial content
 (:func:`coregister.outputs.publish_registration`). An OUTDIR that holds
 the outputs of an earlier run, and an existing ``apply`` output, are
@@ -190,6 +194,9 @@ def _fmt(value: Any) -> str:
 @click.option("--fit-memory", is_flag=True,
               help="When the registration's estimated peak exceeds --max-memory (or the machine's memory), run it on "
               "grids coarsened by the smallest whole factor that fits, instead of refusing.")
+@click.option("--dicom-registration", is_flag=True,
+              help="Also write OUTDIR/registration.dcm: a DICOM Spatial Registration object (Deformable Spatial "
+              "Registration for a B-spline) referencing both series; FIXED and MOVING must be DICOM series.")
 @json_option
 @click.pass_context
 def register(
@@ -216,6 +223,7 @@ def register(
     overwrite: bool = False,
     fit_memory: bool = False,
     halfway: bool = False,
+    dicom_registration: bool = False,
 ) -> None:
     """Register MOVING onto FIXED and write the registered image, the transform and result.json into OUTDIR.
 
@@ -225,15 +233,15 @@ def register(
     outputs are written all the same). An OUTDIR holding an earlier run's
     outputs is replaced only with --overwrite.
     """
-    if halfway and (initial_transform is not None or output_format):
+    if halfway and (initial_transform is not None or output_format or dicom_registration):
         raise click.UsageError("--halfway registers both ways from the images themselves and writes image files: it "
-                               "takes neither --initial-transform nor --output-format")
+                               "takes neither --initial-transform nor --output-format nor --dicom-registration")
     check_writable(outdir, folder=True, fix="choose another -o folder")
     output_format = output_format.lower() if output_format else None
     image_name = registered_name(fixed, output_format=output_format)
     sources = [fixed, moving, fixed_mask, moving_mask, initial_transform]
     refuse_overwriting_inputs(outdir, image_name, sources, fix="choose another -o folder")
-    names = output_names(image_name, report=report)
+    names = output_names(image_name, report=report, dicom_registration=dicom_registration)
     if halfway:
         names = _halfway_names(fixed, report=report)
         for name in names:
@@ -246,6 +254,13 @@ def register(
             f"the fixed image {str(fixed)!r} is {fixed_image.ndim}D and the moving image {str(moving)!r} is "
             f"{moving_image.ndim}D; register images of the same dimension"
         )
+    if dicom_registration:
+        not_dicom = [str(p) for p, image in ((fixed, fixed_image), (moving, moving_image)) if image.meta.get("format") != "dicom"]
+        if not_dicom:
+            raise click.UsageError(
+                f"--dicom-registration references both DICOM series; {', '.join(repr(p) for p in not_dicom)} "
+                "is not DICOM: drop the option or give DICOM series", ctx=ctx
+            )
     fixed_values = _mask_on(fixed_image, fixed_mask, "fixed mask") if fixed_mask else None
     moving_values = _mask_on(moving_image, moving_mask, "moving mask") if moving_mask else None
     if output_format == "dicom":
@@ -260,9 +275,9 @@ def register(
                        iterations=iterations, detector=detector, initial_given=initial_transform is not None)
     start = None
     if initial_transform is not None:
-        from coregister.transforms import read_transform
+        from coregister.io.transforms import read_transform
 
-        start = read_transform(initial_transform)
+        start = read_transform(initial_transform, reference=fixed_image, moving=moving_image)
 
     if halfway:
         _register_halfway(ctx, fixed, moving, fixed_image, moving_image, outdir, config=config, fixed_mask=fixed_values,
@@ -285,6 +300,7 @@ def register(
     written = publish_registration(
         outdir, result, fixed_image, moving_image, image_name=image_name, overwrite=overwrite, fix=_OVERWRITE_FOLDER,
         report=report, threads=threads, output_format=output_format, command=command_line(ctx),
+        dicom_registration=dicom_registration,
     )
 
     if as_json:
@@ -394,15 +410,18 @@ def apply_command(
     reference_series: str | None = None,
     overwrite: bool = False,
 ) -> None:
-    """Resample MOVING onto the grid of --reference with TRANSFORM (ITK .tfm/.h5/.mat/.txt or coregister .json).
+    """Resample MOVING onto the grid of --reference with TRANSFORM (ITK, coregister .json, FSL, elastix, ANTs, Slicer).
 
     TRANSFORM maps reference (fixed) points to moving points, as `coregister
-    register` writes it. Use --interpolation nearest (or label-gaussian) for
+    register` writes it; a FLIRT matrix (moving -> reference, scaled voxels),
+    an elastix TransformParameters file, an ANTs warp or a Slicer grid file
+    is read in its tool's own direction and turned into that one (see
+    `coregister transform convert`). Use --interpolation nearest (or label-gaussian) for
     label maps; integer images are rounded and clipped back to their dtype.
     """
     from coregister.io import write
+    from coregister.io.transforms import read_transform
     from coregister.resample import apply
-    from coregister.transforms import read_transform
 
     dicom = (output_format or "").lower() == "dicom"
     for source in (transform, moving, reference):  # even with --overwrite: an input is never replaced
@@ -418,9 +437,9 @@ def apply_command(
     else:
         check_writable(output, fix="choose another -o path")
         refuse_existing(output, overwrite=overwrite, fix=_OVERWRITE_FILE)
-    value = read_transform(transform)
     moving_image = _read(moving, "moving image", series=series, flag="--series")
     reference_image = _read(reference, "reference image", series=reference_series, flag="--reference-series")
+    value = read_transform(transform, reference=reference_image, moving=moving_image)
     if not (value.ndim == moving_image.ndim == reference_image.ndim):
         raise GeometryError(
             f"transform {str(transform)!r} is {value.ndim}D, the moving image {moving_image.ndim}D and the reference "

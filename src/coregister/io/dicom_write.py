@@ -262,13 +262,16 @@ def _series_dataset(
     slope, intercept = float(encoding.slope), float(encoding.intercept)
     ds.WindowCenter = _ds((low + high) / 2 * slope + intercept)
     ds.WindowWidth = _ds(max((high - low) * slope, slope))
+    if ds.SOPClassUID in (CTImageStorage, MRImageStorage) and "PatientPosition" not in ds:
+        ds.PatientPosition = ""  # type 2C for CT and MR images (C.7.3.1): present, empty when the source has none
     if ds.SOPClassUID == CTImageStorage:
         ds.KVP = ""
         ds.AcquisitionNumber = ""
     elif ds.SOPClassUID == MRImageStorage:
         ds.ScanningSequence = "RM"  # research mode: the acquisition is not this series'
         ds.SequenceVariant = "NONE"
-        for keyword in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength"):
+        # type 2 (RepetitionTime 2C: required unless the sequence is EP without SK, C.8.3.1): present, empty
+        for keyword in ("ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength"):
             setattr(ds, keyword, "")
     else:
         ds.ConversionType = "WSD"  # workstation

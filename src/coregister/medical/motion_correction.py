@@ -169,16 +169,14 @@ def motion_parameters(transforms: Sequence[Transform], reference: SpatialImage) 
     from scipy import ndimage
     from scipy.spatial.transform import Rotation
 
+    from coregister.conventions import flip_ras_lps, point_map_ras_lps
+    from coregister.io.transforms.fsl import scaled_voxel_matrix
+
     if reference.ndim != 3:
         raise GeometryError(f"motion parameters are defined for 3D volumes; the reference is {reference.ndim}D")
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # LPS <-> RAS
-    ras_from_index = flip @ reference.affine
     zooms = np.asarray(reference.spacing, dtype=float)
-    swap = np.eye(4)
-    if np.linalg.det(ras_from_index[:3, :3]) > 0:
-        swap[0, 0] = -1.0
-        swap[0, 3] = (reference.size[0] - 1) * zooms[0]
-    fsl_from_ras = swap @ np.diag([*zooms, 1.0]) @ np.linalg.inv(ras_from_index)
+    # FSL's scaled-voxel frame (first axis flipped for a neurological sform), as FLIRT matrices use it
+    fsl_from_ras = scaled_voxel_matrix(reference) @ np.linalg.inv(flip_ras_lps(reference.affine))
     ras_from_fsl = np.linalg.inv(fsl_from_ras)
     values = np.asarray(reference.channel(0).array if reference.has_channels else reference.array, dtype=float)
     centre_of_gravity = zooms * np.asarray(ndimage.center_of_mass(values), dtype=float)[::-1]  # (i, j, k) * zooms
@@ -186,7 +184,7 @@ def motion_parameters(transforms: Sequence[Transform], reference: SpatialImage) 
     for transform in transforms:
         if not transform.is_linear:
             raise GeometryError(f"motion parameters need linear transforms; got a {type(transform).__name__}")
-        ras = flip @ transform.homogeneous @ flip  # type: ignore[attr-defined]
+        ras = point_map_ras_lps(transform.homogeneous)  # type: ignore[attr-defined]
         fsl = np.linalg.inv(fsl_from_ras @ ras @ ras_from_fsl)  # volume -> reference, FSL coordinates
         angles = Rotation.from_matrix(fsl[:3, :3].T).as_euler("XYZ")
         # the matrix as a rotation about the centre of gravity and a translation: y = R (x - c) + c + t
