@@ -2,8 +2,12 @@
 
 A registration's folder holds ``registered.<ext>`` (the moving image on the
 fixed grid, in the fixed image's format), ``transform.tfm`` (or
-``transform.json`` for what ITK cannot store), ``result.json`` and, on
-request, ``report.html``.
+``transform.json`` for what ITK cannot store, ``transform.h5`` for a
+displacement field), ``result.json`` and, on request, ``report.html``. A
+deformable answer adds what other tools read (:func:`write_deformation`):
+``jacobian.nii.gz`` and, for a displacement field, ``warp.nii.gz``,
+``inverse_warp.nii.gz`` and ``affine.mat``, named and ordered as ANTs'
+``1Warp.nii.gz``, ``1InverseWarp.nii.gz`` and ``0GenericAffine.mat``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS, detect_format
 from coregister.pipeline.result import Result
-from coregister.transforms import Transform
+from coregister.transforms import Composite, DisplacementField, LinearTransform, Transform
 
 __all__ = [
     "DICOM_FOLDER_NAME",
@@ -33,6 +37,7 @@ __all__ = [
     "remove_stale_outputs",
     "transform_name",
     "writable_dtype",
+    "write_deformation",
     "write_registration",
 ]
 
@@ -45,8 +50,10 @@ _PLAIN_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 #: The folder of the registered image written as a derived DICOM series (``--output-format dicom``).
 DICOM_FOLDER_NAME = "registered_dicom"
 
+#: The deformation files of a deformable registration (:func:`write_deformation`).
+DEFORMATION_NAMES = ("warp.nii.gz", "inverse_warp.nii.gz", "affine.mat", "jacobian.nii.gz")
 #: The files of a registration's folder besides ``registered.<ext>``.
-OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html")
+OUTPUT_NAMES = ("transform.tfm", "transform.h5", "transform.json", "result.json", "report.html", *DEFORMATION_NAMES)
 
 
 def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | None = None) -> str:
@@ -73,15 +80,22 @@ def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | 
 
 
 def transform_name(transform: Transform) -> str:
-    """``transform.tfm``, or ``transform.json`` for a transform ITK cannot store (a homography, or a chain holding one).
+    """``transform.tfm``; ``transform.h5`` for a displacement field (ITK's composite, as ANTs writes it);
+    ``transform.json`` for a transform ITK cannot store (a homography, or a chain holding one).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from coregister.transforms import Homography, Translation
+    >>> from coregister.image import SpatialImage
+    >>> from coregister.transforms import Composite, DisplacementField, Homography, Translation
     >>> transform_name(Translation([1.0, 2.0])), transform_name(Homography(np.eye(3)))
     ('transform.tfm', 'transform.json')
+    >>> field = DisplacementField(SpatialImage(np.zeros((4, 4, 2)), origin=(0, 0), spacing=(1, 1)))
+    >>> transform_name(Composite((Translation([1.0, 2.0]), field)))
+    'transform.h5'
     """
+    if _fields(transform):
+        return "transform.h5"
     try:
         transform.to_sitk()
     except UnsupportedFormatError:
@@ -176,6 +190,7 @@ def write_registration(
     written = [
         image_path,
         result.transform.save(folder / transform_name(result.transform)),
+        *write_deformation(folder, result.transform, fixed),
         result.save_json(folder / "result.json"),
     ]
     if report:
@@ -183,6 +198,57 @@ def write_registration(
 
         written.append(write_report(result, fixed, moving, registered, folder / "report.html", command=command))
     remove_stale_outputs(folder, {Path(p).name for p in written}, earlier_run=earlier_run)
+    return written
+
+
+def _fields(transform: Transform) -> list[DisplacementField]:
+    if isinstance(transform, DisplacementField):
+        return [transform]
+    if isinstance(transform, Composite):
+        return [t for t in transform.transforms if isinstance(t, DisplacementField)]
+    return []
+
+
+def write_deformation(folder: Path, transform: Transform, fixed: SpatialImage) -> list[Path]:
+    """The files other tools read for a deformable ``transform`` (fixed -> moving points); none for a linear one.
+
+    * ``jacobian.nii.gz``: the Jacobian determinant of the whole map at every
+      voxel of the fixed grid (float32; above 1 where the fixed space maps to
+      a larger moving volume, at or below 0 where it folds), for a B-spline
+      or a displacement field;
+    * for a displacement field (``syn``), as ANTs writes a SyN result:
+      ``warp.nii.gz``, the field (vector NIfTI, intent vector, ITK/LPS
+      components, as ``1Warp.nii.gz``); ``inverse_warp.nii.gz``, its
+      numerical inverse (``1InverseWarp.nii.gz``); ``affine.mat``, the linear
+      part applied after the field (``0GenericAffine.mat``). ANTs applies
+      them as ``antsApplyTransforms -r FIXED -i MOVING -t warp.nii.gz -t
+      affine.mat`` (moving onto fixed) and ``-r MOVING -i FIXED -t
+      [affine.mat,1] -t inverse_warp.nii.gz`` (fixed onto moving);
+      ``transform.h5`` holds the same chain in one file.
+
+    Returns the paths written.
+    """
+    from coregister.io import write
+    from coregister.measures import jacobian_determinant
+    from coregister.pipeline.quality import deformable_members
+
+    if not deformable_members(transform):
+        return []
+    written = []
+    fields = _fields(transform)
+    if len(fields) == 1:
+        field = fields[0]
+        written.append(field.save(folder / "warp.nii.gz"))
+        written.append(field.inverse().save(folder / "inverse_warp.nii.gz"))
+        members = transform.transforms if isinstance(transform, Composite) else (transform,)
+        linear = [t for t in members if isinstance(t, LinearTransform)]
+        if linear and members[-1] is field and all(isinstance(t, LinearTransform) for t in members[:-1]):
+            import functools
+            import operator
+
+            written.append(functools.reduce(operator.matmul, linear).save(folder / "affine.mat"))
+    jacobian = jacobian_determinant(transform, fixed)
+    written.append(write(jacobian.replace(array=jacobian.array.astype(np.float32)), folder / "jacobian.nii.gz"))
     return written
 
 
