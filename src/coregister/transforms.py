@@ -625,9 +625,9 @@ class BSpline(Transform):
 #: image suffixes a displacement field is saved to and read from (a vector image, as ANTs writes its warps)
 _FIELD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: InvertDisplacementField: iterations, and the mean and largest residual (world units) at which it stops
-_INVERSE_ITERATIONS = 50
-_INVERSE_MEAN_TOLERANCE = 1e-3
-_INVERSE_MAX_TOLERANCE = 0.05
+_INVERSE_ITERATIONS = 100
+_INVERSE_MEAN_TOLERANCE = 1e-4
+_INVERSE_MAX_TOLERANCE = 0.01
 
 
 def _field_suffix(path: Path) -> str | None:
@@ -643,8 +643,8 @@ class DisplacementField(Transform):
     whose trailing axis holds the ``d`` world components of each
     displacement, ITK/LPS order ``(x, y[, z])`` for medical images) and
     interpolated linearly between grid points, exactly as ITK's
-    ``DisplacementFieldTransform`` does; outside the grid ITK takes the
-    displacement of the nearest grid point, and so does this value.
+    ``DisplacementFieldTransform`` does; beyond half a voxel outside the
+    grid the displacement is zero (ITK's convention, kept here).
 
     A field saves to a vector image (``.nii.gz``: NIfTI intent vector, the
     components in ITK/LPS world units whatever the header's RAS affine says,
@@ -659,21 +659,23 @@ class DisplacementField(Transform):
         Spatial grid with a trailing axis of ``d`` components (float64 kept).
     inverse_residual_mm : (float, float), optional
         For a field computed as the inverse of another (:meth:`inverse`): the
-        mean and the largest ``|g(f(y)) - y|`` over its grid points, where
-        ``f`` is this field and ``g`` the one it inverts (world units).
+        mean and the largest ``|g(f(y)) - y|`` over its grid points whose
+        image ``f(y)`` lies inside ``g``'s grid, where ``f`` is this field and
+        ``g`` the one it inverts (world units).
 
     Examples
     --------
     >>> import numpy as np
     >>> from coregister.image import SpatialImage
-    >>> vectors = np.zeros((8, 10, 2))
-    >>> vectors[..., 0] = 1.5  # every point moves 1.5 along x
-    >>> shift = DisplacementField(SpatialImage(vectors, origin=(0.0, 0.0), spacing=(2.0, 2.0)))
-    >>> shift.transform_points([[3.0, 4.0]]).tolist()
-    [[4.5, 4.0]]
-    >>> back = shift.inverse()
-    >>> np.round(back.transform_points([[4.5, 4.0]]), 6).tolist(), back.inverse_residual_mm[1] < 1e-3
-    ([[3.0, 4.0]], True)
+    >>> y, x = np.mgrid[0:16, 0:20]
+    >>> vectors = np.zeros((16, 20, 2))
+    >>> vectors[..., 0] = 1.5 * np.exp(-((x - 10.0) ** 2 + (y - 8.0) ** 2) / 20.0)  # a bump along x
+    >>> bump = DisplacementField(SpatialImage(vectors, origin=(0.0, 0.0), spacing=(2.0, 2.0)))
+    >>> bump.transform_points([[20.0, 16.0]]).tolist()  # the bump's centre (index 10, 8) moves 1.5 along x
+    [[21.5, 16.0]]
+    >>> back = bump.inverse()  # exact to 0.01 at its grid points, interpolated linearly between them
+    >>> np.round(back.transform_points([[21.5, 16.0]]), 1).tolist(), back.inverse_residual_mm[1] <= 0.01
+    ([[20.0, 16.0]], True)
     """
 
     field: SpatialImage
@@ -731,20 +733,19 @@ class DisplacementField(Transform):
 
     # ------------------------------------------------------------------ evaluation
     def displacement(self, points: Any) -> np.ndarray:
-        """``u(x)`` at fixed-space points, as ITK evaluates it (linear inside the grid, nearest grid point outside)."""
+        """``u(x)`` at fixed-space points, as ITK evaluates it: linear inside the grid, zero beyond its outer voxels."""
         from scipy import ndimage
 
         arr, single = _points(points, self.ndim)
         size = np.asarray(self.field.size, dtype=float)
         index = self.field.world_to_index(arr) if arr.size else np.zeros((0, self.ndim))
+        # ITK: inside the buffer (up to half a voxel beyond the outer centres) linear, its neighbours clamped into
+        # the grid (the same as clamping the point's index); beyond that, no displacement
         inside = np.all((index >= -0.5) & (index < size - 0.5), axis=1)
-        out = np.empty_like(arr)
         clipped = np.clip(index[inside], 0.0, size - 1.0)[:, ::-1].T  # array order (z, y[, x])
-        nearest = np.clip(np.floor(index[~inside] + 0.5), 0, size - 1).astype(int)[:, ::-1]
+        out = np.zeros_like(arr)
         for c in range(self.ndim):
-            component = self.vectors[..., c]
-            out[inside, c] = ndimage.map_coordinates(component, clipped, order=1, mode="nearest")
-            out[~inside, c] = component[tuple(nearest.T)]
+            out[inside, c] = ndimage.map_coordinates(self.vectors[..., c], clipped, order=1, mode="nearest")
         return out[0] if single else out
 
     def transform_points(self, points: Any) -> np.ndarray:
@@ -797,8 +798,13 @@ class DisplacementField(Transform):
             back[rough] = self._solve(grid[rough], back[rough], tolerance=1e-6, max_iterations=200)
             residual[rough] = np.linalg.norm(self.transform_points(back[rough]) - grid[rough], axis=1)
         vectors = (back - grid).reshape(provisional.vectors.shape)
+        # stated where the inverse lands inside this field's grid: beyond it the forward map has no displacement
+        # (ITK's convention), so no inverse can be exact there
+        index = self.field.world_to_index(back)
+        landed = np.all((index >= -0.5) & (index < np.asarray(self.field.size) - 0.5), axis=1)
+        stated = residual[landed] if landed.any() else residual
         inverse = DisplacementField(provisional.field.replace(array=vectors),
-                                    (float(residual.mean()), float(residual.max())))
+                                    (float(stated.mean()), float(stated.max())))
         inverse.__dict__["_inverted"] = self  # the inverse of the inverse is this field, not a second approximation
         return inverse
 
