@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from coregister.errors import CoregisterError, GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.image import SpatialImage
 
 __all__ = [
     "Affine",
@@ -684,8 +685,6 @@ class DisplacementField(Transform):
     kind: ClassVar[str] = "field"
 
     def __post_init__(self) -> None:
-        from coregister.image import SpatialImage
-
         field = self.field
         if not isinstance(field, SpatialImage):
             raise GeometryError(f"a DisplacementField holds a SpatialImage with a vector axis, not {type(field).__name__}")
@@ -706,8 +705,6 @@ class DisplacementField(Transform):
     @classmethod
     def from_sitk_image(cls, image: sitk.Image, *, inverse_residual_mm: tuple[float, float] | None = None) -> DisplacementField:
         """Wrap a SimpleITK vector image (a displacement field: one component per axis, world units)."""
-        from coregister.image import SpatialImage
-
         if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
             raise GeometryError(
                 f"a displacement field has {image.GetDimension()} components per pixel in {image.GetDimension()}D; this "
