@@ -90,10 +90,11 @@ def test_matrix_square_root_and_midpoint() -> None:
                                atol=1e-12)  # inverting both inverts it
 
 
-def test_deformable_presets_are_refused(pair) -> None:
+@pytest.mark.parametrize("preset", ["bspline", "syn"])
+def test_deformable_presets_are_refused(pair, preset: str) -> None:
     baseline, follow_up, _ = pair
     with pytest.raises(ConfigError, match="linear"):
-        halfway(baseline, follow_up, preset="bspline")
+        halfway(baseline, follow_up, preset=preset)
 
 
 def test_register_halfway_command(tmp_path: Path) -> None:

@@ -65,9 +65,9 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the use cases, as written
 
-USE_CASES = ["MRI cohort to a template", "CT to MR", "Evaluate a registration", "Motion correction (fMRI, DCE, DWI)",
-             "Longitudinal pair (halfway space)", "Satellite change detection", "Georeferencing", "Photo pair",
-             "Transforms for FSL, elastix, ANTs and 3D Slicer"]
+USE_CASES = ["MRI cohort to a template", "Deformable: atlas to subject and back", "CT to MR", "Evaluate a registration",
+             "Motion correction (fMRI, DCE, DWI)", "Longitudinal pair (halfway space)", "Satellite change detection",
+             "Georeferencing", "Photo pair", "Transforms for FSL, elastix, ANTs and 3D Slicer"]
 
 
 def _blocks(heading: str) -> list[tuple[str, str]]:
@@ -83,6 +83,20 @@ def _check_cohort(project: Path, data: Path) -> None:
     labels = cr.read(project / "atlas_in_ch2.nii.gz")
     assert labels.same_geometry(cr.read(data / "medical/antspy/ch2.nii.gz"), atol=1e-5)
     assert np.array_equal(np.unique(labels.array), np.unique(cr.read(data / "medical/antspy/mnia.nii.gz").array))
+
+
+def _check_deformable(project: Path, data: Path) -> None:
+    import SimpleITK as sitk
+
+    subject = cr.read(data / "medical/itk_brainweb_2d/BrainProtonDensitySliceBorder20.png")
+    written = sorted(p.name for p in (project / "deformed").iterdir())
+    assert written == ["affine.mat", "inverse_warp.nii.gz", "jacobian.nii.gz", "registered.png", "result.json",
+                       "transform.h5", "warp.nii.gz"], written
+    warp = sitk.ReadImage(str(project / "deformed/warp.nii.gz"))  # a vector field SimpleITK reads as one
+    assert warp.GetNumberOfComponentsPerPixel() == 2 and list(warp.GetSize()) == list(subject.size)
+    assert cr.read(project / "moved.png").same_geometry(subject.channel(0))
+    folding, residual = project.joinpath("out.txt").read_text().split(" ", 1)
+    assert float(folding) == 0.0 and "(" in residual
 
 
 def _check_ct(project: Path, data: Path) -> None:
@@ -181,7 +195,8 @@ def _check_transforms(project: Path, data: Path) -> None:
     assert cr.read(project / "moved_by_flirt_matrix.nii.gz").same_geometry(fixed, atol=1e-6)
 
 
-CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
+CHECKS = {"MRI cohort to a template": _check_cohort, "Deformable: atlas to subject and back": _check_deformable,
+          "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
           "Motion correction (fMRI, DCE, DWI)": _check_motion, "Longitudinal pair (halfway space)": _check_halfway,
           "Satellite change detection": _check_geo,
           "Georeferencing": _check_georef, "Photo pair": _check_photo,

@@ -180,7 +180,7 @@ def test_report_deformable_shows_folding(data, tmp_path: Path) -> None:
     assert "Folding: the map is not invertible" in text
     smooth = write_report(_result(_bspline(fixed, 0.5)), fixed, fixed, None, tmp_path / "smooth.html")
     assert "No folding" in smooth.read_text(encoding="utf-8")
-    assert len(_decoded_pngs(_parse(smooth))) == 4  # + Jacobian map
+    assert len(_decoded_pngs(_parse(smooth))) == 5  # + Jacobian map and warped grid
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

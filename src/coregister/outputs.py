@@ -2,9 +2,14 @@
 
 A registration's folder holds ``registered.<ext>`` (the moving image on the
 fixed grid, in the fixed image's format), ``transform.tfm`` (or
-``transform.json`` for what ITK cannot store), ``result.json`` and, on
-request, ``report.html`` and ``registration.dcm`` (a DICOM Spatial
-Registration object, for DICOM inputs).
+``transform.json`` for what ITK cannot store, ``transform.h5`` for a
+displacement field), ``result.json`` and, on request, ``report.html`` and
+``registration.dcm`` (a DICOM Spatial Registration object, for DICOM
+inputs). A deformable answer adds what other tools read
+(:func:`write_deformation`): ``jacobian.nii.gz`` and, for a displacement
+field, ``warp.nii.gz``, ``inverse_warp.nii.gz`` and ``affine.mat``, named and
+ordered as ANTs' ``1Warp.nii.gz``, ``1InverseWarp.nii.gz`` and
+``0GenericAffine.mat``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from coregister.errors import OutputExistsError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS, detect_format
 from coregister.pipeline.result import Result
-from coregister.transforms import Transform
+from coregister.transforms import Composite, LinearTransform, Transform, field_members
 
 __all__ = [
     "DICOM_FOLDER_NAME",
@@ -43,6 +48,7 @@ __all__ = [
     "remove_stale_outputs",
     "transform_name",
     "writable_dtype",
+    "write_deformation",
     "write_registration",
 ]
 
@@ -57,9 +63,11 @@ DICOM_FOLDER_NAME = "registered_dicom"
 
 #: The DICOM (Deformable) Spatial Registration object of a registration of two DICOM series (``--dicom-registration``).
 DICOM_REGISTRATION_NAME = "registration.dcm"
-
+#: The deformation files of a deformable registration (:func:`write_deformation`).
+DEFORMATION_NAMES = ("warp.nii.gz", "inverse_warp.nii.gz", "affine.mat", "jacobian.nii.gz")
 #: The files of a registration's folder besides ``registered.<ext>``.
-OUTPUT_NAMES = ("transform.tfm", "transform.json", "result.json", "report.html", DICOM_REGISTRATION_NAME)
+OUTPUT_NAMES = ("transform.tfm", "transform.h5", "transform.json", "result.json", "report.html", DICOM_REGISTRATION_NAME,
+                *DEFORMATION_NAMES)
 
 
 def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | None = None) -> str:
@@ -86,15 +94,22 @@ def registered_name(fixed_path: str | os.PathLike[str], *, output_format: str | 
 
 
 def transform_name(transform: Transform) -> str:
-    """``transform.tfm``, or ``transform.json`` for a transform ITK cannot store (a homography, or a chain holding one).
+    """``transform.tfm``; ``transform.h5`` for a displacement field (ITK's composite, as ANTs writes it);
+    ``transform.json`` for a transform ITK cannot store (a homography, or a chain holding one).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from coregister.transforms import Homography, Translation
+    >>> from coregister.image import SpatialImage
+    >>> from coregister.transforms import Composite, DisplacementField, Homography, Translation
     >>> transform_name(Translation([1.0, 2.0])), transform_name(Homography(np.eye(3)))
     ('transform.tfm', 'transform.json')
+    >>> field = DisplacementField(SpatialImage(np.zeros((4, 4, 2)), origin=(0, 0), spacing=(1, 1)))
+    >>> transform_name(Composite((Translation([1.0, 2.0]), field)))
+    'transform.h5'
     """
+    if field_members(transform):
+        return "transform.h5"
     try:
         transform.to_sitk()
     except UnsupportedFormatError:
@@ -223,17 +238,19 @@ def write_registration(
         image_path = write(registered, folder / image_name, format="dicom", values_from=moving)
     else:
         image_path = write(for_writing(registered, image_name), folder / image_name)
-    record = {**result.to_dict(), "versions": package_versions(), "outputs": names, **(provenance or {})}
-    json_path = folder / "result.json"
-    refuse_existing(json_path, overwrite=False)
-    with atomic_path(json_path, overwrite=False) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
-    written = [image_path, result.transform.save(folder / names[1]), json_path]
+    written = [image_path, result.transform.save(folder / names[1]), *write_deformation(folder, result.transform, fixed)]
     if dicom_registration:
         from coregister.io.dicom_registration import write_registration as write_dicom_registration
 
         written.append(write_dicom_registration(result.transform, folder / DICOM_REGISTRATION_NAME, fixed=fixed,
                                                 moving=moving))  # fmt: skip
+    names += [p.name for p in written[2:] if p.name not in names]  # the deformation files
+    record = {**result.to_dict(), "versions": package_versions(), "outputs": names, **(provenance or {})}
+    json_path = folder / "result.json"
+    refuse_existing(json_path, overwrite=False)
+    with atomic_path(json_path, overwrite=False) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    written.append(json_path)
     if report:
         from coregister.qc.report import write_report
 
@@ -269,6 +286,49 @@ def recorded_outputs(folder: str | os.PathLike[str]) -> list[str] | None:
     if not isinstance(names, list):
         return []
     return [n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..")]
+
+
+def write_deformation(folder: Path, transform: Transform, fixed: SpatialImage) -> list[Path]:
+    """The files other tools read for a deformable ``transform`` (fixed -> moving points); none for a linear one.
+
+    * ``jacobian.nii.gz``: the Jacobian determinant of the whole map at every
+      voxel of the fixed grid (float32; above 1 where the fixed space maps to
+      a larger moving volume, at or below 0 where it folds), for a B-spline
+      or a displacement field;
+    * for a displacement field (``syn``), as ANTs writes a SyN result:
+      ``warp.nii.gz``, the field (vector NIfTI, intent vector, ITK/LPS
+      components, as ``1Warp.nii.gz``); ``inverse_warp.nii.gz``, its
+      numerical inverse (``1InverseWarp.nii.gz``); ``affine.mat``, the linear
+      part applied after the field (``0GenericAffine.mat``). ANTs applies
+      them as ``antsApplyTransforms -r FIXED -i MOVING -t warp.nii.gz -t
+      affine.mat`` (moving onto fixed) and ``-r MOVING -i FIXED -t
+      [affine.mat,1] -t inverse_warp.nii.gz`` (fixed onto moving);
+      ``transform.h5`` holds the same chain in one file.
+
+    Returns the paths written.
+    """
+    from coregister.io import write
+    from coregister.measures import jacobian_determinant
+    from coregister.pipeline.quality import deformable_members
+
+    if not deformable_members(transform):
+        return []
+    written = []
+    fields = field_members(transform)
+    if len(fields) == 1:
+        field = fields[0]
+        written.append(field.save(folder / "warp.nii.gz"))
+        written.append(field.inverse().save(folder / "inverse_warp.nii.gz"))
+        members = transform.transforms if isinstance(transform, Composite) else (transform,)
+        linear = [t for t in members if isinstance(t, LinearTransform)]
+        if linear and members[-1] is field and all(isinstance(t, LinearTransform) for t in members[:-1]):
+            import functools
+            import operator
+
+            written.append(functools.reduce(operator.matmul, linear).save(folder / "affine.mat"))
+    jacobian = jacobian_determinant(transform, fixed)
+    written.append(write(jacobian.replace(array=jacobian.array.astype(np.float32)), folder / "jacobian.nii.gz"))
+    return written
 
 
 def holds_a_registration(folder: str | os.PathLike[str]) -> bool:
@@ -385,7 +445,8 @@ def publish_registration(
     refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)
     with part_folder(parent, outdir.name) as staging:
         written = write_registration(staging, result, fixed, moving, image_name=image_name, **options)
-        refuse_existing_outputs(outdir, names, overwrite=overwrite, fix=fix)  # another run may have written meanwhile
+        # another run may have written meanwhile; a deformable answer also wrote its deformation files
+        refuse_existing_outputs(outdir, [p.name for p in written], overwrite=overwrite, fix=fix)
         return publish_staged(staging, outdir, [p.name for p in written])
 
 

@@ -17,6 +17,7 @@ from coregister._files import OVERWRITE_FIX, refuse_existing, refuse_overwriting
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS, detect_format
+from coregister.transforms import Transform
 
 __all__ = ["detect_format", "read", "write"]
 
@@ -68,7 +69,7 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **opti
     return _load(_READERS[fmt])(Path(one), **options)
 
 
-def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
+def write(image: SpatialImage | Transform, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
     """Write ``image`` to ``path`` in the format its suffix names, atomically.
 
     Nothing is replaced without asking: an existing file at ``path`` (or a
@@ -79,7 +80,9 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
 
     Parameters
     ----------
-    image : SpatialImage
+    image : SpatialImage or Transform
+        A transform is written by its own ``save`` (a displacement field as a
+        vector NIfTI, as ANTs writes its warps; a chain as ITK ``.h5``).
     path : path-like
         A file whose suffix picks the format (``.nii.gz``, ``.mha``, ``.tif``,
         ``.png``...), or, with ``format="dicom"``, a folder (new or empty)
@@ -107,6 +110,8 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
     >>> sorted(p.name for p in folder.iterdir())
     ['IM000001.dcm', 'IM000002.dcm']
     """
+    if isinstance(image, Transform):
+        return image.save(path)
     path = Path(path)
     suffix_format = next(
         (f for f, suffixes in FORMATS.items() if any(path.name.lower().endswith(s) for s in suffixes)), None

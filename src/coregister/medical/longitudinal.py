@@ -266,7 +266,7 @@ def halfway(
     """
     options: dict[str, Any] = {"preset": preset, "metric": metric, "config": config, "precise": precise, "seed": seed,
                                "threads": threads, "fit_memory": fit_memory}
-    if config is None and preset in ("bspline", "homography", "auto"):
+    if config is None and preset in ("bspline", "syn", "homography", "auto"):
         raise ConfigError(f"preset={preset!r}: a halfway space is built here from a linear map; use translation, rigid, "
                           "similarity or affine")
     forward = register(fixed, moving, fixed_mask=fixed_mask, moving_mask=moving_mask, **options)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig
+from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig, TransformModel
 from coregister.engines import EngineOutput, get_engine
 from coregister.engines._common import grey_pair, valid_pixels
 from coregister.errors import CoregisterError, GeometryError, RegistrationFailed
@@ -269,10 +269,19 @@ def judged_metric(engine: str, config: RegistrationConfig) -> Metric:
     >>> from coregister import presets
     >>> judged_metric("features", presets.rigid()).value, judged_metric("sitk", presets.rigid()).value
     ('ecc', 'mattes')
+    >>> judged_metric("sitk", presets.syn()).value  # demons (mean squares on histogram-matched images)
+    'mattes'
     """
     if engine in (EngineName.ECC.value, EngineName.OPENCV_ECC.value, EngineName.FEATURES.value):
         return Metric.ECC
-    return Metric.parse(config.stages[-1].metric) if config.stages else Metric.MATTES
+    if not config.stages:
+        return Metric.MATTES
+    last = config.stages[-1]
+    if TransformModel.parse(last.model) is TransformModel.SYN and Metric.parse(last.metric) is Metric.MSE:
+        # the demons compare the moving image histogram-matched to the fixed one; the raw images' mean squares
+        # say little when their scales differ (T1 heads of 0-133 and 0-8364), mutual information is unmoved by it
+        return Metric.MATTES
+    return Metric.parse(last.metric)
 
 
 def run_engine(

@@ -40,12 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
-
 from coregister.errors import ConfigError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io.transforms._field import FieldParts, displacement_field
-from coregister.transforms import Composite, Transform, from_sitk
+from coregister.transforms import Transform
 from coregister.transforms import read_transform as _read_itk_or_json
 
 __all__ = [
@@ -160,38 +157,13 @@ def _image(value: ImageLike | None, role: str, fmt: str, option: str) -> Spatial
     return read(value)
 
 
-def _from_sitk(tx: sitk.Transform) -> Transform:
-    """:func:`coregister.transforms.from_sitk`, displacement fields included."""
-    tx = tx.Downcast() if type(tx) is sitk.Transform else tx
-    if isinstance(tx, sitk.DisplacementFieldTransform):
-        parts = FieldParts.from_sitk_image(tx.GetDisplacementField())
-        return displacement_field(parts.displacements, origin=parts.origin, spacing=parts.spacing, direction=parts.direction)
-    if isinstance(tx, sitk.CompositeTransform) and _holds_field(tx):
-        members = [_from_sitk(tx.GetNthTransform(i)) for i in range(tx.GetNumberOfTransforms())]
-        return members[0] if len(members) == 1 else Composite(tuple(members))
-    return from_sitk(tx)
-
-
-def _holds_field(tx: sitk.CompositeTransform) -> bool:
-    for i in range(tx.GetNumberOfTransforms()):
-        member = tx.GetNthTransform(i)
-        member = member.Downcast() if type(member) is sitk.Transform else member
-        if isinstance(member, sitk.DisplacementFieldTransform):
-            return True
-        if isinstance(member, sitk.CompositeTransform) and member is not tx and _holds_field(member):
-            return True
-    return False
-
-
 def read_itk(path: str | os.PathLike[str]) -> Transform:
-    """An ITK transform file (``.tfm``, ``.txt``, ``.h5``, ``.mat``) or coregister JSON; fields in ``.h5`` included."""
-    path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5") and path.is_file():
-        try:
-            tx = sitk.ReadTransform(str(path))
-        except RuntimeError:
-            return _read_itk_or_json(path)  # its error message
-        return _from_sitk(tx)
+    """An ITK transform file (``.tfm``, ``.txt``, ``.h5``, ``.mat``) or coregister JSON; fields in ``.h5`` included.
+
+    :func:`coregister.transforms.read_transform`: the files checked against
+    their types before SimpleITK reads them, displacement fields read as
+    :class:`~coregister.transforms.DisplacementField`.
+    """
     return _read_itk_or_json(path)
 
 

@@ -8,11 +8,10 @@ of shape ``(x, y, z, 1, 3)`` with intent ``vector`` (ANTs), an NRRD or
 MetaImage with vector pixels (Slicer), the vectors in **LPS** whatever the
 container (NIfTI's RAS is not applied to the vectors).
 
-:class:`DisplacementField` here is a small stand-in until
-:mod:`coregister.transforms` has a displacement-field transform of its own.
-Only :func:`displacement_field` (build one) and :func:`field_parts` (take one
-apart) know the class; every reader and writer in this package goes through
-them, so switching to the shared class changes those two functions.
+The transform is :class:`coregister.transforms.DisplacementField`; the
+readers and writers of this package work on its samples and grid as
+:class:`FieldParts`, built by :func:`displacement_field` and taken apart by
+:func:`field_parts`.
 """
 
 from __future__ import annotations
@@ -20,16 +19,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from coregister.errors import GeometryError, UnreadableInputError
-from coregister.transforms import Transform
+from coregister.image import SpatialImage
+from coregister.transforms import DisplacementField, Transform, sampled_field
 
 __all__ = [
-    "DisplacementField",
     "FieldParts",
     "displacement_field",
     "field_parts",
@@ -89,50 +88,9 @@ class FieldParts:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class DisplacementField(Transform):
-    """A dense displacement field: fixed-space ``x`` maps to ``x + u(x)`` in moving space (LPS mm).
-
-    ``u`` is linearly interpolated between the samples of ``parts`` and is
-    zero outside the grid, as ITK's ``DisplacementFieldTransform`` does. It
-    has no closed-form inverse (ANTs writes the inverse as a second field,
-    ``*InverseWarp.nii.gz``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> u = np.zeros((2, 3, 4, 3)); u[..., 0] = 1.5          # 1.5 mm along x everywhere on the grid
-    >>> field = displacement_field(u, origin=[0, 0, 0], spacing=[1, 1, 1])
-    >>> field.transform_points([[1.0, 1.0, 0.5]]).tolist()
-    [[2.5, 1.0, 0.5]]
-    """
-
-    parts: FieldParts
-    kind: ClassVar[str] = "displacement_field"
-
-    @property
-    def ndim(self) -> int:
-        return self.parts.ndim
-
-    def to_sitk(self) -> sitk.Transform:
-        return sitk.DisplacementFieldTransform(self.parts.to_sitk_image())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": "DisplacementField",
-            "ndim": self.ndim,
-            "fixed_to_moving": True,
-            "grid_shape": list(self.parts.displacements.shape[:-1]),
-            "grid_origin": self.parts.origin.tolist(),
-            "grid_spacing": self.parts.spacing.tolist(),
-            "grid_direction": self.parts.direction.tolist(),
-            "max_displacement_mm": float(np.linalg.norm(self.parts.displacements, axis=-1).max(initial=0.0)),
-        }
-
-
 def displacement_field(
     displacements: Any, *, origin: Any, spacing: Any, direction: Any = None
-) -> Transform:
+) -> DisplacementField:
     """A displacement-field transform (fixed -> moving) from its samples and grid.
 
     Parameters
@@ -143,6 +101,14 @@ def displacement_field(
         ITK order ``(x, y[, z])``.
     direction : array_like (d, d), optional
         Columns: the world directions of the grid's index axes (identity).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = np.zeros((2, 3, 4, 3)); u[..., 0] = 1.5          # 1.5 mm along x everywhere on the grid
+    >>> field = displacement_field(u, origin=[0, 0, 0], spacing=[1, 1, 1])
+    >>> field.transform_points([[1.0, 1.0, 0.5]]).tolist()
+    [[2.5, 1.0, 0.5]]
     """
     values = np.array(displacements, dtype=np.float64)
     ndim = values.shape[-1] if values.ndim else 0
@@ -154,37 +120,30 @@ def displacement_field(
     spacing_ = np.array(spacing, dtype=float).reshape(-1)
     if spacing_.size != ndim or np.any(spacing_ <= 0):
         raise GeometryError(f"spacing {spacing_.tolist()} must hold {ndim} positive values")
-    values.flags.writeable = False
-    parts = FieldParts(values, np.array(origin, dtype=float).reshape(ndim), spacing_, grid)
-    return DisplacementField(parts)
+    corner = tuple(float(v) for v in np.array(origin, dtype=float).reshape(ndim))
+    return DisplacementField(SpatialImage(values, origin=corner, spacing=tuple(float(v) for v in spacing_), direction=grid))
 
 
 def field_parts(transform: Transform) -> FieldParts | None:
     """The samples and grid of a displacement-field transform, else ``None``."""
     if isinstance(transform, DisplacementField):
-        return transform.parts
+        grid = transform.field
+        return FieldParts(transform.vectors, np.array(grid.origin, dtype=float), np.array(grid.spacing, dtype=float),
+                          np.asarray(grid.direction, dtype=float).reshape(grid.ndim, grid.ndim))
     return None
 
 
 def sample_displacements(transform: Transform, grid: FieldParts | Any) -> np.ndarray:
     """``transform(x) - x`` at every point of a grid (a :class:`FieldParts` or a SpatialImage), shape ``(*grid, d)``.
 
-    ITK's ``TransformToDisplacementFieldFilter`` evaluates the transform at
-    every grid point (in C++, on all threads); the values are the transform's
-    own, not an interpolation.
+    The vectors of :func:`coregister.transforms.sampled_field` (ITK's
+    ``TransformToDisplacementFieldFilter``: the transform's own values at
+    the grid points, not an interpolation).
     """
     if isinstance(grid, FieldParts):
-        origin, spacing, direction, shape = grid.origin, grid.spacing, grid.direction, grid.displacements.shape[:-1]
-    else:
-        origin, spacing, direction = np.array(grid.origin), np.array(grid.spacing), np.array(grid.direction)
-        shape = grid.shape[: grid.ndim]
-    sampler = sitk.TransformToDisplacementFieldFilter()
-    sampler.SetOutputPixelType(sitk.sitkVectorFloat64)
-    sampler.SetSize([int(n) for n in shape[::-1]])
-    sampler.SetOutputOrigin([float(v) for v in origin])
-    sampler.SetOutputSpacing([float(v) for v in spacing])
-    sampler.SetOutputDirection([float(v) for v in np.asarray(direction).ravel()])
-    return np.asarray(sitk.GetArrayFromImage(sampler.Execute(transform.to_sitk())), dtype=np.float64)
+        grid = SpatialImage(np.zeros(grid.displacements.shape[:-1], np.uint8), origin=tuple(map(float, grid.origin)),
+                            spacing=tuple(map(float, grid.spacing)), direction=grid.direction)
+    return sampled_field(transform, grid).vectors
 
 
 def read_field_image(path: str | os.PathLike[str]) -> Transform:
@@ -203,8 +162,7 @@ def read_field_image(path: str | os.PathLike[str]) -> Transform:
             f"{str(path)!r} is not a displacement field: {image.GetNumberOfComponentsPerPixel()} component(s) per "
             f"voxel on a {image.GetDimension()}D grid (a field holds one vector of {image.GetDimension()} per voxel)"
         )
-    parts = FieldParts.from_sitk_image(image)
-    return displacement_field(parts.displacements, origin=parts.origin, spacing=parts.spacing, direction=parts.direction)
+    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
 
 
 def write_field_image(parts: FieldParts, path: Path) -> Path:

@@ -35,14 +35,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-import SimpleITK as sitk
 
 from coregister.errors import UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.transforms._field import (
     FieldParts,
+    displacement_field,
     field_parts,
     read_field_image,
     sample_displacements,
@@ -212,17 +213,11 @@ def write_ants(
     return AntsFiles(files=tuple(files), forward=tuple(forward[::-1]), inverse=tuple(inverse) if invertible else ())
 
 
-def invert_field(parts: FieldParts, *, iterations: int = 50, tolerance_mm: float = 1e-4) -> FieldParts:
-    """The inverse of a displacement field on its own grid (ITK ``InvertDisplacementFieldImageFilter``)."""
-    inverter = sitk.InvertDisplacementFieldImageFilter()
-    inverter.SetMaximumNumberOfIterations(iterations)
-    inverter.SetMaxErrorToleranceThreshold(tolerance_mm)
-    inverter.SetMeanErrorToleranceThreshold(tolerance_mm / 10)
-    inverter.SetEnforceBoundaryCondition(False)
-    inverse = inverter.Execute(parts.to_sitk_image())
-    logger.info(
-        "inverted the displacement field: max error %.3g mm, mean %.3g mm",
-        inverter.GetMaxErrorNorm(), inverter.GetMeanErrorNorm(),
-    )  # fmt: skip
-    return FieldParts.from_sitk_image(inverse)
+def invert_field(parts: FieldParts) -> FieldParts:
+    """The inverse of a displacement field on its own grid (:meth:`coregister.transforms.DisplacementField.inverse`)."""
+    inverse = displacement_field(parts.displacements, origin=parts.origin, spacing=parts.spacing,
+                                 direction=parts.direction).inverse()
+    mean, largest = inverse.inverse_residual_mm or (float("nan"), float("nan"))
+    logger.info("inverted the displacement field: max error %.3g mm, mean %.3g mm", largest, mean)
+    return cast(FieldParts, field_parts(inverse))
 
