@@ -114,6 +114,10 @@ class GeoResult(JsonMethods):
         base), or :func:`coregister.pipeline.verify`'s over the overlap
         (``shift``, ``local``). GCP georeferencing has nothing to compare:
         passed, with no measures.
+    corrected : object or None
+        The corrected target in memory, when ``like=`` asked for it (the
+        kind of object the target was given as with ``like="input"``: a
+        DataArray stays lazy in ``shift`` mode). Not part of :meth:`to_dict`.
     """
 
     mode: str
@@ -132,6 +136,7 @@ class GeoResult(JsonMethods):
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quality: QualityReport = _PASSED
+    corrected: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("field", "reference", "target", "config", "extras"):

@@ -44,9 +44,9 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
-from coregister.io._scaling import smallest_exact_dtype
+from coregister._scaling import smallest_exact_dtype
 from coregister.io._text import one_line
-from coregister.io._warn import warn
+from coregister._warn import warn
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom"]
 

@@ -151,8 +151,8 @@ class Result(JsonMethods):
         Maps fixed-space points to moving space (resample the moving image
         onto the fixed grid with :func:`coregister.apply`).
     metrics : mapping
-        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``
-        and ``overlap`` over the fixed mask.
+        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``,
+        ``ssim`` and ``overlap`` over the fixed mask.
     history : tuple of LevelHistory
         Per stage and level, the metric at every iteration.
     time_s : float

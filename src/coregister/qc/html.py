@@ -56,7 +56,7 @@ figcaption{font-size:.9em;color:#57606a}ul.warn li{color:#a40e26}code{font-size:
 footer{margin-top:2em;font-size:.85em;color:#57606a}
 """
 
-_HIGHER_IS_BETTER = {"ncc": True, "mi": True, "mse": False, "tre": False, "dice": True, "rmse": False}
+_HIGHER_IS_BETTER = {"ncc": True, "mi": True, "mse": False, "ssim": True, "tre": False, "dice": True, "rmse": False}
 
 
 def _esc(value: Any) -> str:
