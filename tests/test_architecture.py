@@ -27,7 +27,7 @@ PACKAGE = Path(coregister.__file__).parent
 
 #: rank of each room: a module may import rooms of a lower rank and its own room
 RANKS = {
-    "errors": 0, "_version": 0, "_opencv": 0, "_blas": 0, "_warn": 0, "_scaling": 0,
+    "errors": 0, "_version": 0, "_opencv": 0, "_blas": 0, "_warn": 0, "_scaling": 0, "_pictures": 0,
     "_files": 1, "conventions": 1, "config": 1,
     "_json": 2, "presets": 2, "image": 2,
     "transforms": 3,

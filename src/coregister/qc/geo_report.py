@@ -26,16 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coregister._pictures import colour_overlay
 from coregister.image import SpatialImage
-from coregister.qc.figures import (
-    _equalise,
-    _grid_figure,
-    _luminance,
-    _resampled,
-    _tie_point_figure,
-    checkerboard,
-    colour_overlay,
-)
+from coregister.qc.figures import _equalise, _grid_figure, _luminance, _resampled, _tie_point_figure, checkerboard
 from coregister.qc.html import _comparison_sections, _esc, _figure_html, _metrics_html, _num, _page, _units, _write
 from coregister.transforms import Translation
 
