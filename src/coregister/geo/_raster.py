@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

@@ -175,6 +175,26 @@ class GeoResult(JsonMethods):
             "reason": np.array([m.reason for m in w], object),
         }
 
+    def show(self, reference: Any, target: Any) -> Any:
+        """A notebook view with the rasters: a full-resolution square of the reference, the target before and after.
+
+        ``reference`` and ``target`` as given to :func:`coregister.geo.coregister`
+        (paths, SpatialImages or DataArrays); returns a
+        :class:`~coregister.geo.display.GeoView`, shown by Jupyter.
+        """
+        from coregister.geo.display import GeoView
+
+        return GeoView(self, reference, target)
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, correction, windows, quality; the before/after overlay when the inputs were files."""
+        from coregister.geo.display import GeoView, files_of, geo_result_html
+
+        files = files_of(self)
+        if files is None or self.mode == "georeference":
+            return geo_result_html(self)
+        return GeoView(self, *files)._repr_html_()
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return plain(

@@ -388,6 +388,12 @@ class SpatialImage:
 
         return dataarray(self)
 
+    def _repr_html_(self) -> str:
+        """The notebook view: geometry, and the image (volumes: three planes), windowed on its own percentiles."""
+        from coregister.image._display import image_html
+
+        return image_html(self)
+
     def __repr__(self) -> str:
         extra = []
         if self.has_channels:

@@ -33,6 +33,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from coregister._scaling import smallest_exact_dtype
+from coregister._warn import warn
 from coregister.conventions import orientation_code
 from coregister.errors import (
     AmbiguousSeriesError,
@@ -44,9 +46,7 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
-from coregister._scaling import smallest_exact_dtype
 from coregister.io._text import one_line
-from coregister._warn import warn
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom"]
 

@@ -54,25 +54,6 @@ def _luminance(image: SpatialImage, array: np.ndarray | None = None) -> np.ndarr
     return values
 
 
-def _equalise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map each value to its quantile among the valid, finite values (0..1): histogram equalisation.
-
-    Two acquisitions with different radiometry (dates, seasons, sensors) then
-    look alike where they agree, so overlays and differences show geometry,
-    not brightness; a cloud takes the top quantiles of one image only.
-    """
-    finite = np.isfinite(values)
-    use = finite if valid is None else (finite & valid)
-    if not use.any():
-        return np.zeros(values.shape, dtype=np.float32)
-    levels = np.unique(np.quantile(values[use], np.linspace(0.0, 1.0, 257)))
-    if levels.size < 2:
-        return np.where(finite, 0.5, 0.0).astype(np.float32)
-    out = np.interp(values, levels, np.linspace(0.0, 1.0, levels.size))
-    out[~finite] = 0.0
-    return out.astype(np.float32)
-
-
 def _resampled(transform: Transform, moving: SpatialImage, fixed: SpatialImage) -> SpatialImage:
     """``moving`` resampled onto ``fixed``'s grid by ``transform`` to be drawn: float32, NaN outside the moving image."""
     from coregister.resample import apply

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from coregister._pictures import colour_overlay, edge_overlay, fill_value, stretch
+from coregister._pictures import equalise as equalised
 from coregister.image import SpatialImage
-from coregister.qc.figures import _equalise, _grid_figure, _luminance, _planes, checkerboard
+from coregister.qc.figures import _grid_figure, _luminance, _planes, checkerboard
 
 __all__: list[str] = []
 
@@ -165,9 +166,9 @@ def _comparison_sections(
     a_valid = np.isfinite(a) & (after.mask if after.mask is not None else True)
     if equalise:
         overlap = fixed_valid & a_valid
-        f_n = _equalise(f, overlap if overlap.any() else fixed_valid)
-        b_n = _equalise(b, (b_valid & overlap) if (b_valid & overlap).any() else b_valid)
-        a_n = _equalise(a, overlap if overlap.any() else a_valid)
+        f_n = equalised(f, overlap if overlap.any() else fixed_valid)
+        b_n = equalised(b, (b_valid & overlap) if (b_valid & overlap).any() else b_valid)
+        a_n = equalised(a, overlap if overlap.any() else a_valid)
     else:
         f_n, b_n, a_n = stretch(f, fixed_valid), stretch(b, b_valid), stretch(a, a_valid)
         for values, valid in ((b, b_valid), (a, a_valid)):  # the moving image's own fill (zeros outside its field
