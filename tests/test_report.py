@@ -31,10 +31,10 @@ from coregister import (
     Translation,
     Verdict,
 )
+from coregister._pictures import _lps_volume, colour_overlay
 from coregister.engines.base import LevelHistory
 from coregister.errors import UnreadableInputError
 from coregister.measures import jacobian_determinant
-from coregister._pictures import _lps_volume, colour_overlay
 from coregister.qc.figures import checkerboard
 from coregister.qc.geo_report import TiePoints, write_geo_report
 from coregister.qc.report import transform_flags, write_report
