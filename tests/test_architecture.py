@@ -39,14 +39,15 @@ RANKS = {
     "qc": 9,
     "outputs": 10,
     "batch": 11,
-    "cli": 12,
-    "__main__": 13,
+    "bids": 12,
+    "cli": 13,
+    "__main__": 14,
 }
 #: rooms that must not reach these rooms even though they rank below them
 #: (DESIGN.md, "Data travels one way": engines know no files; workflows go through the pipeline)
 FORBIDDEN = {
     "engines": {"io"}, "pipeline": {"io"},
-    **{workflow: {"engines"} for workflow in ("geo", "medical", "qc", "outputs", "batch", "cli")},
+    **{workflow: {"engines"} for workflow in ("geo", "medical", "qc", "outputs", "batch", "bids", "cli")},
 }
 
 

@@ -79,6 +79,27 @@ class PairJob:
     fixed_series: int | str | None = None
     moving_series: int | str | None = None
 
+    def check_outputs(self, out_dir: Path) -> None:
+        """Refuse, before any work, a folder where an output would replace an input (``OUTDIR/<name>/``)."""
+        from coregister.outputs import refuse_overwriting_inputs, registered_name
+
+        refuse_overwriting_inputs(
+            out_dir / self.name, registered_name(self.fixed), [self.fixed, self.moving, self.fixed_mask, self.moving_mask],
+            fix="give the pair another name or choose another output folder",
+        )
+
+    def write_outputs(self, out_dir: Path, result: Any, fixed: Any, moving: Any, *, report: bool,
+                      threads: int | None) -> list[Path]:
+        """Write the pair's files: ``OUTDIR/<name>/`` as ``coregister register`` writes them (a subclass may name them
+        otherwise: :class:`coregister.bids.BidsJob`)."""
+        from coregister.outputs import registered_name, write_registration
+
+        folder = out_dir / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        # the same files, names and dtypes as `coregister register`
+        return write_registration(folder, result, fixed, moving, image_name=registered_name(self.fixed), report=report,
+                                  threads=threads)
+
 
 @dataclasses.dataclass(frozen=True)
 class PairOutcome:
@@ -248,21 +269,16 @@ def _read_input(path: Path, series: int | str | None, column: str) -> Any:
 def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = False, seed: int = 0, threads: int | None = 1) -> PairOutcome:
     """Read, register and write one pair (runs in a Dask worker; safe to call directly).
 
-    Errors become a :class:`PairOutcome` with status ``error`` and the
+    The job checks and writes its own outputs (:meth:`PairJob.check_outputs`,
+    :meth:`PairJob.write_outputs`). Errors become a :class:`PairOutcome` with status ``error`` and the
     message, so one bad pair does not stop the batch.
     """
     import coregister as cr
 
     start = time.perf_counter()
-    folder = Path(out_dir) / job.name
     name, fixed_name, moving_name = job.name, str(job.fixed), str(job.moving)
     try:
-        from coregister.outputs import refuse_overwriting_inputs, registered_name, write_registration
-
-        refuse_overwriting_inputs(
-            folder, registered_name(job.fixed), [job.fixed, job.moving, job.fixed_mask, job.moving_mask],
-            fix="give the pair another name or choose another output folder",
-        )
+        job.check_outputs(Path(out_dir))
         fixed = _read_input(job.fixed, job.fixed_series, "fixed_series")
         moving = _read_input(job.moving, job.moving_series, "moving_series")
         masks = {}
@@ -271,10 +287,7 @@ def run_pair(job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = Fa
         if job.moving_mask is not None:
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
         result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
-        folder.mkdir(parents=True, exist_ok=True)
-        # the same files, names and dtypes as `coregister register`
-        outputs = write_registration(folder, result, fixed, moving, image_name=registered_name(job.fixed), report=report,
-                                     threads=threads)
+        outputs = job.write_outputs(Path(out_dir), result, fixed, moving, report=report, threads=threads)
     except (CoregisterError, OSError, ValueError, RuntimeError) as exc:
         logger.error("pair %s failed: %s", job.name, exc)
         return PairOutcome(
