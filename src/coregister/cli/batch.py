@@ -4,6 +4,7 @@ registrations through Dask (local cluster or a scheduler)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -102,8 +103,8 @@ def batch(
 
     if (root_setting("verbose", ctx) or 0) < 2:  # dask's scheduler and nanny log every start and stop at INFO; show them with -vv only
         quiet_dask_logging()
-    options = dict(scheduler=scheduler, workers=workers, threads_per_registration=threads, processes=not threaded,
-                   report=report, seed=seed)
+    options: dict[str, Any] = dict(scheduler=scheduler, workers=workers, threads_per_registration=threads,
+                                   processes=not threaded, report=report, seed=seed)
     if bids_dataset is not None:
         from coregister.bids import find_jobs, run_bids
 

@@ -106,10 +106,10 @@ class GeoView:
             note = ""
             if result.transform is not None:  # reference map point -> target map point
                 matrix = np.asarray(result.transform.to_dict()["world_matrix"], float)
-                moved = Affine(*matrix[0], *matrix[1]) * square.transform
+                moved = Affine(*matrix[0], *matrix[1]) @ square.transform
             else:
                 dx, dy = result.shift_map if result.shift_map is not None else (0.0, 0.0)
-                moved = Affine.translation(-dx, -dy) * square.transform
+                moved = Affine.translation(-dx, -dy) @ square.transform
                 note = " (by the tie points' mean correction)" if result.mode == "local" else ""
             after, after_ok = read_on_grid(tgt, type(square)(moved, square.crs, side, side))
         both = fixed_ok & before_ok & after_ok

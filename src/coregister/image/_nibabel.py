@@ -218,9 +218,9 @@ def _values(image: Any, index: tuple[Any, ...], name: str) -> tuple[np.ndarray, 
     values = _native(np.asanyarray(proxy)[index])
     header = image.header
     stored_dtype = np.dtype(header.get_data_dtype()).name if hasattr(header, "get_data_dtype") else values.dtype.name
-    slope, intercept = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
-    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
-    intercept = 0.0 if intercept is None or not np.isfinite(intercept) else float(intercept)
+    raw_slope, raw_intercept = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
+    slope = 1.0 if raw_slope is None or not np.isfinite(raw_slope) else float(raw_slope)
+    intercept = 0.0 if raw_intercept is None or not np.isfinite(raw_intercept) else float(raw_intercept)
     return values, stored_dtype, slope, intercept
 
 
@@ -248,7 +248,7 @@ def image_parts(
     filename = image.get_filename() if hasattr(image, "get_filename") else None
     name = name or (repr(str(filename)) if filename else "the nibabel image")
     shape = tuple(int(n) for n in image.shape)
-    header = image.header
+    header: Any = image.header
     nifti = isinstance(image, nib.Nifti1Pair | nib.Nifti2Pair)
     index, trailing = _spatial_slice(shape, volume, name)
     if nifti:

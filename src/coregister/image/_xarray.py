@@ -168,7 +168,10 @@ def dataarray(image: Any) -> Any:
     out.encoding.update(saved.get("encoding") or {})
     out = out.rio.write_transform(transform)
     if image.crs is not None:
-        out = out.rio.write_crs(image.crs.to_wkt())
+        from pyproj import CRS
+
+        wkt = image.meta.get("crs_wkt")  # the source's own text when it is still this CRS (the round trip is exact)
+        out = out.rio.write_crs(wkt if wkt and CRS.from_user_input(wkt) == image.crs else image.crs.to_wkt())
     encoded = saved.get("encoded_nodata")
     if image.nodata is not None and np.isnan(image.nodata) and encoded is not None:
         out = out.rio.write_nodata(encoded, encoded=True)
@@ -185,6 +188,6 @@ def with_offset(array: Any, offset: tuple[float, float]) -> Any:
     from affine import Affine
 
     y_dim, x_dim, _ = spatial_dims(array)
-    transform = Affine.translation(*offset) * array.rio.transform(recalc=False)
+    transform = Affine.translation(*offset) @ array.rio.transform(recalc=False)
     moved = array.assign_coords({x_dim: array[x_dim] + offset[0], y_dim: array[y_dim] + offset[1]})
     return moved.rio.write_transform(transform)
