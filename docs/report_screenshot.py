@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, help="the report to shoot (default: the demo's photo case)")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "report.png")
     args = parser.parse_args(argv)
+    output = args.output.resolve()
     report = args.report
     if report is None:
         sys.path.insert(0, str(ROOT / "src"))
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(tempfile.mkdtemp(prefix="coregister-demo-"))  # the report names its inputs as the README's demo does
         (outcome,) = run_demo("coregister-demo", cases=["photo-homography"])
         report = outcome.folder.resolve() / "report.html"
-        args.output = args.output.resolve() if args.output.is_absolute() else ROOT / args.output
-    print(shoot(report, args.output))
+    print(shoot(report, output))
     return 0
 
 
