@@ -1,6 +1,14 @@
-"""The README's use cases run as written: every command and Python block, in order, from a project root with
-``../shared/data`` beside it, their outputs checked (geometry, the S2 correction, inliers); and the cohort snippet
-as a script on nibabel's bundled pair (no shared data needed).
+"""The README's use cases run as written, as a newcomer runs them: every command and Python block, in order, in a
+fresh shell from a project root with ``../shared/data`` beside it, their outputs checked (geometry, the S2
+correction, inliers); and the cohort snippet as a script on nibabel's bundled pair (no shared data needed).
+
+A fresh shell has no help: the blocks run with a ``PATH`` that holds neither
+this environment nor any ``coregister`` (so a bare ``coregister`` or
+``python`` only works because the README activates ``.venv`` first, with the
+command it gives between its ``<!-- activate -->`` markers; ``.venv`` in the
+scratch project is this test run's environment). Python blocks run as the
+README says: with ``python`` in that shell. Everything they write must land
+in ``out/`` (the one ignored folder), nothing else in the project root.
 
 The cohort snippet starts a process-based Dask cluster, whose workers import
 the script again: it must guard its work with ``if __name__ == "__main__":``
@@ -14,6 +22,7 @@ import gzip
 import importlib.resources
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,13 +60,14 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
     labels = (np.asarray(template.array) > np.percentile(template.array, 60)).astype(np.uint8)
     cr.write(template.replace(array=labels), data / "mnia.nii.gz")
     (project / "snippet.py").write_text(snippet + "\n")
+    (project / "out").mkdir()
 
     run = subprocess.run([sys.executable, "snippet.py"], cwd=project, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert sorted(p.name for p in (project / "cohort-out" / "ch2").iterdir()) == [
+    assert sorted(p.name for p in (project / "out" / "cohort-python" / "ch2").iterdir()) == [
         "registered.nii.gz", "result.json", "transform.tfm",
     ]
-    moved = cr.read(project / "atlas_in_ch2.nii.gz")
+    moved = cr.read(project / "out" / "atlas_in_ch2.nii.gz")
     subject = cr.read(data / "ch2.nii.gz")
     assert moved.same_geometry(subject, atol=1e-6)
     assert set(np.unique(moved.array).tolist()) == {0, 1}  # nearest neighbour: still labels
@@ -65,7 +75,8 @@ def test_cohort_snippet_runs_as_a_script(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the use cases, as written
 
-USE_CASES = ["MRI cohort to a template", "CT to MR", "Satellite change detection", "Georeferencing", "Photo pair"]
+USE_CASES = ["MRI cohort to a template", "A BIDS dataset to a template", "CT to MR", "Satellite change detection",
+             "Georeferencing", "Photo pair", "Images you already hold"]
 
 
 def _blocks(heading: str) -> list[tuple[str, str]]:
@@ -75,60 +86,107 @@ def _blocks(heading: str) -> list[tuple[str, str]]:
     return re.findall(r"```(bash|python)\n(.*?)\n```", section, re.S)
 
 
+def _activation() -> str:
+    """The command the README gives to activate the environment in a new shell."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- activate -->\s*```bash\n(.*?)\n```\s*<!-- /activate -->", text, re.S)
+    assert block, "README.md lost its <!-- activate --> block (the newcomer's first command in a new shell)"
+    return block.group(1).strip()
+
+
+def _fresh_shell_env() -> dict[str, str]:
+    """This process's environment as a new shell has it: no virtual environment on PATH, no ``coregister`` anywhere."""
+    venv_bin = Path(sys.executable).parent.resolve()
+    path = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and Path(d).resolve() != venv_bin and not (Path(d) / "coregister").exists()]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "CONDA_PREFIX")}
+    env["PATH"] = os.pathsep.join(path)
+    assert shutil.which("coregister", path=env["PATH"]) is None
+    return env
+
+
 def _check_cohort(project: Path, data: Path) -> None:
     mni = cr.read(data / "medical/antspy/mni.nii.gz")
-    assert cr.read(project / "ch2_in_mni.nii.gz").same_geometry(mni, atol=1e-5)
-    labels = cr.read(project / "atlas_in_ch2.nii.gz")
+    assert cr.read(project / "out/ch2_in_mni.nii.gz").same_geometry(mni, atol=1e-5)
+    labels = cr.read(project / "out/atlas_in_ch2.nii.gz")
     assert labels.same_geometry(cr.read(data / "medical/antspy/ch2.nii.gz"), atol=1e-5)
     assert np.array_equal(np.unique(labels.array), np.unique(cr.read(data / "medical/antspy/mnia.nii.gz").array))
 
 
+def _check_bids(project: Path, data: Path) -> None:
+    deriv = project / "out/bids-derivatives"
+    assert '"DatasetType": "derivative"' in (deriv / "dataset_description.json").read_text()
+    mni = cr.read(data / "medical/antspy/mni.nii.gz")
+    for subject in ("01", "02"):
+        assert cr.read(deriv / f"sub-{subject}/anat/sub-{subject}_space-MNI152_T1w.nii.gz").same_geometry(mni, atol=1e-5)
+    printed = project.joinpath("..", "out.txt").read_text().split()
+    assert printed == ["sub-01_from-T1w_to-MNI152_mode-image_xfm.h5", "sub-02_from-T1w_to-MNI152_mode-image_xfm.h5"]
+
+
 def _check_ct(project: Path, data: Path) -> None:
     mr = cr.read(data / "medical/mri_dir_phantom/MR_T2_every2nd")
-    for written in ("ct-to-mr/registered.nii.gz", "ct_on_mr.nii.gz", "ct_on_mr_dicom"):
+    for written in ("out/ct-to-mr/registered.nii.gz", "out/ct_on_mr.nii.gz", "out/ct_on_mr_dicom"):
         assert cr.read(project / written).same_geometry(mr, atol=1e-4), written
     # the derived series holds CT values: labelled CT, in the MR's study and frame of reference
-    tags, mr_tags = cr.read(project / "ct_on_mr_dicom").meta["dicom"], mr.meta["dicom"]
+    tags, mr_tags = cr.read(project / "out/ct_on_mr_dicom").meta["dicom"], mr.meta["dicom"]
     assert tags["Modality"] == "CT" and tags["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.2"
     assert (tags["StudyInstanceUID"], tags["FrameOfReferenceUID"]) == (mr_tags["StudyInstanceUID"], mr_tags["FrameOfReferenceUID"])
-    assert (project / "ct-to-mr/report.html").stat().st_size > 10_000
+    assert (project / "out/ct-to-mr/report.html").stat().st_size > 10_000
 
 
 def _check_geo(project: Path, data: Path) -> None:
-    columns, rows = (float(v) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", project.joinpath("out.txt").read_text())[0])
+    printed = project.joinpath("..", "out.txt").read_text()
+    columns, rows = (float(v) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", printed)[0])
     assert abs(columns + 0.60) < 0.05 and abs(rows - 1.80) < 0.05  # AROSICS: (-0.60, +1.76)
-    for written in ("target_corrected.tif", "tgt_corrected.tif", "change.tif"):
+    for written in ("out/target_corrected.tif", "out/tgt_corrected.tif", "out/change.tif", "out/change_ratio.tif"):
         assert cr.read(project / written).crs is not None, written
+    assert 0.0 < float(printed.split()[-1]) < 1.0  # the fraction of pixels that changed
 
 
 def _check_georef(project: Path, data: Path) -> None:
-    for written in ("crop_georef.tif", "crop_gcps.tif"):
+    for written in ("out/crop_georef.tif", "out/crop_gcps.tif", "out/georef_base.tif", "out/georef_gcps.tif"):
         assert cr.read(project / written).crs is not None, written
     # the Python block prints the corners found against the base and the fit's residual: a good fit, and the
     # corners where the GCP fit (exact, from the example's own truth) puts them, to half a 30 m pixel
-    printed = project.joinpath("out.txt").read_text()
+    printed = project.joinpath("..", "out.txt").read_text()
     numbers = [float(v) for v in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", printed)]
     corners, rmse = np.array(numbers[:8]).reshape(4, 2), numbers[8]
     assert rmse < 1.0
-    gcp_fit = cr.read(project / "crop_gcps.tif")
+    gcp_fit = cr.read(project / "out/crop_gcps.tif")
     height, width = gcp_fit.shape[:2]
     expected = gcp_fit.index_to_world([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]])
     assert np.abs(corners - expected).max() < 15.0
 
 
 def _check_photo(project: Path, data: Path) -> None:
-    inliers = int(project.joinpath("out.txt").read_text().split()[0])
+    inliers = int(project.joinpath("..", "out.txt").read_text().split()[0])
     assert inliers > 100
-    assert (project / "photo-pair/transform.json").exists()
+    assert (project / "out/photo-pair/transform.json").exists()
 
 
-CHECKS = {"MRI cohort to a template": _check_cohort, "CT to MR": _check_ct, "Satellite change detection": _check_geo,
-          "Georeferencing": _check_georef, "Photo pair": _check_photo}
+def _check_objects(project: Path, data: Path) -> None:
+    lines = project.joinpath("..", "out.txt").read_text().splitlines()
+    assert lines[0] == "passed Nifti1Image (33, 41, 25)"
+    columns, rows = (float(v) for v in re.findall(r"\(([-\d.]+), ([-\d.]+)\)", lines[1])[0])
+    assert abs(columns + 0.60) < 0.05 and abs(rows - 1.80) < 0.05
+    assert lines[1].endswith("Array")  # dask.array.Array: the corrected DataArray is still lazy
+
+
+CHECKS = {"MRI cohort to a template": _check_cohort, "A BIDS dataset to a template": _check_bids,
+          "CT to MR": _check_ct, "Satellite change detection": _check_geo, "Georeferencing": _check_georef,
+          "Photo pair": _check_photo, "Images you already hold": _check_objects}
+
+
+@pytest.fixture(scope="module")
+def newcomer_env() -> dict[str, str]:
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests do not run in a virtual environment; the README's set-up makes .venv and activates it")
+    return _fresh_shell_env()
 
 
 @pytest.mark.parametrize("heading", USE_CASES)
-def test_use_case_runs_as_written(heading: str, tmp_path: Path) -> None:
-    """Each use case's commands and Python block, run in order from a project root with ``../shared/data`` beside it."""
+def test_use_case_runs_as_written(heading: str, tmp_path: Path, newcomer_env: dict[str, str]) -> None:
+    """Each use case's commands and Python block, in order, in a fresh shell that runs the README's activation first."""
     from conftest import require_data
 
     data = require_data("medical/antspy/mni.nii.gz").parents[2]
@@ -137,13 +195,37 @@ def test_use_case_runs_as_written(heading: str, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "examples").symlink_to(REPO / "examples")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    (project / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    activate = _activation()
     blocks = _blocks(heading)
     assert blocks, heading
     for kind, code in blocks:
-        command = ["bash", "-e", "-c", code] if kind == "bash" else [sys.executable, "-c", code]
-        run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600, env=env)
+        if kind == "bash":
+            script, env = f"{activate}\n{code}", newcomer_env
+        else:  # "run the Python blocks with `python`", in the same kind of shell
+            script, env = f'{activate}\npython -c "$README_BLOCK"', {**newcomer_env, "README_BLOCK": code}
+        run = subprocess.run(["bash", "-e", "-c", script], cwd=project, capture_output=True, text=True, timeout=600,
+                             env=env)
         assert run.returncode == 0, f"{kind} block of {heading!r}:\n{code}\n{run.stderr[-3000:]}"
         if kind == "python":
-            (project / "out.txt").write_text(run.stdout)
+            (tmp_path / "out.txt").write_text(run.stdout)
     CHECKS[heading](project, data)
+    left = sorted(p.name for p in project.iterdir())
+    assert set(left) <= {".venv", "examples", "out"}, f"the use case wrote outside out/: {left}"
+
+
+def test_without_activation_a_bare_command_is_not_found(newcomer_env: dict[str, str], tmp_path: Path) -> None:
+    """The README's first use-case command in a fresh shell, without the activation it asks for: not found (what the
+    README used to leave a newcomer with); with it, found."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    bare = subprocess.run(["bash", "-c", "coregister --version"], cwd=tmp_path, capture_output=True, text=True,
+                          env=newcomer_env)
+    assert bare.returncode == 127
+    activated = subprocess.run(["bash", "-e", "-c", f"{_activation()}\ncoregister --version"], cwd=tmp_path,
+                               capture_output=True, text=True, env=newcomer_env)
+    assert activated.returncode == 0, activated.stderr
+
+
+def test_use_case_outputs_are_ignored_by_git() -> None:
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "/out/" in ignored and "/coregister-demo/" in ignored
