@@ -219,6 +219,22 @@ def test_checkerboard_and_overlay() -> None:
     assert rgb.shape == (2, 2, 3) and rgb[0, 0].tolist() == [0.25, 0.75, 0.25]
 
 
+def test_an_aligned_pair_looks_grey_whatever_each_image_s_range() -> None:
+    """Each image is windowed on its own percentiles (its padding left out): an aligned pair of very different
+    ranges (a CT-like copy: x 1000, -2048 padding) overlays grey, and a shifted one does not."""
+    from coregister._pictures import colour_overlay, stretch
+
+    y, x = np.mgrid[0:96, 0:96]
+    tissue = np.exp(-((x - 48.0) ** 2 + (y - 44.0) ** 2) / 300) + 0.5 * np.exp(-((x - 30.0) ** 2 + (y - 60.0) ** 2) / 40)
+    ct = 1000.0 * tissue - 1000.0
+    ct[:, :12] = -2048.0  # padding
+    valid = np.ones(ct.shape, bool)
+    aligned = colour_overlay(stretch(tissue), stretch(ct), valid)
+    shifted = colour_overlay(stretch(tissue), stretch(np.roll(ct, 15, axis=1)), valid)
+    spread = lambda rgb: float(np.abs(rgb[..., 0] - rgb[..., 1])[:, 12:].mean())  # noqa: E731
+    assert spread(aligned) < 0.01 and spread(shifted) > 0.05
+
+
 @pytest.mark.parametrize("flips", [(), (0,), (0, 1), (0, 1, 2)])
 def test_volume_views_do_not_depend_on_storage_order(flips: tuple[int, ...]) -> None:
     """The same world content stored with flipped/permuted axes gives the same LPS-ordered volume."""
