@@ -46,6 +46,11 @@ def shoot(report: Path, output: Path, *, width: int = 1000, height: int = 1400) 
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+    from PIL import Image
+
+    with Image.open(output) as shot:  # a 256-colour palette: a third of the bytes in the repository, the same page
+        small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(output, optimize=True)
     return output
 
 
