@@ -92,6 +92,31 @@ class PairJob:
     fixed_series: int | str | None = None
     moving_series: int | str | None = None
 
+    def check_outputs(self, out_dir: Path) -> None:
+        """Refuse, before any work, a folder where an output would replace an input (``OUTDIR/<name>/``)."""
+        from coregister.outputs import refuse_overwriting_inputs, registered_name
+
+        refuse_overwriting_inputs(
+            out_dir / self.name, registered_name(self.fixed), [self.fixed, self.moving, self.fixed_mask, self.moving_mask],
+            fix="give the pair another name or choose another output folder",
+        )
+
+    def write_outputs(self, out_dir: Path, result: Any, fixed: Any, moving: Any, *, report: bool,
+                      threads: int | None, overwrite: bool = False, provenance: dict[str, Any] | None = None) -> list[Path]:
+        """Write the pair's files: ``OUTDIR/<name>/`` as ``coregister register`` writes them (a subclass may name them
+        otherwise: :class:`coregister.bids.BidsJob`), appearing together (:func:`~coregister.outputs.publish_registration`,
+        ``result.json`` last, ``provenance`` recorded in it); an earlier run's outputs are replaced only with ``overwrite``."""
+        from coregister.outputs import publish_registration, registered_name
+
+        folder = out_dir / self.name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # the same files, names and dtypes as `coregister register`
+        return publish_registration(
+            folder, result, fixed, moving, image_name=registered_name(self.fixed), overwrite=overwrite,
+            fix="rerun the batch with overwrite=True (command line: --overwrite) to replace them, or choose another "
+            "output folder", report=report, threads=threads, provenance=provenance,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class PairOutcome:
@@ -380,12 +405,14 @@ def run_pair(
 ) -> PairOutcome:
     """Read, register and write one pair (runs in a Dask worker; safe to call directly).
 
-    Errors become a :class:`PairOutcome` with status ``error`` and the
-    message, so one bad pair does not stop the batch. A pair whose folder
-    already holds this pair's outputs with the same :func:`fingerprint` is
-    not registered again (the outcome says ``reused``); outputs of an
-    earlier batch run with another fingerprint are replaced; a folder
-    holding other registration outputs is refused unless ``overwrite``.
+    The job checks and writes its own outputs (:meth:`PairJob.check_outputs`,
+    :meth:`PairJob.write_outputs`). Errors become a :class:`PairOutcome` with
+    status ``error`` and the message, so one bad pair does not stop the
+    batch. A pair whose folder already holds this pair's outputs with the
+    same :func:`fingerprint` is not registered again (the outcome says
+    ``reused``); outputs of an earlier batch run with another fingerprint are
+    replaced; a folder holding other registration outputs is refused unless
+    ``overwrite``.
     """
     import coregister as cr
 
@@ -393,16 +420,7 @@ def run_pair(
     folder = Path(out_dir) / job.name
     name, fixed_name, moving_name = job.name, str(job.fixed), str(job.moving)
     try:
-        from coregister.outputs import (
-            publish_registration,
-            refuse_overwriting_inputs,
-            registered_name,
-        )
-
-        refuse_overwriting_inputs(
-            folder, registered_name(job.fixed), [job.fixed, job.moving, job.fixed_mask, job.moving_mask],
-            fix="give the pair another name or choose another output folder",
-        )
+        job.check_outputs(Path(out_dir))
         key = fingerprint(job, report=report, seed=seed)
         kept = _earlier(folder, key)
         if kept is not None:
@@ -419,19 +437,14 @@ def run_pair(
         if job.moving_mask is not None:
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
         result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
-        folder.parent.mkdir(parents=True, exist_ok=True)
         if _earlier(folder, key) is not None:  # another worker finished this pair meanwhile: keep its outputs
             kept = _earlier(folder, key)
             assert kept is not None
             return dataclasses.replace(kept, name=name, fixed=fixed_name, moving=moving_name,
                                        wall_s=time.perf_counter() - start)
-        # the same files, names and dtypes as `coregister register`, appearing together (result.json last)
         provenance = {"batch": {"fingerprint": key, "fixed": fixed_name, "moving": moving_name}}
-        outputs = publish_registration(
-            folder, result, fixed, moving, image_name=registered_name(job.fixed), overwrite=overwrite or ours,
-            fix="rerun the batch with overwrite=True (command line: --overwrite) to replace them, or choose another "
-            "output folder", report=report, threads=threads, provenance=provenance,
-        )
+        outputs = job.write_outputs(Path(out_dir), result, fixed, moving, report=report, threads=threads,
+                                    overwrite=overwrite or ours, provenance=provenance)
     except (CoregisterError, OSError, ValueError, RuntimeError, MemoryError) as exc:
         logger.error("pair %s failed: %s", job.name, exc)
         return PairOutcome(

@@ -170,6 +170,8 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--initialisation",
+            "--initialization",
+            "initialisation",
             type=_enum_choice(Initialisation),
             default=None,
             help="How the starting transform is found (default: the preset's): none, geometry (image centres), "

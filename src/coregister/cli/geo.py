@@ -81,6 +81,37 @@ def _summary(result: Any) -> None:
         echo_warning(warning)
 
 
+def _change_summary(result: Any) -> None:
+    """What ``geo change`` wrote: the map, its statistics and the fraction changed; the correction in one row."""
+    from coregister.cli._options import root_setting
+
+    stats = dict(result.extras.get("change", {}))
+    width, height = (result.reference.get("size") or [0, 0])[:2]
+    valid = int(stats.get("valid_pixels", 0))
+    what = {"difference": "target - reference", "ratio": "target / reference",
+            "normalized-difference": "(target - reference) / (target + reference)"}
+    rows = [("change map", str(result.output)),
+            ("kind", f"{stats.get('kind')}: {what.get(str(stats.get('kind')), '')}"),
+            ("valid pixels", f"{valid} of {width * height}" + (f" ({100 * valid / (width * height):.1f} %)" if width * height else ""))]
+    if valid:
+        rows += [("mean, standard deviation", f"{stats['mean']:.4g}, {stats['std']:.4g}"),
+                 ("min, median, max", f"{stats['min']:.4g}, {stats['median']:.4g}, {stats['max']:.4g}"),
+                 ("changed", f"{100 * stats['changed_fraction']:.2f} % ({stats['changed_pixels']} pixels more than "
+                             f"{stats['threshold']:.4g} from the median: 3 robust sigmas)")]
+    if result.shift_px is not None:
+        rows.append((f"coregistration ({result.mode})", f"{_fmt(result.shift_px[0])}, {_fmt(result.shift_px[1])} px "
+                                                        "(columns, rows)"))
+    rows.append(("quality check", _verdict_text(result.quality)))
+    rows.append(("time", f"{result.time_s:.2f} s"))
+    print_table("geo change: change map", ["quantity", "value"], rows, justify=["left", "left"])
+    if result.warnings and (root_setting("verbose") or 0) >= 1:
+        for warning in result.warnings:
+            echo_warning(warning)
+    elif result.warnings:
+        click.echo(f"{len(result.warnings)} note(s) from the coregistration (fill values, rejected windows): "
+                   "-v or --json shows them", err=True)
+
+
 def _verdict_text(quality: Any) -> str:
     """``passed (mi 0.2465 -> 0.2608)``: the verdict and the measure that must not get worse, where there is one."""
     text = VERDICT_WORDS[quality.verdict.value]
@@ -95,7 +126,7 @@ def _report(result: Any, as_json: bool, *, what: str) -> None:
     if as_json:
         echo_json(result.to_dict())
     elif not quiet():
-        _summary(result)
+        (_change_summary if "change" in result.extras else _summary)(result)
     if not result.passed:
         raise QualityCheckFailed(quality_failure_line(result.quality, result.warnings, what=what))
 

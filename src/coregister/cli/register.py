@@ -147,7 +147,7 @@ def _mask_on(grid: SpatialImage, path: Path, what: str) -> np.ndarray:
 def _summary(result: Result, written: list[Path]) -> None:
     before, after = result.metrics.get("before", {}), result.metrics.get("after", {})
     rows = []
-    for key in ("ncc", "mi", "mse"):
+    for key in ("ncc", "mi", "mse", "ssim"):
         if key in before or key in after:
             rows.append((key, _fmt(before.get(key)), _fmt(after.get(key))))
     click.echo(

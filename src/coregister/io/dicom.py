@@ -35,7 +35,9 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from coregister._scaling import smallest_exact_dtype
 from coregister._stderr import captured_stderr
+from coregister._warn import warn
 from coregister.conventions import orientation_code
 from coregister.errors import (
     AmbiguousSeriesError,
@@ -48,9 +50,7 @@ from coregister.errors import (
 )
 from coregister.image import SpatialImage
 from coregister.io._guard import check_path, claim_within_file, guarded, within_memory
-from coregister.io._scaling import smallest_exact_dtype
 from coregister.io._text import one_line
-from coregister.io._warn import warn
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom"]
 

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig, Stage
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
+from coregister.image.kinds import as_spatial_image
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
@@ -37,15 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 def _as_image(value: Any, name: str) -> SpatialImage:
-    if isinstance(value, SpatialImage):
-        _refuse_series(value, name)
-        return value
-    if isinstance(value, sitk.Image):
-        return SpatialImage.from_sitk(value)
-    raise ConfigError(
-        f"{name} is a {type(value).__name__}; give a coregister.SpatialImage (read one with coregister.read(path)) "
-        "or a SimpleITK.Image"
-    )
+    image = as_spatial_image(value, name=name)
+    _refuse_series(image, name)
+    return image
 
 
 def _refuse_series(image: SpatialImage, name: str) -> None:
@@ -83,8 +78,8 @@ def _resolved(
 
 
 def register(
-    fixed: SpatialImage,
-    moving: SpatialImage,
+    fixed: Any,
+    moving: Any,
     *,
     preset: str = "rigid",
     metric: Metric | str | None = None,
@@ -102,8 +97,9 @@ def register(
 
     Parameters
     ----------
-    fixed, moving : SpatialImage
-        2D or 3D images (a ``SimpleITK.Image`` is accepted too). Multi-channel
+    fixed, moving : SpatialImage, SimpleITK.Image, nibabel image or xarray.DataArray
+        2D or 3D images, as the user holds them (converted without a copy
+        where the kind allows: :mod:`coregister.image.kinds`). Multi-channel
         images are registered on their luminance (``Result.warnings`` says so).
     preset : str
         ``translation``, ``rigid`` (default), ``similarity``, ``affine``,
@@ -149,7 +145,7 @@ def register(
     Result
         ``transform`` maps fixed-space points to moving space (resample the
         moving image onto the fixed grid with :func:`coregister.apply`);
-        ``metrics["before"]``/``["after"]`` hold NCC, MI and MSE over the fixed
+        ``metrics["before"]``/``["after"]`` hold NCC, MI, MSE and SSIM over the fixed
         mask; ``quality`` is the verdict (``passed``, ``failed`` or
         ``uncertain``) with the measures behind it.
 

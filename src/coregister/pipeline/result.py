@@ -166,8 +166,8 @@ class Result(JsonMethods):
         Maps fixed-space points to moving space (resample the moving image
         onto the fixed grid with :func:`coregister.apply`).
     metrics : mapping
-        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``
-        and ``overlap`` over the fixed mask.
+        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``,
+        ``ssim`` and ``overlap`` over the fixed mask.
     history : tuple of LevelHistory
         Per stage and level, the metric at every iteration.
     time_s : float
@@ -247,6 +247,32 @@ class Result(JsonMethods):
     def verdict(self) -> Verdict:
         """The quality check's verdict: passed, failed or uncertain."""
         return self.quality.verdict
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, metrics before and after, the transform's angles, scales and translation."""
+        from coregister.pipeline.display import result_html
+
+        return result_html(self)
+
+    def show(self, fixed: Any, moving: Any, *, edges: bool | None = None) -> Any:
+        """A notebook view of this registration with its images: the pair before and after, overlaid.
+
+        Parameters
+        ----------
+        fixed, moving : SpatialImage, SimpleITK.Image, nibabel image or xarray.DataArray
+            The images that were registered.
+        edges : bool, optional
+            Draw edges (for images of different modalities) instead of the
+            colour overlay; default: when the metric was mutual information.
+
+        Returns
+        -------
+        RegistrationView
+            Shown by Jupyter through its ``_repr_html_`` (a few small PNGs).
+        """
+        from coregister.pipeline.display import RegistrationView
+
+        return RegistrationView(self, fixed, moving, edges=edges)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: transform (with its world matrix and decomposition), metrics, verdict, history, provenance."""

@@ -41,9 +41,10 @@ from typing import Any
 
 import numpy as np
 
+from coregister._pictures import stretch
 from coregister.image import SpatialImage
 from coregister.medical.motion_correction import PARAMETER_COLUMNS, MotionResult
-from coregister.qc.figures import _figure, _grid_figure, _normalise, _planes, _png
+from coregister.qc.figures import _figure, _grid_figure, _planes, _png
 from coregister.qc.html import _esc, _figure_html, _num, _page, _write
 
 __all__ = ["write_motion_report"]
@@ -194,8 +195,8 @@ def _series_section(result: MotionResult, series: SpatialImage | None) -> str:
     means = [values.mean(axis=-1) for _, values in arrays]
     deviations = [values.std(axis=-1) for _, values in arrays]
     grid = result.reference
-    scale_mean = _normalise(np.concatenate([m.ravel() for m in means]))
-    scale_sd = _normalise(np.concatenate([d.ravel() for d in deviations]))
+    scale_mean = stretch(np.concatenate([m.ravel() for m in means]))
+    scale_sd = stretch(np.concatenate([d.ravel() for d in deviations]))
     size = means[0].size
     panels_mean = [scale_mean[k * size:(k + 1) * size].reshape(grid.shape) for k in range(len(means))]
     panels_sd = [scale_sd[k * size:(k + 1) * size].reshape(grid.shape) for k in range(len(deviations))]

@@ -4,7 +4,9 @@ Everything is inside the one ``.html`` file (see :mod:`coregister.qc.html`).
 What it shows:
 
 * before/after checkerboards, colour overlays (fixed magenta, moving green:
-  aligned structures turn grey/white) and difference images; for volumes on
+  aligned structures turn grey/white; each image windowed on its own robust
+  percentiles), edge overlays for multimodal pairs (registered with mutual
+  information) and difference images; for volumes on
   three orthogonal planes through the centre of the fixed image, oriented
   radiologically (patient left on the right of axial and coronal views,
   anterior at the top of axial views, superior at the top of the others);
@@ -325,6 +327,7 @@ def write_report(
     *,
     title: str | None = None,
     command: str | None = None,
+    edges: bool | None = None,
 ) -> Path:
     """Write the self-contained HTML quality-control report of a registration.
 
@@ -346,6 +349,11 @@ def write_report(
     command : str, optional
         The command line that ran (the command-line interface passes it),
         shown in the summary.
+    edges : bool, optional
+        Add the edge overlay (the fixed image with both images' edges), the
+        view that shows the alignment of images of different modalities.
+        Default: when the registration's metric was mutual information
+        (Mattes or joint-histogram), the metric of multimodal pairs.
 
     Returns
     -------
@@ -394,7 +402,9 @@ def write_report(
         else ""
     )
     sections = [header, warnings, '<section id="metrics"><h2>Metrics</h2>' + _metrics_html(result.metrics) + "</section>"]
-    sections += _comparison_sections(fixed, before, after)
+    if edges is None:
+        edges = metric in (METRIC_NAMES["mattes"], METRIC_NAMES["mi"])
+    sections += _comparison_sections(fixed, before, after, edges=edges)
     convergence = _convergence_figure(result)
     sections.append(
         '<section id="convergence"><h2>Convergence</h2>'
