@@ -70,8 +70,11 @@ def test_change_map_declares_nan_outside(tmp_path: Path, pair: tuple[str, str]) 
         assert (ds.read_masks(1) == 0).mean() > 0.3
 
 
-def test_change_reports_the_map_it_wrote(tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_change_reports_the_map_it_wrote(
+    tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``geo change`` names the map, its statistics and the fraction changed; no coregistration table, notes not repeated."""
+    monkeypatch.setenv("COLUMNS", "300")  # the table wraps a path longer than its column (pytest's are ~90 characters)
     out = tmp_path / "change.tif"
     assert main(["geo", "change", *pair, "-o", str(out)]) == 0
     captured = capsys.readouterr()

@@ -146,7 +146,7 @@ def reports() -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 5), ("geo", 5)])
+@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 6), ("geo", 5)])  # 3d: w-def's deformation figure too
 def test_report_renders_in_chromium(browser: Any, reports: dict[str, Path], kind: str, pictures: int) -> None:
     browser.get(reports[kind].resolve().as_uri())
     browser.get_log("browser")  # drop anything logged before this page

@@ -256,7 +256,7 @@ def image_parts(
     if nifti:
         sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
         best = header.get_best_affine()
-        if affine_source == "auto" and not np.allclose(image.affine, best, rtol=0, atol=1e-9):
+        if affine_source == "auto" and not np.allclose(image.affine, best, rtol=0, atol=1e-9, equal_nan=True):
             affine, chosen = np.asarray(image.affine, float), "affine"  # set in memory after the header was made
         else:
             affine, chosen = _choose_affine(header, shape, affine_source, name)
