@@ -128,8 +128,8 @@ print(json.dumps({"matrix": h.tolist(), "reg_s": reg_s}))
 def run_elastix(case: corpus.Case, folder: Path) -> dict[str, Any]:
     python = PEERS / "elastix" / "bin" / "python"
     fixed_path, moving_path = folder / "fixed.nii", folder / "moving.nii"
-    cr.write(case.fixed, fixed_path)
-    cr.write(case.moving, moving_path)
+    cr.write(case.fixed, fixed_path, overwrite=True)  # a scratch folder, one pair after another
+    cr.write(case.moving, moving_path, overwrite=True)
     script = folder / "elastix_runner.py"
     script.write_text(_ELASTIX)
     kind = case.options.get("preset", "rigid")

@@ -27,8 +27,8 @@ PACKAGE = Path(coregister.__file__).parent
 
 #: rank of each room: a module may import rooms of a lower rank and its own room
 RANKS = {
-    "errors": 0, "_version": 0, "_opencv": 0, "_blas": 0,
-    "_files": 1, "conventions": 1, "config": 1,
+    "errors": 0, "_version": 0, "_opencv": 0, "_blas": 0, "_stderr": 0, "_warn": 0, "_scaling": 0, "_pictures": 0,
+    "_files": 1, "_memory": 1, "_interrupt": 1, "conventions": 1, "config": 1,
     "_json": 2, "presets": 2, "image": 2,
     "transforms": 3,
     "resample": 4, "data": 4,
@@ -39,14 +39,15 @@ RANKS = {
     "qc": 9,
     "outputs": 10,
     "batch": 11,
-    "cli": 12,
-    "__main__": 13,
+    "bids": 12,
+    "cli": 13,
+    "__main__": 14,
 }
 #: rooms that must not reach these rooms even though they rank below them
 #: (DESIGN.md, "Data travels one way": engines know no files; workflows go through the pipeline)
 FORBIDDEN = {
     "engines": {"io"}, "pipeline": {"io"},
-    **{workflow: {"engines"} for workflow in ("geo", "medical", "qc", "outputs", "batch", "cli")},
+    **{workflow: {"engines"} for workflow in ("geo", "medical", "qc", "outputs", "batch", "bids", "cli")},
 }
 
 

@@ -69,9 +69,10 @@ def test_homography_tries_features_first() -> None:
 
 
 def test_no_transform_at_all_raises() -> None:
-    flat = SpatialImage(np.full((96, 96), 3.0, np.float32), origin=(0, 0), spacing=(1, 1))
+    # a smooth ramp: not constant (a constant image is refused before any engine), but without a keypoint
+    ramp = SpatialImage(np.tile(np.linspace(0.0, 255.0, 96, dtype=np.float32), (96, 1)), origin=(0, 0), spacing=(1, 1))
     with pytest.raises(RegistrationFailed, match="no engine produced a transform"):
-        run_auto(flat, flat, _config("homography"), engines=["features"])
+        run_auto(ramp, ramp, _config("homography"), engines=["features"])
 
 
 def test_nothing_passes_returns_the_best_with_a_warning() -> None:

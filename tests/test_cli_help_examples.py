@@ -165,7 +165,7 @@ def test_fetch_lines_are_parsed() -> None:
                                   ("nibabel_anat_func", "d", [])]
 
 
-PRINTS_A_RESULT = {("register",), ("apply",), ("info",), ("batch",), ("demo",), ("data", "ls"), ("data", "info"), ("data", "fetch"),
+PRINTS_A_RESULT = {("register",), ("apply",), ("evaluate",), ("info",), ("batch",), ("demo",), ("data", "ls"), ("data", "info"), ("data", "fetch"),
                    ("dicom", "ls"), ("geo", "coreg"), ("geo", "change"), ("geo", "georef")}
 
 

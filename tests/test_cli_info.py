@@ -251,10 +251,10 @@ def test_captured_stderr_logs_what_c_code_writes(capfd: pytest.CaptureFixture[st
     import ctypes.util
     import logging
 
-    from coregister._opencv import captured_stderr
+    from coregister._stderr import captured_stderr
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    with caplog.at_level(logging.DEBUG, logger="coregister._opencv"), captured_stderr("a C call"):
+    with caplog.at_level(logging.DEBUG, logger="coregister._stderr"), captured_stderr("a C call"):
         libc.write(2, b"chatter from C\n", 15)
     libc.write(2, b"after\n", 6)  # fd 2 is back
     assert capfd.readouterr().err == "after\n"

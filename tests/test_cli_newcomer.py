@@ -368,3 +368,21 @@ def test_report_command_line_carries_what_the_config_file_set(data, tmp_path: Pa
                  "--report"]) == EXIT_OK
     page = (out / "report.html").read_text()
     assert "--preset translation" in page and "--iterations 150" in page
+
+
+# ------------------------------------------------------------------ one note per colour pair; both spellings
+def test_a_colour_pair_gives_one_luminance_note(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    colour = cr.SpatialImage(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), origin=(0, 0), spacing=(1, 1))
+    result = cr.register(colour, colour, preset="translation")
+    notes = [w for w in result.warnings if "luminance" in w]
+    assert notes == ["fixed and moving images: registered on the luminance of 3-channel images"]
+
+
+@pytest.mark.parametrize("spelling", ["--initialisation", "--initialization"])
+def test_initialisation_takes_both_spellings(data, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             spelling: str) -> None:
+    code = main(["register", str(data(FIXED)), str(data(MOVING)), "-o", str(tmp_path / "o"), "--preset", "translation",
+                 spelling, "moments", "--json"])
+    assert code == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["config"]["initialisation"] == "moments"

@@ -315,15 +315,16 @@ def test_a_rerun_into_the_same_folder_leaves_no_file_of_the_earlier_run(data, tm
     (out / "notes.txt").write_text("the user's own file")
     assert (out / "report.html").is_file()
     before = json.loads((out / "result.json").read_text())
-    assert main([*args, "--preset", "rigid"]) == EXIT_OK
+    assert main([*args, "--preset", "rigid"]) == EXIT_ERROR  # the folder holds a registration: --overwrite replaces it
+    assert main([*args, "--preset", "rigid", "--overwrite"]) == EXIT_OK
     # the report described the translation run: it goes with it; the user's file stays
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered.png", "result.json", "transform.tfm"]
     after = json.loads((out / "result.json").read_text())
     assert (before["transform"]["type"], after["transform"]["type"]) == ("Translation", "Rigid")
     # the registered image changes form: the earlier one goes, both ways
-    assert main([*args, "--output-format", "dicom"]) == EXIT_OK
+    assert main([*args, "--output-format", "dicom", "--overwrite"]) == EXIT_OK
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered_dicom", "result.json", "transform.tfm"]
-    assert main(args) == EXIT_OK
+    assert main([*args, "--overwrite"]) == EXIT_OK
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "registered.png", "result.json", "transform.tfm"]
 
 

@@ -64,6 +64,19 @@ def test_example_ct_to_mr(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path,
     assert "mutual information" in capsys.readouterr().out
 
 
+def test_example_atlas_to_subject_deformable(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("atlas_to_subject_deformable", monkeypatch, data, tmp_path) == 0
+    printed = capsys.readouterr().out
+    assert "folding fraction 0.00e+00" in printed and "inverse field residual" in printed
+    for name in ("transform.h5", "warp.nii.gz", "inverse_warp.nii.gz", "affine.mat", "jacobian.nii.gz"):
+        assert (tmp_path / name).is_file(), name
+    labels = np.unique(cr.read(tmp_path / "atlas_in_subject.nii.gz").array)
+    atlas = np.unique(cr.read(data("medical/antspy/mnia.nii.gz")).array)
+    assert set(labels.tolist()) <= set(atlas.tolist()) and labels.size > 100  # nearest neighbour: still atlas labels
+    assert isinstance(cr.read_transform(tmp_path / "warp.nii.gz"), cr.DisplacementField)
+
+
 def test_example_mri_cohort_to_template(monkeypatch: pytest.MonkeyPatch, data, tmp_path: Path) -> None:
     assert _run("mri_cohort_to_template", monkeypatch, data, tmp_path, "--workers", "1") == 0
     with (tmp_path / "summary.csv").open() as handle:

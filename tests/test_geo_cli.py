@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,39 @@ def test_change_map_declares_nan_outside(tmp_path: Path, pair: tuple[str, str]) 
         west = int((src.transform.c - ref.transform.c) / ref.res[0]) - 2
         assert np.isnan(ds.read(1, window=((0, ds.height), (0, west)))).all()
         assert (ds.read_masks(1) == 0).mean() > 0.3
+
+
+def test_change_reports_the_map_it_wrote(
+    tmp_path: Path, pair: tuple[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``geo change`` names the map, its statistics and the fraction changed; no coregistration table, notes not repeated."""
+    monkeypatch.setenv("COLUMNS", "300")  # the table wraps a path longer than its column (pytest's are ~90 characters)
+    out = tmp_path / "change.tif"
+    assert main(["geo", "change", *pair, "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    text = " ".join(captured.out.split())
+    assert "geo change: change map" in text and str(out) in text and "difference: target - reference" in text
+    changed = re.search(r"changed │ ([\d.]+) % \((\d+) pixels", text)
+    assert changed is not None, text
+    with rasterio.open(out) as ds:
+        values = ds.read(1)
+    valid = np.isfinite(values)
+    stats = json.loads(json.dumps(_change_json(pair, tmp_path)))["extras"]["change"]
+    assert int(changed.group(2)) == stats["changed_pixels"] and stats["valid_pixels"] == int(valid.sum())
+    beyond = np.abs(values[valid] - stats["median"]) > stats["threshold"]
+    assert int(beyond.sum()) == stats["changed_pixels"]
+    assert "geo shift" not in text and "target geotransform moved by" not in text
+    assert captured.err.count("warning:") == 0 and captured.err.count("note(s) from the coregistration") <= 1
+
+
+def _change_json(pair: tuple[str, str], folder: Path) -> dict:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["geo", "change", *pair, "-o", str(folder / "again.tif"), "--json"]) == 0
+    return json.loads(buffer.getvalue())
 
 
 def test_a_nodata_the_pixels_cannot_hold_is_refused_before_matching(tmp_path: Path, pair: tuple[str, str],

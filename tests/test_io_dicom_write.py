@@ -361,7 +361,7 @@ def test_cli_register_and_apply_write_a_dicom_series(data: Callable[[str], Path]
     assert (header.Modality, header.SeriesDescription) == ("OT", "moving registered by coregister")
 
     # a second run replaces the series; apply writes one into its -o folder
-    assert main([*args, "--output-format", "dicom"]) == EXIT_OK
+    assert main([*args, "--output-format", "dicom", "--overwrite"]) == EXIT_OK
     assert len(list((outdir / "registered_dicom").iterdir())) == fixed.shape[0]
     applied = tmp_path / "applied"
     assert main(["apply", str(outdir / "transform.tfm"), str(tmp_path / "moving.nii.gz"), "--reference",

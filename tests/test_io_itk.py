@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 import coregister as cr
-from coregister.errors import UnreadableInputError, UnsupportedFormatError
+from coregister.errors import UnreadableInputError, UnsupportedFormatError, UnwritableOutputError
 from coregister.io.itk import read_itk, write_itk
 
 VM_CT = "medical/simpleitk_notebook_data/vm_head_ct.mha"  # compressed
@@ -71,7 +71,7 @@ def test_failed_write_leaves_nothing(
         raise RuntimeError("disk full")  # ...and then the write fails
 
     monkeypatch.setattr(sitk.ImageFileWriter, "Execute", write_then_fail)
-    with pytest.raises(UnreadableInputError, match="disk full"):
+    with pytest.raises(UnwritableOutputError, match="disk full"):
         write_itk(image, tmp_path / f"out{suffix}")
     assert list(tmp_path.iterdir()) == []
 

@@ -11,8 +11,8 @@ from nibabel.eulerangles import euler2mat
 
 import coregister as cr
 from coregister.errors import GeometryError
-from coregister.measures import compare, mse, mutual_information, ncc
-from coregister.medical.evaluate import dice, dice_per_label, landmark_errors, tre
+from coregister.measures import compare, mse, mutual_information, ncc, ssim
+from coregister.medical import dice, dice_per_label, landmark_errors, tre
 from coregister.resample import apply
 
 BRAINWEB = "medical/itk_brainweb_2d"
@@ -99,6 +99,34 @@ def test_compare_equals_helpers_on_resampled_image(data) -> None:
     assert result["ncc"] > 0.99
     identity = compare(fixed, moving, cr.Translation([0.0, 0.0, 0.0]), mask=head)
     assert identity["ncc"] < result["ncc"] - 0.1 and identity["mi"] < result["mi"]
+
+
+def test_ssim_is_scikit_images_on_the_overlap(data) -> None:
+    """SSIM beside NCC, MI and MSE: scikit-image's structural_similarity, averaged where the pair overlaps."""
+    from skimage.metrics import structural_similarity
+
+    fixed = _read_gray_png(data(f"{BRAINWEB}/BrainProtonDensitySliceBorder20.png"))
+    moving = _read_gray_png(data(f"{BRAINWEB}/BrainProtonDensitySliceShifted13x17y.png"))
+    truth, before = compare(fixed, moving, cr.Translation([13.0, 17.0])), compare(fixed, moving, cr.Translation([0.0, 0.0]))
+    assert truth["ssim"] > 0.99 and before["ssim"] < 0.6 and -1.0 <= before["ssim"] <= 1.0
+    a = np.asarray(fixed.array, np.float64)
+    b = apply(cr.Translation([0.0, 0.0]), moving, reference=fixed, output_dtype=np.float64).array
+    _, full = structural_similarity(a, b, win_size=7, data_range=float(a.max() - a.min()), full=True)
+    assert ssim(a, b) == pytest.approx(float(full[3:-3, 3:-3].mean()), abs=1e-4)  # float32 inside compare's helper
+
+
+def test_ssim_of_a_volume_and_in_result_json(data, tmp_path) -> None:
+    from coregister.cli import main
+
+    fixed = data("medical/nibabel_anat_func/anatomical.nii")
+    moving = data("medical/nibabel_anat_func/reoriented_anat_moved.nii")
+    assert main(["-q", "register", str(fixed), str(moving), "-o", str(tmp_path / "out")]) == 0
+    import json
+
+    metrics = json.loads((tmp_path / "out" / "result.json").read_text())["metrics"]
+    assert metrics["after"]["ssim"] > metrics["before"]["ssim"] + 0.2
+    volume = np.asarray(cr.read(fixed).array, np.float64)
+    assert ssim(volume, volume) == pytest.approx(1.0) and ssim(volume[:2], volume[:2]) == pytest.approx(1.0)  # slice-wise
 
 
 def test_compare_multichannel_raster_with_nodata(data) -> None:

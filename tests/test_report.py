@@ -31,10 +31,11 @@ from coregister import (
     Translation,
     Verdict,
 )
+from coregister._pictures import _lps_volume, colour_overlay
 from coregister.engines.base import LevelHistory
 from coregister.errors import UnreadableInputError
 from coregister.measures import jacobian_determinant
-from coregister.qc.figures import _lps_volume, checkerboard, colour_overlay
+from coregister.qc.figures import checkerboard
 from coregister.qc.geo_report import TiePoints, write_geo_report
 from coregister.qc.report import transform_flags, write_report
 
@@ -180,7 +181,7 @@ def test_report_deformable_shows_folding(data, tmp_path: Path) -> None:
     assert "Folding: the map is not invertible" in text
     smooth = write_report(_result(_bspline(fixed, 0.5)), fixed, fixed, None, tmp_path / "smooth.html")
     assert "No folding" in smooth.read_text(encoding="utf-8")
-    assert len(_decoded_pngs(_parse(smooth))) == 4  # + Jacobian map
+    assert len(_decoded_pngs(_parse(smooth))) == 5  # + Jacobian map and warped grid
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -216,6 +217,22 @@ def test_checkerboard_and_overlay() -> None:
     assert board[0, 0] == 0 and board[0, 3] == 1 and board[3, 0] == 1 and board[3, 3] == 0
     rgb = colour_overlay(np.full((2, 2), 0.25), np.full((2, 2), 0.75))
     assert rgb.shape == (2, 2, 3) and rgb[0, 0].tolist() == [0.25, 0.75, 0.25]
+
+
+def test_an_aligned_pair_looks_grey_whatever_each_image_s_range() -> None:
+    """Each image is windowed on its own percentiles (its padding left out): an aligned pair of very different
+    ranges (a CT-like copy: x 1000, -2048 padding) overlays grey, and a shifted one does not."""
+    from coregister._pictures import colour_overlay, stretch
+
+    y, x = np.mgrid[0:96, 0:96]
+    tissue = np.exp(-((x - 48.0) ** 2 + (y - 44.0) ** 2) / 300) + 0.5 * np.exp(-((x - 30.0) ** 2 + (y - 60.0) ** 2) / 40)
+    ct = 1000.0 * tissue - 1000.0
+    ct[:, :12] = -2048.0  # padding
+    valid = np.ones(ct.shape, bool)
+    aligned = colour_overlay(stretch(tissue), stretch(ct), valid)
+    shifted = colour_overlay(stretch(tissue), stretch(np.roll(ct, 15, axis=1)), valid)
+    spread = lambda rgb: float(np.abs(rgb[..., 0] - rgb[..., 1])[:, 12:].mean())  # noqa: E731
+    assert spread(aligned) < 0.01 and spread(shifted) > 0.05
 
 
 @pytest.mark.parametrize("flips", [(), (0,), (0, 1), (0, 1, 2)])

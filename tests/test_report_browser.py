@@ -2,9 +2,11 @@
 
 Each report must load with no console error, request nothing from the
 network, decode every picture (``naturalWidth > 0``), and render a
-screenshot that is not blank. Where Chromium is missing the test skips,
-except under CI (``COREGISTER_CI=1``, set by ``.ci/run``, which installs
-Chromium), where it fails.
+screenshot that is not blank; every figure of the demo's reports is
+screenshot on its own and must hold a picture (not one flat colour). Where
+the browser or its driver is missing the test skips, naming the missing
+piece, except under CI (``COREGISTER_CI=1``, set by ``.ci/run``, which
+installs Chromium), where it fails.
 """
 
 from __future__ import annotations
@@ -41,17 +43,33 @@ CHROMIUM_FLAGS = (
 )
 
 
+def missing_browser_pieces(which: Any = shutil.which) -> str | None:
+    """What is missing to drive headless Chromium, named piece by piece (None when nothing is).
+
+    >>> missing_browser_pieces(lambda name: None if name == "chromedriver" else f"/usr/bin/{name}")
+    'chromedriver not found (Chromium is installed; its driver is not: apt-get install -y chromium-driver)'
+    """
+    binary = which("chromium") or which("chromium-browser")
+    driver = which("chromedriver")
+    if binary is None and driver is None:  # say which piece is missing: a driver alone is a common gap
+        return ("headless Chromium not found: neither the browser nor its driver "
+                "(apt-get install -y chromium chromium-driver)")
+    if binary is None:
+        return "the chromium browser not found (chromedriver is installed; the browser is not: apt-get install -y chromium)"
+    if driver is None:
+        return "chromedriver not found (Chromium is installed; its driver is not: apt-get install -y chromium-driver)"
+    return None
+
+
 def _chromium() -> tuple[str, str]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if binary is None or driver is None:
-        message = (
-            "headless Chromium not found (need Debian's `chromium` and `chromium-driver`: "
-            "apt-get install -y chromium chromium-driver)"
-        )
+    message = missing_browser_pieces()
+    if message is not None:
         if os.environ.get("COREGISTER_CI") == "1":
             pytest.fail(message)
         pytest.skip(message)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    assert binary is not None and driver is not None
     return binary, driver
 
 
@@ -128,7 +146,7 @@ def reports() -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 5), ("geo", 5)])
+@pytest.mark.parametrize("kind, pictures", [("2d", 4), ("3d", 6), ("geo", 5)])  # 3d: w-def's deformation figure too
 def test_report_renders_in_chromium(browser: Any, reports: dict[str, Path], kind: str, pictures: int) -> None:
     browser.get(reports[kind].resolve().as_uri())
     browser.get_log("browser")  # drop anything logged before this page
@@ -151,11 +169,66 @@ def test_report_renders_in_chromium(browser: Any, reports: dict[str, Path], kind
     assert (shot < 200).mean() > 0.05, "screenshot is nearly all white"
 
 
-def test_report_screenshot_for_the_docs(browser: Any, reports: dict[str, Path], tmp_path: Path) -> None:
-    """A screenshot can be taken at a fixed width (what ``docs/report.png`` is made from)."""
-    browser.set_window_size(1000, 1400)
-    browser.get(reports["2d"].resolve().as_uri())
+@pytest.mark.parametrize(
+    ("which", "missing"),
+    [({"chromium"}, "chromedriver not found"), ({"chromedriver"}, "the chromium browser not found"),
+     (set(), "neither the browser nor its driver"), ({"chromium", "chromedriver"}, None)],
+)
+def test_the_skip_reason_names_the_missing_piece(which: set[str], missing: str | None) -> None:
+    found = missing_browser_pieces(lambda name: f"/usr/bin/{name}" if name in which else None)
+    assert (found is None) if missing is None else (found is not None and missing in found), found
+
+
+# ------------------------------------------------------------------ the demo's reports, figure by figure
+@pytest.fixture(scope="module")
+def demo_reports() -> dict[str, Path]:
+    from coregister.cli.demo import run_demo
+
+    folder = Path(tempfile.mkdtemp(prefix="coregister-demo-"))
+    return {o.case: o.folder / "report.html" for o in run_demo(folder)}
+
+
+def _blank(png: bytes) -> tuple[float, float]:
+    """(grey-level spread, fraction of near-white pixels) of a screenshot."""
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    return float(shot.std()), float((shot > 245).mean())
+
+
+@pytest.mark.parametrize("case", ["t1-rigid", "t1-multimodal", "t1-multimodal-ncc", "photo-homography", "geo-shift"])
+def test_demo_report_figures_render(browser: Any, demo_reports: dict[str, Path], case: str) -> None:
+    """Every figure of every demo report is drawn: each <img> screenshot on its own holds a picture."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(1200, 900)
+    browser.get(demo_reports[case].resolve().as_uri())
+    browser.get_log("browser")
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) >= 4, f"{case}: {len(images)} figures"
+    for image in images:
+        alt = image.get_attribute("alt")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image), alt
+        browser.execute_script("arguments[0].scrollIntoView()", image)
+        spread, white = _blank(image.screenshot_as_png)
+        assert spread > 10 and white < 0.97, f"{case}: the figure {alt!r} is empty ({spread:.1f}, {white:.2f} white)"
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+    titles = [e.text for e in browser.find_elements(By.TAG_NAME, "h2")]
+    assert "Colour overlay" in titles
+    if case in ("t1-rigid", "t1-multimodal"):  # registered with mutual information: the edge overlay is offered
+        assert "Edge overlay" in titles
+
+
+def test_report_screenshot_for_the_docs(browser: Any, demo_reports: dict[str, Path], tmp_path: Path) -> None:
+    """``docs/report_screenshot.py`` (what ``docs/report.png`` is made with) shoots a demo report at a fixed width."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "report_screenshot.py"
     path = tmp_path / "shot.png"
-    assert browser.save_screenshot(str(path))
+    run = subprocess.run([sys.executable, str(script), "--report", str(demo_reports["photo-homography"]), "-o", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
     with Image.open(path) as image:
         assert image.size[0] >= 900 and np.asarray(image.convert("L")).std() > 20
+    docs = Path(__file__).resolve().parents[1] / "docs" / "report.png"
+    with Image.open(docs) as kept:  # the README shows it
+        assert kept.size[0] >= 900 and np.asarray(kept.convert("L")).std() > 20

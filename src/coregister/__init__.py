@@ -14,10 +14,15 @@ The public face (see ``DESIGN.md``)::
 
 Modules and subpackages reached as attributes, loaded on first use:
 ``cr.presets``, ``cr.preprocess``, ``cr.pipeline``, ``cr.geo`` (rasters),
-``cr.medical`` (landmark and label accuracy) and ``cr.batch`` (many pairs).
+``cr.medical`` (landmark and label accuracy, motion correction, halfway
+registration of longitudinal pairs) and ``cr.batch`` (many pairs);
+``cr.motion(series)`` realigns the volumes of a 4D series.
 ``dir(cr)`` lists exactly ``cr.__all__``.
 
 Every transform maps fixed-space points to moving space (ITK's convention).
+``cr.read_transform`` and ``cr.write_transform`` also read and write FSL,
+elastix, ANTs, 3D Slicer and DICOM registration files, turning each tool's
+own direction into this one (:mod:`coregister.io.transforms`).
 """
 
 from __future__ import annotations
@@ -45,12 +50,12 @@ from coregister.transforms import (
     Affine,
     BSpline,
     Composite,
+    DisplacementField,
     Homography,
     Rigid,
     Similarity,
     Transform,
     Translation,
-    read_transform,
 )
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -66,9 +71,13 @@ _LAZY = {
     "Verdict": "coregister.pipeline",
     "apply": "coregister.resample",
     "transform_points": "coregister.resample",
+    "read_transform": "coregister.io.transforms",
+    "write_transform": "coregister.io.transforms",
+    "jacobian_determinant": "coregister.measures",
     "batch": "coregister.batch",
     "geo": "coregister.geo",
     "medical": "coregister.medical",
+    "motion": "coregister.medical.motion_correction",
     "pipeline": "coregister.pipeline",
     "preprocess": "coregister.preprocess",
     "presets": "coregister.presets",
@@ -82,6 +91,7 @@ __all__ = [
     "ConfigError",
     "CoregisterError",
     "CoregisterWarning",
+    "DisplacementField",
     "GeometryError",
     "GeometryWarning",
     "Homography",
@@ -102,7 +112,9 @@ __all__ = [
     "apply",
     "batch",
     "geo",
+    "jacobian_determinant",
     "medical",
+    "motion",
     "pipeline",
     "preprocess",
     "presets",
@@ -111,6 +123,7 @@ __all__ = [
     "register",
     "transform_points",
     "write",
+    "write_transform",
 ]
 
 

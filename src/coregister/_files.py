@@ -7,26 +7,41 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from coregister.errors import CoregisterError, OutputExistsError, UnreadableInputError, UnwritableOutputError
 
-__all__ = ["atomic_path", "check_writable", "refuse_overwriting_input"]
+__all__ = [
+    "OVERWRITE_FIX",
+    "PART_MARKER",
+    "atomic_path",
+    "check_writable",
+    "part_folder",
+    "publish",
+    "refuse_existing",
+    "refuse_overwriting_input",
+    "sweep_parts",
+]
+
+logger = logging.getLogger(__name__)
+
+#: how the refusal to replace an existing output says what to do
+OVERWRITE_FIX = "pass overwrite=True (command line: --overwrite) to replace it"
 
 # The process umask, read once at import (os.umask can only be read by setting it).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-def _full_suffix(path: Path) -> str:
-    """``.nii.gz`` for ``a.nii.gz``; the last suffix otherwise (keeps writers' format detection working)."""
-    suffixes = path.suffixes
-    if len(suffixes) >= 2 and suffixes[-1].lower() in (".gz", ".bz2", ".zst"):
-        return "".join(suffixes[-2:])
-    return path.suffix
 
 
 def refuse_overwriting_input(output: Path, source: str | os.PathLike[str] | None, *, fix: str) -> None:
@@ -131,17 +146,166 @@ def check_writable(
     return target
 
 
+#: the file inside every temporary folder coregister makes: only folders holding it are ever swept away
+PART_MARKER = ".coregister-part"
+_PART_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.part")
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process (or open file) holds it."""
+    if fcntl is None:  # pragma: no cover - Windows: no advisory locks; nothing is ever swept
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def sweep_parts(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary folders that interrupted coregister runs left in ``folder``; return them.
+
+    A temporary folder (:func:`part_folder`) is locked (``flock``) for as long
+    as the process that made it lives; the kernel releases the lock when the
+    process dies, even by SIGKILL. So a folder named ``.<name>.XXXXXXXX.part``
+    that holds :data:`PART_MARKER` and whose lock can be taken is a leftover,
+    and goes; one still locked belongs to a live run and stays, and nothing
+    without the marker is touched.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> left = folder / ".out.tif.abcd1234.part"
+    >>> left.mkdir()
+    >>> _ = (left / PART_MARKER).write_text("")
+    >>> [p.name for p in sweep_parts(folder)], left.exists()
+    (['.out.tif.abcd1234.part'], False)
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _PART_NAME.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if not (path / PART_MARKER).is_file():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not _lock(fd):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not path.exists():
+            logger.info("removed %s, left by an interrupted run", path)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def part_folder(folder: str | os.PathLike[str], name: str) -> Iterator[Path]:
+    """A locked temporary folder ``.<name>.XXXXXXXX.part`` in ``folder``, removed with its contents when the block ends.
+
+    Leftovers of interrupted runs in ``folder`` are swept first
+    (:func:`sweep_parts`). The folder holds :data:`PART_MARKER` (leave it out
+    when moving the contents) and stays locked while the block runs.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with part_folder(folder, "out") as stage:
+    ...     stage.name.startswith(".out."), stage.name.endswith(".part"), sweep_parts(folder)
+    (True, True, [])
+    >>> list(folder.iterdir())
+    []
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    fix = "choose another output path"
+    if not folder.is_dir():
+        raise UnwritableOutputError(f"output folder {str(folder)!r} does not exist; create it first")
+    sweep_parts(folder)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
+    except OSError as exc:
+        raise UnwritableOutputError(f"cannot write to {str(folder / name)!r} ({_reason(exc, folder)}); {fix}") from exc
+    fd = os.open(stage, os.O_RDONLY)
+    try:
+        _lock(fd)
+        (stage / PART_MARKER).write_bytes(b"")
+        os.chmod(stage, 0o777 & ~_UMASK)  # mkdtemp makes 0700; what moves out keeps its own permissions
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(fd)
+
+
+def refuse_existing(path: str | os.PathLike[str], *, overwrite: bool, fix: str = OVERWRITE_FIX) -> None:
+    """Raise :class:`~coregister.errors.OutputExistsError` when ``path`` exists (or is a link) and ``overwrite`` is off.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.tif"
+    >>> refuse_existing(target, overwrite=False)
+    >>> _ = target.write_bytes(b"mine")
+    >>> refuse_existing(target, overwrite=False, fix="pass --overwrite to replace it")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.OutputExistsError: '...out.tif' exists; pass --overwrite to replace it
+    """
+    target = Path(path)
+    if not overwrite and (target.exists() or target.is_symlink()):
+        raise OutputExistsError(f"{str(target)!r} exists; {fix}")
+
+
+def publish(source: Path, target: Path, *, overwrite: bool, fix: str = OVERWRITE_FIX) -> None:
+    """Move ``source`` to ``target`` in one rename; without ``overwrite`` an existing ``target`` is never replaced.
+
+    Without ``overwrite`` the file is hard-linked into place (``link`` fails
+    when the name exists, with no window between a check and the rename),
+    falling back to check-then-rename where the file system has no links.
+    """
+    if overwrite:
+        os.replace(source, target)
+        return
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise OutputExistsError(f"{str(target)!r} exists; {fix}") from None
+    except OSError:  # no hard links here (FAT, some network shares), or a folder
+        refuse_existing(target, overwrite=False, fix=fix)
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, overwrite: bool = True, fix: str = OVERWRITE_FIX
+) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` when the block succeeds.
 
-    The temporary name keeps the target's suffix (``.nii.gz``, ``.tif``) so
-    that libraries choosing a format by extension choose the right one. On
-    any exception the temporary file is removed and the target is untouched:
-    a failed run leaves no half-written file. When the file system refuses
-    (no permission, read-only, ``/proc``), the
-    :class:`~coregister.errors.UnwritableOutputError` names ``path``, not the
-    hidden temporary file.
+    The temporary file has the target's own name, inside a locked temporary
+    folder beside it (:func:`part_folder`), so that libraries choosing a
+    format by extension choose the right one and sidecar files they add
+    stay in that folder. On any exception, an interrupt included, the
+    temporary folder is removed and the target is untouched: a failed run
+    leaves no half-written file; a folder left by a killed process is swept
+    by the next write in the same place. With ``overwrite=False`` an
+    existing ``path`` is refused (:class:`~coregister.errors.OutputExistsError`,
+    its message ending with ``fix``) before anything is written, and is
+    never replaced. When the file system refuses (no permission, read-only,
+    ``/proc``), the :class:`~coregister.errors.UnwritableOutputError` names
+    ``path``, not the hidden temporary file.
 
     Examples
     --------
@@ -149,30 +313,31 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
     >>> with atomic_path(target) as tmp:
     ...     _ = tmp.write_text("done")
-    >>> target.read_text()
-    'done'
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('done', ['out.txt'])
+    >>> with atomic_path(target, overwrite=False) as tmp:
+    ...     _ = tmp.write_text("again")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.OutputExistsError: '...out.txt' exists; pass overwrite=True (command line: --overwrite) to replace it
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
-    fix = "choose another output path"
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{_full_suffix(target)}", dir=folder)
-    except OSError as exc:
-        raise UnwritableOutputError(f"cannot write to {str(target)!r} ({_reason(exc, folder)}); {fix}") from exc
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() would give
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, CoregisterError) and _names(exc, tmp, target):
-            raise UnwritableOutputError(f"cannot write to {str(target)!r} ({_reason(exc, folder)}); {fix}") from exc
-        raise
+    refuse_existing(target, overwrite=overwrite, fix=fix)
+    fix_unwritable = "choose another output path"
+    with part_folder(folder, target.name) as stage:
+        tmp = stage / target.name
+        try:
+            yield tmp
+            publish(tmp, target, overwrite=overwrite, fix=fix)
+        except OSError as exc:
+            if not isinstance(exc, CoregisterError) and _names(exc, tmp, target):
+                raise UnwritableOutputError(
+                    f"cannot write to {str(target)!r} ({_reason(exc, folder)}); {fix_unwritable}"
+                ) from exc
+            raise
 
 
 def _names(exc: OSError, *paths: Path) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from coregister.errors import ConfigError
 
 __all__ = [
+    "BinaryInputs",
     "Detector",
     "EngineName",
     "Initialisation",
@@ -72,6 +73,7 @@ class TransformModel(_StrEnum):
     SIMILARITY = "similarity"
     AFFINE = "affine"
     BSPLINE = "bspline"
+    SYN = "syn"  #: a dense displacement field, diffeomorphic (the ``syn`` preset's deformable stage)
     HOMOGRAPHY = "homography"
 
 
@@ -82,6 +84,14 @@ class Interpolation(_StrEnum):
     BSPLINE = "bspline"
     NEAREST = "nearest"
     LABEL_GAUSSIAN = "label-gaussian"
+
+
+class BinaryInputs(_StrEnum):
+    """What an intensity engine registers when both images are binary masks (two values each)."""
+
+    AS_IS = "as-is"  #: the masks' own values
+    DISTANCE = "distance"  #: each mask's signed distance to its boundary (mm, clipped), smooth on both sides
+    SMOOTH = "smooth"  #: each mask smoothed by a Gaussian
 
 
 class Initialisation(_StrEnum):
@@ -153,6 +163,19 @@ class Stage:
     coarsest_factor: int | None = None
     #: with ``smoothing_sigmas_mm`` None, Gaussian sigma of each level in units of that level's voxel
     smoothing_voxels: float = 0.5
+    #: B-spline: times the control-point mesh is halved over the stage's levels, the finest level ending on
+    #: ``bspline_mesh_mm`` (0: that one mesh on every level)
+    bspline_refinements: int = 0
+    #: deformable stages: smallest Jacobian determinant the answer may reach on the fixed grid; a B-spline (or
+    #: field) whose determinant falls below it is scaled back towards the identity until it does not (None: no guard)
+    min_jacobian: float | None = None
+    #: displacement-field stages: Gaussian sigma (voxels of the level) applied to each update (fluid-like)
+    update_sigma_voxels: float = 0.0
+    #: displacement-field stages: Gaussian sigma (voxels of the level) applied to the whole field (elastic-like)
+    field_sigma_voxels: float = 1.5
+    #: displacement-field stages, automatic levels: the finest level's voxel is at least this size (world units;
+    #: None: the image's own)
+    finest_spacing_mm: float | None = None
 
     def replace(self, **changes: Any) -> Stage:
         """A copy with some fields replaced."""
@@ -170,6 +193,8 @@ class RegistrationConfig:
     initialisation: Initialisation = Initialisation.GEOMETRY
     rotation_search: bool = False
     engine: EngineName = EngineName.SITK
+    #: how a pair of binary masks is registered (the deformable presets: as signed distance maps)
+    binary_inputs: BinaryInputs = BinaryInputs.AS_IS
     seed: int = 0
     threads: int | None = None
     name: str = "custom"

@@ -1,6 +1,9 @@
 """The coordinate crossings that bite, each converted in exactly one place.
 
-* NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`.
+* NIfTI world space is RAS, ITK/DICOM world space is LPS: :func:`flip_ras_lps`
+  for a world-from-index matrix, :func:`flip_ras_lps_points` for points (e.g.
+  3D Slicer landmarks), :func:`point_map_ras_lps` for a world-to-world point
+  map (a transform).
 * GDAL/rasterio geotransforms address pixel corners, ITK addresses pixel
   centres: :func:`geotransform_to_geometry` and :func:`geometry_to_geotransform`
   (origin, spacing, direction), :func:`centre_geotransform` and
@@ -33,6 +36,7 @@ __all__ = [
     "centre_geotransform",
     "corner_geotransform",
     "flip_ras_lps",
+    "flip_ras_lps_points",
     "geometry_from_affine",
     "geometry_to_geotransform",
     "geotransform_to_geometry",
@@ -42,6 +46,7 @@ __all__ = [
     "orientation_code",
     "pixel_centre_to_map",
     "pixel_corner_to_map",
+    "point_map_ras_lps",
     "subgrid_geotransform",
     "zyx_to_ijk",
 ]
@@ -80,6 +85,54 @@ def flip_ras_lps(affine: np.ndarray) -> np.ndarray:
     if affine.shape != (4, 4):
         raise GeometryError(f"expected a 4x4 affine, got shape {affine.shape}; pass the NIfTI/ITK homogeneous matrix")
     return _LPS_FLIP @ affine
+
+
+def flip_ras_lps_points(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Convert world points between RAS and LPS: the first two coordinates change sign.
+
+    Its own inverse, like :func:`flip_ras_lps`; exact (a sign flip rounds
+    nothing). Points are rows ``(x, y[, z])``.
+
+    Examples
+    --------
+    >>> flip_ras_lps_points([[10.0, -20.0, 30.0]]).tolist()
+    [[-10.0, 20.0, 30.0]]
+    """
+    points = np.array(points, dtype=float, ndmin=2)
+    if points.shape[-1] < 2:
+        raise GeometryError(f"expected points of 2 or 3 coordinates, got shape {points.shape}; give (n, d) rows")
+    points[..., :2] *= -1.0
+    return points
+def point_map_ras_lps(matrix: np.ndarray) -> np.ndarray:
+    """Convert a homogeneous 3D point map (world -> world, a linear transform) between RAS and LPS.
+
+    Both the points it takes and the points it gives change convention, so the
+    flip acts on both sides; it is its own inverse.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (4, 4)
+        ``y = matrix @ [x, 1]`` with ``x`` and ``y`` in one world convention.
+
+    Returns
+    -------
+    ndarray, shape (4, 4)
+        The same map in the other convention.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shift_left = np.eye(4); shift_left[0, 3] = 5.0   # LPS: +x is towards the patient's left
+    >>> point_map_ras_lps(shift_left)[:3, 3].tolist()     # RAS: towards the left is -x
+    [-5.0, 0.0, 0.0]
+    >>> turn = np.eye(4); turn[:2, :2] = [[0.0, -1.0], [1.0, 0.0]]
+    >>> np.array_equal(point_map_ras_lps(turn), turn)    # a turn about the z axis is the same turn in both
+    True
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (4, 4):
+        raise GeometryError(f"expected a 4x4 point map, got shape {matrix.shape}; pass a homogeneous 3D transform")
+    return _LPS_FLIP @ matrix @ _LPS_FLIP
 
 
 def affine_from_geometry(

@@ -16,6 +16,8 @@ __all__ = [
     "DataNotFoundError",
     "GeometryError",
     "GeometryWarning",
+    "Interrupted",
+    "MemoryLimitError",
     "MissingDependencyError",
     "NonUniformSpacingError",
     "OutputExistsError",
@@ -56,6 +58,28 @@ class NonUniformSpacingError(GeometryError):
 
 class OutputExistsError(CoregisterError, FileExistsError):
     """Writing would overwrite an input or an existing output the user did not give up."""
+
+
+class MemoryLimitError(CoregisterError, MemoryError):
+    """A read or a registration would need more memory than allowed (``COREGISTER_MAX_MEMORY``, ``--max-memory``).
+
+    Raised before the allocation, with both figures: what the data (or the
+    header) claims and what is allowed.
+    """
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM); ``signum`` says which.
+
+    Like :class:`KeyboardInterrupt` it is not an :class:`Exception`, so
+    ``except Exception`` blocks let it through and ``finally`` blocks clean up;
+    it is not a ``KeyboardInterrupt`` either, so that click does not turn it
+    into its own "Aborted!".
+    """
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
 
 class MissingDependencyError(CoregisterError, ImportError):

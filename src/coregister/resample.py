@@ -15,7 +15,7 @@ convention 4). Integer data are rounded and clipped back to their dtype.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,6 +24,7 @@ from coregister._opencv import cv2
 from coregister.config import Interpolation
 from coregister.errors import GeometryError
 from coregister.image import SpatialImage
+from coregister.image.kinds import as_spatial_image, resolve_like, to_kind
 from coregister.transforms import BSpline, Composite, Homography, Transform
 
 __all__ = ["apply", "resample_values", "transform_points"]
@@ -282,16 +283,31 @@ def _derived_meta(reference: SpatialImage, image: SpatialImage, dtype: np.dtype,
     return meta
 
 
+@overload
+def apply(
+    transform: Transform, image: Any, *, reference: Any = ..., interpolation: Interpolation | str = ...,
+    default_value: float = ..., output_dtype: Any = ..., threads: int | None = ..., like: None = ...,
+) -> SpatialImage: ...
+
+
+@overload
+def apply(
+    transform: Transform, image: Any, *, reference: Any = ..., interpolation: Interpolation | str = ...,
+    default_value: float = ..., output_dtype: Any = ..., threads: int | None = ..., like: str,
+) -> Any: ...
+
+
 def apply(
     transform: Transform,
-    image: SpatialImage,
+    image: Any,
     *,
-    reference: SpatialImage | None = None,
+    reference: Any = None,
     interpolation: Interpolation | str = Interpolation.LINEAR,
     default_value: float = 0.0,
     output_dtype: Any = None,
     threads: int | None = None,
-) -> SpatialImage:
+    like: str | None = None,
+) -> Any:
     """Resample ``image`` (moving) onto ``reference``'s grid (fixed) through ``transform``.
 
     ``transform`` maps fixed-space points to moving space (ITK's convention,
@@ -308,10 +324,10 @@ def apply(
         interpolation is linear or nearest (OpenCV places samples to 1/32
         pixel), through a displacement field sampled at every output pixel
         (exact) otherwise).
-    image : SpatialImage
+    image : SpatialImage, SimpleITK.Image, nibabel image or xarray.DataArray
         The moving image; a trailing channel axis is resampled channel by
         channel.
-    reference : SpatialImage, optional
+    reference : same kinds, optional
         The grid, CRS and metadata of the output (default: ``image`` itself).
     interpolation : Interpolation or str
         ``linear`` (default) or ``bspline`` for intensities; ``nearest`` or
@@ -325,10 +341,14 @@ def apply(
         rounded and clipped to the dtype's range.
     threads : int, optional
         Threads for SimpleITK's resampler (default: SimpleITK's global default).
+    like : {"input", "spatialimage", "sitk", "nibabel", "xarray"}, optional
+        Return the output as this kind of object; ``"input"``: the kind of
+        ``image`` (a nibabel image in, a nibabel image out). Default: a
+        :class:`~coregister.SpatialImage`.
 
     Returns
     -------
-    SpatialImage
+    SpatialImage (or the kind ``like`` names)
         Reference geometry, CRS and metadata (raster profile dtype/count/nodata
         updated); the moving image's nodata; ``mask`` marking where the moving
         image had data (None when it had data everywhere).
@@ -343,8 +363,12 @@ def apply(
     ([[5, 15, 25, 255]], 'uint8', [[True, True, True, False]])
     >>> apply(Translation([0.5, 0.0]), img, interpolation="nearest", output_dtype=np.float32).array.tolist()
     [[10.0, 20.0, 30.0, 0.0]]
+    >>> apply(Translation([0.5, 0.0]), img.to_sitk(), like="input").GetSize()   # a SimpleITK image in, one out
+    (4, 1)
     """
-    reference = image if reference is None else reference
+    kind = resolve_like(like, image)
+    image = as_spatial_image(image, name="image")
+    reference = image if reference is None else as_spatial_image(reference, name="reference")
     values, valid = resample_values(transform, image, reference=reference, interpolation=interpolation, threads=threads)
     dtype = np.dtype(image.dtype if output_dtype is None else output_dtype)
     nodata = image.nodata
@@ -356,7 +380,7 @@ def apply(
         else:
             values[invalid] = fill
     array = _cast_to(values, dtype)
-    return SpatialImage(
+    out = SpatialImage(
         array,
         origin=reference.origin,
         spacing=reference.spacing,
@@ -366,9 +390,29 @@ def apply(
         mask=None if valid.all() else valid,
         meta=_derived_meta(reference, image, dtype, nodata),
     )
+    return to_kind(out, kind)
 
 
-def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> np.ndarray:
+_Points = TypeVar("_Points", bound="PointSet")
+
+
+@runtime_checkable
+class PointSet(Protocol):
+    """Points that carry more than coordinates (:class:`coregister.medical.Landmarks`): mapped, they keep the rest."""
+
+    @property
+    def points(self) -> np.ndarray: ...
+
+    def with_points(self: _Points, points: Any) -> _Points: ...
+
+
+@overload
+def transform_points(transform: Transform, points: _Points, *, inverse: bool = False) -> _Points: ...
+@overload
+def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> np.ndarray: ...
+
+
+def transform_points(transform: Transform, points: Any, *, inverse: bool = False) -> Any:
     """Map points through ``transform``: fixed space -> moving space, or moving -> fixed with ``inverse=True``.
 
     Registration transforms map fixed-space points to moving space, so
@@ -380,16 +424,18 @@ def transform_points(transform: Transform, points: Any, *, inverse: bool = False
     ----------
     transform : Transform
         Fixed -> moving point map.
-    points : array_like, shape (n, d) or (d,)
+    points : array_like, shape (n, d) or (d,), or Landmarks
         World coordinates (LPS mm for medical images, map units for rasters),
-        ITK order ``(x, y[, z])``.
+        ITK order ``(x, y[, z])``; or a :class:`coregister.medical.Landmarks`
+        (any value with ``points`` and ``with_points``).
     inverse : bool
         Map moving-space points to fixed space instead.
 
     Returns
     -------
-    ndarray
-        Same shape as ``points``.
+    ndarray or Landmarks
+        Same shape as ``points``; landmarks come back as landmarks, their
+        labels kept.
 
     Examples
     --------
@@ -399,6 +445,8 @@ def transform_points(transform: Transform, points: Any, *, inverse: bool = False
     >>> transform_points(Translation([1.0, 2.0]), [1.0, 2.0], inverse=True).tolist()
     [0.0, 0.0]
     """
+    if isinstance(points, PointSet):  # landmarks: labels travel with their points
+        return points.with_points(transform_points(transform, points.points, inverse=inverse))
     if not inverse:
         return np.asarray(transform.transform_points(points))
     if isinstance(transform, BSpline | Composite):

@@ -30,24 +30,29 @@ import numpy as np
 import SimpleITK as sitk
 
 from coregister.errors import CoregisterError, GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.image import SpatialImage
 
 __all__ = [
     "Affine",
     "BSpline",
     "Composite",
+    "DisplacementField",
     "Homography",
     "LinearTransform",
     "Rigid",
     "Similarity",
     "Transform",
     "Translation",
+    "check_itk_text",
     "compose",
     "decompose",
+    "field_members",
     "from_dict",
     "from_sitk",
     "linear_members",
     "linear_product",
     "read_transform",
+    "sampled_field",
 ]
 
 _ITK_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat", ".xfm")
@@ -250,6 +255,15 @@ class Transform(ABC):
 
         path = Path(path)
         suffix = path.suffix.lower()
+        fields = field_members(self)
+        if fields and (_field_suffix(path) is not None or suffix in (".json", ".tfm", ".txt", ".mat", ".xfm")):
+            if _field_suffix(path) is None:
+                raise UnsupportedFormatError(
+                    f"cannot write a transform holding a displacement field to {str(path)!r}: use .h5 (ITK composite, "
+                    "read by ANTs and 3D Slicer) or .nii.gz (the whole map as one displacement field)"
+                )
+            # the whole map as one field on the grid of its (first) field member: what ANTs' collapsed warp holds
+            return sampled_field(self, fields[0].field).save(path)
         if suffix == ".json":
             with atomic_path(path) as tmp:
                 tmp.write_text(self.to_json(indent=2))
@@ -268,6 +282,7 @@ class Transform(ABC):
         else:
             raise UnsupportedFormatError(
                 f"cannot write a transform to {str(path)!r}: use .tfm, .txt, .h5, .mat (ITK) or .json"
+                + ("; a displacement field also .nii.gz" if isinstance(self, DisplacementField) else "")
             )
         return path
 
@@ -582,14 +597,18 @@ class BSpline(Transform):
     def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
         """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
         y, single = _points(points, self.ndim)
-        x = y.copy()
+        x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
+        return x[0] if single else x
+
+    def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
+        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
         for _ in range(max_iterations):
             x_new = y - self.displacement(x)
             step = np.max(np.abs(x_new - x)) if x.size else 0.0
             x = x_new
             if step < tolerance:
                 break
-        return x[0] if single else x
+        return x
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -604,6 +623,230 @@ class BSpline(Transform):
             "max_coefficient": float(np.abs(self.coefficients).max()) if self.coefficients.size else 0.0,
             "coefficients": self.coefficients.tolist(),
         }
+
+
+#: image suffixes a displacement field is saved to and read from (a vector image, as ANTs writes its warps)
+_FIELD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: InvertDisplacementField: iterations, and the mean and largest residual (world units) at which it stops
+_INVERSE_ITERATIONS = 100
+_INVERSE_MEAN_TOLERANCE = 1e-4
+_INVERSE_MAX_TOLERANCE = 0.01
+
+
+def _field_suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in _FIELD_SUFFIXES if name.endswith(s)), None)
+
+
+@dataclass(frozen=True, eq=False)
+class DisplacementField(Transform):
+    """A dense displacement field: fixed-space ``x`` maps to ``x + u(x)`` in moving space.
+
+    ``u`` is sampled on a grid (``field``, a :class:`~coregister.image.SpatialImage`
+    whose trailing axis holds the ``d`` world components of each
+    displacement, ITK/LPS order ``(x, y[, z])`` for medical images) and
+    interpolated linearly between grid points, exactly as ITK's
+    ``DisplacementFieldTransform`` does; beyond half a voxel outside the
+    grid the displacement is zero (ITK's convention, kept here).
+
+    A field saves to a vector image (``.nii.gz``: NIfTI intent vector, the
+    components in ITK/LPS world units whatever the header's RAS affine says,
+    as ANTs writes its ``*Warp.nii.gz``; also ``.nrrd``/``.mha``) or an ITK
+    ``.h5`` transform file. :meth:`inverse` inverts it numerically
+    (SimpleITK's ``InvertDisplacementField``) and the inverse states its
+    residual.
+
+    Parameters
+    ----------
+    field : SpatialImage
+        Spatial grid with a trailing axis of ``d`` components (float64 kept).
+    inverse_residual_mm : (float, float), optional
+        For a field computed as the inverse of another (:meth:`inverse`): the
+        mean and the largest ``|g(f(y)) - y|`` over its grid points whose
+        image ``f(y)`` lies inside ``g``'s grid, where ``f`` is this field and
+        ``g`` the one it inverts (world units).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister.image import SpatialImage
+    >>> y, x = np.mgrid[0:16, 0:20]
+    >>> vectors = np.zeros((16, 20, 2))
+    >>> vectors[..., 0] = 1.5 * np.exp(-((x - 10.0) ** 2 + (y - 8.0) ** 2) / 20.0)  # a bump along x
+    >>> bump = DisplacementField(SpatialImage(vectors, origin=(0.0, 0.0), spacing=(2.0, 2.0)))
+    >>> bump.transform_points([[20.0, 16.0]]).tolist()  # the bump's centre (index 10, 8) moves 1.5 along x
+    [[21.5, 16.0]]
+    >>> back = bump.inverse()  # exact to 0.01 at its grid points, interpolated linearly between them
+    >>> np.round(back.transform_points([[21.5, 16.0]]), 1).tolist(), back.inverse_residual_mm[1] <= 0.01
+    ([[20.0, 16.0]], True)
+    """
+
+    field: SpatialImage
+    inverse_residual_mm: tuple[float, float] | None = None
+
+    kind: ClassVar[str] = "field"
+
+    def __post_init__(self) -> None:
+        field = self.field
+        if not isinstance(field, SpatialImage):
+            raise GeometryError(f"a DisplacementField holds a SpatialImage with a vector axis, not {type(field).__name__}")
+        if not field.has_channels or field.n_channels != field.ndim:
+            raise GeometryError(
+                f"a {field.ndim}D displacement field needs {field.ndim} components per grid point; this image has "
+                f"{field.n_channels if field.has_channels else 'no'} (array shape {field.array.shape})"
+            )
+        vectors = np.asarray(field.array, dtype=np.float64)
+        if not np.all(np.isfinite(vectors)):
+            raise GeometryError("the displacement field holds non-finite vectors; fill or mask them before building a transform")
+        object.__setattr__(self, "field", field.replace(array=vectors, mask=None, nodata=None, meta={}))
+        if self.inverse_residual_mm is not None:
+            mean, largest = (float(v) for v in self.inverse_residual_mm)
+            object.__setattr__(self, "inverse_residual_mm", (mean, largest))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_sitk_image(cls, image: sitk.Image, *, inverse_residual_mm: tuple[float, float] | None = None) -> DisplacementField:
+        """Wrap a SimpleITK vector image (a displacement field: one component per axis, world units)."""
+        if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
+            raise GeometryError(
+                f"a displacement field has {image.GetDimension()} components per pixel in {image.GetDimension()}D; this "
+                f"image has {image.GetNumberOfComponentsPerPixel()}"
+            )
+        return cls(SpatialImage.from_sitk(image), inverse_residual_mm)
+
+    @property
+    def ndim(self) -> int:
+        return self.field.ndim
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The displacements, shape ``grid shape (z, y[, x]) + (d,)``, components ``(x, y[, z])``."""
+        return self.field.array
+
+    def to_sitk_image(self) -> sitk.Image:
+        """The field as a SimpleITK vector image of float64 (a new copy)."""
+        return self.field.to_sitk()
+
+    def to_sitk(self) -> sitk.Transform:
+        return sitk.DisplacementFieldTransform(self.to_sitk_image())
+
+    # ------------------------------------------------------------------ evaluation
+    def displacement(self, points: Any) -> np.ndarray:
+        """``u(x)`` at fixed-space points, as ITK evaluates it: linear inside the grid, zero beyond its outer voxels."""
+        from scipy import ndimage
+
+        arr, single = _points(points, self.ndim)
+        size = np.asarray(self.field.size, dtype=float)
+        index = self.field.world_to_index(arr) if arr.size else np.zeros((0, self.ndim))
+        # ITK: inside the buffer (up to half a voxel beyond the outer centres) linear, its neighbours clamped into
+        # the grid (the same as clamping the point's index); beyond that, no displacement
+        inside = np.all((index >= -0.5) & (index < size - 0.5), axis=1)
+        clipped = np.clip(index[inside], 0.0, size - 1.0)[:, ::-1].T  # array order (z, y[, x])
+        out = np.zeros_like(arr)
+        for c in range(self.ndim):
+            out[inside, c] = ndimage.map_coordinates(self.vectors[..., c], clipped, order=1, mode="nearest")
+        return out[0] if single else out
+
+    def transform_points(self, points: Any) -> np.ndarray:
+        arr, single = _points(points, self.ndim)
+        out = arr + self.displacement(arr)
+        return out[0] if single else out
+
+    def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
+        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
+        y, single = _points(points, self.ndim)
+        x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
+        return x[0] if single else x
+
+    def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
+        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
+        for _ in range(max_iterations):
+            x_new = y - self.displacement(x)
+            step = np.max(np.abs(x_new - x)) if x.size else 0.0
+            x = x_new
+            if step < tolerance:
+                break
+        return x
+
+    def inverse(self) -> DisplacementField:
+        """The inverse field on the same grid (SimpleITK's ``InvertDisplacementField``), with its residual stated.
+
+        The inverse ``g`` maps moving-space points back: ``g(f(x)) = x`` up to
+        ``g.inverse_residual_mm`` (mean, largest over the grid points), and
+        ``g.inverse()`` is this field again. Computed once per field.
+        """
+        return self._inverted
+
+    @functools.cached_property
+    def _inverted(self) -> DisplacementField:
+        flt = sitk.InvertDisplacementFieldImageFilter()
+        flt.SetMaximumNumberOfIterations(_INVERSE_ITERATIONS)
+        flt.SetMeanErrorToleranceThreshold(_INVERSE_MEAN_TOLERANCE)
+        flt.SetMaxErrorToleranceThreshold(_INVERSE_MAX_TOLERANCE)
+        flt.SetEnforceBoundaryCondition(False)
+        image = flt.Execute(self.to_sitk_image())
+        provisional = DisplacementField.from_sitk_image(image)
+        grid = self.field.world_grid().reshape(-1, self.ndim)
+        back = provisional.transform_points(grid)
+        # g(y) = y + v(y) maps back; f(g(y)) should be y again: the residual of the pair, over the inverse's grid
+        residual = np.linalg.norm(self.transform_points(back) - grid, axis=1)
+        # ITK's iteration works on the grid and leaves the points whose inverse falls outside it (the border)
+        # unsolved: those few are finished point by point from ITK's estimate
+        rough = residual > _INVERSE_MAX_TOLERANCE
+        if rough.any():
+            back[rough] = self._solve(grid[rough], back[rough], tolerance=1e-6, max_iterations=200)
+            residual[rough] = np.linalg.norm(self.transform_points(back[rough]) - grid[rough], axis=1)
+        vectors = (back - grid).reshape(provisional.vectors.shape)
+        # stated where the inverse lands inside this field's grid: beyond it the forward map has no displacement
+        # (ITK's convention), so no inverse can be exact there
+        index = self.field.world_to_index(back)
+        landed = np.all((index >= -0.5) & (index < np.asarray(self.field.size) - 0.5), axis=1)
+        stated = residual[landed] if landed.any() else residual
+        inverse = DisplacementField(provisional.field.replace(array=vectors),
+                                    (float(stated.mean()), float(stated.max())))
+        inverse.__dict__["_inverted"] = self  # the inverse of the inverse is this field, not a second approximation
+        return inverse
+
+    # ------------------------------------------------------------------ description and files
+    def to_dict(self) -> dict[str, Any]:
+        """A summary (grid, largest displacement, inverse residual); the vectors themselves go to ``.nii.gz``/``.h5``."""
+        norms = np.linalg.norm(self.vectors, axis=-1)
+        return {
+            "type": "DisplacementField",
+            "ndim": self.ndim,
+            "fixed_to_moving": True,
+            "components": "world (ITK/LPS for medical images), order x, y[, z]",
+            "grid_size": list(self.field.size),
+            "grid_origin": list(self.field.origin),
+            "grid_spacing": list(self.field.spacing),
+            "grid_direction": np.asarray(self.field.direction).tolist(),
+            "max_displacement": float(norms.max()) if norms.size else 0.0,
+            "mean_displacement": float(norms.mean()) if norms.size else 0.0,
+            "inverse_residual_mm": None if self.inverse_residual_mm is None else list(self.inverse_residual_mm),
+            "vectors": "not stored in JSON: save the field as .nii.gz or .h5",
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the field: a vector image (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``) or an ITK ``.h5`` file.
+
+        A NIfTI field is 5D with intent vector and its components in ITK/LPS
+        world units, as ANTs writes ``*Warp.nii.gz``: ``antsApplyTransforms``,
+        ANTsPy and SimpleITK read it with the same meaning. Written atomically.
+        """
+        from coregister._files import atomic_path
+
+        path = Path(path)
+        suffix = _field_suffix(path)
+        if suffix is None:
+            if path.suffix.lower() in (".h5", ".hdf5"):
+                return super().save(path)
+            raise UnsupportedFormatError(
+                f"cannot write a displacement field to {str(path)!r}: use .nii.gz (as ANTs' warps), .nrrd, .mha or "
+                ".h5 (ITK transform); a text .tfm or a .json file would hold millions of numbers"
+            )
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(self.to_sitk_image(), str(tmp))
+        return path
 
 
 @dataclass(frozen=True, eq=False)
@@ -725,7 +968,7 @@ class Composite(Transform):
         """Map moving-space points to fixed space, inverting B-spline members numerically."""
         arr, single = _points(points, self.ndim)
         for t in self.transforms:
-            if isinstance(t, BSpline | Composite):
+            if isinstance(t, BSpline | Composite | DisplacementField):
                 arr = np.atleast_2d(t.inverse_points(arr))
             else:
                 arr = np.atleast_2d(t.inverse().transform_points(arr))
@@ -945,6 +1188,8 @@ def from_sitk(tx: sitk.Transform) -> Transform:
         return Translation(tx.GetOffset())
     if isinstance(tx, sitk.BSplineTransform):
         return BSpline._from_sitk(tx)
+    if isinstance(tx, sitk.DisplacementFieldTransform):
+        return DisplacementField.from_sitk_image(tx.GetDisplacementField())
     if name == "IdentityTransform":
         return Translation(np.zeros(ndim))
     if hasattr(tx, "GetMatrix") and hasattr(tx, "GetTranslation") and hasattr(tx, "GetCenter"):
@@ -957,10 +1202,6 @@ def from_sitk(tx: sitk.Transform) -> Transform:
             scale = float(tx.GetScale())
             return Similarity(scale, matrix / scale, translation, center)
         return Affine(matrix, translation, center)
-    if isinstance(tx, sitk.DisplacementFieldTransform):
-        raise UnsupportedFormatError(
-            "displacement-field transforms are not transform values yet; resample with SimpleITK directly"
-        )
     # A generic MatrixOffsetTransformBase (ANTs .mat) downcasts to AffineTransform; anything else is unknown.
     raise UnsupportedFormatError(f"SimpleITK transform {name!r} has no coregister equivalent")
 
@@ -983,13 +1224,169 @@ def _generic_matrix_offset(tx: sitk.Transform) -> Affine:
     return out
 
 
+#: ITK transform types read from text files: their parameter and fixed-parameter counts as functions of the dimension
+_ITK_COUNTS: dict[str, tuple[Callable[[int], tuple[int, ...]], Callable[[int], tuple[int, ...]], tuple[int, ...]]] = {
+    "IdentityTransform": (lambda d: (0,), lambda d: (0,), (2, 3)),
+    "TranslationTransform": (lambda d: (d,), lambda d: (0,), (2, 3)),
+    "ScaleTransform": (lambda d: (d,), lambda d: (d,), (2, 3)),
+    "Euler2DTransform": (lambda d: (3,), lambda d: (2,), (2,)),
+    "Rigid2DTransform": (lambda d: (3,), lambda d: (2,), (2,)),
+    "Similarity2DTransform": (lambda d: (4,), lambda d: (2,), (2,)),
+    "Euler3DTransform": (lambda d: (6,), lambda d: (3, 4), (3,)),  # ITK 5 adds the ZYX flag to the centre
+    "VersorRigid3DTransform": (lambda d: (6,), lambda d: (3,), (3,)),
+    "VersorTransform": (lambda d: (3,), lambda d: (3,), (3,)),
+    "Similarity3DTransform": (lambda d: (7,), lambda d: (3,), (3,)),
+    "ScaleVersor3DTransform": (lambda d: (9,), lambda d: (3,), (3,)),
+    "ScaleSkewVersor3DTransform": (lambda d: (15,), lambda d: (3,), (3,)),
+    "AffineTransform": (lambda d: (d * d + d,), lambda d: (d,), (2, 3)),
+    "MatrixOffsetTransformBase": (lambda d: (d * d + d,), lambda d: (d,), (2, 3)),
+    "CompositeTransform": (lambda d: (0,), lambda d: (0,), (2, 3)),
+    "BSplineTransform": (lambda d: (), lambda d: (d * (3 + d),), (2, 3)),  # parameters: d x the grid's size
+}
+
+
+def _numbers(text: str, what: str, where: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split()]
+    except ValueError:
+        raise UnreadableInputError(f"{where}: the {what} {text.strip()[:60]!r} are not numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise GeometryError(f"{where}: the {what} {values[:12]} are not all finite (NaN or infinity); the file is broken")
+    return values
+
+
+def check_itk_text(text: str, where: str) -> int:
+    """Validate an ITK text transform file against its types before SimpleITK reads it; return its transform count.
+
+    SimpleITK reads what a text file says without checking it against the
+    type: an ``Euler2DTransform`` with 2 of its 3 parameters reads memory
+    past them, an affine with 9 parameters instead of 6 is cut short. Here
+    each transform's type must be one this package knows, its dimension 2
+    or 3 (and the same on both sides of ``_double_D_D``), and its parameters
+    and fixed parameters as many as the type has, all finite.
+
+    Raises
+    ------
+    UnreadableInputError
+        An unknown transform type, wrong parameter counts, a missing line,
+        values that are not numbers.
+    UnsupportedFormatError
+        A dimension other than 2 or 3, or different on both sides.
+    GeometryError
+        NaN or infinite values.
+
+    Examples
+    --------
+    >>> check_itk_text("Transform: Euler2DTransform_double_2_2\\nParameters: 0.1 1 2\\nFixedParameters: 0 0\\n", "t.tfm")
+    1
+    >>> check_itk_text("Transform: Euler2DTransform_double_2_2\\nParameters: 0.1 1\\nFixedParameters: 0 0\\n", "t.tfm")
+    Traceback (most recent call last):
+    ...
+    coregister.errors.UnreadableInputError: t.tfm: transform 0 (Euler2DTransform_double_2_2) has 2 parameters; the type has 3: the file is truncated or edited
+    """
+    import re
+
+    entries: list[dict[str, str]] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "Transform":
+            entries.append({"Transform": value.strip()})
+        elif key in ("Parameters", "FixedParameters"):
+            if not entries or key in entries[-1]:
+                raise UnreadableInputError(f"{where}: a {key} line without its Transform line; the file is malformed")
+            entries[-1][key] = value
+    if not entries:
+        raise UnreadableInputError(f"{where}: no 'Transform:' line; not an ITK transform file")
+    if len(entries) > 1 and not entries[0]["Transform"].startswith("CompositeTransform_"):
+        raise UnreadableInputError(
+            f"{where}: {len(entries)} transforms follow one another without a CompositeTransform first "
+            f"({entries[0]['Transform']} comes first); ITK would read the first and drop the rest: the file is broken"
+        )
+    for index, entry in enumerate(entries):
+        name = entry["Transform"]
+        match = re.fullmatch(r"([A-Za-z0-9]+?)_(double|float)_(\d+)_(\d+)", name)
+        if match is None or match.group(1) not in _ITK_COUNTS:
+            known = ", ".join(sorted(_ITK_COUNTS))
+            raise UnreadableInputError(f"{where}: transform {index} has the unknown type {name!r}; coregister reads {known}")
+        kind, d_in, d_out = match.group(1), int(match.group(3)), int(match.group(4))
+        parameters_count, fixed_count, dimensions = _ITK_COUNTS[kind]
+        if d_in != d_out or d_in not in dimensions:
+            raise UnsupportedFormatError(
+                f"{where}: transform {index} ({name}) maps {d_in}D to {d_out}D; coregister reads "
+                f"{' and '.join(f'{d}D' for d in dimensions)} {kind} transforms"
+            )
+        if kind == "CompositeTransform":
+            continue
+        for key in ("Parameters", "FixedParameters"):
+            if key not in entry and not (kind == "IdentityTransform"):
+                raise UnreadableInputError(f"{where}: transform {index} ({name}) has no {key} line; the file is truncated")
+        parameters = _numbers(entry.get("Parameters", ""), "parameters", f"{where}: transform {index} ({name})")
+        fixed = _numbers(entry.get("FixedParameters", ""), "fixed parameters", f"{where}: transform {index} ({name})")
+        if kind == "BSplineTransform" and len(fixed) == d_in * (3 + d_in):
+            size = fixed[:d_in]
+            if not all(v >= 1 and float(v).is_integer() for v in size):
+                raise UnreadableInputError(f"{where}: transform {index} ({name}) has the grid size {size}; the file is broken")
+            expected: tuple[int, ...] = (d_in * math.prod(int(v) for v in size),)
+        else:
+            expected = parameters_count(d_in)
+        for values, counts, what in ((fixed, fixed_count(d_in), "fixed parameters"), (parameters, expected, "parameters")):
+            if len(values) not in counts:
+                wanted = " or ".join(str(c) for c in counts)
+                raise UnreadableInputError(
+                    f"{where}: transform {index} ({name}) has {len(values)} {what}; the type has {wanted}: the file is "
+                    "truncated or edited"
+                )
+    return len(entries)
+def field_members(transform: Transform) -> list[DisplacementField]:
+    """The displacement fields in ``transform``: itself, or the members of a composite that are fields."""
+    if isinstance(transform, DisplacementField):
+        return [transform]
+    if isinstance(transform, Composite):
+        return [t for t in transform.transforms if isinstance(t, DisplacementField)]
+    return []
+
+
+def sampled_field(transform: Transform, grid: Any) -> DisplacementField:
+    """``transform`` as one displacement field sampled at the pixel centres of ``grid`` (SimpleITK, exact there).
+
+    Parameters
+    ----------
+    transform : Transform
+        Fixed -> moving point map (a composite is sampled whole).
+    grid : SpatialImage
+        Where to sample (only its geometry is used).
+
+    Returns
+    -------
+    DisplacementField
+        ``x -> transform(x)`` at every grid point, interpolated linearly between them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister.image import SpatialImage
+    >>> grid = SpatialImage(np.zeros((4, 5)), origin=(0.0, 0.0), spacing=(1.0, 1.0))
+    >>> field = sampled_field(Affine([[1.0, 0.0], [0.0, 2.0]], [1.0, 0.0]), grid)
+    >>> field.vectors[2, 3].tolist(), field.transform_points([3.0, 2.0]).tolist()
+    ([1.0, 2.0], [4.0, 4.0])
+    """
+    image = sitk.TransformToDisplacementField(
+        transform.to_sitk(), sitk.sitkVectorFloat64, [int(v) for v in grid.size], [float(v) for v in grid.origin],
+        [float(v) for v in grid.spacing], [float(v) for v in np.asarray(grid.direction).ravel()],
+    )
+    return DisplacementField.from_sitk_image(image)
+
+
 def read_transform(path: str | os.PathLike[str]) -> Transform:
     """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
 
     Parameters
     ----------
     path : path
-        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file, or coregister ``.json``.
+        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file, coregister ``.json``, or a
+        displacement field image (``.nii.gz``/``.nii``/``.nrrd``/``.mha``: a
+        vector image with world components, as ANTs writes ``*Warp.nii.gz``).
 
     Returns
     -------
@@ -998,25 +1395,86 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
     """
     path = Path(path)
     if not path.is_file():
-        raise UnreadableInputError(f"transform file {str(path)!r} does not exist; check the path")
+        raise UnreadableInputError(f"transform file {str(path)!r} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
+    if _field_suffix(path) is not None:
+        from coregister._stderr import captured_stderr
+
+        try:
+            with captured_stderr(f"reading {path}"):
+                image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
+        if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
+            raise UnreadableInputError(
+                f"{str(path)!r} is an image with {image.GetNumberOfComponentsPerPixel()} component(s) per pixel, not a "
+                f"{image.GetDimension()}D displacement field (one world component per axis); read images with coregister.read"
+            )
+        return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
     if suffix == ".json":
         try:
-            return from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UnreadableInputError(f"{str(path)!r} is not a coregister transform JSON file: {exc}") from exc
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return from_dict(data)
+        except CoregisterError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+            raise UnreadableInputError(
+                f"{str(path)!r} is not a coregister transform JSON file ({type(exc).__name__}: {exc}); "
+                "write one with Transform.save('t.json')"
+            ) from exc
     if suffix not in _ITK_SUFFIXES:
-        raise UnsupportedFormatError(f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat or .json")
+        raise UnsupportedFormatError(
+            f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat, .json or a displacement field "
+            "(.nii.gz, .nrrd, .mha)"
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if suffix in (".tfm", ".txt") or head.startswith(b"#Insight"):
+        try:
+            text = path.read_text(encoding="latin-1")
+        except OSError as exc:
+            raise UnreadableInputError(f"cannot read the transform {str(path)!r} ({exc.strerror or exc})") from exc
+        check_itk_text(text, str(path))
     try:
-        tx = sitk.ReadTransform(str(path))
+        from coregister._stderr import captured_stderr
+
+        with captured_stderr(f"reading {path}"):
+            tx = sitk.ReadTransform(str(path))
     except RuntimeError as exc:
         raise UnreadableInputError(f"SimpleITK cannot read the transform {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
+    values = np.array(tx.GetParameters(), dtype=float)
+    fixed = np.array(tx.GetFixedParameters(), dtype=float)
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(fixed))):
+        raise GeometryError(f"{str(path)!r}: the transform's parameters are not all finite (NaN or infinity); the file is broken")
     return from_sitk(tx)
 
 
 def from_dict(data: dict[str, Any]) -> Transform:
-    """Rebuild a transform from :meth:`Transform.to_dict` output."""
-    kind = data["type"]
+    """Rebuild a transform from :meth:`Transform.to_dict` output.
+
+    The mapping is data, checked against the type it names before use: the
+    shapes of matrices and vectors must fit ``ndim`` (2 or 3), every number
+    must be finite, and nothing is evaluated.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        An unknown ``type``.
+    GeometryError
+        Values of the wrong shape or not finite.
+    """
+    if not isinstance(data, dict):
+        raise UnsupportedFormatError(f"a transform is a JSON object with a 'type'; got {type(data).__name__}")
+    kind = data.get("type")
+    if kind == "DisplacementField":
+        raise UnsupportedFormatError(
+            "a displacement field's JSON holds its summary only; read the field from its .nii.gz or .h5 file "
+            "(coregister.read_transform)"
+        )
+    if kind not in ("Translation", "Rigid", "Similarity", "Affine", "BSpline", "Homography", "Composite"):
+        raise UnsupportedFormatError(f"unknown transform type {kind!r} in JSON")
+    if kind != "Composite":
+        _check_shapes(data, kind)
     if kind == "Translation":
         return Translation(data["translation"])
     if kind == "Rigid":
@@ -1033,3 +1491,32 @@ def from_dict(data: dict[str, Any]) -> Transform:
     if kind == "Composite":
         return Composite(tuple(from_dict(d) for d in data["transforms"]))
     raise UnsupportedFormatError(f"unknown transform type {kind!r} in JSON")
+
+
+def _check_shapes(data: dict[str, Any], kind: str) -> None:
+    """The fields of a transform's JSON form against its ``ndim``: shapes that fit, finite numbers."""
+    ndim = data.get("ndim")
+    if kind == "Homography":
+        ndim = 2 if ndim is None else ndim
+    if not isinstance(ndim, int) or isinstance(ndim, bool) or ndim not in (2, 3):
+        raise GeometryError(f"a {kind} transform has ndim {ndim!r}; coregister transforms are 2D or 3D")
+    linear: dict[str, tuple[int, ...]] = {"matrix": (ndim, ndim), "translation": (ndim,), "center": (ndim,)}
+    table: dict[str, dict[str, tuple[int, ...]]] = {
+        "Translation": {"translation": (ndim,)},
+        "Rigid": linear,
+        "Similarity": linear,
+        "Affine": linear,
+        "BSpline": {"grid_origin": (ndim,), "grid_spacing": (ndim,), "grid_direction": (ndim, ndim)},
+        "Homography": {"matrix": (3, 3)},
+    }
+    for key, shape in table[kind].items():
+        try:
+            value = np.asarray(data[key], dtype=float)
+        except KeyError:
+            raise GeometryError(f"a {kind} transform lacks its {key!r}") from None
+        except (TypeError, ValueError):
+            raise GeometryError(f"the {key!r} of a {kind} transform is not an array of numbers") from None
+        if value.shape != shape:
+            raise GeometryError(f"the {key!r} of a {ndim}D {kind} transform has shape {value.shape}; expected {shape}")
+        if not np.all(np.isfinite(value)):
+            raise GeometryError(f"the {key!r} of a {kind} transform is not finite: {value.tolist()}")

@@ -7,35 +7,48 @@ this module owns the group, logging set-up and the exit codes:
 * 1: error (bad input, I/O): one line on stderr, no traceback unless ``-v``
 * 2: usage error (click's own)
 * 3: the registration ran but failed its quality check
+* 130 (143): interrupted by Ctrl-C (SIGTERM): one line, ``coregister: interrupted``;
+  every output is written whole or not at all, so nothing partial is left
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
+import os
+import signal
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from coregister import _interrupt as interrupt
 from coregister.cli._config import config_option
-from coregister.errors import CoregisterError
+from coregister.errors import CoregisterError, Interrupted
 
-__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_QUALITY", "EXIT_USAGE", "QualityCheckFailed", "cli", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_QUALITY", "EXIT_USAGE", "QualityCheckFailed", "cli", "main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_QUALITY = 0, 1, 2, 3
+#: the shell's convention: 128 + the signal's number (SIGINT 2 -> 130, SIGTERM 15 -> 143)
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 # name -> "module:attribute"; a command whose module is absent is not offered.
 _COMMANDS = {
     "info": "coregister.cli.info:info",
     "register": "coregister.cli.register:register",
     "apply": "coregister.cli.register:apply_command",
+    "evaluate": "coregister.cli.evaluate:evaluate",
     "dicom": "coregister.cli.dicom:dicom",
     "geo": "coregister.cli.geo:geo",
     "batch": "coregister.cli.batch:batch",
     "demo": "coregister.cli.demo:demo",
     "data": "coregister.cli.data:data",
+    "motion": "coregister.cli.motion:motion_command",
+    "transform": "coregister.cli.transform:transform",
 }
 
 
@@ -77,9 +90,36 @@ _VERBOSITY_HELP = {"verbose": "More log output (-vv for debug); tracebacks on er
                    "bars, no summary (--json output still printed)."}
 
 
+def _max_memory(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``--max-memory SIZE``: the allowed total for reads and registrations (``COREGISTER_MAX_MEMORY`` for this run)."""
+    if value is None:
+        return
+    import os
+
+    from coregister._memory import ENV, parse_size
+    from coregister.errors import ConfigError
+
+    try:
+        parse_size(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    os.environ[ENV] = str(value)
+
+
+_MAX_MEMORY_HELP = ("Refuse reads and registrations that would need more memory than SIZE (500M, 4G, 1.5GiB; "
+                    "default: COREGISTER_MAX_MEMORY, else the machine's memory or ulimit -v).")
+
+
+def _max_memory_option() -> click.Option:
+    return click.Option(["--max-memory"], metavar="SIZE", default=None, expose_value=False, is_eager=True,
+                        callback=_max_memory, help=_MAX_MEMORY_HELP)
+
+
 def _accept_verbosity(command: click.Command) -> click.Command:
-    """Let ``command`` (and a group's subcommands) take ``-v``/``-q`` after its name, as the root group does."""
+    """Let ``command`` (and a group's subcommands) take ``-v``/``-q`` (and ``--max-memory``) after its name, as the root group does."""
     names = {p.name for p in command.params}
+    if "max_memory" not in names:
+        command.params.append(_max_memory_option())
     if "verbose" not in names:
         command.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
                                            callback=_verbosity_after_the_command, help=_VERBOSITY_HELP["verbose"]))
@@ -114,6 +154,8 @@ class _LazyGroup(click.Group):
 )
 @click.option("-v", "--verbose", count=True, help=_VERBOSITY_HELP["verbose"] + " Also after the command.")
 @click.option("-q", "--quiet", is_flag=True, help=_VERBOSITY_HELP["quiet"] + " Also after the command.")
+@click.option("--max-memory", metavar="SIZE", default=None, expose_value=False, is_eager=True, callback=_max_memory,
+              help=_MAX_MEMORY_HELP + " Also after the command.")
 @config_option
 @click.version_option(package_name="coregister")
 @click.pass_context
@@ -149,10 +191,76 @@ def usage_line(exc: click.UsageError) -> str:
     return f"{command}: {message} (see {command} --help)"
 
 
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`~coregister.errors.Interrupted` (once: later ones wait for the clean-up).
+
+    ``finally`` blocks and context managers then remove what was half
+    written; the engines stop their optimisers at the next iteration.
+    Outside the main thread (an embedding application) nothing is changed.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = [signal.SIGINT, signal.SIGTERM]
+    previous = {signum: signal.getsignal(signum) for signum in watched}
+
+    def stop(signum: int, frame: Any) -> None:
+        for other in watched:
+            signal.signal(other, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        if not interrupt.request(signum):  # inside an ITK optimiser it is raised once the optimiser has stopped
+            raise Interrupted(signum)
+
+    for signum in watched:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """A warning as one line on stderr (``coregister: warning: ...``), each text once per run, no source line."""
+    text = " ".join(str(message).split())
+    if text in _shown_warnings:
+        return
+    _shown_warnings.add(text)
+    click.echo(f"coregister: warning: {text}", err=True)
+
+
+_shown_warnings: set[str] = set()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``coregister`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    _shown_warnings.clear()
+    from coregister._memory import ENV
+
+    allowed = os.environ.get(ENV)  # --max-memory sets it for this run only (main() may run in a longer process)
+    try:
+        with _signals_interrupt():
+            return _run(args, verbose)
+    except Interrupted as stop:
+        words = "terminated" if stop.signum == signal.SIGTERM else "interrupted"
+        click.echo(f"coregister: {words}", err=True)
+        return 128 + stop.signum
+    finally:
+        warnings.showwarning = shown
+        if allowed is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = allowed
+
+
+def _run(args: list[str], verbose: bool) -> int:
     try:
         rv: Any = cli.main(args=args, prog_name="coregister", standalone_mode=False)
     except click.exceptions.Abort:

@@ -6,8 +6,10 @@ option names without dashes (``preset``, ``fixed-mask`` or ``fixed_mask``,
 ``json``). Values set there become the options' defaults (click's
 ``default_map``); anything given on the command line wins. Unknown
 commands, unknown keys and wrong values are usage errors (exit code 2) that
-name the offending key and the valid ones. Relative paths are relative to
-the working directory, as on the command line.
+name the offending key and the valid ones. The file is data (TOML, never
+evaluated): a relative path in it is relative to the file's own folder and
+may not lead out of it (``../``); give an absolute path for anything
+elsewhere.
 
 Example file::
 
@@ -65,21 +67,48 @@ def _shown_keys(command: click.Command) -> list[str]:
     return keys
 
 
+def _path_value(value: Any, base: Path, where: str, key: str) -> Any:
+    """A path value of the file, relative to its folder ``base``; a relative path leading out of it is refused."""
+    import os
+
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return value
+    joined = base / path
+    try:
+        Path(os.path.realpath(joined)).relative_to(os.path.realpath(base))
+    except ValueError:
+        raise click.BadParameter(
+            f"[{where}] {key} = {value!r} leads out of the configuration file's folder; give an absolute path",
+            param_hint="--config",
+        ) from None
+    return str(joined)
+
+
 def _normalise(
     ctx: click.Context, command: click.Command, table: dict[str, Any], where: str,
-    origins: dict[tuple[str, str], tuple[str, Any]] | None = None,
+    origins: dict[tuple[str, str], tuple[str, Any]] | None = None, base: Path | None = None,
 ) -> dict[str, Any]:
-    """``table`` with its keys as parameter names; ``origins[(where, name)]`` records each key as written."""
+    """``table`` with its keys as parameter names; ``origins[(where, name)]`` records each key as written.
+
+    Values of path options are made relative to ``base`` (the file's folder).
+    """
     origins = {} if origins is None else origins
     aliases = _aliases(command)
+    params = {p.name: p for p in command.params}
     subcommands: dict[str, click.Command] = {}
     if isinstance(command, click.Group):
         subcommands = {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}  # type: ignore[misc]
     out: dict[str, Any] = {}
     for key, value in table.items():
         if isinstance(value, dict) and key in subcommands and subcommands[key] is not None:
-            out[key] = _normalise(ctx, subcommands[key], value, f"{where}.{key}", origins)
+            out[key] = _normalise(ctx, subcommands[key], value, f"{where}.{key}", origins, base)
         elif key in aliases:
+            param = params.get(aliases[key])
+            if base is not None and param is not None and isinstance(param.type, click.Path):
+                value = _path_value(value, base, where, key)
             out[aliases[key]] = value
             origins[(where, aliases[key])] = (key, value)
         else:
@@ -110,7 +139,7 @@ def load_config(ctx: click.Context, path: Path) -> dict[str, Any]:
                 f"{str(path)!r}: top-level key {name!r} is not a [command] table; use one of: {commands}",
                 param_hint="--config",
             )
-        default_map[name] = _normalise(ctx, command, table, name, origins)
+        default_map[name] = _normalise(ctx, command, table, name, origins, Path(path).parent)
     ctx.meta[_ORIGINS] = (path, origins)
     return default_map
 

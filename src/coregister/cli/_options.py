@@ -23,6 +23,7 @@ __all__ = [
     "interpolation_option",
     "metric_choices",
     "name_series_option",
+    "overwrite_option",
     "preset_names",
     "registration_options",
     "root_setting",
@@ -105,6 +106,15 @@ def name_series_option(message: str, option: str) -> str:
     return named if count else f"{message} (command line: {option})"
 
 
+def overwrite_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--overwrite``: replace existing outputs (without it, an existing output is an error, as with rasterio's rio)."""
+    return click.option(
+        "--overwrite", is_flag=True,
+        help="Replace existing outputs. Without it an output that exists (a file, or a folder holding a "
+        "registration's outputs) is refused before any work.",
+    )(function)
+
+
 def threads_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--threads N``: worker threads for SimpleITK (default: all cores)."""
     return click.option(
@@ -160,6 +170,8 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--initialisation",
+            "--initialization",
+            "initialisation",
             type=_enum_choice(Initialisation),
             default=None,
             help="How the starting transform is found (default: the preset's): none, geometry (image centres), "

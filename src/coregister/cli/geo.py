@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from coregister.cli import QualityCheckFailed
+from coregister.cli._options import overwrite_option
 from coregister.cli._output import (
     VERDICT_WORDS,
     command_line,
@@ -80,6 +81,37 @@ def _summary(result: Any) -> None:
         echo_warning(warning)
 
 
+def _change_summary(result: Any) -> None:
+    """What ``geo change`` wrote: the map, its statistics and the fraction changed; the correction in one row."""
+    from coregister.cli._options import root_setting
+
+    stats = dict(result.extras.get("change", {}))
+    width, height = (result.reference.get("size") or [0, 0])[:2]
+    valid = int(stats.get("valid_pixels", 0))
+    what = {"difference": "target - reference", "ratio": "target / reference",
+            "normalized-difference": "(target - reference) / (target + reference)"}
+    rows = [("change map", str(result.output)),
+            ("kind", f"{stats.get('kind')}: {what.get(str(stats.get('kind')), '')}"),
+            ("valid pixels", f"{valid} of {width * height}" + (f" ({100 * valid / (width * height):.1f} %)" if width * height else ""))]
+    if valid:
+        rows += [("mean, standard deviation", f"{stats['mean']:.4g}, {stats['std']:.4g}"),
+                 ("min, median, max", f"{stats['min']:.4g}, {stats['median']:.4g}, {stats['max']:.4g}"),
+                 ("changed", f"{100 * stats['changed_fraction']:.2f} % ({stats['changed_pixels']} pixels more than "
+                             f"{stats['threshold']:.4g} from the median: 3 robust sigmas)")]
+    if result.shift_px is not None:
+        rows.append((f"coregistration ({result.mode})", f"{_fmt(result.shift_px[0])}, {_fmt(result.shift_px[1])} px "
+                                                        "(columns, rows)"))
+    rows.append(("quality check", _verdict_text(result.quality)))
+    rows.append(("time", f"{result.time_s:.2f} s"))
+    print_table("geo change: change map", ["quantity", "value"], rows, justify=["left", "left"])
+    if result.warnings and (root_setting("verbose") or 0) >= 1:
+        for warning in result.warnings:
+            echo_warning(warning)
+    elif result.warnings:
+        click.echo(f"{len(result.warnings)} note(s) from the coregistration (fill values, rejected windows): "
+                   "-v or --json shows them", err=True)
+
+
 def _verdict_text(quality: Any) -> str:
     """``passed (mi 0.2465 -> 0.2608)``: the verdict and the measure that must not get worse, where there is one."""
     text = VERDICT_WORDS[quality.verdict.value]
@@ -94,7 +126,7 @@ def _report(result: Any, as_json: bool, *, what: str) -> None:
     if as_json:
         echo_json(result.to_dict())
     elif not quiet():
-        _summary(result)
+        (_change_summary if "change" in result.extras else _summary)(result)
     if not result.passed:
         raise QualityCheckFailed(quality_failure_line(result.quality, result.warnings, what=what))
 
@@ -155,6 +187,14 @@ def geo() -> None:
     """
 
 
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """rio's convention: an output that exists is replaced only with --overwrite (checked before any work)."""
+    from coregister._files import refuse_existing
+
+    for path in paths:
+        refuse_existing(path, overwrite=overwrite, fix="pass --overwrite to replace it, or choose another path")
+
+
 @geo.command(
     "coreg", epilog=_s2_example("coreg", "shift by default, --mode local for a tie-point grid", "tgt_corrected.tif")
 )
@@ -168,6 +208,7 @@ def geo() -> None:
               help="local: write the tie points (CSV, or GeoPackage for .gpkg).")
 @click.option("--report", is_flag=True,
               help="Also write OUTPUT's QC report beside it (OUTPUT without .tif + .report.html): before/after views, tie points.")
+@overwrite_option
 @json_option
 @click.pass_context
 def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
@@ -183,8 +224,12 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
     from coregister.geo import coregister
 
     report = options.pop("report")
+    overwrite = options.pop("overwrite")
+    outputs = [output, *([output.with_name(output.name.split(".")[0] + ".report.html")] if report else [])]
     if options.get("tie_points") is not None:
         check_writable(options["tie_points"], fix="choose another --tie-points path")
+        outputs.append(options["tie_points"])
+    _refuse_existing(outputs, overwrite)
     with registration_progress(ctx) as progress:
         result = coregister(reference, target, output=output, progress=progress, **options)
     if report:
@@ -208,6 +253,7 @@ def coreg(ctx: click.Context, reference: Path, target: Path, output: Path, as_js
 @click.option("--kind", type=click.Choice(KINDS), default="difference",
               show_default=True, help="target - reference, target / reference, or their normalised difference.")
 @_common_inputs
+@overwrite_option
 @json_option
 @click.pass_context
 def change_command(ctx: click.Context, reference: Path, target: Path, output: Path, as_json: bool, **options: Any) -> None:
@@ -219,6 +265,7 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
     from coregister.cli._progress import registration_progress
     from coregister.geo import change
 
+    _refuse_existing([output], options.pop("overwrite"))
     with registration_progress(ctx) as progress:
         result = change(reference, target, output=output, progress=progress, **options)
     _report(result, as_json, what="the coregistration")
@@ -245,11 +292,13 @@ def change_command(ctx: click.Context, reference: Path, target: Path, output: Pa
 @click.option("--method", type=click.Choice(METHODS), default="features", show_default=True,
               help="--base: SIFT + robust affine + ECC refinement, or intensity registration (similar, roughly aligned imagery).")
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimised GeoTIFF with overviews.")
+@overwrite_option
 @json_option
 def georef(image: Path, base: Path | None, gcps: Path | None, crs: str | None, output: Path, order: int, method: str,
-           cog: bool, as_json: bool) -> None:
+           cog: bool, as_json: bool, overwrite: bool = False) -> None:
     """Georeference IMAGE against a georeferenced --base, or from --gcps."""
     from coregister.geo import georeference
 
+    _refuse_existing([output], overwrite)
     result = georeference(image, base=base, gcps=gcps, crs=crs, output=output, order=order, method=method, cog=cog)
     _report(result, as_json, what="the georeferencing")

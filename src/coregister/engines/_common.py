@@ -29,13 +29,12 @@ EXCLUDE_WARP_FILL = "exclude_warp_fill"
 
 def grey_pair(fixed: SpatialImage, moving: SpatialImage) -> tuple[SpatialImage, SpatialImage, list[str]]:
     """``(fixed, moving, warnings)``: multi-channel images replaced by their luminance, each replacement noted."""
-    warnings: list[str] = []
-    fixed, note = luminance_if_colour(fixed)
-    if note:
-        warnings.append("fixed image: " + note)
-    moving, note = luminance_if_colour(moving)
-    if note:
-        warnings.append("moving image: " + note)
+    channels = (fixed.n_channels if fixed.has_channels else 1, moving.n_channels if moving.has_channels else 1)
+    fixed, fixed_note = luminance_if_colour(fixed)
+    moving, moving_note = luminance_if_colour(moving)
+    if fixed_note and moving_note and channels[0] == channels[1]:  # a colour pair: one note, not the same one twice
+        return fixed, moving, [f"fixed and moving images: registered on the luminance of {channels[0]}-channel images"]
+    warnings = [f"{name} image: {note}" for name, note in (("fixed", fixed_note), ("moving", moving_note)) if note]
     return fixed, moving, warnings
 
 

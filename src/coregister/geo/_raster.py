@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from coregister.conventions import (
 )
 from coregister.errors import ConfigError, GeometryError, UnreadableInputError
 from coregister.image import SpatialImage
+from coregister.image._xarray import dataarray_parts, is_dataarray
 
 logger = logging.getLogger(__name__)
 
@@ -259,26 +259,29 @@ def _memory_dataset(image: SpatialImage, stack: contextlib.ExitStack) -> tuple[A
 
 @contextlib.contextmanager
 def open_raster(
-    source: str | os.PathLike[str] | SpatialImage,
+    source: Any,
     *,
     role: str,
     band: int = 1,
     nodata: float | None = None,
-    bad_data_mask: str | os.PathLike[str] | SpatialImage | None = None,
+    bad_data_mask: Any = None,
 ) -> Iterator[GeoRaster]:
-    """Open a path or SpatialImage as a :class:`GeoRaster` (nodata declared, given, or detected).
+    """Open a path, SpatialImage or rioxarray DataArray as a :class:`GeoRaster` (nodata declared, given, or detected).
 
     Parameters
     ----------
-    source : path or SpatialImage
-        A georeferenced raster.
+    source : path, SpatialImage or xarray.DataArray
+        A georeferenced raster. A path is read by GDAL window by window; a
+        DataArray (numpy- or dask-backed) window by window too
+        (:class:`~coregister.geo._dataarray.DataArrayDataset`); a
+        SpatialImage is held in memory as it is.
     role : str
         ``"reference"``/``"target"`` (for messages).
     band : int
         Band used for matching, counted from 1.
     nodata : float, optional
         Overrides the declared or detected nodata value.
-    bad_data_mask : path or SpatialImage, optional
+    bad_data_mask : path, SpatialImage or DataArray, optional
         Raster of bad data (clouds, shadows): nonzero = do not use. Any grid
         and CRS; it is read with nearest neighbour onto the grids needed.
     """
@@ -291,6 +294,12 @@ def open_raster(
             dataset, valid_array = _memory_dataset(source, stack)
             meta = dict(source.meta)
             name = str(meta.get("source_path") or f"in-memory {role}")
+        elif is_dataarray(source):  # read window by window: a dask-backed array is never computed whole
+            from coregister.geo._dataarray import DataArrayDataset
+
+            dataset = DataArrayDataset(source)
+            meta = dict(dataarray_parts(source, load=False)["meta"])
+            name = str(dataset.name or f"in-memory {role} DataArray")
         else:
             path = Path(source)
             if not path.exists():

@@ -36,6 +36,69 @@ def _combine(kind: str, ref: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, n
         return (tgt - ref) / total, total != 0
 
 
+#: a pixel has changed when its value lies more than this many robust standard deviations from the median change
+CHANGE_SIGMAS = 3.0
+_SAMPLE = 1_000_000
+
+
+class _Statistics:
+    """Statistics of the change map, gathered block by block: sums, extremes, and an even sample for the median."""
+
+    def __init__(self, pixels: int) -> None:
+        self.count = 0
+        self.total = self.total_abs = self.total_sq = 0.0
+        self.low, self.high = math.inf, -math.inf
+        self.step = max(1, pixels // _SAMPLE)
+        self.sample: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        v = values.astype(np.float64)
+        self.count += v.size
+        self.total += float(v.sum())
+        self.total_abs += float(np.abs(v).sum())
+        self.total_sq += float(v @ v)
+        self.low, self.high = min(self.low, float(v.min())), max(self.high, float(v.max()))
+        self.sample.append(v[:: self.step])
+
+    def summary(self, path: Any, blocks: list[tuple[int, int, int, int]]) -> dict[str, Any]:
+        """Counts, mean, spread, and the fraction changed: beyond :data:`CHANGE_SIGMAS` robust sigmas of the median.
+
+        The robust sigma is 1.4826 times the median absolute deviation (of an
+        even sample of at most a million values); the changed pixels are then
+        counted exactly, reading the map back block by block.
+        """
+        import rasterio
+
+        if not self.count:
+            return {"valid_pixels": 0, "mean_abs": math.nan, "changed_pixels": 0, "changed_fraction": math.nan}
+        mean = self.total / self.count
+        sample = np.concatenate(self.sample)
+        median = float(np.median(sample))
+        sigma = 1.4826 * float(np.median(np.abs(sample - median)))
+        threshold = CHANGE_SIGMAS * sigma
+        changed = 0
+        with rasterio.open(path) as ds:
+            for r0, c0, h, w in blocks:
+                values = ds.read(1, window=Window(c0, r0, w, h))
+                with np.errstate(invalid="ignore"):
+                    changed += int((np.abs(values - median) > threshold).sum())  # NaN compares False
+        return {
+            "valid_pixels": self.count,
+            "mean": mean,
+            "mean_abs": self.total_abs / self.count,
+            "std": math.sqrt(max(0.0, self.total_sq / self.count - mean * mean)),
+            "min": self.low,
+            "max": self.high,
+            "median": median,
+            "robust_sigma": sigma,
+            "threshold": threshold,
+            "changed_pixels": changed,
+            "changed_fraction": changed / self.count,
+        }
+
+
 def change(
     reference: Source,
     target: Source,
@@ -79,7 +142,11 @@ def change(
     -------
     GeoResult
         The coregistration's result (with its quality verdict), with
-        ``output`` the change map and ``extras["change"]`` its kind and statistics.
+        ``output`` the change map and ``extras["change"]`` its kind and
+        statistics: valid pixels, mean, mean absolute value, standard
+        deviation, extremes, median, and the pixels that changed (more than
+        three robust standard deviations, 1.4826 x MAD, from the median) as
+        a count and a fraction of the valid pixels.
 
     Examples
     --------
@@ -93,6 +160,7 @@ def change(
     >>> reference = SpatialImage(scene, origin=(500005.0, 4999995.0), spacing=(10.0, 10.0),
     ...                          direction=np.diag([1.0, -1.0]), crs="EPSG:32633")
     >>> later = scene.copy(); later[80:120, 80:120] += 300          # something new in the middle
+    >>> later += rng.normal(0.0, 5.0, later.shape)                     # and another day's sensor noise
     >>> target = reference.replace(array=ndimage.shift(later, (0.3, -0.6), order=3, mode="nearest"))
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "change.tif"
     >>> result = change(reference, target, output=out, window_px=64)
@@ -100,6 +168,8 @@ def change(
     ...     diff = ds.read(1)
     >>> bool(np.nanmedian(diff[90:110, 90:110]) > 250), bool(abs(np.nanmedian(diff[20:60, 20:60])) < 5)
     (True, True)
+    >>> round(result.extras["change"]["changed_fraction"], 2)   # the 40 x 40 square of 200 x 200, and its edges
+    0.05
     """
     started = time.perf_counter()
     kind = kind.replace("_", "-").lower()
@@ -119,9 +189,8 @@ def change(
         template = _template(grid, np.dtype(np.float32), 1, math.nan, meta)
         blocks = [(r, c, min(BLOCK_PX, grid.height - r), min(BLOCK_PX, grid.width - c))
                   for r in range(0, grid.height, BLOCK_PX) for c in range(0, grid.width, BLOCK_PX)]
-        total = 0.0
-        count = 0
-        with raster_writer(out_path, template, cog=options.cog) as dst:
+        stats = _Statistics(grid.height * grid.width)
+        with raster_writer(out_path, template, cog=options.cog, overwrite=True) as dst:
             for index, (r0, c0, h, w) in enumerate(blocks):
                 ref_values, ref_ok = read_on_grid(ref, grid.subgrid(r0, c0, h, w))
                 rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
@@ -130,12 +199,11 @@ def change(
                 ok = ref_ok & tgt_ok & defined & np.isfinite(value)
                 out = np.full((h, w), np.nan, np.float32)
                 out[ok] = value[ok]
-                total += float(np.abs(value[ok]).sum())
-                count += int(ok.sum())
+                stats.add(out[ok])
                 dst.write(out, 1, window=Window(c0, r0, w, h))
                 if progress is not None:
                     progress("writing", 0, index, float(len(blocks)))
-        extras = {"change": {"kind": kind, "valid_pixels": count, "mean_abs": total / count if count else math.nan}}
+        extras = {"change": {"kind": kind, "output": str(out_path), **stats.summary(out_path, blocks)}}
         result = GeoResult(
             mode=options.mode.value,
             output=out_path,

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from coregister.geo.verdict import judge_correction, overlap_grid
 from coregister.geo.warp import output_nodata, resampled_copy, shifted_copy
 from coregister.geo.windows import MatchOptions, consensus, find_overlap, match_strip, match_window, place_windows
 from coregister.image import SpatialImage
+from coregister.image.kinds import as_spatial_image, kind_of, resolve_like, to_kind
 from coregister.pipeline import QualityReport
 from coregister.transforms import LinearTransform, Translation, linear_members
 
@@ -49,6 +51,8 @@ def _check_output(output: str | os.PathLike[str] | None, *inputs: Source) -> Pat
     for source in inputs:
         if isinstance(source, SpatialImage):
             source = source.meta.get("source_path") or ""
+        elif not isinstance(source, str | os.PathLike):
+            source = ""  # an in-memory raster (a DataArray) has no file to protect
         refuse_overwriting_input(path, source, fix="write the output to another path")
     if path.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"the output {str(path)!r} must be a GeoTIFF (.tif)")
@@ -261,16 +265,18 @@ def coregister(
     tie_points: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     options: CoregOptions | None = None,
+    like: str | None = None,
     **keywords: Any,
 ) -> GeoResult:
     """Coregister a target raster to a reference raster, and write the corrected target.
 
     Parameters
     ----------
-    reference, target : path or SpatialImage
+    reference, target : path, SpatialImage or xarray.DataArray
         Georeferenced rasters; any CRS, resolution and extent (the target is
-        matched on the reference grid). Paths are read window by window, so
-        whole scenes stay in bounded memory.
+        matched on the reference grid). Paths and rioxarray DataArrays
+        (numpy- or dask-backed) are read window by window, so whole scenes
+        stay in bounded memory.
     output : path, optional
         GeoTIFF to write. ``shift`` writes the target with a corrected
         geotransform and bit-identical pixels, unless ``resample=True``;
@@ -287,6 +293,12 @@ def coregister(
         ``"tie points"`` or ``"writing"`` (``total`` passed as the metric).
     options : CoregOptions, optional
         The options below as one value; keywords given beside it replace its fields.
+    like : {"input", "spatialimage", "sitk", "nibabel", "xarray"}, optional
+        Also return the corrected target in memory, as ``GeoResult.corrected``:
+        ``"input"`` gives the kind the target was passed as (a DataArray
+        for a DataArray; ``shift`` mode moves its geotransform and
+        coordinates only, so a dask-backed array stays lazy). Resampling
+        modes write through ``output`` (or a temporary file) and read it back.
     **keywords
         Any option below (a field of :class:`~coregister.geo.options.CoregOptions`).
 
@@ -370,6 +382,7 @@ def coregister(
     """
     started = time.perf_counter()
     options = coreg_options(options, **keywords)
+    kind = resolve_like(like, target)
     out_path = _check_output(output, reference, target)
     with _open_pair(reference, target, options) as (ref, tgt):
         fill, note = output_nodata(tgt)  # before the matching: a nodata the pixels cannot hold fails at once
@@ -380,13 +393,22 @@ def coregister(
             order = options.interpolation.order
         else:
             order = Interpolation.NEAREST.order if _is_categorical(tgt) else Interpolation.CUBIC.order
-        if out_path is not None:
-            if options.mode is Mode.SHIFT and not options.resample:
-                shifted_copy(tgt, out_path, estimate.fields["target_offset"], cog=options.cog)
-            else:
-                warnings += [note] if note else []
-                resampled_copy(tgt, grid, out_path, _mapping(grid, tgt, estimate.correct), order=order, nodata=fill,
-                               cog=options.cog, progress=progress)
+        shift_only = options.mode is Mode.SHIFT and not options.resample
+        corrected = None
+        with contextlib.ExitStack() as scratch:
+            written = out_path
+            if written is None and kind is not None and not shift_only:
+                written = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="coregister-"))) / "corrected.tif"
+            if written is not None:
+                if shift_only:
+                    shifted_copy(tgt, written, estimate.fields["target_offset"], cog=options.cog)
+                else:
+                    warnings += [note] if note else []
+                    resampled_copy(tgt, grid, written, _mapping(grid, tgt, estimate.correct), order=order, nodata=fill,
+                                   cog=options.cog, progress=progress)
+            if kind is not None:
+                corrected = _corrected(target, tgt, kind, estimate.fields.get("target_offset") if shift_only else None,
+                                       written, temporary=out_path is None)
         for message in warnings:
             logger.info(message)
         return GeoResult(
@@ -398,8 +420,29 @@ def coregister(
             warnings=tuple(warnings),
             time_s=time.perf_counter() - started,
             config=options.to_dict(),
+            corrected=corrected,
             **estimate.fields,
         )
+
+
+def _corrected(target: Source, tgt: GeoRaster, kind: str, offset: tuple[float, float] | None, written: Path | None, *,
+               temporary: bool) -> Any:
+    """The corrected target in memory, as ``kind``: moved by ``offset`` (shift mode), else read back from ``written``."""
+    from coregister.image._xarray import is_dataarray, with_offset
+    from coregister.io.raster import read_raster
+
+    if offset is not None:
+        if kind == "xarray" and is_dataarray(target):
+            return with_offset(target, offset)  # the geotransform and coordinates only: a dask array stays lazy
+        image = as_spatial_image(target, name="target") if kind_of(target) else read_raster(Path(target))
+        return to_kind(image.replace(origin=(image.origin[0] + offset[0], image.origin[1] + offset[1])), kind)
+    assert written is not None
+    image = read_raster(written)
+    if temporary:  # the scratch file goes away with the run
+        image = image.replace(meta={k: v for k, v in image.meta.items() if k != "source_path"})
+    if kind == "xarray" and "xarray" in tgt.meta:  # names, band coordinates and attributes of the DataArray given
+        image = image.replace(meta={**image.meta, "xarray": tgt.meta["xarray"]})
+    return to_kind(image, kind)
 
 
 @dataclasses.dataclass

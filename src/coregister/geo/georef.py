@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -49,20 +50,40 @@ Source = str | os.PathLike[str] | SpatialImage
 
 
 def read_gcps(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a GCP CSV with columns ``pixel, line, x, y`` (header required; extra columns ignored) -> (n, 4)."""
+    """Read a GCP CSV with columns ``pixel, line, x, y`` (header required; extra columns ignored) -> (n, 4).
+
+    Raises
+    ------
+    UnreadableInputError
+        Missing, or not a text file.
+    ConfigError
+        A missing column, a row whose four values are not finite numbers, no row.
+    """
     path = Path(path)
     if not path.is_file():
         raise UnreadableInputError(f"GCP file {str(path)!r} does not exist; check the path")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        names = {n.strip().lower(): n for n in (reader.fieldnames or [])}
-        missing = [c for c in ("pixel", "line", "x", "y") if c not in names]
-        if missing:
-            raise ConfigError(
-                f"GCP file {str(path)!r} lacks the column(s) {missing}; give a header 'pixel,line,x,y' "
-                "(pixel and line from the image's top-left corner, x and y in the CRS given with crs=)"
-            )
-        rows = [[float(row[names[c]]) for c in ("pixel", "line", "x", "y")] for row in reader]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UnreadableInputError(f"GCP file {str(path)!r} is not a text (CSV) file ({exc}); check the path") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    names = {n.strip().lower(): n for n in (reader.fieldnames or [])}
+    missing = [c for c in ("pixel", "line", "x", "y") if c not in names]
+    if missing:
+        raise ConfigError(
+            f"GCP file {str(path)!r} lacks the column(s) {missing}; give a header 'pixel,line,x,y' "
+            "(pixel and line from the image's top-left corner, x and y in the CRS given with crs=)"
+        )
+    rows = []
+    for number, row in enumerate(reader, start=1):
+        try:
+            values = [float(row[names[c]]) for c in ("pixel", "line", "x", "y")]
+        except (TypeError, ValueError):
+            cells = [row.get(names[c]) for c in ("pixel", "line", "x", "y")]
+            raise ConfigError(f"GCP file {str(path)!r}, row {number}: {cells} are not four numbers") from None
+        if not all(np.isfinite(values)):
+            raise ConfigError(f"GCP file {str(path)!r}, row {number}: {values} are not all finite numbers")
+        rows.append(values)
     if not rows:
         raise ConfigError(f"GCP file {str(path)!r} holds no points")
     return np.array(rows)
@@ -151,7 +172,7 @@ def _write(image: SpatialImage, output: Path, *, transform: Affine | None, crs: 
         out = image.replace(origin=(0.0, 0.0), spacing=(1.0, 1.0), direction=np.eye(2), crs=None,
                             meta={**meta, "gcps": points, "gcps_crs_wkt": RioCRS.from_user_input(crs).to_wkt(),
                                   "rpcs": None})
-    write_raster(out, output, cog=cog)
+    write_raster(out, output, cog=cog, overwrite=True)
 
 
 def georeference(

@@ -60,7 +60,9 @@ class Interpolation(_StrEnum):
         return {"cubic": 3, "linear": 1, "nearest": 0}[self.value]
 
 
-Source = str | os.PathLike[str] | SpatialImage
+#: A raster as the geo workflows take it: a path, a :class:`~coregister.SpatialImage`, or a rioxarray
+#: DataArray (read window by window); typed loosely since xarray is optional.
+Source = Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +175,8 @@ class CoregOptions:
                 value = value.value
             elif isinstance(value, SpatialImage):
                 value = str(value.meta.get("source_path") or "in-memory")
+            elif value is not None and not isinstance(value, str | os.PathLike | bool | int | float):
+                value = "in-memory"  # a DataArray mask
             elif isinstance(value, os.PathLike):
                 value = os.fspath(value)
             out[f.name] = value

@@ -114,6 +114,10 @@ class GeoResult(JsonMethods):
         base), or :func:`coregister.pipeline.verify`'s over the overlap
         (``shift``, ``local``). GCP georeferencing has nothing to compare:
         passed, with no measures.
+    corrected : object or None
+        The corrected target in memory, when ``like=`` asked for it (the
+        kind of object the target was given as with ``like="input"``: a
+        DataArray stays lazy in ``shift`` mode). Not part of :meth:`to_dict`.
     """
 
     mode: str
@@ -132,6 +136,7 @@ class GeoResult(JsonMethods):
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     quality: QualityReport = _PASSED
+    corrected: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("field", "reference", "target", "config", "extras"):
@@ -169,6 +174,26 @@ class GeoResult(JsonMethods):
             "kept": np.array([m.used for m in w], bool),
             "reason": np.array([m.reason for m in w], object),
         }
+
+    def show(self, reference: Any, target: Any) -> Any:
+        """A notebook view with the rasters: a full-resolution square of the reference, the target before and after.
+
+        ``reference`` and ``target`` as given to :func:`coregister.geo.coregister`
+        (paths, SpatialImages or DataArrays); returns a
+        :class:`~coregister.geo.display.GeoView`, shown by Jupyter.
+        """
+        from coregister.geo.display import GeoView
+
+        return GeoView(self, reference, target)
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, correction, windows, quality; the before/after overlay when the inputs were files."""
+        from coregister.geo.display import GeoView, files_of, geo_result_html
+
+        files = files_of(self)
+        if files is None or self.mode == "georeference":
+            return geo_result_html(self)
+        return GeoView(self, *files)._repr_html_()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

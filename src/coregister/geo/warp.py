@@ -73,7 +73,7 @@ def shifted_copy(
     grid = Grid(moved, ds.crs, ds.width, ds.height)
     nodata = target.nodata if target.nodata is not None else ds.nodata
     template = _template(grid, np.dtype(ds.dtypes[0]), ds.count, nodata, target.meta)
-    with raster_writer(path, template, cog=cog) as dst:
+    with raster_writer(path, template, cog=cog, overwrite=True) as dst:
         for _, window in ds.block_windows(1):
             dst.write(ds.read(window=window), window=window)
     return Path(path)
@@ -220,7 +220,7 @@ def resampled_copy(
         for c in range(0, grid.width, block_px)
     ]
     fill = nodata if not (math.isnan(nodata) and dtype.kind in "iu") else 0
-    with raster_writer(path, template, cog=cog) as dst:
+    with raster_writer(path, template, cog=cog, overwrite=True) as dst:
         for index, (r0, c0, h, w) in enumerate(blocks):
             rows, cols = np.mgrid[r0 : r0 + h, c0 : c0 + w].astype(np.float64)
             values, good = sample_block(target, *mapping(rows, cols), order=order)

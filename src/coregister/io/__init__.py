@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from coregister._files import refuse_overwriting_input
+from coregister._files import OVERWRITE_FIX, refuse_existing, refuse_overwriting_input
 from coregister.errors import UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS, detect_format
+from coregister.transforms import Transform
 
 __all__ = ["detect_format", "read", "write"]
 
@@ -68,15 +69,20 @@ def read(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], **opti
     return _load(_READERS[fmt])(Path(one), **options)
 
 
-def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
+def write(image: SpatialImage | Transform, path: str | os.PathLike[str], *, format: str | None = None, **options: Any) -> Path:
     """Write ``image`` to ``path`` in the format its suffix names, atomically.
 
-    Inputs are never overwritten by accident: writing onto the file an image
-    was read from is refused unless ``overwrite=True``.
+    Nothing is replaced without asking: an existing file at ``path`` (or a
+    folder holding a series, for DICOM) and the file an image was read from
+    are refused (:class:`~coregister.errors.OutputExistsError`, before any
+    work) unless ``overwrite=True``. The file appears in one rename, so a
+    failed or interrupted write leaves nothing.
 
     Parameters
     ----------
-    image : SpatialImage
+    image : SpatialImage or Transform
+        A transform is written by its own ``save`` (a displacement field as a
+        vector NIfTI, as ANTs writes its warps; a chain as ITK ``.h5``).
     path : path-like
         A file whose suffix picks the format (``.nii.gz``, ``.mha``, ``.tif``,
         ``.png``...), or, with ``format="dicom"``, a folder (new or empty)
@@ -87,8 +93,9 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
         format name (``"nifti"``, ``"itk"``, ``"raster"``, ``"plain"``) must
         match the suffix.
     **options
-        Passed to the format's writer (``overwrite=``; for DICOM
-        ``series_description=``, ``series_number=``, ``modality=``).
+        ``overwrite=True`` replaces an existing output; the rest go to the
+        format's writer (for DICOM ``series_description=``,
+        ``series_number=``, ``modality=``).
 
     Returns
     -------
@@ -103,6 +110,8 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
     >>> sorted(p.name for p in folder.iterdir())
     ['IM000001.dcm', 'IM000002.dcm']
     """
+    if isinstance(image, Transform):
+        return image.save(path)
     path = Path(path)
     suffix_format = next(
         (f for f, suffixes in FORMATS.items() if any(path.name.lower().endswith(s) for s in suffixes)), None
@@ -135,9 +144,9 @@ def write(image: SpatialImage, path: str | os.PathLike[str], *, format: str | No
         )
     else:
         fmt = suffix_format
-    overwrite = options.pop("overwrite", False)
+    overwrite = bool(options.pop("overwrite", False))
     if not overwrite:
         refuse_overwriting_input(path, image.meta.get("source_path"), fix="write to another path or pass overwrite=True")
-    if fmt in _FOLDER_FORMATS:
-        options["overwrite"] = overwrite
-    return _load(_WRITERS[fmt])(image, path, **options)
+        if fmt not in _FOLDER_FORMATS:
+            refuse_existing(path, overwrite=False, fix=OVERWRITE_FIX)
+    return _load(_WRITERS[fmt])(image, path, overwrite=overwrite, **options)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from coregister.errors import UnreadableInputError, UnsupportedFormatError
+from coregister.io._guard import check_path
 
 __all__ = ["FORMATS", "detect_format"]
 
@@ -90,7 +91,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     Raises
     ------
     UnreadableInputError
-        The path does not exist or the file is empty.
+        The path does not exist (a dangling link, a loop of links), is not a
+        regular file (a FIFO: reading it could wait forever) or is empty.
     UnsupportedFormatError
         Neither the name nor the content says what the file is.
 
@@ -102,9 +104,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     >>> detect_format(p)
     'plain'
     """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
+    path = check_path(path, folder_ok=True)
     if path.is_dir():
         return "dicom"
     if path.stat().st_size == 0:

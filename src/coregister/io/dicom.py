@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from coregister._scaling import smallest_exact_dtype
+from coregister._stderr import captured_stderr
+from coregister._warn import warn
 from coregister.conventions import orientation_code
 from coregister.errors import (
     AmbiguousSeriesError,
@@ -44,9 +49,8 @@ from coregister.errors import (
     UnsupportedFormatError,
 )
 from coregister.image import SpatialImage
-from coregister.io._scaling import smallest_exact_dtype
+from coregister.io._guard import check_path, claim_within_file, guarded, within_memory
 from coregister.io._text import one_line
-from coregister.io._warn import warn
 
 __all__ = ["SeriesInfo", "list_series", "read_dicom"]
 
@@ -207,12 +211,15 @@ def _has_geometry(header: pydicom.Dataset) -> bool:
 
 def _slice_axes(header: pydicom.Dataset) -> np.ndarray | None:
     """Columns: row direction, column direction, normal (LPS), or None without ImageOrientationPatient."""
-    iop = header.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
+    try:
+        iop = header.get("ImageOrientationPatient")
+        if iop is None or len(iop) != 6:
+            return None
+        row, col = np.array([float(v) for v in iop[:3]]), np.array([float(v) for v in iop[3:]])
+    except (TypeError, ValueError):  # a malformed element: no geometry to use
         return None
-    row, col = np.array(iop[:3], float), np.array(iop[3:], float)
     normal = np.cross(row, col)
-    if np.linalg.norm(normal) < 1e-6:
+    if not np.all(np.isfinite(normal)) or np.linalg.norm(normal) < 1e-6:
         return None
     return np.column_stack([row, col, normal / np.linalg.norm(normal)])
 
@@ -280,10 +287,14 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
     """SeriesInstanceUID -> files (GDCM's order) of the DICOM images directly in ``folder``.
 
     GDCM's scan aborts on some malformed files; pydicom's scan (which skips
-    files it cannot parse and files without pixels) takes over then.
+    files it cannot parse and files without pixels) takes over then. Files
+    that claim to be DICOM (the ``DICM`` preamble) are screened with pydicom
+    first (:func:`_screen`): GDCM spends seconds and a gigabyte on a corrupt
+    file of two kilobytes.
     """
+    _screen(folder)
     try:
-        with _itk_warnings_off():
+        with _itk_warnings_off(), captured_stderr(f"scanning {folder}"):
             uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
             return {
                 uid: list(files)
@@ -301,6 +312,33 @@ def _scan_folder(folder: Path) -> dict[str, list[str]]:
         if "Rows" in header and "SeriesInstanceUID" in header:
             groups.setdefault(str(header.SeriesInstanceUID), []).append(str(file))
     return groups
+
+
+#: the SOP class of a DICOMDIR (a folder's index: DICOM, but no series of its own)
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _screen(folder: Path) -> None:
+    """Refuse, naming it, a file of ``folder`` that claims to be DICOM but does not parse into one of a series."""
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if not _looks_like_dicom(file):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's notes on what it tolerates: the verdict below decides
+            try:
+                header = pydicom.dcmread(file, stop_before_pixels=True)
+            except Exception as exc:  # any parser failure: the file is broken
+                raise UnreadableInputError(
+                    f"{str(file)!r} in the DICOM folder cannot be read ({type(exc).__name__}: {one_line(exc)}): it is "
+                    "truncated or corrupt, and the series it belongs to cannot be told; re-copy it or move it out"
+                ) from exc
+            meta = getattr(header, "file_meta", None)
+            index = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") == _DICOMDIR_CLASS
+            if not index and not (header.get("SeriesInstanceUID") and "SOPClassUID" in header):
+                raise UnreadableInputError(
+                    f"{str(file)!r} in the DICOM folder is cut short or corrupt (its header ends before naming its "
+                    "series and class), and the series it belongs to cannot be told; re-copy it or move it out"
+                )
 
 
 def _subfolders_with_dicom(folder: Path, limit: int = 5) -> list[str]:
@@ -340,7 +378,102 @@ def _choose(candidates: list[SeriesInfo], series: str | int | None, where: str) 
     raise ConfigError(f"no series {series!r} (UID or description) in {where}; it holds: {listing}")
 
 
+# ------------------------------------------------------------------ checks before reading pixels
+#: transfer syntaxes whose pixel data is stored raw (its length is known from the header)
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _refuse_unreadable_members(folder: Path, chosen: SeriesInfo, candidates: Sequence[SeriesInfo]) -> None:
+    """Refuse a folder where a file of the chosen series (or a DICOM file of unknown series) cannot be read.
+
+    GDCM's scan leaves out files it cannot parse, without a word: a
+    truncated slice would vanish from its series, and the gap it leaves
+    would be blamed on the spacing (or interpolated over).
+    """
+    listed = {str(Path(f).resolve()) for s in candidates for f in s.files}
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if str(file.resolve()) in listed or not _looks_like_dicom(file):
+            continue
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception as exc:  # any parser failure: the file is broken, its series unknown
+            raise UnreadableInputError(
+                f"{str(file)!r} in the DICOM folder cannot be read ({type(exc).__name__}: {one_line(exc)}): it is "
+                "truncated or corrupt, and the series it belongs to cannot be told; re-copy it or move it out"
+            ) from exc
+        uid = str(header.get("SeriesInstanceUID", "") or "")
+        if not uid or "SOPClassUID" not in header:
+            raise UnreadableInputError(
+                f"{str(file)!r} in the DICOM folder is cut short or corrupt (its header ends before naming its series "
+                "and class), and the series it belongs to cannot be told; re-copy it or move it out"
+            )
+        if uid == chosen.uid and "Rows" in header:
+            raise UnreadableInputError(
+                f"{str(file)!r} belongs to series {chosen.uid} but GDCM cannot read it (truncated or corrupt); "
+                "re-copy it, or move it out to read the series without it"
+            )
+
+
+def _expected_pixel_bytes(header: pydicom.Dataset) -> int:
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
+    return (rows * columns * _frames(header) * samples * bits + 7) // 8
+
+
+def _check_pixels(files: Sequence[str], headers: Sequence[pydicom.Dataset], where: str) -> None:
+    """Refuse, naming the file, a slice whose header is absurd, an element of which runs past the end of the
+    file, or whose pixel data is missing or cut short.
+
+    GDCM trusts element lengths: a corrupt length of 4 GB near the end of a
+    40 kB file made it allocate 4 GB and spend seconds before failing. Each
+    top-level element's declared length is compared with the bytes left in
+    the file first (pydicom reads the lengths without the values).
+    """
+    for file, header in zip(files, headers, strict=True):
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        if rows <= 0 or columns <= 0 or _frames(header) <= 0:
+            raise UnreadableInputError(
+                f"{where}: {Path(file).name} has a broken header ({rows} rows, {columns} columns, "
+                f"{_frames(header)} frames); re-export the series"
+            )
+        syntax = str(getattr(getattr(header, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        expected = _expected_pixel_bytes(header)
+        size = os.path.getsize(file)
+        if syntax in _UNCOMPRESSED and size < expected:
+            claim_within_file(expected, size, Path(file), f"{rows} x {columns} x {_frames(header)} frames", what="DICOM")
+        full = pydicom.dcmread(file, defer_size=16, force=True)
+        pixels = None
+        for tag in list(full.keys()):
+            element = full.get_item(tag, keep_deferred=True)  # still raw: its declared length, the value unread
+            length, tell = getattr(element, "length", None), getattr(element, "value_tell", None)
+            if length is None or tell is None or length == 0xFFFFFFFF:
+                continue
+            if tell + length > size:
+                raise UnreadableInputError(
+                    f"{where}: {Path(file).name} is truncated or corrupt: its element {element.tag} claims {length} "
+                    f"bytes from byte {tell}, and the file ends at byte {size}; re-copy the file"
+                )
+            if element.tag == 0x7FE00010:
+                pixels = length
+        if "PixelData" not in full or (syntax in _UNCOMPRESSED and pixels is not None and pixels < expected):
+            raise UnreadableInputError(
+                f"{where}: {Path(file).name} is truncated: its pixel data is missing or shorter than the "
+                f"{expected} bytes its header claims ({rows} x {columns} x {_frames(header)} frames); re-copy the file"
+            )
+
+
 # ------------------------------------------------------------------ reading
+@guarded("DICOM")
 def read_dicom(
     path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -380,7 +513,10 @@ def read_dicom(
     Raises
     ------
     UnreadableInputError
-        Missing path, no DICOM in the folder, unreadable files.
+        Missing path, no DICOM in the folder, unreadable files (a truncated
+        or corrupt file of the series is named, never silently left out).
+    MemoryLimitError
+        The volume would need more than the allowed memory (checked before reading pixels).
     AmbiguousSeriesError
         Several series and no ``series=``.
     NonUniformSpacingError
@@ -401,10 +537,19 @@ def read_dicom(
     >>> ct.size, ct.dtype, ct.meta["dicom"]["Modality"]
     ((128, 128, 1), dtype('int16'), 'CT')
     """
+    with warnings.catch_warnings():
+        # pydicom warns about each value that breaks its VR ("Invalid value for VR DS: 'NaN'"); this reader checks
+        # the values it uses and names the file and element itself
+        warnings.filterwarnings("ignore", message="Invalid value for VR", category=UserWarning)
+        return _read_dicom(path_or_files, series, resample_nonuniform)
+
+
+def _read_dicom(
+    path_or_files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], series: str | int | None,
+    resample_nonuniform: bool,
+) -> SpatialImage:
     if isinstance(path_or_files, str | os.PathLike):
-        path = Path(path_or_files)
-        if not path.exists():
-            raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
+        path = check_path(path_or_files, folder_ok=True)
         if path.is_dir():
             return _read_folder(path, series, resample_nonuniform)
         if series is not None:
@@ -423,6 +568,7 @@ def _read_folder(folder: Path, series: str | int | None, resample: bool) -> Spat
         hint = f"; its subfolders {', '.join(below)} do: pass one of them" if below else ""
         raise UnreadableInputError(f"no DICOM series in folder {str(folder)!r}{hint}")
     chosen = _choose(candidates, series, f"folder {str(folder)!r}")
+    _refuse_unreadable_members(folder, chosen, candidates)
     return _read_series(chosen, source=folder, resample=resample)
 
 
@@ -464,16 +610,20 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
     """Slice order along the normal and the sorted positions (mm); checks orientation and duplicates."""
     axes = [_slice_axes(h) for h in headers]
     reference = axes[0]
-    assert reference is not None
-    for file, other in zip(files, axes, strict=True):
+    if reference is None:
+        raise GeometryError(
+            f"{where}: {Path(files[0]).name} has ImageOrientationPatient {_value(headers[0], 'ImageOrientationPatient')}, "
+            "not two independent direction vectors; the file is malformed"
+        )
+    for file, other, header in zip(files, axes, headers, strict=True):
         if other is None or not np.allclose(other, reference, atol=1e-4):
             raise GeometryError(
-                f"{where}: {Path(file).name} has ImageOrientationPatient {None if other is None else other[:, :2].T.ravel().round(5).tolist()}, "
+                f"{where}: {Path(file).name} has ImageOrientationPatient {_value(header, 'ImageOrientationPatient') if other is None else other[:, :2].T.ravel().round(5).tolist()}, "
                 f"unlike {reference[:, :2].T.ravel().round(5).tolist()} of the first file; the series mixes orientations "
                 "(a localizer?): pass the files of one orientation as a list"
             )
     normal = reference[:, 2]
-    positions = np.array([float(np.dot(np.array(h.ImagePositionPatient, float), normal)) for h in headers])
+    positions = np.array([float(np.dot(_position(f, h, where), normal)) for f, h in zip(files, headers, strict=True)])
     order = sorted(range(len(files)), key=lambda i: (positions[i], i))
     sorted_positions = positions[order]
     gaps = np.diff(sorted_positions)
@@ -485,6 +635,27 @@ def _ordered(files: Sequence[str], headers: list[pydicom.Dataset], where: str) -
             "time points): pass the files of one volume as a list"
         )
     return order, sorted_positions
+
+
+def _value(header: pydicom.Dataset, keyword: str) -> Any:
+    try:
+        return _plain(header.get(keyword))
+    except Exception:  # a malformed value cannot even be shown as itself
+        return "(unreadable)"
+
+
+def _position(file: str, header: pydicom.Dataset, where: str) -> np.ndarray:
+    """ImagePositionPatient as three finite numbers, or a GeometryError naming the file and the value."""
+    try:
+        position = np.array([float(v) for v in header.ImagePositionPatient], dtype=float)
+    except Exception:
+        position = np.array([])
+    if position.shape != (3,) or not np.all(np.isfinite(position)):
+        raise GeometryError(
+            f"{where}: {Path(file).name} has ImagePositionPatient {_value(header, 'ImagePositionPatient')}, not "
+            "three finite numbers; the file is malformed"
+        )
+    return position
 
 
 def _check_uniform(positions: np.ndarray, files: Sequence[str], where: str, resample: bool) -> bool:
@@ -511,6 +682,11 @@ def _check_uniform(positions: np.ndarray, files: Sequence[str], where: str, resa
 def _needs_float(headers: list[pydicom.Dataset]) -> bool:
     for h in headers:
         slope, intercept = float(h.get("RescaleSlope", 1) or 1), float(h.get("RescaleIntercept", 0) or 0)
+        if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
+            raise UnreadableInputError(
+                f"a file of series {h.get('SeriesInstanceUID', '?')} has RescaleSlope {slope} and RescaleIntercept "
+                f"{intercept}: the values cannot be scaled; the file is malformed"
+            )
         if slope != round(slope) or intercept != round(intercept):
             return True
     return False
@@ -542,7 +718,7 @@ def _execute(files: Sequence[str], as_float: bool) -> sitk.Image:
     if as_float:
         reader.SetOutputPixelType(sitk.sitkFloat64)
     try:
-        with _itk_warnings_off():
+        with _itk_warnings_off(), captured_stderr(f"reading {files[0]}"):
             return reader.Execute()
     except RuntimeError as exc:
         detail = one_line(exc)
@@ -619,6 +795,11 @@ def _read_series(
             "read with origin 0, unit slice spacing and identity direction; do not mix it with images in patient space",
             GeometryWarning,
         )
+    _check_pixels(files, headers, where)
+    as_float = _needs_float(headers)
+    voxels = sum(int(h.get("Rows", 0) or 0) * int(h.get("Columns", 0) or 0) * _frames(h) for h in headers)
+    within_memory(voxels * (8 if as_float else _stored_dtype(first).itemsize) * 3, Path(info.folder),
+                  f"{len(files)} file(s), {voxels} voxels")
     positions: np.ndarray | None = None
     uniform = True
     if geometric and not multiframe and len(files) > 1:
@@ -626,7 +807,6 @@ def _read_series(
         files = [files[i] for i in order]
         headers = [headers[i] for i in order]
         uniform = _check_uniform(positions, files, where, resample)
-    as_float = _needs_float(headers)
     image = _execute(files, as_float)
     stored = _stored_dtype(first)
 

@@ -38,13 +38,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from coregister._files import _UMASK, check_writable
+from coregister._files import _UMASK, check_writable, part_folder
 from coregister.errors import (
     ConfigError,
     GeometryError,
     OutputExistsError,
     UnsupportedFormatError,
-    UnwritableOutputError,
 )
 from coregister.image import SpatialImage
 from coregister.io.detect import FORMATS
@@ -263,13 +262,16 @@ def _series_dataset(
     slope, intercept = float(encoding.slope), float(encoding.intercept)
     ds.WindowCenter = _ds((low + high) / 2 * slope + intercept)
     ds.WindowWidth = _ds(max((high - low) * slope, slope))
+    if ds.SOPClassUID in (CTImageStorage, MRImageStorage) and "PatientPosition" not in ds:
+        ds.PatientPosition = ""  # type 2C for CT and MR images (C.7.3.1): present, empty when the source has none
     if ds.SOPClassUID == CTImageStorage:
         ds.KVP = ""
         ds.AcquisitionNumber = ""
     elif ds.SOPClassUID == MRImageStorage:
         ds.ScanningSequence = "RM"  # research mode: the acquisition is not this series'
         ds.SequenceVariant = "NONE"
-        for keyword in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength"):
+        # type 2 (RepetitionTime 2C: required unless the sequence is EP without SK, C.8.3.1): present, empty
+        for keyword in ("ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength"):
             setattr(ds, keyword, "")
     else:
         ds.ConversionType = "WSD"  # workstation
@@ -584,21 +586,14 @@ def write_dicom(
         digest=digest,
     )
     parent = folder.parent if str(folder.parent) else Path(".")
-    try:
-        staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
-    except OSError as exc:
-        raise UnwritableOutputError(
-            f"cannot write to {str(folder)!r} ({exc.strerror or exc}); choose another folder"
-        ) from exc
-    try:
+    with part_folder(parent, folder.name) as stage:  # removed on any failure or interrupt; swept if killed
+        staged = stage / "series"
+        staged.mkdir()
         for k in range(stored.shape[0]):
             ds = _slice_dataset(series, encoding, k, origin=origin, spacing=spacing, direction=direction)
             ds.save_as(staged / _FILE_NAME.format(k + 1), enforce_file_format=True)
-        os.chmod(staged, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the series gets the permissions mkdir would give
+        os.chmod(staged, 0o777 & ~_UMASK)  # the series gets the permissions mkdir would give
         _swap_in(staged, folder)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     logger.info(
         "wrote %s: %d slices of %dx%d, %s, SOP class %s, series %s",
         folder, stored.shape[0], stored.shape[2], stored.shape[1], modality, series.SOPClassUID.name, series_uid,

@@ -10,20 +10,20 @@ header and its data file appear together or not at all).
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from coregister._files import atomic_path
-from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister._files import OVERWRITE_FIX, PART_MARKER, atomic_path, part_folder, publish, refuse_existing
+from coregister._stderr import captured_stderr
+from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError, UnwritableOutputError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._text import one_line
 
 __all__ = ["read_itk", "write_itk"]
@@ -72,6 +72,63 @@ def _from_4d(image: sitk.Image, path: Path) -> SpatialImage:
     )
 
 
+def _data_file(path: Path) -> Path | None:
+    """The file a detached header (``ElementDataFile``, ``data file``) names, when it is one file beside it."""
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    for line in head.split(b"\x00", 1)[0].decode("latin-1", "replace").splitlines():
+        key, _, value = line.partition("=" if "=" in line else ":")
+        key, value = key.strip().lower(), value.strip()
+        if key in ("elementdatafile", "data file", "datafile") and value and value.upper() != "LOCAL":
+            if value.upper().startswith("LIST") or "%" in value or " " in value:
+                return None  # a list or pattern of slice files: not one file to compare with
+            return path.parent / value
+    return None
+
+
+def _header_length(path: Path) -> int:
+    """Bytes of an attached header (MetaImage: to the end of the ``ElementDataFile`` line; NRRD: to the blank line)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    key = head.find(b"ElementDataFile")
+    if key >= 0:
+        end = head.find(b"\n", key)
+        return end + 1 if end >= 0 else len(head)
+    blank = head.find(b"\n\n")
+    return blank + 2 if blank >= 0 else 0
+
+
+def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
+    """Refuse a header whose size is absurd or whose pixels the file cannot hold, before reading them."""
+    size = tuple(int(n) for n in reader.GetSize())
+    if not size or any(n <= 0 for n in size):
+        raise UnreadableInputError(f"{str(path)!r} has a broken header: its size {size} includes 0; re-export the file")
+    components = max(1, int(reader.GetNumberOfComponents()))
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    total = math.prod(size) * components * _ITEMSIZE.get(pixel, 8)
+    described = f"size {size}, {pixel}"
+    detached = _data_file(path)
+    data = detached or path
+    if data.is_file():
+        stored = data.stat().st_size - (0 if detached else _header_length(path))
+        if _header_says_compressed(path):
+            claim_within_file(total, deflate_bound(stored), path, described, what="MetaImage/NRRD", compressed=stored)
+        else:
+            claim_within_file(total, stored, path, described, what="MetaImage/NRRD")
+    within_memory(2 * total, path, described)
+
+
+#: bytes per component of SimpleITK's pixel types, by the name GetPixelIDTypeAsString gives
+_ITEMSIZE = {
+    **{f"{kind}{bits}-bit {name}": bits // 8 for bits in (8, 16, 32, 64) for kind in ("", "vector of ")
+       for name in ("signed integer", "unsigned integer")},
+    "32-bit float": 4, "64-bit float": 8, "vector of 32-bit float": 4, "vector of 64-bit float": 8,
+    "complex of 32-bit float": 4, "complex of 64-bit float": 8,  # per component (2)
+    "label of 8-bit unsigned integer": 1,
+}  # fmt: skip
+
+
+@guarded("MetaImage/NRRD")
 def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     """Read a MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``) file.
 
@@ -93,7 +150,10 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     Raises
     ------
     UnreadableInputError
-        Missing header or data file, truncated or corrupt data.
+        Missing header or data file, truncated or corrupt data, a header
+        claiming more pixels than its data file holds (checked before reading).
+    MemoryLimitError
+        The pixels would need more than the allowed memory.
     UnsupportedFormatError
         1D or 5D+ images.
 
@@ -106,13 +166,15 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     >>> back.same_geometry(img), np.array_equal(back.array, img.array)
     (True, True)
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    path = check_path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        image = reader.Execute()
+        with captured_stderr(f"reading {path}"):  # MetaIO's own notes ("data not read completely"): logged
+            reader.ReadImageInformation()
+        _check_claims(reader, path)
+        with captured_stderr(f"reading {path}"):
+            image = reader.Execute()
     except RuntimeError as exc:
         detail = one_line(exc)
         raise UnreadableInputError(
@@ -184,7 +246,9 @@ def _suffix(path: Path) -> str:
     return next((s for s in _SUFFIXES if path.name.lower().endswith(s)), "")
 
 
-def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bool | None = None) -> Path:
+def write_itk(
+    image: SpatialImage, path: str | os.PathLike[str], *, compress: bool | None = None, overwrite: bool = False
+) -> Path:
     """Write ``image`` as MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``), atomically.
 
     A detached header (``.mhd``, ``.nhdr``) is written with its data file
@@ -200,6 +264,9 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     compress : bool, optional
         Compress the pixel data (lossless). Default: as the source file was
         (``meta["compressed"]``), uncompressed for other images.
+    overwrite : bool
+        Replace an existing file at ``path`` (and its data file; otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -219,6 +286,7 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     suffix = _suffix(path)
     if not suffix:
         raise UnsupportedFormatError(f"write_itk needs a path ending in {', '.join(_SUFFIXES)}, got {str(path)!r}")
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if compress is None:
         compress = bool(image.meta.get("compressed", False)) if image.meta.get("format") == "itk" else False
     out = _to_sitk(image, suffix)
@@ -229,30 +297,30 @@ def write_itk(image: SpatialImage, path: str | os.PathLike[str], *, compress: bo
     writer.KeepOriginalImageUIDOn()
     try:
         if suffix in _DETACHED:
-            _write_detached(writer, out, path)
+            _write_detached(writer, out, path, overwrite=overwrite)
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp, captured_stderr(f"writing {path}"):
                 writer.SetFileName(str(tmp))
                 writer.Execute(out)
     except RuntimeError as exc:
-        raise UnreadableInputError(f"SimpleITK could not write {str(path)!r}: {one_line(exc)}") from exc
+        raise UnwritableOutputError(f"SimpleITK could not write {str(path)!r}: {one_line(exc)}") from exc
     logger.debug("wrote %s (%s, compressed=%s)", path, out.GetPixelIDTypeAsString(), compress)
     return path
 
 
-def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path) -> None:
+def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path, *, overwrite: bool) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=folder))
-    try:
-        writer.SetFileName(str(staging / path.name))
-        writer.Execute(image)
+    with part_folder(folder, path.name) as staging:
         header = staging / path.name
-        for item in sorted(staging.iterdir()):
-            if item != header:
-                os.replace(item, folder / item.name)
-        os.replace(header, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(staging)
+        writer.SetFileName(str(header))
+        with captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: the error below says it once
+            writer.Execute(image)
+        data_files = sorted(item for item in staging.iterdir() if item not in (header, staging / PART_MARKER))
+        for item in data_files:
+            refuse_existing(folder / item.name, overwrite=overwrite, fix=OVERWRITE_FIX)
+        refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
+        for item in data_files:
+            os.replace(item, folder / item.name)
+        publish(header, path, overwrite=overwrite, fix=OVERWRITE_FIX)

@@ -33,10 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from coregister._files import atomic_path
-from coregister._opencv import captured_stderr, cv2
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
+from coregister._opencv import cv2
+from coregister._stderr import captured_stderr
 from coregister.errors import GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 
 __all__ = ["read_plain", "write_plain"]
 
@@ -83,6 +85,53 @@ def _from_rgb(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
 
 
+def _claimed_size(head: bytes) -> tuple[int, int, int] | None:
+    """``(width, height, bytes per pixel)`` from a PNG, BMP or JPEG header, or None when the header says nothing.
+
+    Examples
+    --------
+    >>> import struct
+    >>> _claimed_size(b"\\x89PNG\\r\\n\\x1a\\n" + struct.pack(">I4sIIBB", 13, b"IHDR", 40000, 30000, 16, 2))
+    (40000, 30000, 6)
+    """
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 26 and head[12:16] == b"IHDR":
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        depth, colour = head[24], head[25]
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4)
+        return width, height, channels * max(1, depth // 8)
+    if head.startswith(b"BM") and len(head) >= 30:
+        width, height = int.from_bytes(head[18:22], "little", signed=True), int.from_bytes(head[22:26], "little", signed=True)
+        return abs(width), abs(height), 4
+    if head.startswith(b"\xff\xd8"):
+        at = 2
+        while at + 9 < len(head) and head[at] == 0xFF:
+            marker, length = head[at + 1], int.from_bytes(head[at + 2 : at + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = int.from_bytes(head[at + 5 : at + 7], "big"), int.from_bytes(head[at + 7 : at + 9], "big")
+                return width, height, max(1, head[at + 9]) if at + 9 < len(head) else 3
+            at += 2 + length
+    return None
+
+
+def _check_claims(encoded: np.ndarray, path: Path) -> None:
+    """Refuse, before decoding, a header whose size is 0 or whose pixels would not fit in the allowed memory.
+
+    PNG data is deflate: it cannot hold more than 1032 bytes of pixels per byte of file.
+    """
+    claimed = _claimed_size(encoded[:65536].tobytes())
+    if claimed is None:
+        return
+    width, height, per_pixel = claimed
+    described = f"{width} x {height} pixels"
+    if width == 0 or height == 0:
+        raise UnreadableInputError(f"{str(path)!r} has a broken header: {described}; re-export the file")
+    if encoded[:4].tobytes() == b"\x89PNG":
+        claim_within_file(width * height * per_pixel, deflate_bound(encoded.size), path, described, what="PNG",
+                          compressed=int(encoded.size))
+    within_memory(3 * width * height * per_pixel, path, described)
+
+
+@guarded("PNG/JPEG/BMP")
 def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> SpatialImage:
     """Read a PNG, JPEG or BMP file as a 2D image with origin 0 and spacing 1.
 
@@ -110,7 +159,10 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
     Raises
     ------
     UnreadableInputError
-        Missing, empty, truncated or corrupt file.
+        Missing, empty, truncated or corrupt file, or a header whose size the
+        file cannot hold.
+    MemoryLimitError
+        The pixels would need more than the allowed memory (checked before decoding).
 
     Examples
     --------
@@ -122,12 +174,11 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
     >>> img.array.tolist(), img.meta["grayscale"]
     ([[0, 1, 2], [3, 4, 5]], 'identical_channels')
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableInputError(f"{str(path)!r} does not exist or is not a file; check the path")
+    path = check_path(path)
     encoded = np.fromfile(path, dtype=np.uint8)
     if encoded.size == 0:
         raise UnreadableInputError(f"{str(path)!r} is empty (0 bytes); the file was not written completely")
+    _check_claims(encoded, path)
     # IMREAD_UNCHANGED keeps 16 bits and alpha, and does not rotate by EXIF orientation.
     with captured_stderr(f"decoding {path}"):  # libpng warns on stderr about chunks it skips ("sCAL: invalid unit")
         pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
@@ -162,7 +213,9 @@ def read_plain(path: str | os.PathLike[str], *, grayscale: bool = False) -> Spat
     return SpatialImage(pixels, origin=(0.0, 0.0), spacing=(1.0, 1.0), mask=mask, meta=meta)
 
 
-def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quality: int = 95) -> Path:
+def write_plain(
+    image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quality: int = 95, overwrite: bool = False
+) -> Path:
     """Write a 2D image as PNG (lossless, 8 or 16 bit), JPEG (8 bit, lossy) or BMP (8 bit).
 
     Parameters
@@ -174,6 +227,9 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
         ``.png``, ``.jpg``/``.jpeg`` or ``.bmp``; written atomically.
     jpeg_quality : int
         JPEG quality from 0 to 100.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
 
     Returns
     -------
@@ -204,6 +260,7 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
     """
     path = Path(path)
     fmt = _format_of(path)
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     if image.ndim != 2:
         raise UnsupportedFormatError(
             f"cannot write a {image.ndim}D image (shape {image.shape}) to {str(path)!r}: PNG/JPEG/BMP hold one "
@@ -244,7 +301,7 @@ def write_plain(image: SpatialImage, path: str | os.PathLike[str], *, jpeg_quali
     ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", _from_rgb(np.ascontiguousarray(array)), params)
     if not ok:
         raise UnsupportedFormatError(f"OpenCV could not encode the image as {fmt.upper()} for {str(path)!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         encoded.tofile(tmp)
     logger.debug("wrote %s (%s, %d channel(s), %s)", path, fmt, channels, array.dtype)
     return path

@@ -67,10 +67,11 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.rpc import RPC
 from rasterio.windows import Window
 
-from coregister._files import atomic_path
+from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
-from coregister.errors import ConfigError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
+from coregister.errors import ConfigError, GeometryError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, guarded, within_memory
 
 __all__ = ["open_dataset", "raster_profile", "raster_writer", "read_raster", "write_raster"]
 
@@ -298,6 +299,25 @@ def _read_meta(ds: Any, path: Path, bands: tuple[int, ...], georef: bool, mask_s
 
 
 # --------------------------------------------------------------------------- reading
+def _check_claims(ds: Any, numbers: tuple[int, ...], window: Window | None, masked: bool, path: Path) -> None:
+    """Refuse, before reading, a raster whose size is absurd or whose pixels would not fit in the allowed memory.
+
+    Compressed and sparse GeoTIFFs legitimately claim far more pixels than
+    their bytes (a sparse file's missing blocks read as nodata): what bounds
+    them is the allowed memory, checked here for the block that would be read.
+    """
+    if ds.width <= 0 or ds.height <= 0 or ds.count <= 0:
+        raise UnreadableInputError(
+            f"{str(path)!r} has a broken header: {ds.width} x {ds.height} pixels, {ds.count} band(s); re-export it"
+        )
+    width, height = (int(window.width), int(window.height)) if window is not None else (ds.width, ds.height)
+    itemsize = max(np.dtype(ds.dtypes[b - 1]).itemsize for b in numbers)
+    claimed = width * height * (len(numbers) * itemsize * 2 + (2 if masked else 0))
+    described = f"{ds.width} x {ds.height} pixels, {len(numbers)} band(s) of {ds.dtypes[numbers[0] - 1]}"
+    within_memory(claimed, path, described)
+
+
+@guarded("GeoTIFF/TIFF/JPEG 2000")
 def read_raster(
     path: str | os.PathLike[str],
     *,
@@ -335,7 +355,10 @@ def read_raster(
     Raises
     ------
     UnreadableInputError
-        The file is missing or GDAL cannot open it.
+        The file is missing or GDAL cannot open it, or its size is 0.
+    MemoryLimitError
+        The pixels to read would need more than the allowed memory
+        (``COREGISTER_MAX_MEMORY``, ``--max-memory``): read a window.
     ConfigError
         A band number or the window is out of range.
 
@@ -355,9 +378,7 @@ def read_raster(
     >>> read_raster(path, bands=[2], window=((1, 3), (2, 4))).array.tolist()
     [[18, 19], [22, 23]]
     """
-    path = Path(path)
-    if not path.exists():
-        raise UnreadableInputError(f"{str(path)!r} does not exist; check the path")
+    path = check_path(path)
     with open_dataset(path) as ds:
         numbers = _band_numbers(bands, ds.count, path)
         if ds.driver == "GTiff" and ds.subdatasets:
@@ -368,12 +389,17 @@ def read_raster(
                 stacklevel=2,
             )
         win = _normalise_window(window, ds.width, ds.height)
+        _check_claims(ds, numbers, win, masked, path)
         transform = ds.transform
         georef = transform != _IDENTITY
         try:
             data = ds.read(list(numbers), window=win)
         except RasterioIOError as exc:
-            raise UnreadableInputError(f"GDAL failed to decode pixels of {str(path)!r}: {exc}") from exc
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            said = str(exc).replace(" See previous exception for details.", "")
+            raise UnreadableInputError(
+                f"GDAL failed to decode pixels of {str(path)!r}: {said}{cause}; the file is truncated or corrupt"
+            ) from exc
         mask, mask_source = _valid_mask(ds, numbers, win) if masked else (None, None)
         meta = _read_meta(ds, path, numbers, georef, mask_source)
         if win is not None:
@@ -387,7 +413,14 @@ def read_raster(
             block_transform = (
                 transform @ Affine.translation(win.col_off, win.row_off) if win is not None else transform
             )
-            origin, spacing, direction = geotransform_to_geometry(block_transform)
+            with np.errstate(over="ignore", invalid="ignore"):  # an absurd geotransform is refused just below
+                try:
+                    origin, spacing, direction = geotransform_to_geometry(block_transform)
+                except GeometryError as exc:
+                    raise GeometryError(
+                        f"{str(path)!r} has an unusable geotransform {tuple(block_transform)[:6]} ({exc}); "
+                        "fix its georeferencing (gdal_edit.py -a_ullr, or georeference it again)"
+                    ) from exc
             meta["transform"] = tuple(block_transform)[:6]  # what the writer reuses for a bit-exact round trip
         else:
             if ds.crs is not None and not (ds.rpcs or ds.gcps[0]):
@@ -695,7 +728,8 @@ def _adopt_sidecar(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def raster_writer(
-    path: str | os.PathLike[str], template: SpatialImage, *, cog: bool = False, **profile_overrides: Any
+    path: str | os.PathLike[str], template: SpatialImage, *, cog: bool = False, overwrite: bool = False,
+    **profile_overrides: Any,
 ) -> Iterator[Any]:
     """Open a rasterio dataset for writing pixels (all at once or window by window), atomically.
 
@@ -718,6 +752,9 @@ def raster_writer(
         array is not written (a zero-stride ``np.broadcast_to`` array will do).
     cog : bool
         Write a Cloud-Optimised GeoTIFF with internal overviews.
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
     **profile_overrides
         rasterio profile keys / GDAL creation options; with ``cog=True``,
         creation options of the COG driver (``blocksize``,
@@ -742,14 +779,17 @@ def raster_writer(
     >>> np.unique(read_raster(out).array).tolist()
     [0, 32]
     """
-    with _open_writer(Path(path), template, cog=cog, same_pixels=False, overrides=profile_overrides) as dst:
+    with _open_writer(
+        Path(path), template, cog=cog, same_pixels=False, overrides=profile_overrides, overwrite=overwrite
+    ) as dst:
         yield dst
 
 
 @contextlib.contextmanager
 def _open_writer(
-    path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any]
+    path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any], overwrite: bool
 ) -> Iterator[Any]:
+    refuse_existing(path, overwrite=overwrite, fix=OVERWRITE_FIX)
     profile_overrides = dict(overrides)
     driver = _driver_for(path, cog)
     staged = driver in _COPY_ONLY
@@ -775,7 +815,7 @@ def _open_writer(
             profile["interleave"] = "pixel"
     else:
         profile = raster_profile(template, driver=driver, **profile_overrides)
-    with _gdal_env(), atomic_path(path) as tmp:
+    with _gdal_env(), atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         if not staged:
             with rasterio.open(tmp, "w", **profile) as dst:
                 _write_metadata(dst, template, same_pixels=same_pixels)
@@ -815,7 +855,8 @@ def _implied_valid(array: np.ndarray, nodata: float | None, colorinterp: Sequenc
 
 
 def write_raster(
-    image: SpatialImage, path: str | os.PathLike[str], *, cog: bool = False, **profile_overrides: Any
+    image: SpatialImage, path: str | os.PathLike[str], *, cog: bool = False, overwrite: bool = False,
+    **profile_overrides: Any,
 ) -> Path:
     """Write a 2D image as GeoTIFF (or COG, or JPEG 2000), keeping its geometry, CRS, nodata, mask and metadata.
 
@@ -837,6 +878,9 @@ def write_raster(
         Write a Cloud-Optimised GeoTIFF (GDAL's COG driver: tiled, with
         overviews; the COG driver's creation options may be given as
         ``profile_overrides``, e.g. ``overview_resampling="average"``).
+    overwrite : bool
+        Replace an existing file at ``path`` (otherwise
+        :class:`~coregister.errors.OutputExistsError`, before any work).
     **profile_overrides
         rasterio profile keys and GDAL creation options (``compress="zstd"``,
         ``blockxsize=512`` ...) that win over the profile in ``image.meta``.
@@ -888,7 +932,9 @@ def write_raster(
     same_pixels = (
         tuple(image.meta.get("source_shape") or ()) == image.shape and source_profile.get("dtype") == dtype.name
     )
-    with _open_writer(path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides) as dst:
+    with _open_writer(
+        path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides, overwrite=overwrite
+    ) as dst:
         dst.write(bands)
         if mask is not None:
             dst.write_mask(mask)

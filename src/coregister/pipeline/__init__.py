@@ -11,6 +11,9 @@ Modules, in the order a registration passes through them:
 
 * :mod:`~coregister.pipeline.register`: :func:`register`, the entry point (and
   :func:`verify`, the same judgement of a transform found elsewhere);
+* :mod:`~coregister.pipeline.series`: :func:`register_series`, the same steps
+  for each image of a series onto one reference (each starting from the
+  previous answer), one judged :class:`Result` per image;
 * :mod:`~coregister.pipeline.routing`: :func:`configure` (preset + options ->
   configuration) and :func:`route` (configuration -> engine);
 * :mod:`~coregister.pipeline.initialise`: a start found by another engine;
@@ -27,5 +30,7 @@ from __future__ import annotations
 from coregister.pipeline.register import register, run_auto, verify
 from coregister.pipeline.result import Attempt, QualityReport, Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
+from coregister.pipeline.series import register_series
 
-__all__ = ["Attempt", "QualityReport", "Result", "Start", "Verdict", "configure", "register", "route", "run_auto", "verify"]
+__all__ = ["Attempt", "QualityReport", "Result", "Start", "Verdict", "configure", "register", "register_series", "route",
+           "run_auto", "verify"]

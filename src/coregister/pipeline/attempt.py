@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig
+from coregister.config import EngineName, Metric, ProgressCallback, RegistrationConfig, TransformModel
 from coregister.engines import EngineOutput, get_engine
 from coregister.engines._common import grey_pair, valid_pixels
-from coregister.errors import CoregisterError, GeometryError
+from coregister.errors import CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.pipeline.evidence import chance, coverage, figures, overlay, probe
 from coregister.pipeline.quality import check
@@ -113,10 +113,10 @@ def _refuse_flat(image: SpatialImage, valid: np.ndarray, name: str) -> None:
         )
 
 
-def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[SpatialImage, np.ndarray | None, int]:
+def _metrics_view(image: SpatialImage, mask: np.ndarray | None, max_points: int) -> tuple[SpatialImage, np.ndarray | None, int]:
     """The fixed image (and mask) subsampled by a whole stride so that before/after metrics stay cheap."""
     n = math.prod(image.shape)
-    stride = max(1, int(math.ceil((n / METRICS_MAX_POINTS) ** (1.0 / image.ndim) - 1e-9)))
+    stride = max(1, int(math.ceil((n / max_points) ** (1.0 / image.ndim) - 1e-9)))
     if stride == 1:
         return image, mask, 1
     index = (slice(None, None, stride),) * image.ndim
@@ -133,26 +133,43 @@ def _metrics_view(image: SpatialImage, mask: np.ndarray | None) -> tuple[Spatial
 
 
 def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, moving_mask: Any = None,
-            initial: Transform | None = None) -> Pair:
+            initial: Transform | None = None, *, max_metric_points: int = METRICS_MAX_POINTS) -> Pair:
     """The :class:`Pair` the engines and the check work on (masks: arrays or images on each image's grid).
 
     Inputs that contradict themselves are named here, once: a sheared voxel
     grid is resampled onto an orthonormal one (``notes`` says so), a mask
     over flat background is refused, and images whose extents do not meet in
-    physical space (through ``initial`` when given) are noted.
+    physical space (through ``initial`` when given) are noted. The metrics
+    and the quality check look at the fixed grid subsampled to at most
+    ``max_metric_points`` points.
     """
     notes: list[str] = []
     fixed_valid = _mask_array(fixed_mask, fixed, "fixed mask")
     moving_valid = _mask_array(moving_mask, moving, "moving mask")
     fixed_grey, moving_grey, grey_notes = grey_pair(fixed, moving)
     notes += grey_notes
+    _refuse_constant(fixed_grey, fixed_valid, "fixed")
+    _refuse_constant(moving_grey, moving_valid, "moving")
     fixed_grey, fixed_valid = _deshear(fixed_grey, fixed_valid, "fixed", notes)
     moving_grey, moving_valid = _deshear(moving_grey, moving_valid, "moving", notes)
     overlap_note = _physical_overlap_note(fixed_grey, moving_grey, initial)
     if overlap_note:
         notes.append(overlap_note)
-    view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid)
+    view, view_mask, stride = _metrics_view(fixed_grey, fixed_valid, max_metric_points)
     return Pair(fixed_grey, moving_grey, fixed_valid, moving_valid, view, view_mask, stride, tuple(notes))
+
+
+def _refuse_constant(image: SpatialImage, valid: np.ndarray | None, name: str) -> None:
+    """A constant image (over its valid voxels) holds nothing to align: refused before any engine runs."""
+    values = np.asarray(image.array)
+    inside = values[valid] if valid is not None else values.ravel()
+    if np.issubdtype(inside.dtype, np.floating):
+        inside = inside[np.isfinite(inside)]
+    if inside.size and inside.min() == inside.max():
+        raise RegistrationFailed(
+            f"the {name} image is constant (every valid voxel is {inside.flat[0]:g}): there is nothing to align; "
+            "check the file (an empty export, a wrong channel or window)"
+        )
 
 
 #: largest deviation of a direction matrix's columns from orthonormal that counts as rounding
@@ -233,7 +250,8 @@ def _identity(ndim: int) -> Transform:
 
 def before_metrics(pair: Pair, threads: int | None) -> dict[str, float]:
     """The similarity of the pair as it lies (identity transform), on the metrics grid."""
-    return figures(overlay(pair.view, pair.moving, _identity(pair.fixed.ndim), mask=pair.view_mask, threads=threads))
+    return figures(overlay(pair.view, pair.moving, _identity(pair.fixed.ndim), mask=pair.view_mask, threads=threads),
+                   with_ssim=True)
 
 
 #: perturbed starts the probe runs besides polishing the answer itself (2D, 3D). In 3D they caught no wrong answer
@@ -252,10 +270,19 @@ def judged_metric(engine: str, config: RegistrationConfig) -> Metric:
     >>> from coregister import presets
     >>> judged_metric("features", presets.rigid()).value, judged_metric("sitk", presets.rigid()).value
     ('ecc', 'mattes')
+    >>> judged_metric("sitk", presets.syn()).value  # demons (mean squares on histogram-matched images)
+    'mattes'
     """
     if engine in (EngineName.ECC.value, EngineName.OPENCV_ECC.value, EngineName.FEATURES.value):
         return Metric.ECC
-    return Metric.parse(config.stages[-1].metric) if config.stages else Metric.MATTES
+    if not config.stages:
+        return Metric.MATTES
+    last = config.stages[-1]
+    if TransformModel.parse(last.model) is TransformModel.SYN and Metric.parse(last.metric) is Metric.MSE:
+        # the demons compare the moving image histogram-matched to the fixed one; the raw images' mean squares
+        # say little when their scales differ (T1 heads of 0-133 and 0-8364), mutual information is unmoved by it
+        return Metric.MATTES
+    return Metric.parse(last.metric)
 
 
 def run_engine(
@@ -299,10 +326,11 @@ def judge(
         logger.info("metrics failed: %s", exc)
         over = None
     if over is None:
-        after: dict[str, float] = {"ncc": float("nan"), "mi": float("nan"), "mse": float("nan"), "overlap": 0.0}
+        after: dict[str, float] = {"ncc": float("nan"), "mi": float("nan"), "mse": float("nan"), "ssim": float("nan"),
+                                   "overlap": 0.0}
         shared = local = probed = None
     else:
-        after = figures(over)
+        after = figures(over, with_ssim=True)
         shared = chance(over, seed=config.seed)
         local = coverage(over, seed=config.seed)
         probed = probe(pair.fixed, pair.moving, transform, over, fixed_mask=pair.fixed_mask,

@@ -29,7 +29,7 @@ from coregister.config import EngineName, Initialisation, Metric, Optimizer, Reg
 from coregister.engines import get_engine
 from coregister.errors import CoregisterError
 from coregister.image import SpatialImage
-from coregister.measures import mutual_information, ncc, pair_figures
+from coregister.measures import mutual_information, ncc, pair_figures, ssim
 from coregister.resample import resample_values
 from coregister.transforms import (
     Affine,
@@ -86,17 +86,22 @@ def overlay(view: SpatialImage, moving: SpatialImage, transform: Transform, *, m
     return Overlay(view, fixed, values, keep, n_region)
 
 
-def figures(over: Overlay, *, bins: int = 32) -> dict[str, float]:
+def figures(over: Overlay, *, bins: int = 32, with_ssim: bool = False) -> dict[str, float]:
     """NCC, mutual information (nats), MSE and overlap of the pair through the overlay's transform.
 
     The figures :func:`coregister.measures.compare` gives, from the overlay
-    already resampled.
+    already resampled; its SSIM too with ``with_ssim`` (the costliest of
+    them: the figures a result reports ask for it, the check's own
+    comparisons do not).
     """
     a = over.fixed[over.keep]
     b = over.moving[over.keep]
     if a.size == 0:
         logger.warning("the moving image does not overlap the fixed mask through this transform")
-    return {**pair_figures(a, b, bins=bins), "overlap": float(a.size / over.region) if over.region else 0.0}
+    out = {**pair_figures(a, b, bins=bins), "overlap": float(a.size / over.region) if over.region else 0.0}
+    if with_ssim:
+        out["ssim"] = ssim(over.fixed, over.moving, over.keep) if a.size else float("nan")
+    return out
 
 
 def _strided(over: Overlay, max_points: int) -> tuple[np.ndarray, np.ndarray]:

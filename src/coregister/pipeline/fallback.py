@@ -58,6 +58,10 @@ class Chosen:
     warnings: tuple[str, ...]
 
 
+#: the models only the SimpleITK engine estimates
+_DEFORMABLE = (TransformModel.BSPLINE, TransformModel.SYN)
+
+
 def attempt_order(ndim: int, config: RegistrationConfig) -> tuple[EngineName, ...]:
     """The engines :func:`run_chain` tries, in order, for images of ``ndim`` dimensions.
 
@@ -78,7 +82,7 @@ def attempt_order(ndim: int, config: RegistrationConfig) -> tuple[EngineName, ..
         return (EngineName.FEATURES, EngineName.ECC)
     if Initialisation.parse(config.initialisation) is Initialisation.FEATURES:
         return (EngineName.FEATURES, EngineName.ECC, EngineName.SITK)
-    if model is TransformModel.BSPLINE:
+    if model in _DEFORMABLE:
         return (EngineName.SITK,)
     return (EngineName.ECC, EngineName.FEATURES, EngineName.SITK)
 
@@ -100,9 +104,9 @@ def _engine_config(engine: EngineName, config: RegistrationConfig) -> Registrati
     if init is Initialisation.FEATURES:
         init = Initialisation.GEOMETRY
     if engine is EngineName.ECC:
-        stages = tuple(s for s in config.stages if TransformModel.parse(s.model) is not TransformModel.BSPLINE)
+        stages = tuple(s for s in config.stages if TransformModel.parse(s.model) not in _DEFORMABLE)
         if not stages:
-            raise ConfigError("the ECC engine has no B-spline model")
+            raise ConfigError("the ECC engine has no deformable model (B-spline, displacement field)")
         return config.replace(stages=stages, initialisation=init, engine=engine)
     return config.replace(initialisation=init, engine=engine)
 

@@ -18,9 +18,12 @@ It looks at what a registration returned and says whether to trust it:
   forced onto correlation, which misaligns it, at 1.8 %;
 * the linear part has a **scale** outside ``scale_range``, a **shear**
   above ``max_shear``, or a **reflection**;
-* a B-spline **folds** space: its Jacobian determinant, sampled on the
-  fixed grid (:func:`coregister.measures.jacobian_determinant`), is zero or
-  negative somewhere;
+* a deformable answer (a B-spline or a displacement field) **folds** space:
+  its Jacobian determinant, computed at every voxel of the fixed image's
+  full grid (:func:`coregister.measures.jacobian_determinant`, slab by
+  slab), is zero or negative somewhere; the measures carry the smallest and
+  largest determinant and the folding fraction (the share of voxels at or
+  below zero);
 * an optimiser level **stopped at its iteration cap** (a warning only: the
   answer may still be good, but it did not converge by its own criterion).
 
@@ -45,13 +48,15 @@ from coregister.config import Metric
 from coregister.errors import ConfigError
 from coregister.image import SpatialImage
 from coregister.pipeline.result import QualityReport, Verdict
-from coregister.transforms import BSpline, Composite, Transform, decompose, linear_members
+from coregister.transforms import BSpline, Composite, DisplacementField, Transform, decompose, linear_members
 
 __all__ = [
     "MAX_SHEAR",
     "SCALE_RANGE",
     "chance_figures",
     "check",
+    "deformable_members",
+    "jacobian_figures",
     "jacobian_determinant_range",
     "judged_measure",
 ]
@@ -66,8 +71,6 @@ _MEASURES = {
     Metric.ECC: ("ncc", True),
     Metric.MSE: ("mse", False),
 }
-# the Jacobian is sampled on the fixed grid reduced to at most this many points
-_JACOBIAN_MAX_POINTS = 2_000_000
 # chance_figures works on the fixed grid subsampled by a whole stride to at most this many points
 _CHANCE_MAX_POINTS = 250_000
 # chance level of the mutual information: the mean over this many shuffles of the moving values
@@ -162,21 +165,65 @@ def chance_figures(
     return chance(overlay(grid, moving, transform, mask=view_mask), bins=bins, seed=seed, max_points=max_points)
 
 
-def _bspline_members(transform: Transform) -> list[BSpline]:
-    if isinstance(transform, BSpline):
+def deformable_members(transform: Transform) -> list[BSpline | DisplacementField]:
+    """The B-splines and displacement fields in ``transform`` (itself, or a composite's members).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister import Affine, BSpline, Composite
+    >>> spline = BSpline(np.zeros((2, 4, 4)), grid_origin=(0, 0), grid_spacing=(10, 10))
+    >>> deformable_members(Composite((Affine(np.eye(2)), spline))) == [spline], deformable_members(Affine(np.eye(2)))
+    (True, [])
+    """
+    if isinstance(transform, BSpline | DisplacementField):
         return [transform]
     if isinstance(transform, Composite):
-        return [t for t in transform.transforms if isinstance(t, BSpline)]
+        return [t for t in transform.transforms if isinstance(t, BSpline | DisplacementField)]
     return []
 
 
-def jacobian_determinant_range(transform: BSpline, reference: SpatialImage) -> tuple[float, float]:
-    """Smallest and largest Jacobian determinant of a B-spline on (a reduced copy of) ``reference``'s grid.
+def jacobian_figures(transform: Transform, reference: SpatialImage) -> dict[str, float]:
+    """Jacobian determinant figures of the deformable members of ``transform`` on ``reference``'s full grid.
 
-    The grid is evenly reduced to at most two million points
-    (:func:`coregister.measures.jacobian_determinant`); a cubic B-spline is
-    smooth between its control points, so this misses no folding of a mesh
-    coarser than the reduced grid.
+    Every voxel of the grid is computed (slab by slab); a member acting
+    after a linear map is judged on its own (the linear part's determinant
+    is a constant, checked through its scales and reflection).
+
+    Returns
+    -------
+    dict
+        ``min_jacobian``, ``max_jacobian`` and ``folding_fraction`` (the share
+        of voxels where the determinant is at or below zero); empty for a
+        transform without a deformable member.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister import BSpline, SpatialImage
+    >>> ref = SpatialImage(np.zeros((40, 40)), origin=(0, 0), spacing=(1, 1))
+    >>> coefficients = np.zeros((2, 7, 7))
+    >>> coefficients[0, 3, 3] = 30.0  # one control point pushed 3 mesh cells: space folds
+    >>> figures = jacobian_figures(BSpline(coefficients, (-10, -10), (10, 10)), ref)
+    >>> figures["min_jacobian"] < 0 < figures["folding_fraction"] < 0.1
+    True
+    """
+    from coregister.measures import jacobian_determinant
+
+    members = deformable_members(transform)
+    if not members:
+        return {}
+    lows, highs, folded = [], [], []
+    for member in members:
+        det = jacobian_determinant(member, reference).array
+        lows.append(float(det.min()))
+        highs.append(float(det.max()))
+        folded.append(float(np.count_nonzero(det <= 0)) / det.size)
+    return {"min_jacobian": min(lows), "max_jacobian": max(highs), "folding_fraction": max(folded)}
+
+
+def jacobian_determinant_range(transform: BSpline | DisplacementField, reference: SpatialImage) -> tuple[float, float]:
+    """Smallest and largest Jacobian determinant of a B-spline or a displacement field on ``reference``'s full grid.
 
     Examples
     --------
@@ -191,10 +238,8 @@ def jacobian_determinant_range(transform: BSpline, reference: SpatialImage) -> t
     >>> jacobian_determinant_range(BSpline(coefficients, (-10, -10), (10, 10)), ref)[0] < 0
     True
     """
-    from coregister.measures import jacobian_determinant
-
-    det = jacobian_determinant(transform, reference, max_points=_JACOBIAN_MAX_POINTS).array
-    return float(det.min()), float(det.max())
+    figures = jacobian_figures(transform, reference)
+    return figures["min_jacobian"], figures["max_jacobian"]
 
 
 def _absolute_findings(
@@ -341,8 +386,8 @@ def check(
     Parameters
     ----------
     fixed, moving : SpatialImage
-        The registered pair (the fixed grid is where a B-spline's Jacobian is
-        sampled).
+        The registered pair (the fixed grid is where a deformable answer's
+        Jacobian is computed, at every voxel).
     transform : Transform
         The answer, mapping fixed-space points to moving space.
     before, after : mapping
@@ -455,12 +500,16 @@ def check(
             if abs(sh) > max_shear:
                 findings.append(f"shear {sh:.4g} exceeds {max_shear:g} in magnitude")
 
-    splines = _bspline_members(transform)
-    if splines:
-        low = min(jacobian_determinant_range(s, fixed)[0] for s in splines)
-        figures["min_jacobian"] = low
+    jacobian = jacobian_figures(transform, fixed)
+    if jacobian:
+        figures.update(jacobian)
+        low = jacobian["min_jacobian"]
         if low <= 0:
-            findings.append(f"the B-spline folds space: Jacobian determinant down to {low:.3g} (must stay > 0)")
+            what = "B-spline" if any(isinstance(m, BSpline) for m in deformable_members(transform)) else "displacement field"
+            findings.append(
+                f"the {what} folds space: Jacobian determinant down to {low:.3g} (must stay > 0), "
+                f"{jacobian['folding_fraction']:.3%} of the fixed grid's voxels folded"
+            )
 
     if hit_iteration_cap:
         notes.append(

@@ -24,9 +24,11 @@ import SimpleITK as sitk
 from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, Stage
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
+from coregister.image.kinds import as_spatial_image
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
+from coregister.pipeline.memory import fit_to_memory
 from coregister.pipeline.result import Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
@@ -37,13 +39,26 @@ logger = logging.getLogger(__name__)
 
 
 def _as_image(value: Any, name: str) -> SpatialImage:
-    if isinstance(value, SpatialImage):
-        return value
-    if isinstance(value, sitk.Image):
-        return SpatialImage.from_sitk(value)
-    raise ConfigError(
-        f"{name} is a {type(value).__name__}; give a coregister.SpatialImage (read one with coregister.read(path)) "
-        "or a SimpleITK.Image"
+    image = as_spatial_image(value, name=name)
+    _refuse_series(image, name)
+    return image
+
+
+def _refuse_series(image: SpatialImage, name: str) -> None:
+    """A 4D series (volumes on a trailing time axis, as a 4D NIfTI or MetaImage reads) is not one image to register.
+
+    Its volumes would otherwise be averaged like colour channels. True
+    channels (RGB photos, vector images, raster bands) are registered on
+    their luminance as before.
+    """
+    if image.meta.get("trailing_axis") != "time" or image.n_channels < 2:
+        return
+    source = image.meta.get("source_path")
+    where = f" ({source!r})" if source else ""
+    raise GeometryError(
+        f"the {name} image{where} is a 4D series of {image.n_channels} volumes of {' x '.join(map(str, image.size))}, "
+        "not one 3D image; realign its volumes with coregister.motion(...) (the `coregister motion` command), "
+        "or register one volume: coregister.read(path, volume=i)"
     )
 
 
@@ -64,8 +79,8 @@ def _resolved(
 
 
 def register(
-    fixed: SpatialImage,
-    moving: SpatialImage,
+    fixed: Any,
+    moving: Any,
     *,
     preset: str = "rigid",
     metric: Metric | str | None = None,
@@ -77,13 +92,15 @@ def register(
     seed: int = 0,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    fit_memory: bool = False,
 ) -> Result:
     """Align ``moving`` to ``fixed`` in world space.
 
     Parameters
     ----------
-    fixed, moving : SpatialImage
-        2D or 3D images (a ``SimpleITK.Image`` is accepted too). Multi-channel
+    fixed, moving : SpatialImage, SimpleITK.Image, nibabel image or xarray.DataArray
+        2D or 3D images, as the user holds them (converted without a copy
+        where the kind allows: :mod:`coregister.image.kinds`). Multi-channel
         images are registered on their luminance (``Result.warnings`` says so).
     preset : str
         ``translation``, ``rigid`` (default), ``similarity``, ``affine``,
@@ -116,13 +133,20 @@ def register(
         as the default).
     progress : callable, optional
         ``progress(stage, level, iteration, metric)`` at every iteration.
+    fit_memory : bool
+        The run's peak memory is estimated before it starts
+        (:mod:`coregister.pipeline.memory`); one that would exceed the
+        allowed memory (``COREGISTER_MAX_MEMORY``, ``--max-memory``) is
+        refused with :class:`~coregister.errors.MemoryLimitError`, or, with
+        ``fit_memory=True``, runs on grids coarsened by the smallest whole
+        factor that fits (``Result.warnings`` says so).
 
     Returns
     -------
     Result
         ``transform`` maps fixed-space points to moving space (resample the
         moving image onto the fixed grid with :func:`coregister.apply`);
-        ``metrics["before"]``/``["after"]`` hold NCC, MI and MSE over the fixed
+        ``metrics["before"]``/``["after"]`` hold NCC, MI, MSE and SSIM over the fixed
         mask; ``quality`` is the verdict (``passed``, ``failed`` or
         ``uncertain``) with the measures behind it.
 
@@ -143,7 +167,7 @@ def register(
     """
     return _register(fixed, moving, preset=preset, metric=metric, config=config, precise=precise,
                      fixed_mask=fixed_mask, moving_mask=moving_mask, initial_transform=initial_transform, seed=seed,
-                     threads=threads, progress=progress)
+                     threads=threads, progress=progress, fit_memory=fit_memory)
 
 
 def run_auto(
@@ -247,6 +271,7 @@ def _register(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     engines: Sequence[EngineName | str] | None = None,
+    fit_memory: bool = False,
 ) -> Result:
     fixed = _as_image(fixed, "fixed")
     moving = _as_image(moving, "moving")
@@ -258,8 +283,11 @@ def _register(
     if initial_transform is not None and initial_transform.ndim != fixed.ndim:
         raise GeometryError(f"initial_transform is {initial_transform.ndim}D but the images are {fixed.ndim}D")
     config = _resolved(preset, metric, config, precise, fixed.ndim, seed, threads)
+    fixed, moving, (fixed_mask, moving_mask), memory_note = fit_to_memory(
+        fixed, moving, (fixed_mask, moving_mask), allow_coarser=fit_memory
+    )
     pair = prepare(fixed, moving, fixed_mask, moving_mask, initial_transform)
-    notes = list(pair.notes)
+    notes = ([memory_note] if memory_note else []) + list(pair.notes)
     engine = route(config)
     logger.info("registering %s onto %s with %s (%s)", pair.moving.size, pair.fixed.size, engine.value, config.name)
 

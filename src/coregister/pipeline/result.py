@@ -21,6 +21,17 @@ from coregister.transforms import Transform
 __all__ = ["Attempt", "LevelHistory", "QualityReport", "Result", "Start", "Verdict"]
 
 
+def _thawed(value: Any) -> Any:
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    return value
+
+
+def _through_constructor(value: Any) -> tuple[Any, ...]:
+    """``__reduce__`` of a frozen dataclass whose ``__post_init__`` turns its mappings into read-only views."""
+    return (type(value), tuple(_thawed(getattr(value, f.name)) for f in dataclasses.fields(value)))
+
+
 class Verdict(str, Enum):
     """What the quality check concluded about an answer.
 
@@ -72,6 +83,10 @@ class QualityReport:
         object.__setattr__(self, "failures", tuple(self.failures))
         object.__setattr__(self, "notes", tuple(self.notes))
         object.__setattr__(self, "measures", MappingProxyType(dict(self.measures)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor (worker processes return reports; mapping views do not pickle)."""
+        return _through_constructor(self)
 
     @property
     def passed(self) -> bool:
@@ -151,8 +166,8 @@ class Result(JsonMethods):
         Maps fixed-space points to moving space (resample the moving image
         onto the fixed grid with :func:`coregister.apply`).
     metrics : mapping
-        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``
-        and ``overlap`` over the fixed mask.
+        ``{"before": {...}, "after": {...}}`` with ``ncc``, ``mi``, ``mse``,
+        ``ssim`` and ``overlap`` over the fixed mask.
     history : tuple of LevelHistory
         Per stage and level, the metric at every iteration.
     time_s : float
@@ -209,6 +224,20 @@ class Result(JsonMethods):
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
         object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor (worker processes return results; mapping views do not pickle).
+
+        Examples
+        --------
+        >>> import pickle
+        >>> from coregister import Translation
+        >>> res = Result(Translation([1.0, 2.0]), {"after": {"ncc": 0.9}}, extras={"ecc": 0.9})
+        >>> back = pickle.loads(pickle.dumps(res))
+        >>> back.metrics["after"]["ncc"], back.extras["ecc"], back.transform.translation.tolist()
+        (0.9, 0.9, [1.0, 2.0])
+        """
+        return _through_constructor(self)
+
     @property
     def passed(self) -> bool:
         """Whether the quality check passed the answer (False: exit code 3 on the command line)."""
@@ -218,6 +247,32 @@ class Result(JsonMethods):
     def verdict(self) -> Verdict:
         """The quality check's verdict: passed, failed or uncertain."""
         return self.quality.verdict
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, metrics before and after, the transform's angles, scales and translation."""
+        from coregister.pipeline.display import result_html
+
+        return result_html(self)
+
+    def show(self, fixed: Any, moving: Any, *, edges: bool | None = None) -> Any:
+        """A notebook view of this registration with its images: the pair before and after, overlaid.
+
+        Parameters
+        ----------
+        fixed, moving : SpatialImage, SimpleITK.Image, nibabel image or xarray.DataArray
+            The images that were registered.
+        edges : bool, optional
+            Draw edges (for images of different modalities) instead of the
+            colour overlay; default: when the metric was mutual information.
+
+        Returns
+        -------
+        RegistrationView
+            Shown by Jupyter through its ``_repr_html_`` (a few small PNGs).
+        """
+        from coregister.pipeline.display import RegistrationView
+
+        return RegistrationView(self, fixed, moving, edges=edges)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: transform (with its world matrix and decomposition), metrics, verdict, history, provenance."""

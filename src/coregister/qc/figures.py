@@ -1,11 +1,13 @@
-"""The pictures of the quality-control reports: checkerboards, colour overlays, differences, curves and arrows.
+"""The pictures of the quality-control reports: checkerboards, colour and edge overlays, differences, curves and arrows.
 
-Intensities are brought to 0..1 (percentile stretch, or histogram
-equalisation for pairs whose radiometry differs); volumes are shown on three
-orthogonal planes through the centre, oriented radiologically (patient left
-on the right of axial and coronal views, anterior at the top of axial views,
-superior at the top of the others). Each figure comes back as a base64 PNG
-for a data URI (:mod:`coregister.qc.html` puts it on the page).
+Intensities are brought to 0..1 (each image on its own robust percentiles,
+:func:`coregister._pictures.stretch`, or histogram equalisation for pairs
+whose radiometry differs); volumes are shown on three orthogonal planes
+through the centre, oriented radiologically (patient left on the right of
+axial and coronal views, anterior at the top of axial views, superior at the
+top of the others: :func:`coregister._pictures.lps_planes`). Each figure
+comes back as a base64 PNG for a data URI (:mod:`coregister.qc.html` puts it
+on the page).
 
 Pictures are drawn with matplotlib's Agg canvas directly (no pyplot state),
 so reports can be written from worker threads.
@@ -13,9 +15,8 @@ so reports can be written from worker threads.
 Examples
 --------
 >>> import numpy as np
->>> board = checkerboard(np.zeros((4, 4)), np.ones((4, 4)), tiles=2)
->>> colour_overlay(board, 1.0 - board)[0, 0].tolist()
-[0.0, 1.0, 0.0]
+>>> checkerboard(np.zeros((4, 4)), np.ones((4, 4)), tiles=2)[0].tolist()
+[0.0, 0.0, 1.0, 1.0]
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coregister._pictures import lps_planes, stretch
 from coregister.image import SpatialImage
 from coregister.transforms import Transform
 
-__all__ = ["checkerboard", "colour_overlay"]
+__all__ = ["checkerboard"]
 
 if TYPE_CHECKING:
     from coregister.pipeline.result import Result
@@ -50,42 +52,6 @@ def _luminance(image: SpatialImage, array: np.ndarray | None = None) -> np.ndarr
         else:
             values = values[..., 0]
     return values
-
-
-def _normalise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map the 1st..99.5th percentile of the valid, finite values to 0..1 (clipped)."""
-    finite = np.isfinite(values)
-    use = finite if valid is None else (finite & valid)
-    if not use.any():
-        return np.zeros(values.shape, dtype=np.float32)
-    sample = values[use]
-    if sample.size > 1_000_000:  # percentiles of an even subsample: same picture, a fraction of the time
-        sample = sample[:: sample.size // 1_000_000]
-    low, high = np.percentile(sample, [1.0, 99.5])
-    if high <= low:
-        high = low + 1.0
-    out = np.clip((values - low) / (high - low), 0.0, 1.0)
-    out[~finite] = 0.0
-    return out.astype(np.float32)
-
-
-def _equalise(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Map each value to its quantile among the valid, finite values (0..1): histogram equalisation.
-
-    Two acquisitions with different radiometry (dates, seasons, sensors) then
-    look alike where they agree, so overlays and differences show geometry,
-    not brightness; a cloud takes the top quantiles of one image only.
-    """
-    finite = np.isfinite(values)
-    use = finite if valid is None else (finite & valid)
-    if not use.any():
-        return np.zeros(values.shape, dtype=np.float32)
-    levels = np.unique(np.quantile(values[use], np.linspace(0.0, 1.0, 257)))
-    if levels.size < 2:
-        return np.where(finite, 0.5, 0.0).astype(np.float32)
-    out = np.interp(values, levels, np.linspace(0.0, 1.0, levels.size))
-    out[~finite] = 0.0
-    return out.astype(np.float32)
 
 
 def _resampled(transform: Transform, moving: SpatialImage, fixed: SpatialImage) -> SpatialImage:
@@ -110,36 +76,6 @@ def checkerboard(a: np.ndarray, b: np.ndarray, *, tiles: int = 8) -> np.ndarray:
     return np.where(index % 2 == 0, a, b)
 
 
-def colour_overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
-    """RGB image: the fixed image in magenta (red + blue), the moving image in green (inputs in 0..1).
-
-    Where both are bright the pixel is white, where both are dark it is
-    black: a well aligned pair looks grey, misaligned edges show colour
-    fringes.
-
-    Examples
-    --------
-    >>> colour_overlay(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).tolist()
-    [[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]]
-    """
-    return np.stack([fixed, moving, fixed], axis=-1)
-
-
-def _lps_volume(values: np.ndarray, direction: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder a ``(z, y, x)`` array so that its axes run along world L, P, S (nearest axes); returns (v[L, P, S], spacing)."""
-    indexed = np.transpose(values, (2, 1, 0))  # (x, y, z) index order
-    direction = np.asarray(direction, dtype=float)
-    world_axis = np.argmax(np.abs(direction), axis=0)  # world axis of each index axis
-    if len(set(world_axis.tolist())) != 3:
-        return indexed, np.asarray(spacing, dtype=float)
-    order = [int(np.where(world_axis == w)[0][0]) for w in range(3)]
-    out = np.transpose(indexed, order)
-    for w, i in enumerate(order):
-        if direction[w, i] < 0:
-            out = np.flip(out, axis=w)
-    return out, np.asarray(spacing, dtype=float)[order]
-
-
 @dataclasses.dataclass(frozen=True)
 class _Plane:
     name: str
@@ -152,13 +88,11 @@ def _planes(image: SpatialImage, arrays: Sequence[np.ndarray]) -> tuple[list[_Pl
         sx, sy = image.spacing
         return [_Plane("", sy / sx)], [[a] for a in arrays]
     views: list[list[np.ndarray]] = []
-    spacing = np.asarray(image.spacing)
+    aspects = [1.0, 1.0, 1.0]
     for values in arrays:
-        v, spacing = _lps_volume(values, image.direction, image.spacing)
-        cx, cy, cz = (n // 2 for n in v.shape)
-        views.append([v[:, :, cz].T, v[:, cy, :].T[::-1], v[cx, :, :].T[::-1]])
-    sl, sp, ss = spacing
-    planes = [_Plane("axial", sp / sl), _Plane("coronal", ss / sl), _Plane("sagittal", ss / sp)]
+        three, aspects = lps_planes(values, image.direction, image.spacing)
+        views.append(three)
+    planes = [_Plane(name, aspect) for name, aspect in zip(("axial", "coronal", "sagittal"), aspects, strict=True)]
     return planes, views
 
 
@@ -237,7 +171,7 @@ def _convergence_figure(result: Result) -> str | None:
 
 
 def _tie_point_figure(reference: SpatialImage, points: TiePoints, *, pixel_size: float) -> str:
-    gray = _normalise(_luminance(reference), reference.valid_mask())
+    gray = stretch(_luminance(reference), reference.valid_mask())
     corners = reference.index_to_world([[-0.5, -0.5], [reference.size[0] - 0.5, reference.size[1] - 0.5]])
     (x0, y0), (x1, y1) = corners
     height = 6.0

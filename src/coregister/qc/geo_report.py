@@ -26,16 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coregister._pictures import colour_overlay, equalise
 from coregister.image import SpatialImage
-from coregister.qc.figures import (
-    _equalise,
-    _grid_figure,
-    _luminance,
-    _resampled,
-    _tie_point_figure,
-    checkerboard,
-    colour_overlay,
-)
+from coregister.qc.figures import _grid_figure, _luminance, _resampled, _tie_point_figure, checkerboard
 from coregister.qc.html import _comparison_sections, _esc, _figure_html, _metrics_html, _num, _page, _units, _write
 from coregister.transforms import Translation
 
@@ -241,9 +234,9 @@ def _detail_section(
     after = onto_crop(sources["corrected"]) if sources["corrected"] is not None else before
     f, b, a = (np.asarray(_luminance(img), np.float32) for img in (crop, before, after))
     overlap = np.isfinite(f) & np.isfinite(a)
-    f_n = _equalise(f, overlap if overlap.any() else None)
-    b_n = _equalise(b, (overlap & np.isfinite(b)) if (overlap & np.isfinite(b)).any() else None)
-    a_n = _equalise(a, overlap if overlap.any() else None)
+    f_n = equalise(f, overlap if overlap.any() else None)
+    b_n = equalise(b, (overlap & np.isfinite(b)) if (overlap & np.isfinite(b)).any() else None)
+    a_n = equalise(a, overlap if overlap.any() else None)
     for values, image in ((b_n, b), (a_n, a)):
         values[~np.isfinite(image)] = 0.0
 

@@ -26,16 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from coregister._pictures import colour_overlay, edge_overlay, fill_value, stretch
+from coregister._pictures import equalise as equalised
 from coregister.image import SpatialImage
-from coregister.qc.figures import (
-    _equalise,
-    _grid_figure,
-    _luminance,
-    _normalise,
-    _planes,
-    checkerboard,
-    colour_overlay,
-)
+from coregister.qc.figures import _grid_figure, _luminance, _planes, checkerboard
 
 __all__: list[str] = []
 
@@ -56,7 +50,7 @@ figcaption{font-size:.9em;color:#57606a}ul.warn li{color:#a40e26}code{font-size:
 footer{margin-top:2em;font-size:.85em;color:#57606a}
 """
 
-_HIGHER_IS_BETTER = {"ncc": True, "mi": True, "mse": False, "tre": False, "dice": True, "rmse": False}
+_HIGHER_IS_BETTER = {"ncc": True, "mi": True, "mse": False, "ssim": True, "tre": False, "dice": True, "rmse": False}
 
 
 def _esc(value: Any) -> str:
@@ -154,58 +148,90 @@ def _units(image: SpatialImage) -> str:
 
 # ------------------------------------------------- sections both reports show
 def _comparison_sections(
-    fixed: SpatialImage, before: SpatialImage, after: SpatialImage, *, equalise: bool = False
+    fixed: SpatialImage, before: SpatialImage, after: SpatialImage, *, equalise: bool = False, edges: bool = False
 ) -> list[str]:
-    fixed_valid = fixed.mask if fixed.mask is not None else np.ones(fixed.shape, bool)
+    """Checkerboard, colour overlay and difference before and after (and, with ``edges``, the edge overlay).
+
+    Each image is windowed on its own robust percentiles (a CT's range does
+    not swamp an MR; two scans of one modality look alike where they agree),
+    or, with ``equalise``, histogram-equalised over the overlap (dates and
+    sensors differ in brightness). Where the moving image has no data the
+    overlays show the fixed image in grey.
+    """
     f = _luminance(fixed)
     b = _luminance(before)
     a = _luminance(after)
-    fixed_valid = fixed_valid & np.isfinite(f)
+    fixed_valid = (fixed.mask if fixed.mask is not None else np.ones(fixed.shape, bool)) & np.isfinite(f)
     b_valid = np.isfinite(b) & (before.mask if before.mask is not None else True)
     a_valid = np.isfinite(a) & (after.mask if after.mask is not None else True)
-    # each image stretched over the overlap of both (after registration), so that their contrasts compare
-    overlap = fixed_valid & a_valid
-    stretch = _equalise if equalise else _normalise
-    f_n = stretch(f, overlap if overlap.any() else fixed_valid)
-    b_n = stretch(b, (b_valid & overlap) if (b_valid & overlap).any() else b_valid)
-    a_n = stretch(a, overlap if overlap.any() else a_valid)
+    if equalise:
+        overlap = fixed_valid & a_valid
+        f_n = equalised(f, overlap if overlap.any() else fixed_valid)
+        b_n = equalised(b, (b_valid & overlap) if (b_valid & overlap).any() else b_valid)
+        a_n = equalised(a, overlap if overlap.any() else a_valid)
+    else:
+        f_n, b_n, a_n = stretch(f, fixed_valid), stretch(b, b_valid), stretch(a, a_valid)
+        for values, valid in ((b, b_valid), (a, a_valid)):  # the moving image's own fill (zeros outside its field
+            fill = fill_value(values, valid)                # of view) is not data: grey in the overlays, as outside,
+            if fill is not None:                            # and nor are the pixels interpolated from it
+                from scipy import ndimage
+
+                valid &= ~ndimage.binary_dilation(values == fill, iterations=2)
     b_n[~b_valid] = 0.0
     a_n[~a_valid] = 0.0
-    planes, views = _planes(fixed, [f_n, b_n, a_n])
-    fv, bv, av = views
+    planes, views = _planes(fixed, [f_n, b_n, a_n, fixed_valid & b_valid, fixed_valid & a_valid,
+                                    fixed_valid, b_valid, a_valid])
+    fv, bv, av, b_both, a_both, f_ok, b_ok, a_ok = views
     n = len(planes)
 
     def arrange(make: Any) -> tuple[list[list[np.ndarray]], list[str], list[str], list[float]]:
         """2D: one row (before | after); 3D: rows before/after, one column per plane."""
-        before_row = [make(fv[i], bv[i]) for i in range(n)]
-        after_row = [make(fv[i], av[i]) for i in range(n)]
+        before_row = [make(i, fv[i], bv[i], b_both[i], b_ok[i]) for i in range(n)]
+        after_row = [make(i, fv[i], av[i], a_both[i], a_ok[i]) for i in range(n)]
         if fixed.ndim == 2:
             return [[before_row[0], after_row[0]]], [""], ["before", "after"], [planes[0].aspect] * 2
         return [before_row, after_row], ["before", "after"], [p.name for p in planes], [p.aspect for p in planes]
 
-    panels, rows, cols, aspects = arrange(checkerboard)
+    panels, rows, cols, aspects = arrange(lambda i, f, m, both, ok: checkerboard(f, m))
     board = _grid_figure(panels, row_titles=rows, col_titles=cols, aspects=aspects)
-    panels, rows, cols, aspects = arrange(colour_overlay)
+    panels, rows, cols, aspects = arrange(lambda i, f, m, both, ok: colour_overlay(f, m, both))
     overlay = _grid_figure(panels, row_titles=rows, col_titles=cols, aspects=aspects, cmap=None, vmin=None, vmax=None)
-    panels, rows, cols, aspects = arrange(lambda f, m: f - m)
+    panels, rows, cols, aspects = arrange(lambda i, f, m, both, ok: np.where(both, f - m, 0.0))
     difference = _grid_figure(
         panels, row_titles=rows, col_titles=cols, aspects=aspects, cmap="RdBu_r", vmin=-1.0, vmax=1.0,
         colorbar="fixed − moving (normalised)",
     )
     where = "three orthogonal planes through the centre of the fixed image" if fixed.ndim == 3 else "the fixed grid"
-    return [
+    window = ("each histogram-equalised over the overlap" if equalise
+              else "each image windowed on its own 1st-99.5th percentiles")
+    sections = [
         '<section id="checkerboard"><h2>Checkerboard</h2>'
-        + _figure_html(board, f"Alternating tiles of the fixed and the moving image on {where}; "
+        + _figure_html(board, f"Alternating tiles of the fixed and the moving image on {where} ({window}); "
                        "edges continue across tiles when aligned.", "checkerboard before and after")
         + "</section>",
         '<section id="overlay"><h2>Colour overlay</h2>'
-        + _figure_html(overlay, "Fixed in magenta, moving in green: aligned structures are grey or white, "
-                       "misalignment shows as colour fringes.", "colour overlay before and after")
+        + _figure_html(overlay, f"Fixed in magenta, moving in green ({window}): aligned structures are grey or white, "
+                       "misalignment shows as colour fringes; grey alone where the moving image has no data.",
+                       "colour overlay before and after")
         + "</section>",
+    ]
+    if edges:
+        panels, rows, cols, aspects = arrange(
+            lambda i, f, m, both, ok: edge_overlay(f, m, f_ok[i], ok, aspect=planes[i].aspect))
+        edge_figure = _grid_figure(panels, row_titles=rows, col_titles=cols, aspects=[1.0] * len(aspects), cmap=None,
+                                   vmin=None, vmax=None)  # square pixels already
+        sections.append(
+            '<section id="edges"><h2>Edge overlay</h2>'
+            + _figure_html(edge_figure, "For images of different modalities, whose intensities do not compare: the fixed "
+                           "image in grey, its edges in magenta, the moving image's edges in green; edges that "
+                           "coincide are white.", "edge overlay before and after")
+            + "</section>")
+    sections.append(
         '<section id="difference"><h2>Difference</h2>'
         + _figure_html(difference, ("Fixed minus moving, each histogram-equalised over the overlap (dates and sensors differ "
                                     "in brightness)." if equalise else
-                                    "Normalised fixed minus moving intensities (meaningful for same-modality pairs)."),
+                                    "Fixed minus moving, each windowed on its own percentiles (meaningful for "
+                                    "same-modality pairs)."),
                        "difference before and after")
-        + "</section>",
-    ]
+        + "</section>")
+    return sections

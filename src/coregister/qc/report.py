@@ -4,7 +4,9 @@ Everything is inside the one ``.html`` file (see :mod:`coregister.qc.html`).
 What it shows:
 
 * before/after checkerboards, colour overlays (fixed magenta, moving green:
-  aligned structures turn grey/white) and difference images; for volumes on
+  aligned structures turn grey/white; each image windowed on its own robust
+  percentiles), edge overlays for multimodal pairs (registered with mutual
+  information) and difference images; for volumes on
   three orthogonal planes through the centre of the fixed image, oriented
   radiologically (patient left on the right of axial and coronal views,
   anterior at the top of axial views, superior at the top of the others);
@@ -12,7 +14,8 @@ What it shows:
 * metrics before and after, with the direction of improvement;
 * the transform's world matrix and its decomposition (angles, scales,
   shears), unusual values flagged;
-* for deformable transforms, the Jacobian determinant map and the fraction of
+* for deformable transforms (B-spline, displacement field), the Jacobian
+  determinant map, a warped grid, and the fraction of
   the fixed grid where it is not positive (folding).
 
 The report of a geospatial run, with its tie-point vectors, is
@@ -65,6 +68,7 @@ from coregister.qc.html import (
 from coregister.transforms import (
     BSpline,
     Composite,
+    DisplacementField,
     Homography,
     LinearTransform,
     Transform,
@@ -91,10 +95,18 @@ def _linear_part(transform: Transform) -> LinearTransform | None:
     return members[0] if members else None
 
 
+def _deformable_part(transform: Transform) -> Transform | None:
+    """The B-splines and displacement fields of ``transform`` (in their order), without its linear members."""
+    if isinstance(transform, BSpline | DisplacementField):
+        return transform
+    if isinstance(transform, Composite):
+        members = tuple(t for t in transform.transforms if isinstance(t, BSpline | DisplacementField))
+        return (members[0] if len(members) == 1 else Composite(members)) if members else None
+    return None
+
+
 def _deformable(transform: Transform) -> bool:
-    if isinstance(transform, BSpline):
-        return True
-    return isinstance(transform, Composite) and any(isinstance(t, BSpline) for t in transform.transforms)
+    return _deformable_part(transform) is not None
 
 
 def transform_flags(transform: Transform) -> list[str]:
@@ -182,6 +194,14 @@ def _transform_html(transform: Transform, units: str) -> str:
                 f"spacing {[round(v, 3) for v in info['grid_spacing']]} {units}, "
                 f"largest coefficient {_num(info['max_coefficient'])} {units}.</p>"
             )
+        elif isinstance(member, DisplacementField):
+            info = member.to_dict()
+            parts.append(
+                f"<p>Displacement field: grid {info['grid_size']}, spacing "
+                f"{[round(v, 3) for v in info['grid_spacing']]} {units}, displacement mean "
+                f"{_num(info['mean_displacement'])} and largest {_num(info['max_displacement'])} {units} "
+                "(written as <code>warp.nii.gz</code>, its inverse as <code>inverse_warp.nii.gz</code>).</p>"
+            )
     return "".join(parts)
 
 
@@ -216,10 +236,56 @@ def _image_summary(image: SpatialImage, name: str) -> str:
     )
 
 
-def _jacobian_section(transform: Transform, fixed: SpatialImage) -> str:
+def _grid_lines(grid: SpatialImage, axes: tuple[int, ...], every: int) -> np.ndarray:
+    """1 on the grid lines of the index axes ``axes`` (ITK order), every ``every`` voxels; 0 elsewhere."""
+    lines = np.zeros(grid.shape, dtype=np.float32)
+    for axis in axes:
+        index = [slice(None)] * grid.ndim
+        index[grid.ndim - 1 - axis] = slice(0, None, every)
+        lines[tuple(index)] = 1.0
+    return lines
+
+
+def _warped_grid_figure(deformable: Transform, grid: SpatialImage) -> str:
+    """Grid lines of the deformation's input space pulled back onto the fixed grid: how the map bends space.
+
+    The lines are drawn in each shown plane only (3D: the index axes nearest
+    to the plane's two world axes) and resampled through the deformable
+    members alone (a linear part would only shift and turn the whole grid).
+    """
+    from coregister.resample import resample_values
+
+    every = max(3, int(round(min(grid.size) / 24)))
+    if grid.ndim == 2:
+        families = [(0, 1)]
+    else:
+        world_axis = np.argmax(np.abs(np.asarray(grid.direction)), axis=0)  # world axis nearest to each index axis
+        index_of = {int(w): i for i, w in enumerate(world_axis)}
+        if len(index_of) != 3:
+            index_of = {0: 0, 1: 1, 2: 2}
+        families = [(index_of[0], index_of[1]), (index_of[0], index_of[2]), (index_of[1], index_of[2])]
+    views = []
+    for plane, axes in enumerate(families):
+        lines = grid.replace(array=_grid_lines(grid, axes, every), mask=None, nodata=None)
+        values, valid = resample_values(deformable, lines, reference=grid, interpolation="linear")
+        _, drawn = _planes(grid, [np.where(valid, values, 0.0)])
+        views.append(drawn[0][plane])
+    planes, _ = _planes(grid, [np.zeros(grid.shape, np.float32)])
+    return _grid_figure(
+        [views], row_titles=[""], col_titles=[p.name or "warped grid" for p in planes],
+        aspects=[p.aspect for p in planes], cmap="gray_r", vmin=0.0, vmax=1.0,
+    )
+
+
+def _jacobian_section(transform: Transform, fixed: SpatialImage, measures: Mapping[str, Any]) -> str:
     jacobian = jacobian_determinant(transform, fixed, max_points=JACOBIAN_MAX_POINTS)
     det, grid = jacobian.array, jacobian
-    folding = float(np.mean(det <= 0))
+    # the quality check's figures come from every voxel of the fixed grid: shown when the check computed them
+    full = "folding_fraction" in measures and "min_jacobian" in measures
+    folding = float(measures["folding_fraction"]) if full else float(np.mean(det <= 0))
+    low = float(measures["min_jacobian"]) if full else float(det.min())
+    high = float(measures["max_jacobian"]) if full and "max_jacobian" in measures else float(det.max())
+    where = f"full fixed grid, {'x'.join(map(str, fixed.size))} voxels" if full else f"on {'x'.join(map(str, grid.size))} points"
     planes, views = _planes(grid, [det])
     fig = _grid_figure(
         [views[0]], row_titles=[""], col_titles=[p.name or "Jacobian determinant" for p in planes],
@@ -231,15 +297,23 @@ def _jacobian_section(transform: Transform, fixed: SpatialImage) -> str:
         if folding > 0
         else '<p class="better">No folding: the Jacobian determinant is positive everywhere.</p>'
     )
+    deformable = _deformable_part(transform)
+    warped = (
+        _figure_html(_warped_grid_figure(deformable, grid),
+                     f"A regular grid of the deformation's input space (a line every {max(3, int(round(min(grid.size) / 24)))} "
+                     "points) pulled back onto the fixed grid through the deformable part alone.", "warped grid")
+        if deformable is not None else ""
+    )
     return (
         '<section id="jacobian"><h2>Deformation</h2>'
         f'<table><tr><th class="l">Jacobian determinant</th><th>min</th><th>median</th><th>max</th>'
-        f'<th>folding fraction</th></tr><tr><td class="l">on {"x".join(map(str, grid.size))} points</td>'
-        f"<td>{_num(det.min())}</td><td>{_num(np.median(det))}</td><td>{_num(det.max())}</td>"
+        f'<th>folding fraction</th></tr><tr><td class="l">{_esc(where)}</td>'
+        f"<td>{_num(low)}</td><td>{_num(np.median(det))}</td><td>{_num(high)}</td>"
         f'<td id="folding-fraction">{folding:.6f}</td></tr></table>'
         + verdict
         + _figure_html(fig, "Local volume change of the fixed → moving map: 1 = unchanged, < 1 shrinks, > 1 expands.",
                        "Jacobian determinant map")
+        + warped
         + "</section>"
     )
 
@@ -253,6 +327,7 @@ def write_report(
     *,
     title: str | None = None,
     command: str | None = None,
+    edges: bool | None = None,
 ) -> Path:
     """Write the self-contained HTML quality-control report of a registration.
 
@@ -274,6 +349,11 @@ def write_report(
     command : str, optional
         The command line that ran (the command-line interface passes it),
         shown in the summary.
+    edges : bool, optional
+        Add the edge overlay (the fixed image with both images' edges), the
+        view that shows the alignment of images of different modalities.
+        Default: when the registration's metric was mutual information
+        (Mattes or joint-histogram), the metric of multimodal pairs.
 
     Returns
     -------
@@ -322,7 +402,9 @@ def write_report(
         else ""
     )
     sections = [header, warnings, '<section id="metrics"><h2>Metrics</h2>' + _metrics_html(result.metrics) + "</section>"]
-    sections += _comparison_sections(fixed, before, after)
+    if edges is None:
+        edges = metric in (METRIC_NAMES["mattes"], METRIC_NAMES["mi"])
+    sections += _comparison_sections(fixed, before, after, edges=edges)
     convergence = _convergence_figure(result)
     sections.append(
         '<section id="convergence"><h2>Convergence</h2>'
@@ -335,7 +417,7 @@ def write_report(
     )
     sections.append('<section id="transform"><h2>Transform</h2>' + _transform_html(transform, _units(fixed)) + "</section>")
     if _deformable(transform):
-        sections.append(_jacobian_section(transform, fixed))
+        sections.append(_jacobian_section(transform, fixed, result.quality.measures))
     extras: dict[str, Any] = {"final_metric": final} if math.isfinite(final) else {}
     extras.update((k, v) for k, v in result.extras.items() if isinstance(v, int | float | str | bool))
     if extras:

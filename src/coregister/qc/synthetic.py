@@ -13,6 +13,10 @@ answer is from the truth. This module does the three steps:
 * :func:`mean_displacement_error`: the mean distance between two
   transforms' images of a set of points (for example :func:`head_points`,
   the voxels above a low intensity threshold);
+* :func:`random_motion` and :func:`motion_series`: a 4D series (fMRI-like)
+  of a head moving by a known rigid trajectory, with noise and a slow
+  signal drift, each volume sampled once from a finer source (the truth
+  for motion correction);
 * :func:`write_shifted_raster`: a raster file whose content is moved by a
   known sub-pixel shift, geotransform kept (the truth for geospatial
   coregistration: the correction to find is minus the shift).
@@ -39,8 +43,10 @@ __all__ = [
     "resample_through",
     "head_points",
     "mean_displacement_error",
+    "motion_series",
     "random_affine",
     "random_bspline",
+    "random_motion",
     "random_rigid",
     "warp",
     "write_shifted_raster",
@@ -269,6 +275,137 @@ def mean_displacement_error(estimate: Transform, truth: Transform | Any, points:
     return float(np.linalg.norm(np.atleast_2d(estimate.transform_points(pts)) - mapped, axis=1).mean())
 
 
+
+
+def random_motion(
+    n_volumes: int,
+    seed: int | np.random.Generator,
+    *,
+    centre: Sequence[float] = (0.0, 0.0, 0.0),
+    max_shift_mm: float = 3.0,
+    max_angle_deg: float = 3.0,
+) -> tuple[Rigid, ...]:
+    """A seeded head-motion trajectory: one rigid pose per volume, about ``centre``.
+
+    Each of the six parameters (three shifts, three Euler angles) follows a
+    smoothed random walk with two sudden jumps (a head nod), is centred on
+    its mean and scaled so that its largest magnitude is between half and
+    all of ``max_shift_mm`` or ``max_angle_deg``.
+
+    Returns
+    -------
+    tuple of Rigid
+        Pose ``M_k`` of volume ``k``: a point of the head at rest lies at
+        ``M_k(p)`` in volume ``k`` (:func:`motion_series` samples volume
+        ``k`` at ``M_k⁻¹``). The fixed -> moving map that registers volume
+        ``k`` to volume ``r`` is ``M_k ∘ M_r⁻¹``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> poses = random_motion(20, 0)
+    >>> len(poses), max(float(np.abs(p.translation).max()) for p in poses) <= 3.0
+    (20, True)
+    >>> max(float(np.abs(p.angles_deg).max()) for p in poses) <= 3.0 + 1e-9
+    True
+    """
+    from scipy import ndimage
+
+    rng = _rng(seed)
+    walk = np.cumsum(rng.normal(0.0, 1.0, (n_volumes, 6)), axis=0)
+    walk = ndimage.gaussian_filter1d(walk, 2.0, axis=0) if n_volumes > 1 else walk
+    for start in rng.choice(n_volumes, size=min(2, n_volumes), replace=False):
+        walk[start:] += rng.normal(0.0, 2.0, 6)
+    walk -= walk.mean(axis=0)
+    peak = np.abs(walk).max(axis=0)
+    walk = walk / np.where(peak > 0, peak, 1.0) * rng.uniform(0.5, 1.0, 6)
+    shifts, angles = walk[:, :3] * max_shift_mm, np.deg2rad(walk[:, 3:] * max_angle_deg)
+    return tuple(Rigid.from_angles(a, translation=t, center=centre) for t, a in zip(shifts, angles, strict=True))
+
+
+def motion_series(
+    source: SpatialImage,
+    grid: SpatialImage,
+    poses: Sequence[Rigid],
+    *,
+    seed: int | np.random.Generator = 0,
+    noise: float = 0.01,
+    drift: float = 0.05,
+    fwhm_mm: Sequence[float] | None = None,
+) -> SpatialImage:
+    """A 4D series on ``grid``: ``source`` moved by each pose, blurred to the grid's resolution, noisy and drifting.
+
+    Volume ``k`` is ``source`` sampled at ``poses[k]⁻¹(y)`` for every voxel
+    centre ``y`` of ``grid``: a cubic B-spline of ``source`` smoothed by a
+    Gaussian of ``fwhm_mm`` (default: the grid's spacing, a voxel's point
+    spread), each volume sampled once, so that no volume is smoother than
+    another. Then the signal drifts (volume ``k`` scaled by
+    ``1 + drift * k / (n - 1)``) and Gaussian noise of standard deviation
+    ``noise`` times the first volume's 99th percentile is added.
+
+    Parameters
+    ----------
+    source : SpatialImage
+        A finer 3D image (a 1 mm head).
+    grid : SpatialImage
+        The series' grid (its values are not used).
+    poses : sequence of Rigid
+        One pose per volume (:func:`random_motion`).
+    seed : int or Generator
+        Seed of the noise.
+    noise, drift : float
+        Noise level and total drift, as fractions of the signal.
+    fwhm_mm : sequence of float, optional
+        Blur along the grid's axes ``(x, y, z)``.
+
+    Returns
+    -------
+    SpatialImage
+        ``grid``'s geometry, float32 values with a trailing time axis
+        (``meta["trailing_axis"] == "time"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z, y, x = np.mgrid[0:40, 0:40, 0:40]
+    >>> ball = SpatialImage((((x - 20.0) ** 2 + (y - 20.0) ** 2 + (z - 20.0) ** 2) < 100).astype(np.float32),
+    ...                     origin=(0, 0, 0), spacing=(1, 1, 1))
+    >>> grid = SpatialImage(np.zeros((10, 10, 10), np.float32), origin=(1.5, 1.5, 1.5), spacing=(4, 4, 4))
+    >>> poses = (Rigid(np.eye(3), [0.0, 0.0, 0.0]), Rigid(np.eye(3), [4.0, 0.0, 0.0]))
+    >>> series = motion_series(ball, grid, poses, noise=0.0, drift=0.0)
+    >>> series.array.shape, series.meta["trailing_axis"]
+    ((10, 10, 10, 2), 'time')
+    >>> bool(np.allclose(series.array[5, 5, 5:9, 1], series.array[5, 5, 4:8, 0], atol=1e-3))  # moved one voxel in x
+    True
+    """
+    from scipy import ndimage
+
+    if source.ndim != 3 or grid.ndim != 3 or source.has_channels:
+        raise GeometryError("motion_series needs a single-channel 3D source and a 3D grid")
+    rng = _rng(seed)
+    points = grid.world_grid().reshape(-1, 3)
+    corners = grid.index_to_world(np.array(np.meshgrid(*[[0, n - 1] for n in grid.size], indexing="ij")).reshape(3, -1).T)
+    reach = np.vstack([source.world_to_index(pose.inverse().transform_points(corners)) for pose in poses])
+    fwhm = np.asarray(grid.spacing if fwhm_mm is None else fwhm_mm, dtype=float)
+    # the blur along each source axis: the grid's blur projected onto it, in source voxels
+    cosines = np.asarray(source.direction).T @ np.asarray(grid.direction)
+    sigma_xyz = np.sqrt((cosines**2) @ (fwhm / 2.3548) ** 2) / np.asarray(source.spacing)
+    margin = np.ceil(3.0 * sigma_xyz + 4.0).astype(int)
+    low = np.maximum(np.floor(reach.min(axis=0)).astype(int) - margin, 0)
+    high = np.minimum(np.ceil(reach.max(axis=0)).astype(int) + margin + 1, np.asarray(source.size))
+    crop = np.asarray(source.array, dtype=np.float64)[low[2]:high[2], low[1]:high[1], low[0]:high[0]]
+    coefficients = ndimage.spline_filter(ndimage.gaussian_filter(crop, sigma_xyz[::-1]), order=3)
+    volumes = []
+    scale = 1.0
+    for k, pose in enumerate(poses):
+        index = source.world_to_index(pose.inverse().transform_points(points)) - low
+        values = ndimage.map_coordinates(coefficients, index[:, ::-1].T, order=3, prefilter=False, mode="constant")
+        if k == 0:
+            positive = values[values > 0]
+            scale = float(np.percentile(positive, 99)) if positive.size else 1.0
+        values = values * (1.0 + drift * k / max(len(poses) - 1, 1)) + rng.normal(0.0, noise * scale, values.shape)
+        volumes.append(values.reshape(grid.shape).astype(np.float32))
+    return grid.replace(array=np.stack(volumes, axis=-1), mask=None, nodata=None, meta={"trailing_axis": "time"})
 
 def write_shifted_raster(
     source: str | os.PathLike[str],

@@ -28,14 +28,18 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from coregister.config import Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
+from coregister import _interrupt as interrupt
+from coregister.config import BinaryInputs, Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
 from coregister.engines.base import EngineOutput, LevelHistory
+from coregister.engines.sitk.bspline import coarse_mesh, refined, refinement_factors, scale_to_min_jacobian
+from coregister.engines.sitk.field import run_field_stage
 from coregister.engines.sitk.levels import LevelPlan, axis_factors, iterations_per_level, normalised, plan_levels
 from coregister.engines.sitk.method import level_method, level_spacing, new_transform, quantise, set_center, set_metric
 from coregister.engines.sitk.pyramid import Pyramid, level_inputs, prefetching, to_sitk_float, to_sitk_mask
 from coregister.engines.sitk.threads import all_threads, default_threads
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
+from coregister.preprocess import is_binary, mask_as_image
 from coregister.transforms import Transform, compose, from_sitk
 
 __all__ = ["SitkEngine"]
@@ -44,6 +48,40 @@ logger = logging.getLogger(__name__)
 
 # the rotation search refines this many of its best grid rotations
 _ROTATION_CANDIDATES = 3
+
+
+#: models whose stage runs its own levels (engines.sitk.field), not the loop below
+_OWN_LOOP = (TransformModel.SYN,)
+
+
+def _runs_own_levels(stage: Stage) -> bool:
+    """A displacement field: :func:`~coregister.engines.sitk.field.run_field_stage` runs its levels."""
+    return stage.model in _OWN_LOOP
+
+
+def _finest_factor(stage: Stage, image: sitk.Image) -> int:
+    """The stage's finest automatic shrink factor; a field stage's finest level has voxels of ``finest_spacing_mm`` or more."""
+    if stage.finest_spacing_mm is None:
+        return stage.finest_factor
+    factor = 1
+    while factor * 2 * min(image.GetSpacing()) <= float(stage.finest_spacing_mm) + 1e-9:
+        factor *= 2
+    return max(stage.finest_factor, factor)
+
+
+def _coarsest_factor(stage: Stage, image: sitk.Image) -> int | None:
+    """A field stage with a per-level schedule spans that many levels up from its finest; others keep their own bound."""
+    if stage.model is not TransformModel.SYN or stage.iterations_per_level is None or stage.coarsest_factor is not None:
+        return stage.coarsest_factor
+    return _finest_factor(stage, image) * 2 ** (len(stage.iterations_per_level) - 1)
+
+
+def _own_iterations(stage: Stage, n_levels: int) -> tuple[int, ...]:
+    """A field stage on a small image gets fewer levels than its schedule names: it keeps the finest ones' counts."""
+    given = stage.iterations_per_level
+    if stage.model is TransformModel.SYN and given is not None and len(given) > n_levels:
+        return tuple(int(v) for v in given[-n_levels:])
+    return iterations_per_level(stage, n_levels)
 
 
 def _stage_name(stage: Stage, index: int, stages: Sequence[Stage]) -> str:
@@ -157,12 +195,17 @@ class SitkEngine:
         if fixed.ndim != moving.ndim:
             raise GeometryError(f"fixed image is {fixed.ndim}D and moving image is {moving.ndim}D; register images of one dimension")
         threads = config.threads if config.threads is not None else 1  # the registration methods'
+        warnings: list[str] = []
+        binary = BinaryInputs.parse(config.binary_inputs)
+        if binary is not BinaryInputs.AS_IS and is_binary(fixed) and is_binary(moving):
+            how = "distance" if binary is BinaryInputs.DISTANCE else "smooth"
+            fixed, moving = mask_as_image(fixed, how=how), mask_as_image(moving, how=how)
+            warnings.append(f"both images are binary masks: registered as their {'signed distance maps' if how == 'distance' else 'smoothed masks'}")
         fixed_img = to_sitk_float(fixed)
         moving_img = to_sitk_float(moving)
         fixed_pyr = Pyramid(fixed_img, to_sitk_mask(fixed_mask, fixed_img, "fixed mask"), pyramid_threads)
         moving_pyr = Pyramid(moving_img, to_sitk_mask(moving_mask, moving_img, "moving mask"), pyramid_threads)
 
-        warnings: list[str] = []
         history: list[LevelHistory] = []
         hit_cap = False
         final_metric = float("nan")
@@ -174,8 +217,8 @@ class SitkEngine:
         # ---------------------------------------------------------------- initialisation
         plans = [
             plan_levels(fixed_img.GetSize(), fixed_img.GetSpacing(), shrink_factors=s.shrink_factors,
-                        smoothing_sigmas_mm=s.smoothing_sigmas_mm, finest_factor=s.finest_factor,
-                        coarsest_factor=s.coarsest_factor, smoothing_voxels=s.smoothing_voxels)
+                        smoothing_sigmas_mm=s.smoothing_sigmas_mm, finest_factor=_finest_factor(s, fixed_img),
+                        coarsest_factor=_coarsest_factor(s, fixed_img), smoothing_voxels=s.smoothing_voxels)
             for s in stages
         ]
         parts: list[sitk.Transform] = []  # applied last first: [initial, stage0, stage1, ...]
@@ -189,10 +232,10 @@ class SitkEngine:
                 raise ConfigError(
                     f"the SimpleITK engine cannot start from a {type(initial).__name__}: {exc}"
                 ) from exc
-        first_tx = new_transform(stages[0].model, fixed_img, stages[0])
+        first_tx = new_transform(stages[0].model, fixed_img, stages[0]) if stages[0].model not in _OWN_LOOP else None
         center: tuple[float, ...] = tuple(fixed.world_centre.tolist())
         coarse = plans[0][0]
-        if stages[0].model is not TransformModel.BSPLINE:
+        if first_tx is not None and stages[0].model is not TransformModel.BSPLINE:
             how = Initialisation.parse(config.initialisation) if initial is None else Initialisation.NONE
             if how is Initialisation.NONE:  # rotations about the image centre
                 set_center(first_tx, center)
@@ -207,18 +250,43 @@ class SitkEngine:
                 warnings.append(f"rotation_search ignored: the first stage estimates a {stages[0].model.value}, not a rotation")
 
         coarse_virtual = not any(s.model is TransformModel.BSPLINE for s in stages)
+        # the stages that run their own levels (a displacement field, a refined B-spline) build no pyramid here
+        prefetched = [(s, p) for s, p in zip(stages, plans, strict=True) if not _runs_own_levels(s)]
         # from here the pyramid levels of every stage are built on a second thread, coarse to fine, while ITK
         # optimises (the checks and the initialisation above ran first, on this thread alone)
-        with prefetching(stages, plans, fixed_pyr, moving_pyr, enabled=pyramid_threads > 1):
+        with prefetching([s for s, _ in prefetched], [p for _, p in prefetched], fixed_pyr, moving_pyr,
+                         enabled=pyramid_threads > 1):
             # ---------------------------------------------------------------- stages
             for index, (stage, levels) in enumerate(zip(stages, plans, strict=True)):
-                tx = first_tx if index == 0 else new_transform(stage.model, fixed_img, stage)
+                if _runs_own_levels(stage):
+                    name = _stage_name(stage, index, stages)
+                    moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
+                    done = run_field_stage(
+                        fixed_pyr, moving_img, moving_initial, stage, levels, _own_iterations(stage, len(levels)),
+                        name=name, threads=pyramid_threads, metric_threads=threads, fixed_mask=fixed_pyr.mask,
+                        progress=progress, linear_value=compose([from_sitk(t) for t in parts]) if parts else None,
+                    )
+                    parts.append(done.field.to_sitk())
+                    history.extend(done.history)
+                    final_metric = done.final_metric
+                    warnings.extend(done.warnings)
+                    continue
+                mesh_factors = refinement_factors(len(levels), stage.bspline_refinements)
+                if stage.model is TransformModel.BSPLINE and mesh_factors[-1] > 1:
+                    # the mesh starts 2^r times coarser and is refined (exactly) where the factors double
+                    tx = sitk.BSplineTransformInitializer(
+                        fixed_img, coarse_mesh(fixed_img, stage.bspline_mesh_mm, mesh_factors[-1].bit_length() - 1), 3
+                    )
+                else:
+                    tx = first_tx if index == 0 and first_tx is not None else new_transform(stage.model, fixed_img, stage)
                 if index > 0 and stage.model is not TransformModel.BSPLINE:
                     set_center(tx, center)
                 name = _stage_name(stage, index, stages)
                 moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
                 iterations = iterations_per_level(stage, len(levels))
                 for level, plan in enumerate(levels):
+                    if stage.model is TransformModel.BSPLINE and level > 0 and mesh_factors[level] > mesh_factors[level - 1]:
+                        tx = refined(tx)
                     run = self._run_level(
                         tx, stage, name, index, level, plan, levels, iterations[level], fixed_pyr, moving_pyr,
                         moving_initial, config, threads, progress, coarse_virtual=coarse_virtual,
@@ -227,6 +295,11 @@ class SitkEngine:
                     hit_cap = hit_cap or run.hit_cap
                     final_metric = run.final_metric
                     quantise(tx)
+                if stage.model is TransformModel.BSPLINE and stage.min_jacobian is not None:
+                    tx, scale = self._fold_guard(tx, fixed_img, float(stage.min_jacobian))
+                    if scale < 1.0:
+                        warnings.append(f"{name}: the B-spline's Jacobian determinant fell below {stage.min_jacobian:g}; "
+                                        f"the fold guard scaled it by {scale:.3g}")
                 parts.append(tx)
 
         stage_parts = [from_sitk(t) for t in parts[1 if user_initial is not None else 0:]]
@@ -243,6 +316,13 @@ class SitkEngine:
         )
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _fold_guard(tx: sitk.Transform, fixed: sitk.Image, floor: float) -> tuple[sitk.Transform, float]:
+        """The B-spline scaled back until its Jacobian determinant stays above ``floor`` (engines.sitk.bspline)."""
+        spline = from_sitk(tx)
+        guarded, scale = scale_to_min_jacobian(spline, fixed, floor)  # type: ignore[arg-type]
+        return (guarded.to_sitk() if scale < 1.0 else tx), scale
+
     def _initialise(
         self,
         tx: Any,
@@ -390,18 +470,44 @@ class SitkEngine:
         )
 
         values: list[float] = []
+        raised: list[BaseException] = []
 
         def on_iteration() -> None:
-            value = float(method.GetMetricValue())
-            values.append(value)
-            if progress is not None:
-                progress(name, level, int(method.GetOptimizerIteration()), value)
+            # Nothing may escape into ITK: SimpleITK would print a traceback and turn any exception (a progress
+            # callback's error, a Ctrl-C) into a RuntimeError. It is kept, the optimiser stopped at once, and it
+            # is raised again, itself, once Execute has returned; so is a signal the command line noted meanwhile.
+            try:
+                if raised:
+                    return
+                if interrupt.pending():
+                    method.StopRegistration()
+                    return
+                value = float(method.GetMetricValue())
+                values.append(value)
+                if progress is not None:
+                    progress(name, level, int(method.GetOptimizerIteration()), value)
+            except BaseException as exc:  # noqa: B036 - a KeyboardInterrupt or Interrupted above all
+                raised.append(exc)
+                method.StopRegistration()
 
         method.AddCommand(sitk.sitkIterationEvent, on_iteration)
         started = time.perf_counter()
         try:
-            method.Execute(fixed, moving)
+            try:
+                with interrupt.deferred():
+                    method.Execute(fixed, moving)
+            finally:
+                method.RemoveAllCommands()
+            if raised:
+                raise raised[0]
+            interrupt.raise_pending()
         except RuntimeError as exc:
+            if raised:
+                raise raised[0] from None
+            interrupt.raise_pending()
+            if "error executing the Python Callable" in str(exc):
+                # only an exception raised between two of the observer's lines escapes it: Python's own Ctrl-C
+                raise KeyboardInterrupt from None
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             raise RegistrationFailed(
                 f"SimpleITK registration failed at stage {name!r}, level {level} (shrink {plan.factors}): {message}. "

@@ -1,4 +1,12 @@
-"""The one image type: an array with its world geometry and metadata."""
+"""The one image type: an array with its world geometry and metadata, and its conversions to the objects users hold.
+
+:class:`SpatialImage` converts to and from ``SimpleITK.Image``
+(:meth:`~SpatialImage.from_sitk`), nibabel images
+(:meth:`~SpatialImage.from_nibabel`, :mod:`coregister.image._nibabel`) and
+rioxarray DataArrays (:meth:`~SpatialImage.from_xarray`,
+:mod:`coregister.image._xarray`); :mod:`coregister.image.kinds` takes any of
+them where an image is expected.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,13 @@ from coregister.conventions import affine_from_geometry, orientation_code
 from coregister.errors import GeometryError
 
 __all__ = ["SpatialImage"]
+
+
+def _thawed(value: Any) -> Any:
+    """``value`` with every read-only mapping view (nested ones too) replaced by a dict, so that it pickles."""
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    return value
 
 
 def _frozen_array(array: Any) -> np.ndarray:
@@ -64,6 +79,8 @@ class SpatialImage:
     >>> img.orientation
     'LPS'
     >>> SpatialImage.from_sitk(img.to_sitk()).same_geometry(img)
+    True
+    >>> SpatialImage.from_nibabel(img.to_nibabel()).same_geometry(img)  # RAS and (i, j, k) in nibabel
     True
     """
 
@@ -117,6 +134,23 @@ class SpatialImage:
         set_(self, "crs", crs)
         set_(self, "nodata", nodata)
         set_(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle through the constructor, which makes the arrays read-only and ``meta`` a read-only view again.
+
+        (A read-only mapping view cannot be pickled as it is; worker
+        processes receive images this way.)
+
+        Examples
+        --------
+        >>> import pickle
+        >>> img = SpatialImage(np.ones((2, 3)), origin=(1, 2), spacing=(1, 1), meta={"format": "nifti"})
+        >>> back = pickle.loads(pickle.dumps(img))
+        >>> back.same_geometry(img), back.meta["format"], back.array.flags.writeable
+        (True, 'nifti', False)
+        """
+        return (type(self), (self.array, self.origin, self.spacing, self.direction, self.crs, self.nodata, self.mask,
+                             _thawed(self.meta)))
 
     # ----------------------------------------------------------------- shape
     @property
@@ -291,6 +325,98 @@ class SpatialImage:
         image.SetSpacing(self.spacing)
         image.SetDirection(tuple(float(v) for v in self.direction.ravel()))
         return image
+
+    # --------------------------------------------------------------- nibabel
+    @classmethod
+    def from_nibabel(cls, image: Any, *, volume: int | None = None, affine_source: str = "auto") -> SpatialImage:
+        """Wrap a nibabel image (``nibabel.Nifti1Image``, ``Nifti2Image``; MGH, MINC by their affine).
+
+        nibabel's RAS world becomes LPS and its ``(i, j, k)`` array ``(z, y,
+        x)`` (:mod:`coregister.conventions`), as a view of the same memory for
+        an in-memory image; a file-backed image is read (and its
+        ``scl_slope``/``scl_inter`` applied exactly, in the smallest dtype
+        that holds the values). NIfTI header fields (sform/qform codes,
+        spatial and time units, descrip, intent, dim_info, slice timing,
+        cal_min/max) are kept in ``meta["nifti"]`` and come back with
+        :meth:`to_nibabel` and when written as NIfTI.
+
+        Parameters
+        ----------
+        image : nibabel image
+        volume : int, optional
+            For a 4D image, only this volume (negative counts from the end);
+            without it, a 4D image gets a trailing time axis.
+        affine_source : {"auto", "sform", "qform"}
+            ``"auto"``: the image's ``affine`` (nibabel's choice: sform when
+            ``sform_code > 0``, else qform; a warning when the two disagree).
+
+        Examples
+        --------
+        >>> import nibabel as nib
+        >>> ras = np.diag([2.0, 2.0, 3.0, 1.0]); ras[:3, 3] = [10.0, 20.0, 30.0]
+        >>> image = SpatialImage.from_nibabel(nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), ras))
+        >>> image.shape, image.origin, image.orientation   # (z, y, x); LPS: x and y flip sign
+        ((6, 5, 4), (-10.0, -20.0, 30.0), 'RAS')
+        """
+        from coregister.image._nibabel import image_parts
+
+        return cls(**image_parts(image, volume=volume, affine_source=affine_source))
+
+    def to_nibabel(self) -> Any:
+        """A ``nibabel.Nifti1Image``: RAS world, ``(i, j, k)`` array (a view of the same values where the dtype allows).
+
+        The sform and the qform both hold the geometry, with the codes, units
+        and header fields the image was read with (both codes 1, scanner,
+        otherwise); the header's data type and scaling are the source's where
+        the values still fit them. A sheared direction warns (a qform cannot
+        hold it). 2D images with channels are refused.
+
+        Examples
+        --------
+        >>> img = SpatialImage(np.zeros((4, 5, 6), np.float32), origin=(1.0, 2.0, 3.0), spacing=(1.0, 1.0, 2.0))
+        >>> nifti = img.to_nibabel()
+        >>> nifti.shape, nifti.affine[:3, 3].tolist(), int(nifti.header["sform_code"])
+        ((6, 5, 4), [-1.0, -2.0, 3.0], 1)
+        """
+        from coregister.image._nibabel import nifti_image
+
+        return nifti_image(self, name="the image")
+
+    # ---------------------------------------------------------------- xarray
+    @classmethod
+    def from_xarray(cls, array: Any) -> SpatialImage:
+        """Wrap a rioxarray DataArray (``rioxarray.open_rasterio``): dims ``(y, x)`` or ``(band, y, x)``.
+
+        The geotransform (pixel corners) becomes centre-based geometry, the
+        CRS and nodata (``_FillValue``; NaN for an array opened with
+        ``masked=True``) are kept, the band axis becomes the trailing channel
+        axis, and band coordinates, attributes and encoding travel in
+        ``meta["xarray"]`` for :meth:`to_xarray`. A numpy-backed array is
+        shared, not copied; a dask-backed one is computed here (give the
+        DataArray itself to :func:`coregister.geo.coregister`, which reads
+        it window by window). Needs ``pip install 'coregister[xarray]'``.
+        """
+        from coregister.image._xarray import dataarray_parts
+
+        return cls(**dataarray_parts(array))
+
+    def to_xarray(self) -> Any:
+        """A rioxarray DataArray of this 2D image (values shared): ``(y, x)`` or ``(band, y, x)``.
+
+        ``x``/``y`` coordinates at pixel centres; the geotransform, CRS and
+        nodata written on ``spatial_ref`` as rioxarray writes them; names,
+        band coordinates, attributes and encoding of a DataArray the image
+        came from. Needs ``pip install 'coregister[xarray]'``.
+        """
+        from coregister.image._xarray import dataarray
+
+        return dataarray(self)
+
+    def _repr_html_(self) -> str:
+        """The notebook view: geometry, and the image (volumes: three planes), windowed on its own percentiles."""
+        from coregister.image._display import image_html
+
+        return image_html(self)
 
     def __repr__(self) -> str:
         extra = []

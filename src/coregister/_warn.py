@@ -9,7 +9,7 @@ from types import FrameType
 
 __all__ = ["warn"]
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent)
 
 
 def warn(message: str, category: type[Warning]) -> None:
