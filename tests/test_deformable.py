@@ -137,7 +137,7 @@ def colin_mni():
     return fixed, moving
 
 
-@pytest.mark.parametrize("preset", ["syn", "bspline"])
+@pytest.mark.parametrize("preset", ["syn", pytest.param("bspline", marks=pytest.mark.slow)])
 def test_colin27_to_mni152(colin_mni, preset):
     fixed, moving = colin_mni
     result = cr.register(fixed, moving, preset=preset)
