@@ -596,7 +596,7 @@ def test_a_4d_series_is_refused_on_every_way_in(way: str, data: Callable[[str], 
 
 def test_a_4d_simpleitk_image_is_a_series_like_the_file() -> None:
     volumes = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(5, 4, 3, 2)  # (t, z, y, x)
-    image = sitk.GetImageFromArray(volumes)
+    image = sitk.JoinSeries([sitk.GetImageFromArray(volume) for volume in volumes])  # a 4D scalar image
     image.SetSpacing((2.0, 3.0, 4.0, 2000.0))
     image.SetOrigin((1.0, 2.0, 3.0, 0.0))
     series = cr.SpatialImage.from_sitk(image)
