@@ -638,8 +638,11 @@ def test_negative_voxel_sizes_are_read_as_their_size_with_one_warning(
 
 
 def test_a_library_warning_is_one_line_on_the_command_line(tmp_path: Path, data: Callable[[str], Path]) -> None:
-    """The console script, as a user runs it: the warning once, as ``coregister: warning: ...``, no source line."""
-    _, argv = _nifti_pixdim([1, -2, 1, 1, 1, 1, 1, 1])(tmp_path, data)
+    """The console script, as a user runs it: the warning once (the file is read twice), as ``coregister: warning:
+    ...``, no source line. (``coregister info`` lists a file's warnings in its table instead.)"""
+    _nifti_pixdim([1, -2, 1, 1, 1, 1, 1, 1])(tmp_path, data)
+    edited, identity = tmp_path / "edited.nii", cr.Translation([0.0, 0.0, 0.0]).save(tmp_path / "identity.tfm")
+    argv = ["apply", str(identity), str(edited), "--reference", str(edited), "-o", str(tmp_path / "out.nii.gz")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(cr.__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
     env.pop("PYTHONWARNINGS", None)
