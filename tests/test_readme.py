@@ -152,7 +152,9 @@ def _project_venv(target: Path) -> Path:
     (target / "lib" / version / "site-packages" / "00_coregister_under_test.pth").write_text(
         f"{code}\nimport site; site.addsitedir({str(dependencies)!r})\n")
     command = target / "bin" / "coregister"
-    command.write_text(f"#!{target / 'bin' / 'python'}\nfrom coregister.cli import _console\n\n_console()\n")
+    # as pip writes it: the guard keeps the workers Dask spawns (which import this script again) from rerunning it
+    command.write_text(f"#!{target / 'bin' / 'python'}\nfrom coregister.cli import _console\n\n"
+                       "if __name__ == '__main__':\n    _console()\n")
     command.chmod(0o755)
     return target
 
