@@ -9,6 +9,7 @@ the one at the end (same inode, same bytes), so no pair was written twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -76,6 +77,15 @@ def test_a_rerun_keeps_finished_pairs_redoes_changed_ones_and_records_failures(d
     assert _stamp(out / "turn" / "result.json") != stamps["turn"]
     summary = json.loads((out / "summary.json").read_text())
     assert [p["reused"] for p in summary["pairs"]] == [True, False, False]
+
+    stamps = {name: _stamp(out / name / "result.json") for name in ("shift", "turn")}
+    changed = [dataclasses.replace(jobs[0], preset="rigid"), *jobs[1:]]  # same files, another configuration
+    fourth = run_batch(changed, out, workers=1, processes=False)
+    assert [(o.status, o.reused) for o in fourth.outcomes] == [
+        (PairStatus.DONE, False), (PairStatus.DONE, True), (PairStatus.ERROR, False)]
+    assert _stamp(out / "shift" / "result.json") != stamps["shift"]
+    assert _stamp(out / "turn" / "result.json") == stamps["turn"]
+    assert json.loads((out / "shift" / "result.json").read_text())["transform"]["type"] == "Rigid"
 
 
 def test_a_folder_of_outputs_the_batch_did_not_write_is_refused_unless_overwrite(data, tmp_path: Path) -> None:

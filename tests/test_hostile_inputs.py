@@ -25,6 +25,8 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 
 import coregister as cr
 from coregister.batch import read_pairs
@@ -317,6 +320,13 @@ def _register(kind: str) -> Callable[..., Any]:
     return build
 
 
+def _series_as_moving(tmp: Path, data: Callable[[str], Path]) -> tuple[Callable[[], Any], list[str]]:
+    """A 4D series where a 3D image is expected: its first volume (a 3D file) against the whole series."""
+    first = cr.write(cr.read(data(FOUR_D), volume=0), tmp / "volume0.nii.gz")
+    return (lambda: cr.register(cr.read(first), cr.read(data(FOUR_D)), preset="translation")), [
+        "register", str(first), str(data(FOUR_D)), "-o", str(tmp / "out"), "--preset", "translation"]
+
+
 # --------------------------------------------------------------- transforms
 def _transform_file(name: str, text: str, moving: str = PNG) -> Callable[..., Any]:
     def build(tmp: Path, data: Callable[[str], Path]) -> tuple[Callable[[], Any], list[str]]:
@@ -484,6 +494,9 @@ CASES = [
          EXIT_ERROR, r"no DICOM series in folder"),
     # registrations of pairs that cannot be registered
     Case("register-2d-against-3d", _register("2d-3d"), GeometryError, EXIT_ERROR, r"2D .* 3D|same dimension"),
+    Case("register-4d-against-3d", _series_as_moving, GeometryError, EXIT_ERROR,
+         r"moving image .*example4d.nii.gz'\) is a 4D series of 2 volumes of 128 x 96 x 24, not one 3D image; "
+         r"realign its volumes with coregister\.motion\(\.\.\.\) \(the `coregister motion` command\)"),
     Case("register-constant-image", _register("constant"), RegistrationFailed, EXIT_ERROR,
          r"moving image is constant \(every valid voxel is 7\)"),
     Case("register-all-nan-image", _register("all-nan"), GeometryError, EXIT_ERROR, r"moving mask is empty"),
@@ -559,6 +572,39 @@ def test_the_command_line_says_it_in_one_line(
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.parametrize("way", ["register-nibabel", "register-simpleitk", "prepare", "sitk-engine", "ecc-engine"])
+def test_a_4d_series_is_refused_on_every_way_in(way: str, data: Callable[[str], Path]) -> None:
+    """Not only ``register`` on a read file: the user's objects, the pipeline's ``prepare`` and the engines refuse it."""
+    from coregister.engines import get_engine
+    from coregister.pipeline import configure
+    from coregister.pipeline.attempt import prepare
+
+    path = data(FOUR_D)
+    first = cr.read(path, volume=0)
+    series = cr.read(path)
+    calls: dict[str, Callable[[], Any]] = {
+        "register-nibabel": lambda: cr.register(first, nib.load(path), preset="translation"),
+        "register-simpleitk": lambda: cr.register(first, sitk.ReadImage(str(path)), preset="translation"),
+        "prepare": lambda: prepare(first, series),
+        "sitk-engine": lambda: get_engine("sitk").run(first, series, configure("translation", ndim=3)),
+        "ecc-engine": lambda: get_engine("ecc").run(first, series, configure("translation", ndim=3)),
+    }
+    with pytest.raises(GeometryError, match=r"the moving image .*is a 4D series of 2 volumes of 128 x 96 x 24.*"
+                                            r"coregister\.motion\(\.\.\.\) \(the `coregister motion` command\)"):
+        calls[way]()
+
+
+def test_a_4d_simpleitk_image_is_a_series_like_the_file() -> None:
+    volumes = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(5, 4, 3, 2)  # (t, z, y, x)
+    image = sitk.JoinSeries([sitk.GetImageFromArray(volume) for volume in volumes])  # a 4D scalar image
+    image.SetSpacing((2.0, 3.0, 4.0, 2000.0))
+    image.SetOrigin((1.0, 2.0, 3.0, 0.0))
+    series = cr.SpatialImage.from_sitk(image)
+    assert series.meta["trailing_axis"] == "time" and series.n_channels == 5
+    assert series.spacing == (2.0, 3.0, 4.0) and series.origin == (1.0, 2.0, 3.0)
+    np.testing.assert_array_equal(series.array, np.moveaxis(volumes, 0, -1))
+
+
 # ------------------------------------------------------------------ not errors
 def test_a_sheared_grid_is_registered_on_the_nearest_orthonormal_grid_with_a_note(data: Callable[[str], Path]) -> None:
     fixed = cr.read(data(ANATOMICAL))
@@ -589,3 +635,21 @@ def test_negative_voxel_sizes_are_read_as_their_size_with_one_warning(
     with pytest.warns(cr.errors.GeometryWarning, match="nibabel fixed its header: pixdim") as caught:
         image = api()
     assert image.spacing == (2.0, 1.0, 1.0) and len(caught) == 1
+
+
+def test_a_library_warning_is_one_line_on_the_command_line(tmp_path: Path, data: Callable[[str], Path]) -> None:
+    """The console script, as a user runs it: the warning once (the file is read twice), as ``coregister: warning:
+    ...``, no source line. (``coregister info`` lists a file's warnings in its table instead.)"""
+    _nifti_pixdim([1, -2, 1, 1, 1, 1, 1, 1])(tmp_path, data)
+    edited, identity = tmp_path / "edited.nii", cr.Translation([0.0, 0.0, 0.0]).save(tmp_path / "identity.tfm")
+    argv = ["apply", str(identity), str(edited), "--reference", str(edited), "-o", str(tmp_path / "out.nii.gz")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(cr.__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("PYTHONWARNINGS", None)
+    run = subprocess.run([sys.executable, "-m", "coregister", *argv], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and re.fullmatch(r"coregister: warning: '.*edited.nii': nibabel fixed its header: "
+                                            r"pixdim\[1,2,3\] should be positive.*", lines[0]), lines
+    assert ".py" not in run.stderr and "warn(" not in run.stderr

@@ -3,12 +3,18 @@ fresh shell from a project root with ``../shared/data`` beside it, their outputs
 correction, inliers); and the cohort snippet as a script on nibabel's bundled pair (no shared data needed).
 
 A fresh shell has no help: the blocks run with a ``PATH`` that holds neither
-this environment nor any ``coregister`` (so a bare ``coregister`` or
+this environment nor any ``coregister``, and without ``PYTHONPATH`` or any
+``COREGISTER_*`` variable (the blocks find the data as ``../shared/data``,
+which the scratch project has beside it), so a bare ``coregister`` or
 ``python`` only works because the README activates ``.venv`` first, with the
-command it gives between its ``<!-- activate -->`` markers; ``.venv`` in the
-scratch project is this test run's environment). Python blocks run as the
-README says: with ``python`` in that shell. Everything they write must land
-in ``out/`` (the one ignored folder), nothing else in the project root.
+command it gives between its ``<!-- activate -->`` markers. ``.venv`` in the
+scratch project is made as the README's set-up makes it (``pip install -e .``
+puts the checkout's ``src/`` on the path): a virtual environment whose path
+holds the code under test, then this test run's installed dependencies, and
+whose ``coregister`` command runs that code. Python blocks run as the README
+says: with ``python`` in that shell. Everything they write must land in
+``out/`` (the one ignored folder), nothing else in the project root. Every
+``bash`` and ``python`` block of the README is run by a test.
 
 The cohort snippet starts a process-based Dask cluster, whose workers import
 the script again: it must guard its work with ``if __name__ == "__main__":``
@@ -25,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import numpy as np
@@ -81,11 +88,37 @@ USE_CASES = ["MRI cohort to a template", "Deformable: atlas to subject and back"
              "Images you already hold"]
 
 
+#: sections of their own outside the use cases whose blocks run the same way (``## Python``: the API at a glance)
+SECTIONS = [*USE_CASES, "Python"]
+
+#: the blocks other tests run (the demo command: tests/test_demo.py; the activation: every use case here) or that
+#: would run the whole suite (the test command)
+MARKED = ("demo-command", "test-command", "activate")
+
+
+def _section(heading: str) -> str:
+    """The text under ``### heading`` (or ``## heading``) up to the next heading of either level."""
+    text = (REPO / "README.md").read_text()
+    for level in ("###", "##"):
+        parts = text.split(f"\n{level} {heading}\n", 1)
+        if len(parts) == 2:
+            return parts[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    raise AssertionError(f"README.md lost its {heading!r} section")
+
+
 def _blocks(heading: str) -> list[tuple[str, str]]:
     """The section's ``bash`` and ``python`` blocks, in order."""
+    return re.findall(r"```(bash|python)\n(.*?)\n```", _section(heading), re.S)
+
+
+def test_every_block_of_the_readme_is_run() -> None:
+    """A ``bash`` or ``python`` block outside the sections run here (and the marked blocks) would go untested."""
     text = (REPO / "README.md").read_text()
-    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
-    return re.findall(r"```(bash|python)\n(.*?)\n```", section, re.S)
+    for mark in MARKED:
+        text = re.sub(rf"<!-- {mark} -->.*?<!-- /{mark} -->", "", text, flags=re.S)
+    every = re.findall(r"```(?:bash|python)\n(.*?)\n```", text, re.S)
+    run = [code for heading in SECTIONS for _, code in _blocks(heading)]
+    assert [code for code in every if code not in run] == []
 
 
 def _activation() -> str:
@@ -97,14 +130,33 @@ def _activation() -> str:
 
 
 def _fresh_shell_env() -> dict[str, str]:
-    """This process's environment as a new shell has it: no virtual environment on PATH, no ``coregister`` anywhere."""
+    """This process's environment as a new shell has it: no virtual environment on PATH, no ``coregister`` anywhere,
+    no ``PYTHONPATH`` and no ``COREGISTER_*`` setting (the README's blocks need none)."""
     venv_bin = Path(sys.executable).parent.resolve()
     path = [d for d in os.environ.get("PATH", "").split(os.pathsep)
             if d and Path(d).resolve() != venv_bin and not (Path(d) / "coregister").exists()]
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "CONDA_PREFIX")}
+    dropped = ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX")
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("COREGISTER_")}
     env["PATH"] = os.pathsep.join(path)
     assert shutil.which("coregister", path=env["PATH"]) is None
     return env
+
+
+def _project_venv(target: Path) -> Path:
+    """``.venv`` as the README's ``pip install -e .`` leaves it: the code under test first on its path (the ``src/``
+    this test run imports ``coregister`` from), then this run's installed dependencies; a ``coregister`` command."""
+    venv.EnvBuilder(symlinks=True, with_pip=False).create(target)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    code = Path(cr.__file__).resolve().parents[1]
+    dependencies = Path(sys.prefix) / "lib" / version / "site-packages"
+    (target / "lib" / version / "site-packages" / "00_coregister_under_test.pth").write_text(
+        f"{code}\nimport site; site.addsitedir({str(dependencies)!r})\n")
+    command = target / "bin" / "coregister"
+    # as pip writes it: the guard keeps the workers Dask spawns (which import this script again) from rerunning it
+    command.write_text(f"#!{target / 'bin' / 'python'}\nfrom coregister.cli import _console\n\n"
+                       "if __name__ == '__main__':\n    _console()\n")
+    command.chmod(0o755)
+    return target
 
 
 def _check_cohort(project: Path, data: Path) -> None:
@@ -245,11 +297,22 @@ def _check_objects(project: Path, data: Path) -> None:
     assert lines[1].endswith("Array")  # dask.array.Array: the corrected DataArray is still lazy
 
 
+def _check_python(project: Path, data: Path) -> None:
+    fixed = cr.read(data / "medical/nibabel_anat_func/anatomical.nii")
+    assert cr.read(project / "out/moved_on_fixed.nii.gz").same_geometry(fixed, atol=1e-6)
+    assert cr.read_transform(project / "out/moved_to_fixed.tfm").ndim == 3
+    lines = project.joinpath("..", "out.txt").read_text().splitlines()
+    tre, (verdict, dice, folding) = lines[0], lines[1].split()
+    assert float(tre) < 1.0  # mm: the known motion recovered within a voxel (2 mm)
+    assert verdict == "passed" and float(dice) > 0.6 and float(folding) == 0.0
+
+
 CHECKS = {"MRI cohort to a template": _check_cohort, "Deformable: atlas to subject and back": _check_deformable,
           "A BIDS dataset to a template": _check_bids, "CT to MR": _check_ct, "Evaluate a registration": _check_evaluation,
           "Motion correction (fMRI, DCE, DWI)": _check_motion, "Longitudinal pair (halfway space)": _check_halfway,
           "Satellite change detection": _check_geo, "Georeferencing": _check_georef, "Photo pair": _check_photo,
-          "Transforms for FSL, elastix, ANTs and 3D Slicer": _check_transforms, "Images you already hold": _check_objects}
+          "Transforms for FSL, elastix, ANTs and 3D Slicer": _check_transforms, "Images you already hold": _check_objects,
+          "Python": _check_python}
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +322,15 @@ def newcomer_env() -> dict[str, str]:
     return _fresh_shell_env()
 
 
-@pytest.mark.parametrize("heading", USE_CASES)
-def test_use_case_runs_as_written(heading: str, tmp_path: Path, newcomer_env: dict[str, str]) -> None:
+@pytest.fixture(scope="module")
+def project_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project_venv(tmp_path_factory.mktemp("venv") / ".venv")
+
+
+@pytest.mark.parametrize("heading", SECTIONS)
+def test_use_case_runs_as_written(
+    heading: str, tmp_path: Path, newcomer_env: dict[str, str], project_venv: Path
+) -> None:
     """Each use case's commands and Python block, in order, in a fresh shell that runs the README's activation first."""
     from conftest import require_data
 
@@ -270,7 +340,7 @@ def test_use_case_runs_as_written(heading: str, tmp_path: Path, newcomer_env: di
     project = tmp_path / "project"
     project.mkdir()
     (project / "examples").symlink_to(REPO / "examples")
-    (project / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    (project / ".venv").symlink_to(project_venv, target_is_directory=True)
     activate = _activation()
     blocks = _blocks(heading)
     assert blocks, heading
@@ -289,16 +359,20 @@ def test_use_case_runs_as_written(heading: str, tmp_path: Path, newcomer_env: di
     assert set(left) <= {".venv", "examples", "out"}, f"the use case wrote outside out/: {left}"
 
 
-def test_without_activation_a_bare_command_is_not_found(newcomer_env: dict[str, str], tmp_path: Path) -> None:
+def test_without_activation_a_bare_command_is_not_found(
+    newcomer_env: dict[str, str], project_venv: Path, tmp_path: Path
+) -> None:
     """The README's first use-case command in a fresh shell, without the activation it asks for: not found (what the
-    README used to leave a newcomer with); with it, found."""
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    README used to leave a newcomer with); with it, found, and ``python`` imports the code under test."""
+    (tmp_path / ".venv").symlink_to(project_venv, target_is_directory=True)
     bare = subprocess.run(["bash", "-c", "coregister --version"], cwd=tmp_path, capture_output=True, text=True,
                           env=newcomer_env)
     assert bare.returncode == 127
-    activated = subprocess.run(["bash", "-e", "-c", f"{_activation()}\ncoregister --version"], cwd=tmp_path,
-                               capture_output=True, text=True, env=newcomer_env)
+    script = f"{_activation()}\ncoregister --version\npython -c 'import coregister; print(coregister.__file__)'"
+    activated = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                               env=newcomer_env)
     assert activated.returncode == 0, activated.stderr
+    assert activated.stdout.splitlines()[-1] == str(Path(cr.__file__).resolve())
 
 
 def test_use_case_outputs_are_ignored_by_git() -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "EXCLUDE_WARP_FILL",
     "grey_pair",
     "is_conformal",
+    "refuse_series",
     "valid_pair",
     "valid_pixels",
     "world_from_pixel",
@@ -27,8 +28,44 @@ logger = logging.getLogger(__name__)
 EXCLUDE_WARP_FILL = "exclude_warp_fill"
 
 
+def refuse_series(image: SpatialImage, name: str) -> None:
+    """A 4D series (volumes on a trailing time axis, as a 4D NIfTI, MetaImage or SimpleITK image reads) is refused.
+
+    It is not one image to register: its volumes would otherwise be averaged
+    like colour channels. True channels (RGB photos, vector images, raster
+    bands) are registered on their luminance. Every way into an engine
+    (:func:`coregister.register`, the pipeline's ``prepare``, an engine's
+    ``run``) passes :func:`grey_pair`, so a series is refused on each.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> series = SpatialImage(np.zeros((4, 5, 6, 2), np.float32), origin=(0, 0, 0), spacing=(1, 1, 1),
+    ...                       meta={"trailing_axis": "time"})
+    >>> try:
+    ...     refuse_series(series, "moving")
+    ... except GeometryError as exc:
+    ...     print(str(exc).split(";")[0])
+    the moving image is a 4D series of 2 volumes of 6 x 5 x 4, not one 3D image
+    """
+    if image.meta.get("trailing_axis") != "time" or image.n_channels < 2:
+        return
+    source = image.meta.get("source_path")
+    where = f" ({source!r})" if source else ""
+    raise GeometryError(
+        f"the {name} image{where} is a 4D series of {image.n_channels} volumes of {' x '.join(map(str, image.size))}, "
+        "not one 3D image; realign its volumes with coregister.motion(...) (the `coregister motion` command), "
+        "or register one volume: coregister.read(path, volume=i)"
+    )
+
+
 def grey_pair(fixed: SpatialImage, moving: SpatialImage) -> tuple[SpatialImage, SpatialImage, list[str]]:
-    """``(fixed, moving, warnings)``: multi-channel images replaced by their luminance, each replacement noted."""
+    """``(fixed, moving, warnings)``: multi-channel images replaced by their luminance, each replacement noted.
+
+    A 4D series is refused (:func:`refuse_series`), never averaged.
+    """
+    refuse_series(fixed, "fixed")
+    refuse_series(moving, "moving")
     channels = (fixed.n_channels if fixed.has_channels else 1, moving.n_channels if moving.has_channels else 1)
     fixed, fixed_note = luminance_if_colour(fixed)
     moving, moving_note = luminance_if_colour(moving)

@@ -294,12 +294,17 @@ class SpatialImage:
         """Wrap a ``SimpleITK.Image``; geometry is copied exactly.
 
         A vector image becomes an array with a trailing channel axis. A 4D
-        SimpleITK image is refused: split it into 3D volumes first.
+        scalar image whose 4th axis is not mixed into space becomes a 3D
+        series: its volumes on a trailing axis, ``meta["trailing_axis"] ==
+        "time"`` (as :func:`coregister.read` reads a 4D file), which
+        :func:`coregister.motion` realigns and :func:`coregister.register`
+        refuses. Other 4D and higher images are refused.
         """
+        if image.GetDimension() == 4:
+            return cls._series_from_sitk(image, crs=crs, nodata=nodata, mask=mask, meta=meta)
         if image.GetDimension() not in (2, 3):
             raise GeometryError(
-                f"SimpleITK image of dimension {image.GetDimension()}; coregister images are 2D or 3D "
-                "(use a trailing channel axis for time series)"
+                f"SimpleITK image of dimension {image.GetDimension()}; coregister images are 2D, 3D or a 4D series"
             )
         return cls(
             sitk.GetArrayFromImage(image),
@@ -310,6 +315,32 @@ class SpatialImage:
             nodata=nodata,
             mask=mask,
             meta=meta or {},
+        )
+
+    @classmethod
+    def _series_from_sitk(
+        cls, image: sitk.Image, *, crs: Any, nodata: float | None, mask: np.ndarray | None,
+        meta: Mapping[str, Any] | None,
+    ) -> SpatialImage:
+        """A 4D SimpleITK image as a 3D series: ``(t, z, y, x)`` pixels moved to ``(z, y, x, t)``."""
+        direction = np.array(image.GetDirection()).reshape(4, 4)
+        if not np.allclose(direction[3], [0, 0, 0, 1]) or not np.allclose(direction[:3, 3], 0):
+            raise GeometryError(
+                "SimpleITK image of dimension 4 whose direction mixes the 4th axis into space; "
+                "coregister keeps a 4th axis only as a trailing time axis"
+            )
+        if image.GetNumberOfComponentsPerPixel() > 1:
+            raise GeometryError("SimpleITK image of dimension 4 with vector pixels; split it into 3D images first")
+        array = np.moveaxis(sitk.GetArrayFromImage(image), 0, -1)  # (t, z, y, x) -> (z, y, x, t)
+        return cls(
+            np.ascontiguousarray(array),
+            origin=image.GetOrigin()[:3],
+            spacing=image.GetSpacing()[:3],
+            direction=direction[:3, :3],
+            crs=crs,
+            nodata=nodata,
+            mask=mask,
+            meta={**(meta or {}), "trailing_axis": "time"},
         )
 
     def to_sitk(self) -> sitk.Image:

@@ -63,13 +63,7 @@ def _from_4d(image: sitk.Image, path: Path) -> SpatialImage:
         )
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise UnsupportedFormatError(f"{str(path)!r} is a 4D vector image; split it into 3D images first")
-    array = np.moveaxis(sitk.GetArrayFromImage(image), 0, -1)  # (t, z, y, x) -> (z, y, x, t)
-    return SpatialImage(
-        np.ascontiguousarray(array),
-        origin=image.GetOrigin()[:3],
-        spacing=image.GetSpacing()[:3],
-        direction=direction[:3, :3],
-    )
+    return SpatialImage.from_sitk(image)
 
 
 def _data_file(path: Path) -> Path | None:

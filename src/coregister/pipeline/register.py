@@ -22,6 +22,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, Stage
+from coregister.engines._common import refuse_series
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.image.kinds import as_spatial_image
@@ -40,26 +41,8 @@ logger = logging.getLogger(__name__)
 
 def _as_image(value: Any, name: str) -> SpatialImage:
     image = as_spatial_image(value, name=name)
-    _refuse_series(image, name)
+    refuse_series(image, name)  # before the memory estimate and the engine; grey_pair refuses it too
     return image
-
-
-def _refuse_series(image: SpatialImage, name: str) -> None:
-    """A 4D series (volumes on a trailing time axis, as a 4D NIfTI or MetaImage reads) is not one image to register.
-
-    Its volumes would otherwise be averaged like colour channels. True
-    channels (RGB photos, vector images, raster bands) are registered on
-    their luminance as before.
-    """
-    if image.meta.get("trailing_axis") != "time" or image.n_channels < 2:
-        return
-    source = image.meta.get("source_path")
-    where = f" ({source!r})" if source else ""
-    raise GeometryError(
-        f"the {name} image{where} is a 4D series of {image.n_channels} volumes of {' x '.join(map(str, image.size))}, "
-        "not one 3D image; realign its volumes with coregister.motion(...) (the `coregister motion` command), "
-        "or register one volume: coregister.read(path, volume=i)"
-    )
 
 
 def _resolved(

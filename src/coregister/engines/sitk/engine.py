@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from coregister import _interrupt as interrupt
 from coregister.config import BinaryInputs, Initialisation, ProgressCallback, RegistrationConfig, Stage, TransformModel
+from coregister.engines._common import refuse_series
 from coregister.engines.base import EngineOutput, LevelHistory
 from coregister.engines.sitk.bspline import coarse_mesh, refined, refinement_factors, scale_to_min_jacobian
 from coregister.engines.sitk.field import run_field_stage
@@ -192,6 +193,8 @@ class SitkEngine:
         if not config.stages:
             raise ConfigError("the configuration has no stage; give at least one Stage")
         stages = tuple(normalised(s) for s in config.stages)
+        refuse_series(fixed, "fixed")
+        refuse_series(moving, "moving")
         if fixed.ndim != moving.ndim:
             raise GeometryError(f"fixed image is {fixed.ndim}D and moving image is {moving.ndim}D; register images of one dimension")
         threads = config.threads if config.threads is not None else 1  # the registration methods'
