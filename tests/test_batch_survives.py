@@ -137,11 +137,14 @@ def test_a_killed_worker_loses_no_pair_and_writes_none_twice(data, tmp_path: Pat
         stop = threading.Event()
 
         def watch() -> None:
-            while not stop.is_set():
+            while True:  # one last pass after the batch returns: the last pairs land just before it does
+                finished = stop.is_set()
                 for job in jobs:
                     path = out / job.name / "result.json"
                     if job.name not in first_seen and path.exists():
                         first_seen[job.name] = _stamp(path)
+                if finished:
+                    return
                 time.sleep(0.02)
 
         result: dict[str, object] = {}

@@ -85,9 +85,12 @@ def test_iterations_raised_lets_the_optimiser_converge(data, tmp_path: Path, cap
     # from the image centres: a start from keypoints lands within 0.1 mm of the shift before any iteration
     base = ["register", str(data(FIXED)), str(data(MOVING)), "--preset", "translation", "--metric", "ncc", "--json",
             "--initialisation", "geometry"]
-    capped = _register_json(capsys, *base, "-o", str(tmp_path / "capped"), "--iterations", "3")
+    # three iterations per level stop short: the check sees it (polishing finds a better alignment nearby)
+    capped = _register_json(capsys, *base, "-o", str(tmp_path / "capped"), "--iterations", "3", code=EXIT_QUALITY)
     raised = _register_json(capsys, *base, "-o", str(tmp_path / "raised"), "--iterations", "500")
     assert capped["quality"]["measures"]["hit_iteration_cap"] and not raised["quality"]["measures"]["hit_iteration_cap"]
+    assert capped["quality"]["verdict"] == "failed" and raised["quality"]["verdict"] == "passed"
+    assert any("polishing it" in f for f in capped["quality"]["failures"])
     assert max(level["iterations"] for level in raised["history"]) > 3
     # the known shift (13, 17) mm: found with room to converge, not within 3 iterations per level
     shift = np.array(raised["transform"]["translation"])
