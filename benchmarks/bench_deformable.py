@@ -207,7 +207,9 @@ def run_method(name: str, runner_dir: Path, fixed: Path, moving: Path, case: str
     command = [str(python), str(runner_dir / f"run_{runner}.py"), str(fixed), str(moving), variants[case], str(outdir)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+        # in the method's own folder: transformix writes its deformationField.nii into the working directory
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+                              cwd=outdir)
     except subprocess.TimeoutExpired:
         return {"failed": f"timed out after {timeout_s:.0f} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
