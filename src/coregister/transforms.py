@@ -523,8 +523,32 @@ class Affine(LinearTransform):
         return self._sitk_common(tx)
 
 
+class _Warp(Transform):
+    """A transform ``x -> x + u(x)`` given by its displacement ``u``, inverted point by point."""
+
+    @abstractmethod
+    def displacement(self, points: Any) -> np.ndarray:
+        """Displacement ``u(x)`` at fixed-space points."""
+
+    def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
+        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
+        y, single = _points(points, self.ndim)
+        x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
+        return x[0] if single else x
+
+    def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
+        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
+        for _ in range(max_iterations):
+            x_new = y - self.displacement(x)
+            step = np.max(np.abs(x_new - x)) if x.size else 0.0
+            x = x_new
+            if step < tolerance:
+                break
+        return x
+
+
 @dataclass(frozen=True, eq=False)
-class BSpline(Transform):
+class BSpline(_Warp):
     """A cubic B-spline free-form deformation: fixed-space ``x`` maps to ``x + u(x)`` in moving space.
 
     The displacement ``u`` is set by control-point coefficients on a grid
@@ -594,22 +618,6 @@ class BSpline(Transform):
         arr, _ = _points(points, self.ndim)
         return self.transform_points(arr) - arr
 
-    def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
-        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
-        y, single = _points(points, self.ndim)
-        x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
-        return x[0] if single else x
-
-    def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
-        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
-        for _ in range(max_iterations):
-            x_new = y - self.displacement(x)
-            step = np.max(np.abs(x_new - x)) if x.size else 0.0
-            x = x_new
-            if step < tolerance:
-                break
-        return x
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "BSpline",
@@ -639,7 +647,7 @@ def _field_suffix(path: Path) -> str | None:
 
 
 @dataclass(frozen=True, eq=False)
-class DisplacementField(Transform):
+class DisplacementField(_Warp):
     """A dense displacement field: fixed-space ``x`` maps to ``x + u(x)`` in moving space.
 
     ``u`` is sampled on a grid (``field``, a :class:`~coregister.image.SpatialImage`
@@ -751,22 +759,6 @@ class DisplacementField(Transform):
         arr, single = _points(points, self.ndim)
         out = arr + self.displacement(arr)
         return out[0] if single else out
-
-    def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
-        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
-        y, single = _points(points, self.ndim)
-        x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
-        return x[0] if single else x
-
-    def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
-        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
-        for _ in range(max_iterations):
-            x_new = y - self.displacement(x)
-            step = np.max(np.abs(x_new - x)) if x.size else 0.0
-            x = x_new
-            if step < tolerance:
-                break
-        return x
 
     def inverse(self) -> DisplacementField:
         """The inverse field on the same grid (SimpleITK's ``InvertDisplacementField``), with its residual stated.
