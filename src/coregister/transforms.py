@@ -51,6 +51,7 @@ __all__ = [
     "from_sitk",
     "linear_members",
     "linear_product",
+    "read_field_image",
     "read_transform",
     "sampled_field",
 ]
@@ -1370,6 +1371,29 @@ def sampled_field(transform: Transform, grid: Any) -> DisplacementField:
     return DisplacementField.from_sitk_image(image)
 
 
+def read_field_image(path: str | os.PathLike[str]) -> DisplacementField:
+    """Read a displacement field stored as an ITK vector image (ANTs ``*Warp.nii.gz``, Slicer ``.nrrd``/``.mha``).
+
+    The vectors are taken as they are stored, world (LPS) millimetres, which
+    is what ITK, ANTs and 3D Slicer write whatever the container's own
+    convention. SimpleITK's own messages are logged, not printed.
+    """
+    from coregister._stderr import captured_stderr
+
+    path = Path(path)
+    try:
+        with captured_stderr(f"reading {path}"):
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
+    if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
+        raise UnreadableInputError(
+            f"{str(path)!r} is an image with {image.GetNumberOfComponentsPerPixel()} component(s) per pixel, not a "
+            f"{image.GetDimension()}D displacement field (one world component per axis); read images with coregister.read"
+        )
+    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
+
+
 def read_transform(path: str | os.PathLike[str]) -> Transform:
     """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
 
@@ -1390,19 +1414,7 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
         raise UnreadableInputError(f"transform file {str(path)!r} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
     if _field_suffix(path) is not None:
-        from coregister._stderr import captured_stderr
-
-        try:
-            with captured_stderr(f"reading {path}"):
-                image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
-        if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
-            raise UnreadableInputError(
-                f"{str(path)!r} is an image with {image.GetNumberOfComponentsPerPixel()} component(s) per pixel, not a "
-                f"{image.GetDimension()}D displacement field (one world component per axis); read images with coregister.read"
-            )
-        return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
+        return read_field_image(path)
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -16,7 +16,6 @@ readers and writers of this package work on its samples and grid as
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from coregister.errors import GeometryError, UnreadableInputError
+from coregister.errors import GeometryError
 from coregister.image import SpatialImage
 from coregister.transforms import DisplacementField, Transform, sampled_field
 
@@ -32,7 +31,6 @@ __all__ = [
     "FieldParts",
     "displacement_field",
     "field_parts",
-    "read_field_image",
     "sample_displacements",
     "write_field_image",
 ]
@@ -144,25 +142,6 @@ def sample_displacements(transform: Transform, grid: FieldParts | Any) -> np.nda
         grid = SpatialImage(np.zeros(grid.displacements.shape[:-1], np.uint8), origin=tuple(map(float, grid.origin)),
                             spacing=tuple(map(float, grid.spacing)), direction=grid.direction)
     return sampled_field(transform, grid).vectors
-
-
-def read_field_image(path: str | os.PathLike[str]) -> Transform:
-    """Read a displacement field written as an ITK vector image (ANTs ``*Warp.nii.gz``, Slicer ``.nrrd``/``.mha``).
-
-    The vectors are taken as they are stored, LPS millimetres, which is what
-    ITK, ANTs and 3D Slicer write whatever the container's own convention.
-    """
-    path = Path(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise UnreadableInputError(f"SimpleITK cannot read the displacement field {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
-    if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
-        raise UnreadableInputError(
-            f"{str(path)!r} is not a displacement field: {image.GetNumberOfComponentsPerPixel()} component(s) per "
-            f"voxel on a {image.GetDimension()}D grid (a field holds one vector of {image.GetDimension()} per voxel)"
-        )
-    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
 
 
 def write_field_image(parts: FieldParts, path: Path) -> Path:
