@@ -28,6 +28,7 @@ from coregister.transforms import Transform
 __all__ = [
     "compare",
     "pair_figures",
+    "resampled_pair",
     "jacobian_determinant",
     "mse",
     "mutual_information",
@@ -219,6 +220,31 @@ def _intensity(image: SpatialImage, values: np.ndarray) -> np.ndarray:
     return values.mean(axis=-1) if image.has_channels else values
 
 
+def resampled_pair(
+    fixed: SpatialImage, moving: SpatialImage, transform: Transform, *, mask: Any = None, threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``moving`` resampled onto ``fixed``'s grid through ``transform`` (linear), with the points to compare.
+
+    Returns the fixed and the resampled moving intensities (channel means),
+    ``keep`` (the fixed image's valid pixels and ``mask``, where the moving
+    image had data) and the number of points the fixed region offers (the
+    denominator of the overlap). :func:`compare` measures them; the quality
+    check measures them once per answer in several ways.
+    """
+    values, valid = resample_values(transform, moving, reference=fixed, interpolation="linear", threads=threads)
+    region = fixed.valid_mask() if (fixed.mask is not None or fixed.nodata is not None or fixed.dtype.kind == "f") else None
+    if mask is not None:
+        user = np.asarray(_as_array(mask), dtype=bool)
+        if isinstance(mask, SpatialImage) and not mask.same_geometry(fixed):
+            raise GeometryError("the mask's grid differs from the fixed image's; resample it with coregister.apply(..., interpolation='nearest')")
+        if user.shape != fixed.shape:
+            raise GeometryError(f"mask of shape {user.shape} does not fit the fixed image's shape {fixed.shape}")
+        region = user if region is None else region & user
+    n_region = int(region.sum()) if region is not None else int(np.prod(fixed.shape))
+    keep = valid if region is None else valid & region
+    return _intensity(fixed, np.asarray(fixed.array)), _intensity(moving, values), keep, n_region
+
+
 def compare(
     fixed: SpatialImage,
     moving: SpatialImage,
@@ -278,18 +304,7 @@ def compare(
             f"cannot compare a {fixed.ndim}D fixed image with a {moving.ndim}D moving image through a "
             f"{transform.ndim}D transform; give images and transform of the same dimension"
         )
-    values, valid = resample_values(transform, moving, reference=fixed, interpolation="linear", threads=threads)
-    region = fixed.valid_mask() if (fixed.mask is not None or fixed.nodata is not None or fixed.dtype.kind == "f") else None
-    if mask is not None:
-        user = np.asarray(_as_array(mask), dtype=bool)
-        if isinstance(mask, SpatialImage) and not mask.same_geometry(fixed):
-            raise GeometryError("the mask's grid differs from the fixed image's; resample it with coregister.apply(..., interpolation='nearest')")
-        if user.shape != fixed.shape:
-            raise GeometryError(f"mask of shape {user.shape} does not fit the fixed image's shape {fixed.shape}")
-        region = user if region is None else region & user
-    n_region = int(region.sum()) if region is not None else int(np.prod(fixed.shape))
-    keep = valid if region is None else valid & region
-    fixed_values, moving_values = _intensity(fixed, np.asarray(fixed.array)), _intensity(moving, values)
+    fixed_values, moving_values, keep, n_region = resampled_pair(fixed, moving, transform, mask=mask, threads=threads)
     a = fixed_values[keep]
     b = moving_values[keep]
     if a.size == 0:

@@ -29,8 +29,7 @@ from coregister.config import EngineName, Initialisation, Metric, Optimizer, Reg
 from coregister.engines import get_engine
 from coregister.errors import CoregisterError
 from coregister.image import SpatialImage
-from coregister.measures import mutual_information, ncc, pair_figures, ssim
-from coregister.resample import resample_values
+from coregister.measures import mutual_information, ncc, pair_figures, resampled_pair, ssim
 from coregister.transforms import (
     Affine,
     Composite,
@@ -71,18 +70,7 @@ class Overlay:
 def overlay(view: SpatialImage, moving: SpatialImage, transform: Transform, *, mask: np.ndarray | None = None,
             threads: int | None = None) -> Overlay:
     """Resample ``moving`` onto ``view`` through ``transform`` (linear), with the points that can be compared."""
-    values, valid = resample_values(transform, moving, reference=view, interpolation="linear", threads=threads)
-    fixed = np.asarray(view.array)
-    if view.has_channels:
-        fixed = fixed.mean(axis=-1)
-    if values.ndim > view.ndim:
-        values = values.mean(axis=-1)
-    region = view.valid_mask() if (view.mask is not None or view.nodata is not None or fixed.dtype.kind == "f") else None
-    if mask is not None:
-        user = np.asarray(mask, dtype=bool)
-        region = user if region is None else region & user
-    n_region = int(region.sum()) if region is not None else int(np.prod(view.shape))
-    keep = valid if region is None else valid & region
+    fixed, values, keep, n_region = resampled_pair(view, moving, transform, mask=mask, threads=threads)
     return Overlay(view, fixed, values, keep, n_region)
 
 
