@@ -394,7 +394,7 @@ def run(case: Case, **extra: Any) -> dict[str, Any]:
             "engine": result.engine, "time_s": elapsed, "broken": case.broken,
             "measures": {k: v for k, v in result.quality.measures.items()
                          if k in ("information_fraction", "shared_blocks", "polish_moved_voxels", "polish_gain", "restart_voxels",
-                                  "restart_gains", "measure", "before", "after")}}
+                                  "restart_gains", "repeat_shifts", "repeat_gains", "measure", "before", "after")}}
 
 
 def sitk_volume(image: SpatialImage) -> sitk.Image:

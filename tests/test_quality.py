@@ -202,3 +202,43 @@ def test_command_line_exit_code_3_for_noise(data, tmp_path):
     assert code == EXIT_QUALITY
     saved = (tmp_path / "out" / "result.json").read_text()
     assert '"passed": false' in saved and "no shared structure" in saved
+
+
+@pytest.mark.parametrize(
+    ("gains", "verdict"),
+    [
+        ([-0.6, -0.7], "passed"),  # every repeat scores far worse: the answer is the one alignment
+        ([-0.024, -0.15], "uncertain"),  # one repeat ties: the pattern does not pin the alignment down
+        ([0.12, -0.1], "failed"),  # the answer moved by one repeat shares 12 % more: it is a repeat off
+    ],
+)
+def test_repeats_of_the_fixed_image_decide_ties(pair, gains, verdict):
+    fixed, moving = pair
+    truth = cr.Translation([13.0, 17.0])
+    before, after = compare(fixed, moving, cr.Translation([0.0, 0.0])), compare(fixed, moving, truth)
+    assert check(fixed, moving, truth, before, after).verdict.value == "passed"
+    repeats = [{"shift": 50.0, "gain": g} for g in gains]
+    report = check(fixed, moving, truth, before, after, repeats=repeats)
+    assert report.verdict.value == verdict, report
+    assert report.measures["repeat_gains"] == gains
+
+
+@pytest.mark.parametrize(
+    ("moved", "gain", "verdict"),
+    [
+        (0.2, -0.01, "passed"),  # a right answer: polishing barely moves it and finds nothing better
+        (0.09, 0.043, "passed"),  # the most a right answer of the validation corpus gained (a smooth moon photo)
+        (1.5, 0.03, "passed"),  # a broad optimum: within what estimators disagree by (a note, not a doubt)
+        (0.085, 0.126, "passed"),  # an exact copy shifted by whole pixels: MI peaks at the exact shift
+        (0.73, 0.148, "failed"),  # stopped after two iterations: under a probe voxel away, 15 % more information
+        (1.06, 0.079, "uncertain"),  # a start 50 mm off: a voxel away, more than estimators disagree by
+        (1.5, -0.05, "uncertain"),  # the coarse grid prefers another alignment, the fine one this answer
+    ],
+)
+def test_polishing_evidence(pair, moved, gain, verdict):
+    fixed, moving = pair
+    truth = cr.Translation([13.0, 17.0])
+    before, after = compare(fixed, moving, cr.Translation([0.0, 0.0])), compare(fixed, moving, truth)
+    probe = {"probe_voxel": 4.0, "moved": moved, "polish_gain": gain, "restart_distances": [], "restart_gains": []}
+    report = check(fixed, moving, truth, before, after, probe=probe)
+    assert report.verdict.value == verdict, report

@@ -60,6 +60,31 @@ def test_broken_runs_are_not_passed_when_wrong(cls: str) -> None:
     assert "refused" in row or row["error"] <= case.tolerance or row["verdict"] != "passed", row
 
 
+def test_an_answer_a_checkerboard_square_off_is_not_passed() -> None:
+    """The board repeats every 50 px: the check moves the answer by one repeat and finds the truth there."""
+    case = corpus.case_2d("affine", "checkerboard", 4)
+    row = corpus.run(case)
+    assert row["error"] > 5 * case.tolerance, row  # the engine stops one square off ...
+    assert row["verdict"] == "failed", row  # ... and the alignment a repeat away shares more information
+    assert max(row["measures"]["repeat_gains"]) > 0.1, row
+    assert any("repeats itself 50 units away" in f for f in row["failures"]), row
+
+
+def test_a_right_answer_on_a_checkerboard_is_uncertain() -> None:
+    """Alignments one square apart score alike: the check says it cannot tell rather than passing."""
+    case = corpus.case_2d("translation", "checkerboard", 1)
+    row = corpus.run(case)
+    assert row["error"] <= case.tolerance, row
+    assert row["verdict"] == "uncertain", row
+    assert [round(s) for s in row["measures"]["repeat_shifts"]] == [50, 50, 50, 50], row
+
+
+def test_a_photo_that_does_not_repeat_has_no_repeat_evidence() -> None:
+    row = corpus.run(corpus.case_2d("similarity", "camera", 2))
+    assert row["verdict"] == "passed", row
+    assert "repeat_shifts" not in row["measures"], row
+
+
 def test_a_mask_over_background_is_refused() -> None:
     row = corpus.run(_broken("broken/mask-on-background"))
     assert row["refused"].startswith("GeometryError") and "covers no structure" in row["refused"], row

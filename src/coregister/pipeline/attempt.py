@@ -24,10 +24,10 @@ from coregister.engines import EngineOutput, get_engine
 from coregister.engines._common import grey_pair, valid_pixels
 from coregister.errors import CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.pipeline.evidence import chance, coverage, figures, overlay, probe
+from coregister.pipeline.evidence import chance, coverage, figures, overlay, probe, repeats
 from coregister.pipeline.quality import check
 from coregister.pipeline.result import Attempt, QualityReport, Verdict
-from coregister.transforms import Transform
+from coregister.transforms import Transform, Translation
 
 __all__ = ["Judged", "Pair", "attempt", "before_metrics", "failed_attempt", "is_engine_failure", "judge", "judged_metric",
            "prepare", "run_engine"]
@@ -260,6 +260,9 @@ def before_metrics(pair: Pair, threads: int | None) -> dict[str, float]:
 #: they end 12-14 mm away at 1-3 % more or less information (estimators of mutual information disagree that much
 #: there): no evidence, a third of the check's time. Repeated 2D textures need them.
 PROBE_RESTARTS = {2: 4, 3: 0}
+#: shifts at which the fixed image repeats itself that the check moves the answer by (2D, 3D): 3D scans do not
+#: repeat, and the validation corpus's 3D classes were not run with it
+REPEAT_SHIFTS = {2: 4, 3: 0}
 
 
 def judged_metric(engine: str, config: RegistrationConfig) -> Metric:
@@ -339,9 +342,14 @@ def judge(
         if probed is not None:  # the probe's ends judged at the answer's own resolution, not on its coarse grid
             probed["polish_gain"] = _gain(pair, probed.pop("polished"), after["mi"], config.threads)
             probed["restart_gains"] = [_gain(pair, end, after["mi"], config.threads) for end in probed.pop("ends")]
+    repeated = None
+    if over is not None and after["overlap"] > 0 and REPEAT_SHIFTS.get(pair.fixed.ndim, 0):
+        repeated = [{"shift": float(np.linalg.norm(s)),
+                     "gain": _gain(pair, transform @ Translation(s), after["mi"], config.threads)}
+                    for s in repeats(over, count=REPEAT_SHIFTS[pair.fixed.ndim])]
     quality = check(pair.fixed, pair.moving, transform, before, after,
                     metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
-                    chance=shared, coverage=local, probe=probed)
+                    chance=shared, coverage=local, probe=probed, repeats=repeated)
     if not output.converged:
         reason = "the engine did not converge at its finest level" + (f" ({output.history[-1].stop_reason})"
                                                                         if output.history else "")

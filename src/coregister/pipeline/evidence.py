@@ -41,7 +41,7 @@ from coregister.transforms import (
     rotation_matrix,
 )
 
-__all__ = ["Overlay", "chance", "coverage", "figures", "overlay", "probe"]
+__all__ = ["Overlay", "chance", "coverage", "figures", "overlay", "probe", "repeats"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,62 @@ def coverage(over: Overlay, *, seed: int = 0) -> dict[str, Any]:
     return {"blocks": len(excesses), "excess": excesses, "shared_fraction": shared_fraction}
 
 
+# --------------------------------------------------------------------------------------------- repeats
+#: the fixed image repeats itself where the correlation of the overlap with itself shifted reaches this ...
+_REPEAT_MIN_PEAK = 0.5
+#: ... over at least this share of the overlap
+_REPEAT_MIN_SHARE = 0.5
+
+
+def repeats(over: Overlay, *, count: int = 4, min_peak: float = _REPEAT_MIN_PEAK) -> list[np.ndarray]:
+    """World-space shifts by which the fixed image nearly repeats itself over the overlap (strongest first).
+
+    The secondary peaks of the overlap's normalised autocorrelation (the
+    lobe around no shift left out) where it reaches ``min_peak`` over at
+    least half of the overlap: a checkerboard repeats at its period, most
+    photographs and scans nowhere. An answer moved by such a shift is
+    another alignment the pair may score alike; :func:`coregister.pipeline.
+    attempt.judge` measures each.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from coregister.image import SpatialImage
+    >>> from coregister.transforms import Translation
+    >>> board = np.kron((np.indices((4, 4)).sum(0) % 2).astype(np.float32), np.ones((16, 16), np.float32))
+    >>> grid = SpatialImage(board, origin=(0.0, 0.0), spacing=(0.5, 0.5))
+    >>> shifts = repeats(overlay(grid, grid, Translation([0.0, 0.0])))
+    >>> sorted(np.abs(s).tolist() for s in shifts)  # one 8-unit square along both axes: the same colour again
+    [[8.0, 8.0], [8.0, 8.0], [8.0, 8.0], [8.0, 8.0]]
+    """
+    from scipy import ndimage, signal
+    from skimage.feature import peak_local_max
+
+    keep = over.keep
+    if count <= 0 or keep.sum() < 2:
+        return []
+    values = over.fixed.astype(np.float64)
+    centred = np.where(keep, values - values[keep].mean(), 0.0)
+    inside = keep.astype(np.float64)
+
+    def flip(a: np.ndarray) -> np.ndarray:
+        return a[(slice(None, None, -1),) * a.ndim]
+
+    product = signal.fftconvolve(centred, flip(centred))
+    shared = signal.fftconvolve(inside, flip(inside))
+    energy = signal.fftconvolve(centred * centred, flip(inside)) * signal.fftconvolve(inside, flip(centred * centred))
+    valid = shared > _REPEAT_MIN_SHARE * keep.sum()
+    correlation = np.where(valid & (energy > 0), product / np.sqrt(np.maximum(energy, 1e-300)), 0.0)
+    zero = tuple(n - 1 for n in keep.shape)
+    lobes = ndimage.label(correlation > min_peak)[0]
+    correlation[lobes == lobes[zero]] = 0.0
+    peaks = peak_local_max(correlation, min_distance=2, threshold_abs=min_peak, exclude_border=False,
+                           num_peaks=count)
+    origin = over.grid.index_to_world(np.zeros((1, keep.ndim)))[0]
+    steps = (np.asarray(peaks, dtype=float) - np.asarray(zero, dtype=float))[:, ::-1]  # (x, y[, z]) index steps
+    return [over.grid.index_to_world(step[None, :])[0] - origin for step in steps]
+
+
 # --------------------------------------------------------------------------------------------- probe
 #: points of the coarse grid the probe polishes on (the grid is the fixed image shrunk by a whole factor)
 _PROBE_POINTS = {2: 1 << 16, 3: 1 << 16}
@@ -178,6 +234,9 @@ _PROBE_SAMPLES = {2: 1 << 14, 3: 12_000}
 _PROBE_ITERATIONS = 60
 #: perturbed starts: rotation (degrees), shift (probe voxels), scale (models that have one)
 _PERTURB_DEG, _PERTURB_VOXELS, _PERTURB_SCALE = 10.0, 3.0, 1.1
+#: perturbed starts polish on a grid this many times coarser (per axis) than the answer's polish, with as many
+#: times fewer samples per axis
+_RESTART_COARSER = 2
 
 
 def _model_of(transform: Transform) -> TransformModel | None:
@@ -265,21 +324,27 @@ def probe(
     d = fixed.ndim
     factor = max(1, int(math.ceil((math.prod(fixed.shape) / _PROBE_POINTS[d]) ** (1.0 / d) - 1e-9)))
     voxel = factor * float(np.mean(fixed.spacing))
-    stage = Stage(model=model, metric=Metric.MATTES, optimizer=Optimizer.REGULAR_STEP, shrink_factors=(factor,),
-                  iterations=_PROBE_ITERATIONS, learning_rate=0.5, min_step=0.01 * voxel, histogram_bins=32,
-                  max_samples=_PROBE_SAMPLES[d], edge_sampling_fraction=None, smoothing_voxels=0.5)
-    config = RegistrationConfig(stages=(stage,), initialisation=Initialisation.NONE, engine=EngineName.SITK,
-                                seed=seed, threads=threads, name="probe")
     engine = get_engine(EngineName.SITK)
 
-    def polish(start: Transform) -> tuple[Transform, float]:
-        out = engine.run(fixed, moving, config, initial=start, fixed_mask=fixed_mask, moving_mask=moving_mask)
+    def config(shrink: int, samples: int) -> RegistrationConfig:
+        size = shrink * float(np.mean(fixed.spacing))
+        stage = Stage(model=model, metric=Metric.MATTES, optimizer=Optimizer.REGULAR_STEP, shrink_factors=(shrink,),
+                      iterations=_PROBE_ITERATIONS, learning_rate=0.5, min_step=0.01 * size, histogram_bins=32,
+                      max_samples=samples, edge_sampling_fraction=None, smoothing_voxels=0.5)
+        return RegistrationConfig(stages=(stage,), initialisation=Initialisation.NONE, engine=EngineName.SITK,
+                                  seed=seed, threads=threads, name="probe")
+
+    def polish(start: Transform, settings: RegistrationConfig) -> tuple[Transform, float]:
+        out = engine.run(fixed, moving, settings, initial=start, fixed_mask=fixed_mask, moving_mask=moving_mask)
         return out.transform, float(out.final_metric)
 
     points = _points(over)
+    # perturbed starts only look for a better optimum elsewhere, and judge() remeasures where they end at the
+    # answer's own resolution: a grid twice as coarse finds them at a quarter of the cost
+    coarse = config(factor * _RESTART_COARSER, max(1, _PROBE_SAMPLES[d] // _RESTART_COARSER ** d))
     try:
-        polished, value = polish(transform)
-        ends = [polish(transform @ p) for p in _perturbations(d, model, fixed.world_centre, voxel, restarts, seed)]
+        polished, value = polish(transform, config(factor, _PROBE_SAMPLES[d]))
+        ends = [polish(transform @ p, coarse) for p in _perturbations(d, model, fixed.world_centre, voxel, restarts, seed)]
     except (CoregisterError, RuntimeError) as exc:  # a start that leaves no overlap: no evidence either way
         logger.info("probe failed: %s", exc)
         return None
@@ -292,5 +357,6 @@ def probe(
         "metric": value,
         "restart_distances": [_distance(polished, t, points) / voxel for t, _ in ends],
         # Mattes MI is minimised (negative): lower is better
-        "restart_gains": [(value - v) / scale for _, v in ends],  # on the coarse grid; judge() remeasures them
+        # on the restarts' own grid, which is not the answer's: judge() remeasures them
+        "restart_gains": [(value - v) / scale for _, v in ends],
     }

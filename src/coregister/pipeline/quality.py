@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -292,11 +292,19 @@ MAX_POLISH_VOXELS = 1.0
 MAX_RESTART_VOXELS = 1.0
 #: ... which is better, not a tie, when its mutual information is higher by more than this fraction
 RESTART_GAIN = 0.01
-#: polishing that gains more information than this (a fraction, at the answer's resolution) found a different
-#: alignment: mutual-information estimators of different bins and samplings disagree by a few percent where the
-#: optimum is broad (a template against another subject: 2.5-3.2 %); answers stopped early or found on the wrong
-#: metric gain 20-50 % (validation corpus)
+#: polishing moves right answers by less than this many probe voxels (the validation corpus: at most 0.42); a pair
+#: that is an exact copy shifted by whole pixels shares far more information at the exact shift than 0.1 pixel off
+MIN_POLISH_MOVE = 0.5
+#: polishing that moves the answer by more than MIN_POLISH_MOVE to more information than this (a fraction, at the
+#: answer's resolution) found a different alignment: mutual-information estimators of different bins and samplings
+#: disagree by a few percent where the optimum is broad (a template against another subject: 2.5-3.2 %), right
+#: answers of the validation corpus gain at most 4.3 %; answers stopped early or found on the wrong metric 15-50 %
 MIN_POLISH_GAIN = 0.1
+#: two alignments whose mutual information differs by less than this fraction cannot be told apart: twice the
+#: 2.5-3.2 % by which estimators disagree where the optimum is broad. Polishing that moves the answer by more than
+#: a probe voxel to this much more information leaves it uncertain (answers from a start 35-60 degrees off, 50-60
+#: mm wrong: 7.9-9.1 %)
+DISTINCT_GAIN = 0.05
 #: a right answer lets at least this share of the overlap's structured blocks share information
 MIN_SHARED_BLOCKS = 0.5
 
@@ -323,14 +331,17 @@ def _evidence_findings(
                    restart_gains=list(probe["restart_gains"]))
     gain = float(probe.get("polish_gain", math.inf))
     figures.update(polish_gain=gain)
-    if moved > MAX_POLISH_VOXELS and gain > RESTART_GAIN:
-        where = (f"polishing it on a {voxel:.3g}-unit grid moves it by {moved * voxel:.3g} units ({moved:.2g} voxels of "
-                 f"that grid; at most {MAX_POLISH_VOXELS:g}) to an alignment that shares {gain:.1%} more information")
-        if gain > MIN_POLISH_GAIN:
-            findings.append(f"the answer is not at an optimum of mutual information: {where}; it may have stopped "
-                            "early or optimised a metric the contrast does not suit")
-        else:
-            notes.append(f"{where}: the optimum is broad, or the answer stopped a little short of it")
+    where = (f"polishing it on a {voxel:.3g}-unit grid moves it by {moved * voxel:.3g} units ({moved:.2g} voxels of "
+             f"that grid) to an alignment that shares {gain:.1%} more information")
+    if gain > MIN_POLISH_GAIN and math.isfinite(gain) and moved > MIN_POLISH_MOVE:
+        # even under a probe voxel: a right answer is an optimum, and no alignment near it shares that much more
+        findings.append(f"the answer is not at an optimum of mutual information: {where}; it may have stopped "
+                        "early or optimised a metric the contrast does not suit")
+    elif moved > MAX_POLISH_VOXELS and gain > DISTINCT_GAIN:
+        uncertain.append(f"the answer may not be at an optimum of mutual information: {where} (more than the "
+                         f"{DISTINCT_GAIN:.0%} by which estimators disagree); check it by eye")
+    elif moved > MAX_POLISH_VOXELS and gain > RESTART_GAIN:
+        notes.append(f"{where}: the optimum is broad, or the answer stopped a little short of it")
     elif moved > MAX_POLISH_VOXELS and gain < -RESTART_GAIN:
         # the coarse grid's optimum is elsewhere and the fine grid prefers the answer: a right answer is an optimum
         # at every scale; one that exists at the finest only fits detail the images do not share
@@ -361,6 +372,27 @@ def _evidence_findings(
     return uncertain
 
 
+def _repeat_findings(repeats: Sequence[Mapping[str, float]], figures: dict[str, Any], findings: list[str]) -> list[str]:
+    """Add an alignment a repeat away that is better to ``findings``; return the ones that tie (ambiguous answers)."""
+    uncertain: list[str] = []
+    if not repeats:
+        return uncertain
+    figures.update(repeat_shifts=[float(r["shift"]) for r in repeats], repeat_gains=[float(r["gain"]) for r in repeats])
+    for shift, gain in ((float(r["shift"]), float(r["gain"])) for r in repeats):
+        if gain > MIN_POLISH_GAIN:
+            findings.append(
+                f"the fixed image repeats itself {shift:.3g} units away, and the answer moved by that much shares "
+                f"{gain:.1%} more mutual information: the answer is a repeat away from the best alignment"
+            )
+        elif gain >= -DISTINCT_GAIN:  # a right answer on a checkerboard, moved by one square: -2.1 to -2.8 %
+            uncertain.append(
+                f"the fixed image repeats itself {shift:.3g} units away, and the answer moved by that much scores "
+                f"alike ({gain:+.1%} mutual information): the images do not tell these alignments apart (a repeated "
+                "pattern); check it by eye"
+            )
+    return uncertain
+
+
 def check(
     fixed: SpatialImage,
     moving: SpatialImage,
@@ -380,6 +412,7 @@ def check(
     min_ncc: float = 0.1,
     coverage: Mapping[str, Any] | None = None,
     probe: Mapping[str, Any] | None = None,
+    repeats: Sequence[Mapping[str, float]] | None = None,
 ) -> QualityReport:
     """Judge a registration's answer.
 
@@ -426,6 +459,11 @@ def check(
     probe : mapping, optional
         :func:`coregister.pipeline.evidence.probe` of the answer: how far
         polishing it with Mattes MI moves it, and where perturbed starts end.
+    repeats : sequence of mapping, optional
+        The answer moved by each shift at which the fixed image repeats itself
+        (:func:`coregister.pipeline.evidence.repeats`): ``shift`` (its length,
+        world units) and ``gain`` (how much more mutual information the pair
+        shares through it, a fraction).
 
     Returns
     -------
@@ -519,6 +557,7 @@ def check(
     figures["hit_iteration_cap"] = bool(hit_iteration_cap)
 
     uncertain = _evidence_findings(coverage, probe, figures, findings, notes)
+    uncertain.extend(_repeat_findings(repeats or (), figures, findings))
 
     # logged at INFO: the findings travel with the answer (QualityReport.warnings, Result.warnings), and the
     # caller decides how loud a failed check is (the command line: exit code 3 and one line on stderr)
