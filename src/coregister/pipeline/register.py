@@ -277,7 +277,9 @@ def _register(
     started = time.perf_counter()
     start: Start | None = None
     initial = initial_transform
-    if initial is None and engine is not EngineName.FEATURES:
+    # the feature engine finds its own start; the fallback chain tries it first, with the projective model beside the
+    # affine (a start found here would hand the chain's intensity engines an affine and keep it from choosing)
+    if initial is None and engine not in (EngineName.FEATURES, EngineName.AUTO):
         start, config = find_start(config, pair.fixed, pair.moving, pair.fixed_mask, pair.moving_mask, notes)
         initial = None if start is None else start.transform
     # the "before" figures need no answer: computed on a second thread while the engine (one thread by default)
