@@ -104,3 +104,27 @@ def test_check_record_counts_false_acceptance_and_rejection() -> None:
     assert (record["good_answers"], record["false_rejected"]) == (2, 1)
     assert record["false_acceptance_rate"] == 0.5 and record["false_rejection_rate"] == 0.5
     assert record["refused"] == 1 and record["runs"] == 6
+
+
+def test_a_photo_over_four_decades_registers_with_its_highlights_clamped() -> None:
+    """Mattes bins span the lowest to the highest value: the moon's highlights (0.5 % of it, up to 1e4) would
+    leave its structure two bins; clamped for the registration, the answer holds (it was 1.07 px off, passed)."""
+    import coregister as cr
+
+    case = corpus.case_2d("similarity", "moon-hdr", 1)
+    result = cr.register(case.fixed, case.moving, **case.options)
+    assert case.error(result.transform) <= case.tolerance
+    assert result.passed
+    assert any("clamped to" in w for w in result.warnings), result.warnings
+
+
+def test_ordinary_intensities_are_not_clamped() -> None:
+    from coregister.pipeline.attempt import _clamp_outliers
+
+    notes: list[str] = []
+    for name in ("camera", "checkerboard", "coins"):
+        image = corpus.case_2d("translation", name, 1).fixed
+        assert _clamp_outliers(image, None, "fixed", notes) is image
+    volume = corpus.volume("kmeans-t1")
+    assert _clamp_outliers(volume, None, "fixed", notes) is volume
+    assert notes == []
