@@ -28,6 +28,7 @@ same on anisotropic volumes.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ from coregister.image import SpatialImage
 
 __all__ = [
     "clahe",
+    "clamp_outliers",
     "equalize_histogram",
     "fill_mask",
     "gaussian_smooth",
@@ -351,6 +353,62 @@ def equalize_histogram(image: SpatialImage, *, nbins: int = 256, mask: np.ndarra
         return exposure.equalize_hist(values.astype(np.float64), nbins=int(nbins), mask=region).astype(np.float32)
 
     return _float_image(image, _per_channel(image, equalise))
+
+
+#: the share of voxels at each end of the intensities that clamp_outliers may clamp ...
+OUTLIER_SHARE = 0.005
+#: ... judged on at most this many of them (every k-th: the percentiles of a million points are as good)
+_OUTLIER_POINTS = 1_000_000
+
+
+def clamp_outliers(
+    image: SpatialImage, valid: np.ndarray | None = None, *, share: float = OUTLIER_SHARE
+) -> tuple[SpatialImage, str | None]:
+    """Intensities clamped to their ``share`` and ``1 - share`` quantiles where the outer ones span more than the rest.
+
+    Histogram metrics (Mattes MI, joint-histogram MI) spread their bins from
+    the lowest value to the highest: where a few voxels (a high-dynamic-range
+    photo's highlights, metal in a CT, a spike) reach further than the rest of
+    the image spans, most bins hold almost nothing and the structure falls
+    into two or three of them. ANTs winsorises every image at the 0.5th and
+    99.5th percentiles; this touches only the images that need it. Returns
+    the image (the same object when untouched) and a note saying what was
+    done (None when nothing was).
+
+    Parameters
+    ----------
+    image : SpatialImage
+        A single-channel image.
+    valid : ndarray of bool, optional
+        The voxels whose values count (a mask; default all finite ones).
+    share : float
+        The share of voxels at each end that may be clamped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> values = np.linspace(0.0, 1.0, 10_000).reshape(100, 100).astype(np.float32)
+    >>> plain = SpatialImage(values, origin=(0, 0), spacing=(1, 1))
+    >>> clamp_outliers(plain)[0] is plain
+    True
+    >>> spiked = plain.replace(array=np.where(values > 0.999, 1e4, values).astype(np.float32))
+    >>> clamped, note = clamp_outliers(spiked)
+    >>> float(clamped.array.max()) < 1.0, note.startswith("intensities clamped to 0.005..")
+    (True, True)
+    """
+    values = np.asarray(image.array)
+    inside = values[valid] if valid is not None else values.ravel()
+    if inside.size > _OUTLIER_POINTS:
+        inside = inside[:: int(math.ceil(inside.size / _OUTLIER_POINTS))]
+    inside = inside[np.isfinite(inside)] if np.issubdtype(inside.dtype, np.floating) else inside
+    if inside.size < 2:
+        return image, None
+    lowest, low, high, highest = (float(v) for v in np.percentile(inside, [0, 100 * share, 100 * (1 - share), 100]))
+    if not high > low or (highest - high) + (low - lowest) <= high - low:
+        return image, None
+    note = (f"intensities clamped to {low:.4g}..{high:.4g} (the {share:.1%} at each end span {lowest:.4g}..{low:.4g} "
+            f"and {high:.4g}..{highest:.4g}, more than the rest), so that histograms resolve the structure")
+    return image.replace(array=np.clip(values, low, high).astype(np.float32, copy=False)), note
 
 
 def luminance_if_colour(image: SpatialImage) -> tuple[SpatialImage, str | None]:

@@ -150,8 +150,6 @@ def prepare(fixed: SpatialImage, moving: SpatialImage, fixed_mask: Any = None, m
     notes += grey_notes
     _refuse_constant(fixed_grey, fixed_valid, "fixed")
     _refuse_constant(moving_grey, moving_valid, "moving")
-    fixed_grey = _clamp_outliers(fixed_grey, fixed_valid, "fixed", notes)
-    moving_grey = _clamp_outliers(moving_grey, moving_valid, "moving", notes)
     fixed_grey, fixed_valid = _deshear(fixed_grey, fixed_valid, "fixed", notes)
     moving_grey, moving_valid = _deshear(moving_grey, moving_valid, "moving", notes)
     overlap_note = _physical_overlap_note(fixed_grey, moving_grey, initial)
@@ -172,43 +170,6 @@ def _refuse_constant(image: SpatialImage, valid: np.ndarray | None, name: str) -
             f"the {name} image is constant (every valid voxel is {inside.flat[0]:g}): there is nothing to align; "
             "check the file (an empty export, a wrong channel or window)"
         )
-
-
-#: the share of voxels at each end of the intensities that may be clamped ...
-_OUTLIER_SHARE = 0.005
-#: ... judged on at most this many of them
-_OUTLIER_POINTS = 1_000_000
-
-
-def _clamp_outliers(image: SpatialImage, valid: np.ndarray | None, name: str, notes: list[str]) -> SpatialImage:
-    """Intensities clamped to their 0.5th-99.5th percentiles where the outer 0.5 % spans more than the rest.
-
-    Histogram metrics (Mattes MI, the check's own) spread their bins from the
-    lowest value to the highest: where a few voxels (a high-dynamic-range
-    photo's highlights, metal in a CT, a spike) reach further than the rest
-    of the image spans, most bins hold almost nothing and the structure falls
-    into two or three of them (a moon photo over four decades: 1 px off
-    instead of 0.03). ANTs winsorises every image at these percentiles;
-    here only images that need it are touched, and ``notes`` says so. The
-    answer is a world map: it applies to the original intensities.
-    """
-    values = np.asarray(image.array)
-    inside = values[valid] if valid is not None else values.ravel()
-    if inside.size > _OUTLIER_POINTS:  # every k-th voxel: the percentiles of a million points are as good
-        inside = inside[:: int(math.ceil(inside.size / _OUTLIER_POINTS))]
-    inside = inside[np.isfinite(inside)] if np.issubdtype(inside.dtype, np.floating) else inside
-    if inside.size < 2:
-        return image
-    lowest, low, high, highest = (float(v) for v in np.percentile(inside, [0, 100 * _OUTLIER_SHARE,
-                                                                            100 * (1 - _OUTLIER_SHARE), 100]))
-    if not high > low or (highest - high) + (low - lowest) <= high - low:
-        return image
-    notes.append(
-        f"the {name} image's outer {_OUTLIER_SHARE:.1%} of intensities at each end span more than the rest "
-        f"({lowest:.4g}..{low:.4g} and {high:.4g}..{highest:.4g} against {low:.4g}..{high:.4g}): it was registered "
-        f"with its intensities clamped to {low:.4g}..{high:.4g}, so that histograms resolve its structure"
-    )
-    return image.replace(array=np.clip(values, low, high).astype(np.float32, copy=False))
 
 
 #: largest deviation of a direction matrix's columns from orthonormal that counts as rounding
