@@ -79,6 +79,15 @@ def test_a_right_answer_on_a_checkerboard_is_uncertain() -> None:
     assert [round(s) for s in row["measures"]["repeat_shifts"]] == [50, 50, 50, 50], row
 
 
+def test_a_mirrored_projective_answer_is_not_passed() -> None:
+    """Keypoints matched on a silhouette fit a homography that mirrors the horse and sends part of it to infinity."""
+    case = corpus.case_2d("perspective", "horse", 2)
+    row = corpus.run(case)
+    assert row["error"] > 5 * case.tolerance, row
+    assert row["verdict"] == "failed", row
+    assert any("horizon crosses the fixed image" in f for f in row["failures"]), row
+
+
 def test_a_photo_that_does_not_repeat_has_no_repeat_evidence() -> None:
     row = corpus.run(corpus.case_2d("similarity", "camera", 2))
     assert row["verdict"] == "passed", row
