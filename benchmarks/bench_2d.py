@@ -41,6 +41,12 @@ warped by seeded rigid transforms: our ECC engine beside the SimpleITK
 engine's default rigid preset, same process, alternating (error: mean over
 head voxels, mm).
 
+``--views SEEDS`` adds issue 12's case: ``register(preset="auto")`` on
+800 x 640 photos (astronaut, coffee, rocket, chelsea) under the validation
+corpus's similarities, affines and perspective views (a camera turned 10-45
+degrees), beside our homography preset, SIFT + RANSAC and OpenCV's ECC
+pyramid with a homography (``--skip-512`` leaves the 512 x 512 cases out).
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_2d.py --seeds 3 --repeats 3 --with-3d --json bench_2d.json
@@ -52,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
@@ -366,7 +373,121 @@ def run_3d(seeds: int) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------- 800 x 640 views
+VIEW_PHOTOS = ("astronaut", "coffee", "rocket", "chelsea")
+VIEW_KINDS = ("similarity", "affine", "perspective")
+VIEW_SHAPE = (640, 800)
+
+
+def _view_photo(name: str) -> np.ndarray:
+    from skimage import transform
+
+    values = _photo(name) / 255.0
+    return (transform.resize(values, VIEW_SHAPE, anti_aliasing=True) * 255.0).astype(np.float32)
+
+
+def _view_methods() -> dict[str, Method]:
+    import coregister as cr
+
+    def preset(name: str) -> Method:
+        def run(case: dict[str, Any]) -> np.ndarray | None:
+            return _matrix(cr.register(_spatial(case["fixed"]), _spatial(case["moving"]), preset=name).transform)
+
+        return run
+
+    def homography_peer(method: Method) -> Method:
+        return lambda case: method({**case, "kind": "homography"})
+
+    return {
+        "ours: register(preset='auto')": preset("auto"),
+        "ours: register(preset='homography')": preset("homography"),
+        "sift+ransac homography": homography_peer(_keypoints("sift")),
+        "opencv ecc pyramid (4) homography": homography_peer(_opencv_pyramid),
+    }
+
+
+def run_views(seeds: int) -> dict[str, Any]:
+    """``preset="auto"`` on 800 x 640 photos under similarities, affines and views 10-45 degrees apart (issue 12).
+
+    Cases from :func:`corpus.warp_matrix` (the validation corpus's warps);
+    no mask given; error = mean px over the fixed pixels that the truth
+    keeps in the moving frame. Beside it: our homography preset, SIFT +
+    RANSAC homography and OpenCV's ECC pyramid with a homography, each
+    timed on the same case in this process.
+    """
+    import corpus
+
+    methods = _view_methods()
+    rows: list[dict[str, Any]] = []
+    warm = corpus.warp_photo(_view_photo(VIEW_PHOTOS[0]), np.eye(3), np.random.default_rng(0))
+    for function in methods.values():  # warm-up: imports, OpenCV's first calls
+        function({"fixed": warm[0], "moving": warm[1], "valid": warm[2], "kind": "similarity"})
+    for kind in VIEW_KINDS:
+        for name in VIEW_PHOTOS:
+            for seed in range(1, seeds + 1):
+                rng = np.random.default_rng(40_000 + seed)
+                values = _view_photo(name)
+                truth = corpus.warp_matrix(kind, values.shape, rng)
+                fixed, moving, valid = corpus.warp_photo(values, truth, rng)
+                points = corpus._overlap_points(values.shape, truth)
+                case = {"fixed": fixed, "moving": moving, "valid": valid, "kind": kind}
+                for method, function in methods.items():
+                    started = time.perf_counter()
+                    try:
+                        estimate = function(case)
+                    except Exception as exc:  # a peer or ours failing is a row, not a crash
+                        logging.getLogger(__name__).info("%s failed: %s", method, exc)
+                        estimate = None
+                    elapsed = time.perf_counter() - started
+                    error = (float(np.mean(np.linalg.norm(Homography(estimate).transform_points(points)
+                                                          - Homography(truth).transform_points(points), axis=1)))
+                             if estimate is not None and np.all(np.isfinite(estimate)) else float("inf"))
+                    rows.append({"method": method, "kind": kind, "photo": name, "seed": seed, "s": elapsed,
+                                 "error_px": error})
+                print(f"  done view {kind} {name} seed {seed}", file=sys.stderr, flush=True)
+    return {"seeds": seeds, "photos": list(VIEW_PHOTOS), "rows": rows}
+
+
+def views_markdown(views: dict[str, Any]) -> str:
+    lines = [f"800 x 640 views ({', '.join(views['photos'])}; {views['seeds']} seeds per photo and kind): time and "
+             "mean error over the overlap, per method and kind.", "",
+             "| method | kind | median s | max s | median error px | max error px | cases |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in views["rows"]:
+        groups[(row["method"], row["kind"])].append(row)
+    for (method, kind), rows in groups.items():
+        times = [r["s"] for r in rows]
+        errors = [r["error_px"] for r in rows]
+        lines.append(f"| {method} | {kind} | {statistics.median(times):.2f} | {max(times):.2f} | "
+                     f"{statistics.median(errors):.4g} | {max(errors):.4g} | {len(rows)} |")
+    auto = {(r["kind"], r["photo"], r["seed"]): r for r in views["rows"] if "auto" in r["method"]}
+    homography = {(r["kind"], r["photo"], r["seed"]): r for r in views["rows"] if "'homography'" in r["method"]}
+    perspective = [k for k in auto if k[0] == "perspective"]
+    worse = [k for k in perspective if auto[k]["error_px"] > homography[k]["error_px"] + 0.05]
+    slow = [k for k in auto if auto[k]["s"] >= 2.0]
+    lines += ["", f"auto worse than preset='homography' (by more than 0.05 px) on {len(worse)}/{len(perspective)} "
+              f"perspective pairs; auto at or over 2 s on {len(slow)}/{len(auto)} pairs."]
+    return "\n".join(lines)
+
+
 def markdown(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if "2d" in result:
+        lines += _markdown_512(result)
+    if "3d" in result:
+        lines += ["", f"3D: {result['3d']['volume']}, seeded rigid warps (up to 10 deg, 10 mm), noise; error in the head.", "",
+                  "| method | median s | median error mm | max error mm | cases |", "|---|---:|---:|---:|---:|"]
+        for row in result["3d"]["rows"]:
+            lines.append(f"| {row['method']} | {row['median_s']:.2f} | {row['median_error_mm']:.4f} | "
+                         f"{row['max_error_mm']:.4f} | {row['cases']} |")
+    if "views" in result:
+        lines += ["", views_markdown(result["views"])]
+    lines += ["", f"machine: {result['machine']}"]
+    return "\n".join(lines)
+
+
+def _markdown_512(result: dict[str, Any]) -> list[str]:
     lines = [
         f"2D: {result['2d']['cases_per_kind']} cases per kind (camera, astronaut; 512 x 512; noise sigma 2), "
         f"{result['2d']['repeats']} timed runs per case; error = mean px over the image (corners for homographies). "
@@ -384,14 +505,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['method']} | {row['kind']} | {row['median_ms']:.0f} | {row['median_cpu_ms']:.0f} | {row['median_error_px']:.4f} | "
             f"{row['max_error_px']:.4f} | {row['failures']}/{row['cases']}{mark} |"
         )
-    if "3d" in result:
-        lines += ["", f"3D: {result['3d']['volume']}, seeded rigid warps (up to 10 deg, 10 mm), noise; error in the head.", "",
-                  "| method | median s | median error mm | max error mm | cases |", "|---|---:|---:|---:|---:|"]
-        for row in result["3d"]["rows"]:
-            lines.append(f"| {row['method']} | {row['median_s']:.2f} | {row['median_error_mm']:.4f} | "
-                         f"{row['max_error_mm']:.4f} | {row['cases']} |")
-    lines += ["", f"machine: {result['machine']}"]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     parser.add_argument("--with-3d", action="store_true", help="add the MNI152 1 mm ECC vs SimpleITK engine comparison")
     parser.add_argument("--seeds-3d", type=int, default=3)
+    parser.add_argument("--views", type=int, default=0, metavar="SEEDS",
+                        help="also run preset='auto' on 800 x 640 views, SEEDS per photo and kind (issue 12)")
+    parser.add_argument("--skip-512", action="store_true", help="leave out the 512 x 512 cases")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     import os
@@ -408,10 +525,13 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OpenCV {cv2.__version__}",
-        "2d": run_2d(args.seeds, args.repeats, list(args.methods)),
     }
+    if not args.skip_512:
+        result["2d"] = run_2d(args.seeds, args.repeats, list(args.methods))
     if args.with_3d:
         result["3d"] = run_3d(args.seeds_3d)
+    if args.views:
+        result["views"] = run_views(args.views)
     print(markdown(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
