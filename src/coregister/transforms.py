@@ -15,6 +15,7 @@ Linear transforms share one parametrisation, ``y = A (x - c) + c + t``
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -278,14 +279,60 @@ class Transform(ABC):
                         f"cannot write a composite with non-linear members to {str(path)!r}: a .mat file holds "
                         "one transform; use .h5 or .tfm"
                     )
-            with atomic_path(path) as tmp:
-                sitk.WriteTransform(to_write.to_sitk(), str(tmp))
+            _write_itk_transform(to_write.to_sitk(), path, suffix)
         else:
             raise UnsupportedFormatError(
                 f"cannot write a transform to {str(path)!r}: use .tfm, .txt, .h5, .mat (ITK) or .json"
                 + ("; a displacement field also .nii.gz" if isinstance(self, DisplacementField) else "")
             )
         return path
+
+
+#: ITK transform files whose writers (C++ streams) do not report a failed write: read back after writing
+_UNCHECKED_SUFFIXES = (".tfm", ".txt", ".mat")
+#: what an ITK HDF5 transform file holds besides its numbers (about 8 kB; the estimate allows for more)
+_HDF5_OVERHEAD = 1 << 16
+
+
+def _itk_numbers(tx: sitk.Transform) -> list[tuple[str, tuple[float, ...], tuple[float, ...]]]:
+    """``(name, parameters, fixed parameters)`` of each transform of ``tx``, composites opened."""
+    if tx.GetName() == "CompositeTransform":
+        chain = sitk.CompositeTransform(tx)
+        return [part for k in range(chain.GetNumberOfTransforms()) for part in _itk_numbers(chain.GetNthTransform(k))]
+    return [(tx.GetName(), tx.GetParameters(), tx.GetFixedParameters())]
+
+
+def _itk_count(tx: sitk.Transform) -> int:
+    """How many numbers ``tx`` holds (parameters and fixed parameters, composites opened)."""
+    if tx.GetName() == "CompositeTransform":
+        chain = sitk.CompositeTransform(tx)
+        return sum(_itk_count(chain.GetNthTransform(k)) for k in range(chain.GetNumberOfTransforms()))
+    return int(tx.GetNumberOfParameters()) + int(tx.GetNumberOfFixedParameters())
+
+
+def _write_itk_transform(tx: sitk.Transform, path: Path, suffix: str) -> None:
+    """``sitk.WriteTransform`` to ``path`` atomically, its stderr logged, a write that failed part way refused.
+
+    HDF5 cannot fail cleanly part way (the half-closed file crashes the
+    process at exit): the room is checked first. The text and MATLAB
+    writers ignore failed writes: the file is read back and compared.
+    """
+    from coregister._files import atomic_path, ensure_room
+    from coregister._stderr import captured_stderr
+
+    with atomic_path(path) as tmp:
+        if suffix in (".h5", ".hdf5"):
+            ensure_room(tmp, 8 * _itk_count(tx) + _HDF5_OVERHEAD)
+        with captured_stderr(f"writing {path}"):
+            sitk.WriteTransform(tx, str(tmp))
+        if suffix in _UNCHECKED_SUFFIXES:
+            try:
+                with captured_stderr(f"reading back {path}"):
+                    same = _itk_numbers(sitk.ReadTransform(str(tmp))) == _itk_numbers(tx)
+            except RuntimeError:
+                same = False
+            if not same:  # the device filled up, or the file system failed: the file is not what was written
+                raise OSError(errno.EIO, "the file read back is incomplete", str(tmp))
 
 
 class LinearTransform(Transform):
@@ -827,6 +874,7 @@ class DisplacementField(_Warp):
         ANTsPy and SimpleITK read it with the same meaning. Written atomically.
         """
         from coregister._files import atomic_path
+        from coregister._stderr import captured_stderr
 
         path = Path(path)
         suffix = _field_suffix(path)
@@ -837,8 +885,9 @@ class DisplacementField(_Warp):
                 f"cannot write a displacement field to {str(path)!r}: use .nii.gz (as ANTs' warps), .nrrd, .mha or "
                 ".h5 (ITK transform); a text .tfm or a .json file would hold millions of numbers"
             )
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(self.to_sitk_image(), str(tmp))
+        image = self.to_sitk_image()
+        with atomic_path(path) as tmp, captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: logged
+            sitk.WriteImage(image, str(tmp))
         return path
 
 

@@ -306,7 +306,7 @@ def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path,
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
-    with part_folder(folder, path.name) as staging:
+    with part_folder(folder, path.name, stands_for=folder) as staging:
         header = staging / path.name
         writer.SetFileName(str(header))
         with captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: the error below says it once

@@ -147,7 +147,9 @@ def sample_displacements(transform: Transform, grid: FieldParts | Any) -> np.nda
 def write_field_image(parts: FieldParts, path: Path) -> Path:
     """Write a field as an ITK vector image (a 5D NIfTI ``(x, y, z, 1, 3)`` with intent vector for ``.nii.gz``), atomically."""
     from coregister._files import atomic_path
+    from coregister._stderr import captured_stderr
 
-    with atomic_path(path) as tmp:  # the temporary name keeps the suffix, which picks ITK's writer
-        sitk.WriteImage(parts.to_sitk_image(), str(tmp))
+    image = parts.to_sitk_image()
+    with atomic_path(path) as tmp, captured_stderr(f"writing {path}"):  # the temporary name keeps the suffix (ITK's writer)
+        sitk.WriteImage(image, str(tmp))
     return path
