@@ -52,7 +52,6 @@ __all__ = [
     "from_sitk",
     "linear_members",
     "linear_product",
-    "read_field_image",
     "read_transform",
     "sampled_field",
 ]
@@ -708,7 +707,8 @@ class DisplacementField(_Warp):
     A field saves to a vector image (``.nii.gz``: NIfTI intent vector, the
     components in ITK/LPS world units whatever the header's RAS affine says,
     as ANTs writes its ``*Warp.nii.gz``; also ``.nrrd``/``.mha``) or an ITK
-    ``.h5`` transform file. :meth:`inverse` inverts it numerically
+    ``.h5`` transform file (read back by :func:`coregister.read_transform`).
+    :meth:`inverse` inverts it numerically
     (SimpleITK's ``InvertDisplacementField``) and the inverse states its
     residual.
 
@@ -1420,38 +1420,17 @@ def sampled_field(transform: Transform, grid: Any) -> DisplacementField:
     return DisplacementField.from_sitk_image(image)
 
 
-def read_field_image(path: str | os.PathLike[str]) -> DisplacementField:
-    """Read a displacement field stored as an ITK vector image (ANTs ``*Warp.nii.gz``, Slicer ``.nrrd``/``.mha``).
-
-    The vectors are taken as they are stored, world (LPS) millimetres, which
-    is what ITK, ANTs and 3D Slicer write whatever the container's own
-    convention. SimpleITK's own messages are logged, not printed.
-    """
-    from coregister._stderr import captured_stderr
-
-    path = Path(path)
-    try:
-        with captured_stderr(f"reading {path}"):
-            image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
-    if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
-        raise UnreadableInputError(
-            f"{str(path)!r} is an image with {image.GetNumberOfComponentsPerPixel()} component(s) per pixel, not a "
-            f"{image.GetDimension()}D displacement field (one world component per axis); read images with coregister.read"
-        )
-    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
-
-
 def read_transform(path: str | os.PathLike[str]) -> Transform:
     """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
 
     Parameters
     ----------
     path : path
-        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file, coregister ``.json``, or a
-        displacement field image (``.nii.gz``/``.nii``/``.nrrd``/``.mha``: a
-        vector image with world components, as ANTs writes ``*Warp.nii.gz``).
+        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file or coregister ``.json``.
+        A displacement field image (``.nii.gz``, ``.nrrd``, ``.mha``: what
+        :meth:`DisplacementField.save` writes) is an image: it is read by
+        :func:`coregister.read_transform` (``coregister.io.transforms``),
+        with the image readers' header checks.
 
     Returns
     -------
@@ -1462,8 +1441,11 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
     if not path.is_file():
         raise UnreadableInputError(f"transform file {str(path)!r} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
-    if _field_suffix(path) is not None:
-        return read_field_image(path)
+    if _field_suffix(path) is not None:  # an image: read where images are read, its header checked first
+        raise UnsupportedFormatError(
+            f"{str(path)!r} is a displacement-field image: read it with coregister.read_transform "
+            "(coregister.io.transforms), which checks its header against the file before reading it"
+        )
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -1477,8 +1459,8 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
             ) from exc
     if suffix not in _ITK_SUFFIXES:
         raise UnsupportedFormatError(
-            f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat, .json or a displacement field "
-            "(.nii.gz, .nrrd, .mha)"
+            f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat, .json or, with "
+            "coregister.read_transform, a displacement field (.nii.gz, .nrrd, .mha)"
         )
     with open(path, "rb") as handle:
         head = handle.read(8)

@@ -163,8 +163,13 @@ def read_itk(path: str | os.PathLike[str]) -> Transform:
 
     :func:`coregister.transforms.read_transform`: the files checked against
     their types before SimpleITK reads them, displacement fields read as
-    :class:`~coregister.transforms.DisplacementField`.
+    :class:`~coregister.transforms.DisplacementField`; a displacement-field
+    image (``.nii.gz``, ``.nrrd``, ``.mha``) by :func:`~coregister.io.transforms._field.read_field_image`.
     """
+    if Path(path).name.lower().endswith(_FIELD_SUFFIXES):
+        from coregister.io.transforms._field import read_field_image
+
+        return read_field_image(path)
     return _read_itk_or_json(path)
 
 

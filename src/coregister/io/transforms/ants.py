@@ -46,10 +46,11 @@ from coregister.io.transforms._field import (
     FieldParts,
     displacement_field,
     field_parts,
+    read_field_image,
     sample_displacements,
     write_field_image,
 )
-from coregister.transforms import Affine, Composite, LinearTransform, Transform, read_field_image, read_transform
+from coregister.transforms import Affine, Composite, LinearTransform, Transform, read_transform
 
 __all__ = ["AntsFiles", "parse_ants_argument", "read_ants", "write_ants"]
 

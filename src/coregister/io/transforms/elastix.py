@@ -51,7 +51,7 @@ import SimpleITK as sitk
 
 from coregister.errors import UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io.transforms._field import FieldParts, field_parts, write_field_image
+from coregister.io.transforms._field import FieldParts, field_parts, read_field_image, write_field_image
 from coregister.transforms import (
     Affine,
     BSpline,
@@ -62,7 +62,6 @@ from coregister.transforms import (
     Transform,
     Translation,
     from_sitk,
-    read_field_image,
 )
 
 __all__ = ["ParameterMap", "parse_parameter_text", "read_elastix", "write_elastix"]
