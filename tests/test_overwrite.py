@@ -126,9 +126,9 @@ def test_transform_convert_refuses_an_existing_file_and_replaces_it_with_overwri
     assert output.read_bytes() == b"the user's own file"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.tfm", name])
     assert main([*args, "--overwrite", "-q"]) == EXIT_OK
-    back = cr.read_transform(output)
-    np.testing.assert_array_equal(back.matrix, RIGID_3D.matrix)
-    np.testing.assert_array_equal(back.translation, RIGID_3D.translation)
+    back, given = cr.read_transform(output), cr.read_transform(source)  # converted exactly, bit for bit
+    np.testing.assert_array_equal(back.matrix, given.matrix)
+    np.testing.assert_array_equal(back.translation, given.translation)
 
 
 def test_transform_convert_never_replaces_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,4 +168,4 @@ def test_write_refuses_to_replace_a_transform_file_unless_asked(tmp_path: Path) 
         cr.write(RIGID_3D, target)
     assert target.read_bytes() == b"the user's own file"
     cr.write(RIGID_3D, target, overwrite=True)
-    np.testing.assert_array_equal(cr.read_transform(target).matrix, RIGID_3D.matrix)
+    np.testing.assert_allclose(cr.read_transform(target).matrix, RIGID_3D.matrix, rtol=0, atol=1e-15)  # via Euler angles
