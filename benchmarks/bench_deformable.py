@@ -73,9 +73,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 import coregister as cr
+from coregister.io.transforms import read_transform
 from coregister.measures import jacobian_determinant
 from coregister.qc import synthetic
-from coregister.transforms import Composite, read_transform, sampled_field
+from coregister.transforms import Composite, sampled_field
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COREGISTER_TEST_DATA", ROOT.parent / "shared" / "data"))

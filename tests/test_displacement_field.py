@@ -17,8 +17,9 @@ import SimpleITK as sitk
 
 import coregister as cr
 from coregister.errors import GeometryError, UnreadableInputError, UnsupportedFormatError
+from coregister.io.transforms import read_transform
 from coregister.measures import jacobian_determinant
-from coregister.transforms import Affine, Composite, DisplacementField, from_dict, read_transform, sampled_field
+from coregister.transforms import Affine, Composite, DisplacementField, from_dict, sampled_field
 
 DIRECTION_LPS_FLIP = np.diag([-1.0, -1.0, 1.0])  # a NIfTI RAS volume read into LPS has this direction
 
@@ -161,3 +162,12 @@ def test_sampled_field_and_jacobian_of_a_field() -> None:
     ours = jacobian_determinant(smooth, smooth.field).array
     theirs = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(smooth.to_sitk_image()))
     assert np.allclose(ours[1:-1, 1:-1, 1:-1], theirs[1:-1, 1:-1, 1:-1], atol=1e-9)
+
+
+def test_the_transform_values_send_a_field_image_to_the_image_readers(tmp_path: Path) -> None:
+    from coregister import transforms
+
+    path = _smooth_field((5, 6, 7), amplitude=1.0, seed=9).save(tmp_path / "x1Warp.nii.gz")
+    with pytest.raises(UnsupportedFormatError, match=r"displacement-field image: read it with coregister\.read_transform"):
+        transforms.read_transform(path)
+    assert isinstance(read_transform(path), DisplacementField)

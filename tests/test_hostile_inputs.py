@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -354,6 +355,46 @@ def _dimension_mismatch(tmp: Path, data: Callable[[str], Path]) -> tuple[Callabl
         "apply", str(path), str(data(PNG)), "--reference", str(data(PNG)), "-o", str(tmp / "out.png")]
 
 
+# ------------------------------------------------------- displacement fields
+def _field_file(name: str, make: Callable[[], bytes], max_memory: str | None = None) -> Callable[..., Any]:
+    """A displacement-field image given to ``cr.read_transform`` and to ``coregister apply`` (3D images)."""
+
+    def build(tmp: Path, data: Callable[[str], Path]) -> tuple[Callable[[], Any], list[str]]:
+        path = tmp / name
+        path.write_bytes(make())
+
+        def api() -> Any:
+            if max_memory is not None:
+                os.environ["COREGISTER_MAX_MEMORY"] = max_memory
+            try:
+                return cr.read_transform(path)
+            finally:
+                os.environ.pop("COREGISTER_MAX_MEMORY", None)
+
+        return api, [*(["--max-memory", max_memory] if max_memory else []), "apply", str(path), str(data(ANATOMICAL)),
+                     "--reference", str(data(ANATOMICAL)), "-o", str(tmp / "out.nii.gz")]
+
+    return build
+
+
+def _field_header_12gb() -> bytes:
+    """An ANTs-style warp header (x, y, z, 1, 3 float32, intent vector) claiming 1000^3 vectors, 1 kB of data, gzipped."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((1000, 1000, 1000, 1, 3))
+    header.set_data_dtype(np.float32)
+    header.set_intent("vector")
+    return gzip.compress(header.binaryblock + bytes(4) + bytes(1000))
+
+
+def _field_mha_zlib(size: int) -> bytes:
+    """A compressed MetaImage field of size^3 float64 vectors (zeros: a few kB of zlib hold them all)."""
+    header = ("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\n"
+              "CompressedData = True\nElementSpacing = 1 1 1\nOffset = 0 0 0\nTransformMatrix = 1 0 0 0 1 0 0 0 1\n"
+              f"DimSize = {size} {size} {size}\nElementNumberOfChannels = 3\nElementType = MET_DOUBLE\n"
+              "ElementDataFile = LOCAL\n")
+    return header.encode() + zlib.compress(bytes(size**3 * 3 * 8))
+
+
 # --------------------------------------------------------- pairs and config
 def _pairs(text: str) -> Callable[..., Any]:
     def build(tmp: Path, data: Callable[[str], Path]) -> tuple[Callable[[], Any], list[str]]:
@@ -523,6 +564,13 @@ CASES = [
     Case("json-not-a-transform", _transform_file("list.json", "[1, 2, 3]"), UnsupportedFormatError, EXIT_ERROR,
          r"a transform is a JSON object"),
     Case("transform-dimension-mismatch", _dimension_mismatch, GeometryError, EXIT_ERROR, r"3D"),
+    Case("field-huge-header", _field_file("huge1Warp.nii.gz", _field_header_12gb), UnreadableInputError, EXIT_ERROR,
+         r"huge1Warp.nii.gz' is not a readable displacement field file: .*claims 12 GB of pixels; the file's 64 B of "
+         r"compressed data expand to 66 kB at most"),
+    Case("field-over-the-memory-limit", _field_file("zeros.mha", lambda: _field_mha_zlib(100), max_memory="20M"),
+         MemoryLimitError, EXIT_ERROR,
+         r"reading '.*zeros.mha' \(header: size \(100, 100, 100\), vector of 64-bit float, 3 components\) would need "
+         r"48 MB, more than the 20 MB allowed \(COREGISTER_MAX_MEMORY=20M\)"),
     # pairs and configuration files
     Case("pairs-missing-column", _pairs("fixed,image\na.png,b.png\n"), ConfigError, EXIT_ERROR,
          r"lacks column\(s\) \['moving'\]"),

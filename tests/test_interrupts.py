@@ -12,10 +12,13 @@ and the report is being drawn) and sends SIGINT, SIGTERM or SIGKILL:
   ``.part`` folder may be left, and the next run in the same place removes
   it.
 
-The SimpleITK engine stops its optimiser at the next iteration (an
-iteration observer calls ``StopRegistration``): the B-spline run below,
-about half a minute long, ends soon after the signal; the time it took is
-printed, not asserted.
+The SimpleITK engine stops its optimiser at the iteration the signal
+comes in: its iteration observer calls ``StopRegistration`` or, for the
+optimisers that cannot be asked (LBFGSB, the B-spline stage's), ends
+``Execute`` itself. That is asserted on what the engine logs, not on the
+time: the level at which the signal was seen says it ran no further
+iteration, and no later level starts. A progress callback that fails stops
+the optimiser the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 import pytest
 
 import coregister
+import coregister as cr
 from coregister._files import PART_MARKER, part_folder, sweep_parts
 
 ANATOMICAL = "medical/nibabel_anat_func/anatomical.nii"
@@ -55,8 +59,13 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, env=ENV)
 
 
-def run_and_signal(args: list[str], cwd: Path, marker: str, signum: int, delay_s: float = 0.0) -> tuple[int, list[str], float]:
-    """Run ``coregister ARGS``, send ``signum`` ``delay_s`` after ``marker`` shows on stderr; exit code, stderr, seconds."""
+def run_and_signal(
+    args: list[str], cwd: Path, marker: str, signum: int, delay_s: float = 0.0, wait_s: float = 240
+) -> tuple[int, list[str], float]:
+    """Run ``coregister ARGS``, send ``signum`` ``delay_s`` after ``marker`` shows on stderr; exit code, stderr, seconds.
+
+    The process must end within ``wait_s`` of the signal.
+    """
     proc = _start(args, cwd)
     lines: list[str] = []
     seen = threading.Event()
@@ -74,7 +83,12 @@ def run_and_signal(args: list[str], cwd: Path, marker: str, signum: int, delay_s
     time.sleep(delay_s)
     sent = time.perf_counter()
     proc.send_signal(signum)
-    code = proc.wait(timeout=240)
+    try:
+        code = proc.wait(timeout=wait_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
     took = time.perf_counter() - sent
     reader.join(timeout=10)
     assert proc.stderr is not None
@@ -108,6 +122,60 @@ def test_a_signal_during_optimisation_stops_the_engine_and_leaves_nothing(
     assert returned == code, lines[-10:]
     assert _own_lines(lines) == [f"coregister: {word}"], lines
     assert not (tmp_path / "out").exists() and _parts(tmp_path) == []
+
+
+#: the engine's debug line when a level's optimiser has made its first iteration (logged from the observer)
+OPTIMISING_BSPLINE = r"coregister\.engines\.sitk\.engine: bspline level 0 .*: optimising, (\d+) iterations at most"
+#: its info line when a signal ended a level
+STOPPED = r"coregister\.engines\.sitk\.engine: (\w+) level (\d+) .*: interrupted at iteration (\d+) of (\d+), stopped (\d+) "
+#: the lines that say a level started or finished
+LEVEL = r"coregister\.engines\.sitk\.engine: \w+ level \d+ .*: (optimising|\d+ points)"
+
+
+def test_ctrl_c_ends_the_optimisation_at_the_iteration_it_came_in_and_no_later_level_runs(data, tmp_path: Path) -> None:
+    """LBFGSB (the B-spline stage) cannot be asked to stop: before its observer ended ``Execute`` itself, a Ctrl-C
+    at its first iteration let it run on to convergence (124 iterations here; a capped fine level, minutes)."""
+    cap = 100_000  # far more than the level needs: only the signal can end it early
+    args = ["register", str(data(ANATOMICAL)), str(data(MOVED)), "-o", str(tmp_path / "out"), "--preset", "bspline",
+            "--iterations", str(cap), "-vv"]
+    returned, lines, took = run_and_signal(args, tmp_path, OPTIMISING_BSPLINE, signal.SIGINT, wait_s=120)
+    print(f"exit {returned} {took:.2f} s after the signal")
+    assert returned == 130, lines[-10:]
+    assert _own_lines(lines) == ["coregister: interrupted"], lines
+    started = next(k for k, line in enumerate(lines) if re.search(OPTIMISING_BSPLINE, line))
+    stopped = [(k, match.groups()) for k, line in enumerate(lines) if (match := re.search(STOPPED, line))]
+    assert len(stopped) == 1, lines[started:]
+    at, (stage, level, iteration, of, later) = stopped[0]
+    # the observer saw the signal in the level that was running, which ran no iteration after it
+    assert (stage, level, int(of), int(later)) == ("bspline", "0", cap, 0), lines[at]
+    assert int(iteration) < cap
+    assert not [line for line in lines[started + 1 :] if re.search(LEVEL, line)]  # the level did not finish, none began
+    assert not (tmp_path / "out").exists() and _parts(tmp_path) == []
+
+
+def test_a_failing_progress_callback_ends_an_lbfgsb_level_at_once(data, monkeypatch: pytest.MonkeyPatch) -> None:
+    import SimpleITK as sitk
+
+    fixed, moving = cr.read(data(ANATOMICAL)), cr.read(data(MOVED))
+    ran: list[tuple[str, int]] = []  # (optimiser, iterations) of each level, however Execute ended
+    execute = sitk.ImageRegistrationMethod.Execute
+
+    def recorded(self: sitk.ImageRegistrationMethod, *args: object) -> object:
+        try:
+            return execute(self, *args)
+        finally:
+            ran.append((self.GetOptimizerStopConditionDescription().split(":")[0], self.GetOptimizerIteration()))
+
+    monkeypatch.setattr(sitk.ImageRegistrationMethod, "Execute", recorded)
+
+    def progress(stage: str, level: int, iteration: int, metric: float) -> None:
+        if stage == "bspline":
+            raise ValueError("the progress bar broke")
+
+    with pytest.raises(ValueError, match="the progress bar broke"):
+        cr.register(fixed, moving, preset="bspline", progress=progress)
+    # the B-spline level (LBFGSB, 30 iterations at most) ended at the iteration that failed, not at its cap
+    assert ran[-1][1] <= 1 and len(ran) == 4, ran
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])

@@ -105,3 +105,67 @@ def test_geo_commands_follow_the_rio_convention(tmp_path: Path, capsys: pytest.C
     lines = _lines(capsys.readouterr().err)
     assert len(lines) == 1 and "change.tif' exists; pass --overwrite" in lines[0], lines
     assert output.read_bytes() == b"an earlier map"
+
+
+# ------------------------------------------------------------ transform convert, write_transform
+RIGID_3D = cr.Rigid.from_angles(np.deg2rad([4.0, -7.0, 11.0]), translation=[2.5, -1.5, 3.0], center=[1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("name", ["t.txt", "t.h5", "t.json"])
+def test_transform_convert_refuses_an_existing_file_and_replaces_it_with_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    source = RIGID_3D.save(tmp_path / "in.tfm")
+    output = tmp_path / name
+    output.write_bytes(b"the user's own file")
+    args = ["transform", "convert", str(source), str(output)]
+    capsys.readouterr()
+    assert main(args) == EXIT_ERROR
+    lines = _lines(capsys.readouterr().err)
+    assert lines == [f"coregister: error: {str(output)!r} exists; pass --overwrite to replace it, or choose another OUT"]
+    assert output.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.tfm", name])
+    assert main([*args, "--overwrite", "-q"]) == EXIT_OK
+    back, given = cr.read_transform(output), cr.read_transform(source)  # converted exactly, bit for bit
+    np.testing.assert_array_equal(back.matrix, given.matrix)
+    np.testing.assert_array_equal(back.translation, given.translation)
+
+
+def test_transform_convert_never_replaces_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = RIGID_3D.save(tmp_path / "in.tfm")
+    before = source.read_bytes()
+    assert main(["transform", "convert", str(source), str(source), "--overwrite"]) == EXIT_ERROR
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize("fmt, path, existing, others", [
+    # ANTs: an affine then a warp; the warp is the user's
+    ("ants", "ants_", "ants_1Warp.nii.gz", ["ants_0GenericAffine.mat"]),
+    # elastix: a chain of two parameter files; the first is the user's
+    ("elastix", "TransformParameters.txt", "TransformParameters.0.txt", ["TransformParameters.1.txt"]),
+])
+def test_a_chain_with_one_existing_file_is_refused_before_any_file_is_written(
+    tmp_path: Path, fmt: str, path: str, existing: str, others: list[str]
+) -> None:
+    grid = cr.SpatialImage(np.zeros((12, 14, 16), np.float32), origin=(-8.0, -7.0, -6.0), spacing=(1.0, 1.0, 1.0))
+    spline = cr.BSpline(np.random.default_rng(2).normal(0, 0.5, (3, 6, 6, 6)), grid_origin=[-20.0, -20.0, -20.0],
+                        grid_spacing=[8.0, 8.0, 8.0])
+    chain = cr.Composite((RIGID_3D, spline))
+    (tmp_path / existing).write_bytes(b"the user's own file")
+    with pytest.raises(OutputExistsError, match=rf"{existing}' exists; pass overwrite=True \(command line: --overwrite\)"):
+        cr.write_transform(chain, tmp_path / path, format=fmt, reference=grid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing]  # nothing else written
+    assert (tmp_path / existing).read_bytes() == b"the user's own file"
+    written = cr.write_transform(chain, tmp_path / path, format=fmt, reference=grid, overwrite=True)
+    assert sorted(p.name for p in written) == sorted([existing, *others])
+
+
+def test_write_refuses_to_replace_a_transform_file_unless_asked(tmp_path: Path) -> None:
+    target = tmp_path / "t.tfm"
+    target.write_bytes(b"the user's own file")
+    with pytest.raises(OutputExistsError, match=r"t\.tfm' exists; pass overwrite=True"):
+        cr.write(RIGID_3D, target)
+    assert target.read_bytes() == b"the user's own file"
+    cr.write(RIGID_3D, target, overwrite=True)
+    np.testing.assert_allclose(cr.read_transform(target).matrix, RIGID_3D.matrix, rtol=0, atol=1e-15)  # via Euler angles

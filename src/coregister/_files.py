@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,21 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from coregister.errors import CoregisterError, OutputExistsError, UnreadableInputError, UnwritableOutputError
+from coregister.errors import (
+    CoregisterError,
+    DiskFullError,
+    OutputExistsError,
+    UnreadableInputError,
+    UnwritableOutputError,
+)
 
 __all__ = [
     "OVERWRITE_FIX",
     "PART_MARKER",
     "atomic_path",
     "check_writable",
+    "ensure_room",
+    "out_of_room",
     "part_folder",
     "publish",
     "refuse_existing",
@@ -211,12 +220,21 @@ def sweep_parts(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 @contextlib.contextmanager
-def part_folder(folder: str | os.PathLike[str], name: str) -> Iterator[Path]:
+def part_folder(
+    folder: str | os.PathLike[str], name: str, *, stands_for: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
     """A locked temporary folder ``.<name>.XXXXXXXX.part`` in ``folder``, removed with its contents when the block ends.
 
     Leftovers of interrupted runs in ``folder`` are swept first
     (:func:`sweep_parts`). The folder holds :data:`PART_MARKER` (leave it out
     when moving the contents) and stays locked while the block runs.
+
+    A write in the block that runs out of room (a full device, a used-up
+    quota, the file-size limit) leaves it as a
+    :class:`~coregister.errors.DiskFullError` (:func:`out_of_room`) that
+    names the output as the user knows it: the temporary folder read as
+    ``stands_for`` (default ``folder / name``: the folder being staged; a
+    file staged under its own name passes ``stands_for=folder``).
 
     Examples
     --------
@@ -240,12 +258,161 @@ def part_folder(folder: str | os.PathLike[str], name: str) -> Iterator[Path]:
     fd = os.open(stage, os.O_RDONLY)
     try:
         _lock(fd)
-        (stage / PART_MARKER).write_bytes(b"")
-        os.chmod(stage, 0o777 & ~_UMASK)  # mkdtemp makes 0700; what moves out keeps its own permissions
-        yield stage
+        try:
+            (stage / PART_MARKER).write_bytes(b"")
+            os.chmod(stage, 0o777 & ~_UMASK)  # mkdtemp makes 0700; what moves out keeps its own permissions
+            yield stage
+        except Exception as exc:
+            full = out_of_room(exc, stage, Path(stands_for) if stands_for is not None else folder / name)
+            if full is None:
+                raise
+            raise full from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         os.close(fd)
+
+
+#: what a write meets when the room runs out: a full device, a used-up quota, the file-size limit
+_NO_ROOM = frozenset(code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code is not None)
+#: free space under which a failed write is put down to a full device when the library lost the system's error code
+#: (ITK says "could not write", GDAL "write failed", numpy "N requested and M written")
+_NEARLY_FULL = 1 << 20
+
+
+def _file_size_limit() -> int | None:
+    """The process's file-size limit (``ulimit -f``, ``RLIMIT_FSIZE``) in bytes, or None without one."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged user may still write on the device that holds ``folder``, or None when unknown."""
+    try:
+        info = os.statvfs(folder)
+    except (AttributeError, OSError):  # pragma: no cover - no statvfs (Windows)
+        return None
+    return int(info.f_bavail) * int(info.f_frsize)
+
+
+def _staged_files(stage: Path) -> list[tuple[int, int, Path]]:
+    """``(modified ns, size, path)`` of every file under ``stage`` but the marker, the newest last."""
+    found = []
+    for path in stage.rglob("*"):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and path != stage / PART_MARKER:
+            found.append((info.st_mtime_ns, info.st_size, path))
+    return sorted(found)
+
+
+def ensure_room(path: Path, size: int) -> None:
+    """Refuse to start writing ``size`` bytes to ``path`` when the file-size limit or the free space cannot hold them.
+
+    For writers that cannot fail cleanly part way (HDF5, inside ITK, leaves
+    a half-closed file that crashes the process at exit): the check comes
+    first, with the estimate. Raises :class:`~coregister.errors.DiskFullError`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ensure_room(Path(tempfile.mkdtemp()) / "t.h5", 10_000)
+    """
+    limit = _file_size_limit()
+    if limit is not None and size > limit:
+        error = DiskFullError(
+            f"cannot write {str(path)!r}: it needs about {size:,} bytes, more than this process's file-size limit of "
+            f"{limit:,} bytes (ulimit -f); raise the limit (ulimit -f unlimited) or write a smaller file"
+        )
+        error.errno = errno.EFBIG
+        raise error
+    free = _free_bytes(path.parent)
+    if free is not None and size > free:
+        error = DiskFullError(
+            f"cannot write {str(path)!r}: it needs about {size:,} bytes and the device that holds {str(path.parent)!r} "
+            f"has {free:,} bytes free; free some space there or choose another output folder"
+        )
+        error.errno = errno.ENOSPC
+        raise error
+
+
+def out_of_room(exc: BaseException, stage: Path, stands_for: Path) -> DiskFullError | None:
+    """The :class:`~coregister.errors.DiskFullError` that ``exc``, raised writing into ``stage``, stands for, or None.
+
+    A write fails for want of room with ``ENOSPC`` (the device is full),
+    ``EDQUOT`` (a quota) or ``EFBIG`` (the file reached the file-size limit,
+    ``ulimit -f``); libraries that lose the system's code (ITK, GDAL, numpy's
+    ``tofile``) are judged by what is left: a file that reached the size
+    limit, or a device with (almost) no free space. The message names the
+    file that was being written (the newest under ``stage``), with ``stage``
+    read as ``stands_for``, how many bytes of it had been written, and the
+    limit or the free space. A :class:`~coregister.errors.DiskFullError`
+    from a write nested in ``stage`` comes back with its paths read the same
+    way; any other error gives None.
+
+    Examples
+    --------
+    >>> import errno, tempfile
+    >>> stage = Path(tempfile.mkdtemp()) / ".out.abcd1234.part"
+    >>> stage.mkdir()
+    >>> _ = (stage / "result.json").write_bytes(b'{"a"')
+    >>> print(out_of_room(OSError(errno.ENOSPC, "No space left on device"), stage, Path("out")))
+    cannot write 'out/result.json': no space left on the device that holds 'out' (... bytes free) after writing 4 bytes of it; free some space there or choose another output folder
+    >>> out_of_room(ValueError("not a disk problem"), stage, Path("out")) is None
+    True
+    """
+    if isinstance(exc, DiskFullError):  # from a write nested in this stage: name what the user will see
+        inside = "" if str(stands_for) == "." else str(stands_for) + os.sep  # 'out.tif', not './out.tif'
+        text = str(exc).replace(str(stage) + os.sep, inside).replace(str(stage), str(stands_for))
+        if text == str(exc):
+            return None
+        again = DiskFullError(text)
+        again.errno = exc.errno
+        return again
+    if isinstance(exc, CoregisterError) or not isinstance(exc, Exception):
+        return None
+    code = exc.errno if isinstance(exc, OSError) and exc.errno in _NO_ROOM else None
+    files = _staged_files(stage)
+    limit = _file_size_limit()
+    if code is None:  # the library lost the code: judge by what is left
+        free = _free_bytes(stage)
+        if limit is not None and any(size >= limit for _, size, _ in files):
+            code = errno.EFBIG
+        elif free is not None and free < _NEARLY_FULL:
+            code = errno.ENOSPC
+        else:
+            return None
+    if code == errno.EFBIG and limit is not None and any(size >= limit for _, size, _ in files):
+        size, path = max((size, path) for _, size, path in files)
+    elif files:
+        _, size, path = files[-1]
+    else:
+        size, path = 0, stage
+    where = stands_for / path.relative_to(stage) if path != stage else stands_for
+    done = f"after writing {size:,} bytes of it" if size else "before any of it was written"
+    folder = where.parent if path != stage else where
+    if code == errno.EFBIG:
+        reached = (f"it reached this process's file-size limit of {limit:,} bytes (ulimit -f)" if limit is not None
+                   else "it reached the largest file the file system there can hold")
+        text = (f"cannot write {str(where)!r}: {reached} {done}; "
+                + ("raise the limit (ulimit -f unlimited) or write a smaller file" if limit is not None
+                   else "write to another file system or a smaller file"))
+    elif code == getattr(errno, "EDQUOT", None):
+        text = (f"cannot write {str(where)!r}: the disk quota on {str(folder)!r} is used up {done}; "
+                "free some of your quota or choose another output folder")
+    else:
+        free = _free_bytes(stage)
+        shown = f" ({free:,} bytes free)" if free is not None else ""
+        text = (f"cannot write {str(where)!r}: no space left on the device that holds {str(folder)!r}{shown} {done}; "
+                "free some space there or choose another output folder")
+    error = DiskFullError(text)
+    error.errno = code
+    return error
 
 
 def refuse_existing(path: str | os.PathLike[str], *, overwrite: bool, fix: str = OVERWRITE_FIX) -> None:
@@ -305,7 +472,11 @@ def atomic_path(
     its message ending with ``fix``) before anything is written, and is
     never replaced. When the file system refuses (no permission, read-only,
     ``/proc``), the :class:`~coregister.errors.UnwritableOutputError` names
-    ``path``, not the hidden temporary file.
+    ``path``, not the hidden temporary file; a write that runs out of room
+    (a full device, a quota, ``ulimit -f``) is a
+    :class:`~coregister.errors.DiskFullError` (:func:`out_of_room`), also
+    when the writer ignored the failure and the file stopped at the size
+    limit.
 
     Examples
     --------
@@ -327,13 +498,17 @@ def atomic_path(
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
     refuse_existing(target, overwrite=overwrite, fix=fix)
     fix_unwritable = "choose another output path"
-    with part_folder(folder, target.name) as stage:
+    with part_folder(folder, target.name, stands_for=folder) as stage:
         tmp = stage / target.name
         try:
             yield tmp
+            limit = _file_size_limit()
+            if limit is not None and any(size >= limit for _, size, _ in _staged_files(stage)):
+                # a writer that ignores failed writes (GDAL's TIFF, ITK's text transforms) stopped at the limit
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(tmp))
             publish(tmp, target, overwrite=overwrite, fix=fix)
-        except OSError as exc:
-            if not isinstance(exc, CoregisterError) and _names(exc, tmp, target):
+        except OSError as exc:  # out of room: part_folder says so (DiskFullError); other refusals name the target
+            if not isinstance(exc, CoregisterError) and _names(exc, tmp, target) and out_of_room(exc, stage, folder) is None:
                 raise UnwritableOutputError(
                     f"cannot write to {str(target)!r} ({_reason(exc, folder)}); {fix_unwritable}"
                 ) from exc

@@ -14,6 +14,7 @@ __all__ = [
     "CoregisterError",
     "CoregisterWarning",
     "DataNotFoundError",
+    "DiskFullError",
     "GeometryError",
     "GeometryWarning",
     "Interrupted",
@@ -88,6 +89,16 @@ class MissingDependencyError(CoregisterError, ImportError):
 
 class UnwritableOutputError(CoregisterError, OSError):
     """An output path cannot be written (read-only or special file system, no permission, a folder in the way)."""
+
+
+class DiskFullError(UnwritableOutputError):
+    """A write ran out of room: the device is full (``ENOSPC``), a quota is used up (``EDQUOT``) or the file reached
+    the process's file-size limit (``EFBIG``, ``ulimit -f``).
+
+    The message names the output, how much of it had been written and the
+    free space or the limit; ``errno`` is the system's code for the cause.
+    Nothing is left behind: the half-written file is removed.
+    """
 
 
 class RegistrationFailed(CoregisterError, RuntimeError):

@@ -15,6 +15,7 @@ Linear transforms share one parametrisation, ``y = A (x - c) + c + t``
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -51,7 +52,6 @@ __all__ = [
     "from_sitk",
     "linear_members",
     "linear_product",
-    "read_field_image",
     "read_transform",
     "sampled_field",
 ]
@@ -278,14 +278,60 @@ class Transform(ABC):
                         f"cannot write a composite with non-linear members to {str(path)!r}: a .mat file holds "
                         "one transform; use .h5 or .tfm"
                     )
-            with atomic_path(path) as tmp:
-                sitk.WriteTransform(to_write.to_sitk(), str(tmp))
+            _write_itk_transform(to_write.to_sitk(), path, suffix)
         else:
             raise UnsupportedFormatError(
                 f"cannot write a transform to {str(path)!r}: use .tfm, .txt, .h5, .mat (ITK) or .json"
                 + ("; a displacement field also .nii.gz" if isinstance(self, DisplacementField) else "")
             )
         return path
+
+
+#: ITK transform files whose writers (C++ streams) do not report a failed write: read back after writing
+_UNCHECKED_SUFFIXES = (".tfm", ".txt", ".mat")
+#: what an ITK HDF5 transform file holds besides its numbers (about 8 kB; the estimate allows for more)
+_HDF5_OVERHEAD = 1 << 16
+
+
+def _itk_numbers(tx: sitk.Transform) -> list[tuple[str, tuple[float, ...], tuple[float, ...]]]:
+    """``(name, parameters, fixed parameters)`` of each transform of ``tx``, composites opened."""
+    if tx.GetName() == "CompositeTransform":
+        chain = sitk.CompositeTransform(tx)
+        return [part for k in range(chain.GetNumberOfTransforms()) for part in _itk_numbers(chain.GetNthTransform(k))]
+    return [(tx.GetName(), tx.GetParameters(), tx.GetFixedParameters())]
+
+
+def _itk_count(tx: sitk.Transform) -> int:
+    """How many numbers ``tx`` holds (parameters and fixed parameters, composites opened)."""
+    if tx.GetName() == "CompositeTransform":
+        chain = sitk.CompositeTransform(tx)
+        return sum(_itk_count(chain.GetNthTransform(k)) for k in range(chain.GetNumberOfTransforms()))
+    return int(tx.GetNumberOfParameters()) + int(tx.GetNumberOfFixedParameters())
+
+
+def _write_itk_transform(tx: sitk.Transform, path: Path, suffix: str) -> None:
+    """``sitk.WriteTransform`` to ``path`` atomically, its stderr logged, a write that failed part way refused.
+
+    HDF5 cannot fail cleanly part way (the half-closed file crashes the
+    process at exit): the room is checked first. The text and MATLAB
+    writers ignore failed writes: the file is read back and compared.
+    """
+    from coregister._files import atomic_path, ensure_room
+    from coregister._stderr import captured_stderr
+
+    with atomic_path(path) as tmp:
+        if suffix in (".h5", ".hdf5"):
+            ensure_room(tmp, 8 * _itk_count(tx) + _HDF5_OVERHEAD)
+        with captured_stderr(f"writing {path}"):
+            sitk.WriteTransform(tx, str(tmp))
+        if suffix in _UNCHECKED_SUFFIXES:
+            try:
+                with captured_stderr(f"reading back {path}"):
+                    same = _itk_numbers(sitk.ReadTransform(str(tmp))) == _itk_numbers(tx)
+            except RuntimeError:
+                same = False
+            if not same:  # the device filled up, or the file system failed: the file is not what was written
+                raise OSError(errno.EIO, "the file read back is incomplete", str(tmp))
 
 
 class LinearTransform(Transform):
@@ -661,7 +707,8 @@ class DisplacementField(_Warp):
     A field saves to a vector image (``.nii.gz``: NIfTI intent vector, the
     components in ITK/LPS world units whatever the header's RAS affine says,
     as ANTs writes its ``*Warp.nii.gz``; also ``.nrrd``/``.mha``) or an ITK
-    ``.h5`` transform file. :meth:`inverse` inverts it numerically
+    ``.h5`` transform file (read back by :func:`coregister.read_transform`).
+    :meth:`inverse` inverts it numerically
     (SimpleITK's ``InvertDisplacementField``) and the inverse states its
     residual.
 
@@ -827,6 +874,7 @@ class DisplacementField(_Warp):
         ANTsPy and SimpleITK read it with the same meaning. Written atomically.
         """
         from coregister._files import atomic_path
+        from coregister._stderr import captured_stderr
 
         path = Path(path)
         suffix = _field_suffix(path)
@@ -837,8 +885,9 @@ class DisplacementField(_Warp):
                 f"cannot write a displacement field to {str(path)!r}: use .nii.gz (as ANTs' warps), .nrrd, .mha or "
                 ".h5 (ITK transform); a text .tfm or a .json file would hold millions of numbers"
             )
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(self.to_sitk_image(), str(tmp))
+        image = self.to_sitk_image()
+        with atomic_path(path) as tmp, captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: logged
+            sitk.WriteImage(image, str(tmp))
         return path
 
 
@@ -1371,38 +1420,17 @@ def sampled_field(transform: Transform, grid: Any) -> DisplacementField:
     return DisplacementField.from_sitk_image(image)
 
 
-def read_field_image(path: str | os.PathLike[str]) -> DisplacementField:
-    """Read a displacement field stored as an ITK vector image (ANTs ``*Warp.nii.gz``, Slicer ``.nrrd``/``.mha``).
-
-    The vectors are taken as they are stored, world (LPS) millimetres, which
-    is what ITK, ANTs and 3D Slicer write whatever the container's own
-    convention. SimpleITK's own messages are logged, not printed.
-    """
-    from coregister._stderr import captured_stderr
-
-    path = Path(path)
-    try:
-        with captured_stderr(f"reading {path}"):
-            image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {str(exc).strip().splitlines()[-1]}") from exc
-    if image.GetNumberOfComponentsPerPixel() != image.GetDimension():
-        raise UnreadableInputError(
-            f"{str(path)!r} is an image with {image.GetNumberOfComponentsPerPixel()} component(s) per pixel, not a "
-            f"{image.GetDimension()}D displacement field (one world component per axis); read images with coregister.read"
-        )
-    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
-
-
 def read_transform(path: str | os.PathLike[str]) -> Transform:
     """Read a transform written by coregister, SimpleITK, ANTs or 3D Slicer.
 
     Parameters
     ----------
     path : path
-        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file, coregister ``.json``, or a
-        displacement field image (``.nii.gz``/``.nii``/``.nrrd``/``.mha``: a
-        vector image with world components, as ANTs writes ``*Warp.nii.gz``).
+        ITK ``.tfm``/``.txt``/``.h5``/``.mat`` file or coregister ``.json``.
+        A displacement field image (``.nii.gz``, ``.nrrd``, ``.mha``: what
+        :meth:`DisplacementField.save` writes) is an image: it is read by
+        :func:`coregister.read_transform` (``coregister.io.transforms``),
+        with the image readers' header checks.
 
     Returns
     -------
@@ -1413,8 +1441,11 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
     if not path.is_file():
         raise UnreadableInputError(f"transform file {str(path)!r} does not exist or is not a file; check the path")
     suffix = path.suffix.lower()
-    if _field_suffix(path) is not None:
-        return read_field_image(path)
+    if _field_suffix(path) is not None:  # an image: read where images are read, its header checked first
+        raise UnsupportedFormatError(
+            f"{str(path)!r} is a displacement-field image: read it with coregister.read_transform "
+            "(coregister.io.transforms), which checks its header against the file before reading it"
+        )
     if suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -1428,8 +1459,8 @@ def read_transform(path: str | os.PathLike[str]) -> Transform:
             ) from exc
     if suffix not in _ITK_SUFFIXES:
         raise UnsupportedFormatError(
-            f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat, .json or a displacement field "
-            "(.nii.gz, .nrrd, .mha)"
+            f"cannot read a transform from {str(path)!r}: use .tfm, .txt, .h5, .mat, .json or, with "
+            "coregister.read_transform, a displacement field (.nii.gz, .nrrd, .mha)"
         )
     with open(path, "rb") as handle:
         head = handle.read(8)

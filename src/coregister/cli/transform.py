@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from coregister.cli._options import overwrite_option
 from coregister.cli._output import echo_json, json_option, quiet
 from coregister.image import SpatialImage
 from coregister.io.transforms import TRANSFORM_FORMATS
@@ -30,6 +31,8 @@ _EXAMPLE = (
     "  coregister transform convert reg-out/flirt.mat reg-out/ants_ --from fsl --to ants \\\n"
     f"    --reference {_DATA}/anatomical.nii --moving {_DATA}/reoriented_anat_moved.nii"
 )
+
+_OVERWRITE = "pass --overwrite to replace it, or choose another OUT"
 
 _HOW_TO_USE = {
     "fsl": "flirt -in {moving} -ref {reference} -applyxfm -init {out} -out moved_on_reference",
@@ -62,6 +65,7 @@ def transform() -> None:
 @click.option("--inverse-warp", is_flag=True,
               help="ANTs: also write <n>InverseWarp.nii.gz beside each warp (ITK's iterative inversion) and print the "
               "-t order that takes the fixed image onto the moving grid.")
+@overwrite_option
 @json_option
 def convert(
     inputs: tuple[Path, ...],
@@ -72,6 +76,7 @@ def convert(
     to_format: str | None,
     inverse_warp: bool,
     as_json: bool,
+    overwrite: bool = False,
 ) -> None:
     """Convert the transform IN into OUT, keeping its meaning (reference/fixed points -> moving points).
 
@@ -83,10 +88,16 @@ def convert(
     coregister does (ANTs -t order applies the first file first to the
     reference points); Slicer files hold the "from parent" transform in LPS
     (its displayed matrix is "to parent", RAS); a DICOM Spatial Registration
-    object stores moving -> fixed and needs both DICOM series.
+    object stores moving -> fixed and needs both DICOM series. A file that
+    exists (any of a chain's) is replaced only with --overwrite.
     """
+    from coregister._files import refuse_existing, refuse_overwriting_input
     from coregister.io.transforms import detect_transform_format, read_transform, write_transform, writing_format
 
+    for given in (*inputs, reference, moving):  # even with --overwrite: an input is never replaced
+        refuse_overwriting_input(output, given, fix="choose another OUT")
+    if not output.is_dir():  # a file named OUT: refused before any work (the files of a chain, before any is written)
+        refuse_existing(output, overwrite=overwrite, fix=_OVERWRITE)
     source = [str(p) for p in inputs] if len(inputs) > 1 else inputs[0]
     reference_image = _read_image(reference)
     moving_image = _read_image(moving)
@@ -99,11 +110,12 @@ def convert(
             raise click.UsageError(f"--inverse-warp writes ANTs InverseWarp files; OUT is {target}: add --to ants")
         from coregister.io.transforms.ants import write_ants
 
-        files = write_ants(value, output, reference=reference_image, inverse_warp=True)
+        files = write_ants(value, output, reference=reference_image, inverse_warp=True, overwrite=overwrite)
         written, inverse = [Path(p) for p in files.forward], files.inverse
         extra = [p for p in files.files if p not in written]
     else:
-        written = write_transform(value, output, format=to_format, reference=reference_image, moving=moving_image)
+        written = write_transform(value, output, format=to_format, reference=reference_image, moving=moving_image,
+                                  overwrite=overwrite)
     read_as = (from_format or detect_transform_format(source)).lower()
     hint = _HOW_TO_USE[target].format(
         out=written[-1], moving=moving or "MOVING", reference=reference or "REFERENCE",

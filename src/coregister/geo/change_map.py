@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from coregister._stderr import captured_stderr
 from coregister.config import ProgressCallback
 from coregister.errors import ConfigError
 from coregister.geo._raster import read_on_grid
@@ -200,7 +201,8 @@ def change(
                 out = np.full((h, w), np.nan, np.float32)
                 out[ok] = value[ok]
                 stats.add(out[ok])
-                dst.write(out, 1, window=Window(c0, r0, w, h))
+                with captured_stderr(f"writing {out_path}"):  # libtiff's own line on a full disk: the error says it
+                    dst.write(out, 1, window=Window(c0, r0, w, h))
                 if progress is not None:
                     progress("writing", 0, index, float(len(blocks)))
         extras = {"change": {"kind": kind, "output": str(out_path), **stats.summary(out_path, blocks)}}

@@ -20,6 +20,7 @@ from affine import Affine
 from rasterio.windows import Window
 from scipy import ndimage
 
+from coregister._stderr import captured_stderr
 from coregister.config import ProgressCallback
 from coregister.conventions import geotransform_to_geometry
 from coregister.errors import ConfigError
@@ -75,7 +76,9 @@ def shifted_copy(
     template = _template(grid, np.dtype(ds.dtypes[0]), ds.count, nodata, target.meta)
     with raster_writer(path, template, cog=cog, overwrite=True) as dst:
         for _, window in ds.block_windows(1):
-            dst.write(ds.read(window=window), window=window)
+            block = ds.read(window=window)
+            with captured_stderr(f"writing {path}"):  # libtiff's own line on a full disk: the error says it
+                dst.write(block, window=window)
     return Path(path)
 
 
@@ -227,7 +230,8 @@ def resampled_copy(
             out = np.full((ds.count, h, w), fill, dtype=dtype)
             for b in range(ds.count):
                 out[b][good] = _avoid(_cast(values[b][good], dtype), fill)
-            dst.write(out, window=Window(c0, r0, w, h))
+            with captured_stderr(f"writing {path}"):
+                dst.write(out, window=Window(c0, r0, w, h))
             if progress is not None:
                 progress("writing", 0, index, float(len(blocks)))
     return Path(path)

@@ -111,6 +111,7 @@ def write(image: SpatialImage | Transform, path: str | os.PathLike[str], *, form
     ['IM000001.dcm', 'IM000002.dcm']
     """
     if isinstance(image, Transform):
+        refuse_existing(path, overwrite=bool(options.pop("overwrite", False)), fix=OVERWRITE_FIX)
         return image.save(path)
     path = Path(path)
     suffix_format = next(

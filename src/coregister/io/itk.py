@@ -26,7 +26,7 @@ from coregister.image import SpatialImage
 from coregister.io._guard import check_path, claim_within_file, deflate_bound, guarded, within_memory
 from coregister.io._text import one_line
 
-__all__ = ["read_itk", "write_itk"]
+__all__ = ["check_header_claims", "read_itk", "write_itk"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,24 +92,45 @@ def _header_length(path: Path) -> int:
     return blank + 2 if blank >= 0 else 0
 
 
-def _check_claims(reader: sitk.ImageFileReader, path: Path) -> None:
-    """Refuse a header whose size is absurd or whose pixels the file cannot hold, before reading them."""
+#: the smallest NIfTI-1 header: a single-file .nii holds its voxels after at least this many bytes
+_NIFTI_HEADER = 352
+
+
+def check_header_claims(reader: sitk.ImageFileReader, path: Path, *, what: str = "MetaImage/NRRD") -> int:
+    """Refuse a header whose size is absurd or whose pixels the file cannot hold, before reading them; the bytes claimed.
+
+    ``reader`` has read the header (``ReadImageInformation``). The pixels
+    must fit in what follows the header (a detached header's data file;
+    a gzip file, a compressed MetaImage or NRRD: its deflate bound; a
+    single-file NIfTI: what follows the smallest header) and, twice over,
+    in the memory allowed. Raises
+    :class:`~coregister.errors.UnreadableInputError` or
+    :class:`~coregister.errors.MemoryLimitError`.
+    """
     size = tuple(int(n) for n in reader.GetSize())
     if not size or any(n <= 0 for n in size):
         raise UnreadableInputError(f"{str(path)!r} has a broken header: its size {size} includes 0; re-export the file")
     components = max(1, int(reader.GetNumberOfComponents()))
     pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     total = math.prod(size) * components * _ITEMSIZE.get(pixel, 8)
-    described = f"size {size}, {pixel}"
-    detached = _data_file(path)
+    described = f"size {size}, {pixel}" + (f", {components} components" if components > 1 else "")
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    detached = None if gzipped else _data_file(path)
     data = detached or path
-    if data.is_file():
+    if gzipped:  # a .nii.gz (NIfTI through SimpleITK)
+        stored = path.stat().st_size
+        claim_within_file(total, deflate_bound(stored), path, described, what=what, compressed=stored)
+    elif path.name.lower().endswith(".nii"):
+        claim_within_file(total, path.stat().st_size - _NIFTI_HEADER, path, described, what=what)
+    elif data.is_file():
         stored = data.stat().st_size - (0 if detached else _header_length(path))
         if _header_says_compressed(path):
-            claim_within_file(total, deflate_bound(stored), path, described, what="MetaImage/NRRD", compressed=stored)
+            claim_within_file(total, deflate_bound(stored), path, described, what=what, compressed=stored)
         else:
-            claim_within_file(total, stored, path, described, what="MetaImage/NRRD")
+            claim_within_file(total, stored, path, described, what=what)
     within_memory(2 * total, path, described)
+    return total
 
 
 #: bytes per component of SimpleITK's pixel types, by the name GetPixelIDTypeAsString gives
@@ -166,7 +187,7 @@ def read_itk(path: str | os.PathLike[str]) -> SpatialImage:
     try:
         with captured_stderr(f"reading {path}"):  # MetaIO's own notes ("data not read completely"): logged
             reader.ReadImageInformation()
-        _check_claims(reader, path)
+        check_header_claims(reader, path)
         with captured_stderr(f"reading {path}"):
             image = reader.Execute()
     except RuntimeError as exc:
@@ -306,7 +327,7 @@ def _write_detached(writer: sitk.ImageFileWriter, image: sitk.Image, path: Path,
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise UnreadableInputError(f"output folder {str(folder)!r} does not exist; create it first")
-    with part_folder(folder, path.name) as staging:
+    with part_folder(folder, path.name, stands_for=folder) as staging:
         header = staging / path.name
         writer.SetFileName(str(header))
         with captured_stderr(f"writing {path}"):  # ITK's own lines on a full disk: the error below says it once

@@ -68,6 +68,7 @@ from rasterio.rpc import RPC
 from rasterio.windows import Window
 
 from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
+from coregister._stderr import captured_stderr
 from coregister.conventions import geometry_to_geotransform, geotransform_to_geometry
 from coregister.errors import ConfigError, GeometryError, GeometryWarning, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
@@ -786,6 +787,20 @@ def raster_writer(
 
 
 @contextlib.contextmanager
+def _closed_quietly(dataset: Any, path: Path) -> Iterator[Any]:
+    """``dataset``, closed at the end with what libtiff writes to stderr then (a full disk: "_tiffWriteProc: ...") logged.
+
+    GDAL writes most pixels when the dataset closes; a failed write there is
+    told by the size check and the error of :func:`~coregister._files.atomic_path`.
+    """
+    try:
+        yield dataset
+    finally:
+        with captured_stderr(f"writing {path}"):
+            dataset.close()
+
+
+@contextlib.contextmanager
 def _open_writer(
     path: Path, template: SpatialImage, *, cog: bool, same_pixels: bool, overrides: Mapping[str, Any], overwrite: bool
 ) -> Iterator[Any]:
@@ -817,16 +832,17 @@ def _open_writer(
         profile = raster_profile(template, driver=driver, **profile_overrides)
     with _gdal_env(), atomic_path(path, overwrite=overwrite, fix=OVERWRITE_FIX) as tmp:
         if not staged:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with _closed_quietly(rasterio.open(tmp, "w", **profile), path) as dst:
                 _write_metadata(dst, template, same_pixels=same_pixels)
                 yield dst
         else:
             stage = tmp.with_name(tmp.name + ".stage.tif")
             try:
-                with rasterio.open(stage, "w", **profile) as dst:
+                with _closed_quietly(rasterio.open(stage, "w", **profile), path) as dst:
                     _write_metadata(dst, template, same_pixels=same_pixels)
                     yield dst
-                rasterio.shutil.copy(stage, tmp, driver=driver, **copy_options)
+                with captured_stderr(f"writing {path}"):
+                    rasterio.shutil.copy(stage, tmp, driver=driver, **copy_options)
             finally:
                 for leftover in (stage, stage.with_name(stage.name + ".aux.xml"), stage.with_name(stage.name + ".msk")):
                     with contextlib.suppress(FileNotFoundError):
@@ -934,7 +950,7 @@ def write_raster(
     )
     with _open_writer(
         path, image, cog=cog, same_pixels=same_pixels, overrides=profile_overrides, overwrite=overwrite
-    ) as dst:
+    ) as dst, captured_stderr(f"writing {path}"):  # libtiff's own line on a full disk: the error says it
         dst.write(bands)
         if mask is not None:
             dst.write_mask(mask)

@@ -17,6 +17,9 @@ Modules, in the order a registration uses them:
   the rounding of its answer;
 * :mod:`~coregister.engines.sitk.threads`: SimpleITK's process-wide thread
   count while a registration runs.
+* :mod:`~coregister.engines.sitk.observer`: stopping ``Execute`` from its
+  iteration observer (a Ctrl-C, a failed progress callback), also where the
+  optimiser (LBFGSB) cannot be asked to stop.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from coregister.engines.sitk.bspline import coarse_mesh, refined, refinement_fac
 from coregister.engines.sitk.field import run_field_stage
 from coregister.engines.sitk.levels import LevelPlan, axis_factors, iterations_per_level, normalised, plan_levels
 from coregister.engines.sitk.method import level_method, level_spacing, new_transform, quantise, set_center, set_metric
+from coregister.engines.sitk.observer import abortable, stop_now
 from coregister.engines.sitk.pyramid import Pyramid, level_inputs, prefetching, to_sitk_float, to_sitk_mask
 from coregister.engines.sitk.threads import all_threads, default_threads
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
@@ -489,6 +490,7 @@ class SitkEngine:
 
         values: list[float] = []
         raised: list[BaseException] = []
+        stopping: list[int] = []
 
         def on_iteration() -> None:
             # Nothing may escape into ITK: SimpleITK would print a traceback and turn any exception (a progress
@@ -498,31 +500,41 @@ class SitkEngine:
                 if raised:
                     return
                 if interrupt.pending():
-                    method.StopRegistration()
+                    stopping.append(int(method.GetOptimizerIteration()))  # one entry per event after the signal
+                else:
+                    value = float(method.GetMetricValue())
+                    if not values:  # the optimiser is running: a signal from now on stops it here (see _interrupt)
+                        logger.debug("%s level %d %s: optimising, %d iterations at most", name, level, plan.factors,
+                                     iterations)
+                    values.append(value)
+                    if progress is not None:
+                        progress(name, level, int(method.GetOptimizerIteration()), value)
                     return
-                value = float(method.GetMetricValue())
-                values.append(value)
-                if progress is not None:
-                    progress(name, level, int(method.GetOptimizerIteration()), value)
             except BaseException as exc:  # noqa: B036 - a KeyboardInterrupt or Interrupted above all
                 raised.append(exc)
-                method.StopRegistration()
+            stop_now(method.StopRegistration)  # LBFGSB cannot be asked to stop: its Execute is ended (observer.py)
+
+        def stop_if_interrupted() -> None:
+            if interrupt.pending() and stopping:
+                logger.info("%s level %d %s: interrupted at iteration %d of %d, stopped %d iteration(s) later; no later "
+                            "level runs", name, level, plan.factors, stopping[0], iterations, len(stopping) - 1)
+            interrupt.raise_pending()
 
         method.AddCommand(sitk.sitkIterationEvent, on_iteration)
         started = time.perf_counter()
         try:
             try:
-                with interrupt.deferred():
+                with interrupt.deferred(), abortable():
                     method.Execute(fixed, moving)
             finally:
                 method.RemoveAllCommands()
             if raised:
                 raise raised[0]
-            interrupt.raise_pending()
+            stop_if_interrupted()
         except RuntimeError as exc:
             if raised:
                 raise raised[0] from None
-            interrupt.raise_pending()
+            stop_if_interrupted()
             if "error executing the Python Callable" in str(exc):
                 # only an exception raised between two of the observer's lines escapes it: Python's own Ctrl-C
                 raise KeyboardInterrupt from None

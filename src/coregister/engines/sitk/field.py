@@ -62,6 +62,7 @@ from coregister import _interrupt as interrupt
 from coregister.config import Metric, ProgressCallback, Stage
 from coregister.engines.base import LevelHistory
 from coregister.engines.sitk.levels import LevelPlan
+from coregister.engines.sitk.observer import abortable, stop_now
 from coregister.engines.sitk.pyramid import Pyramid
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.transforms import DisplacementField, LinearTransform, Transform
@@ -353,14 +354,15 @@ def _metric_level(
     return _cast_vector(tx.GetDisplacementField()), method.GetOptimizerStopConditionDescription()
 
 
-def _observed(process: Any, execute: Callable[[], Any], step: Callable[[], None], stop: Callable[[], None]) -> Any:
+def _observed(process: Any, execute: Callable[[], Any], step: Callable[[], None], stop: Callable[[], object]) -> Any:
     """``execute()`` with ``step`` called on each iteration event, as the engine's optimiser runs (engine.py).
 
     Nothing may escape into ITK (SimpleITK would print a traceback and turn
     any exception, a progress callback's error or a Ctrl-C, into a
-    RuntimeError): an exception is kept, the process stopped at once and the
-    exception raised again once ``execute`` has returned; so is a signal the
-    command line noted meanwhile (:mod:`coregister._interrupt`).
+    RuntimeError): an exception is kept, the process stopped at once
+    (:func:`~coregister.engines.sitk.observer.stop_now`) and the exception
+    raised again once ``execute`` has returned; so is a signal the command
+    line noted meanwhile (:mod:`coregister._interrupt`).
     """
     raised: list[BaseException] = []
 
@@ -368,18 +370,17 @@ def _observed(process: Any, execute: Callable[[], Any], step: Callable[[], None]
         try:
             if raised:
                 return
-            if interrupt.pending():
-                stop()
+            if not interrupt.pending():
+                step()
                 return
-            step()
         except BaseException as exc:  # noqa: B036 - a KeyboardInterrupt or Interrupted above all
             raised.append(exc)
-            stop()
+        stop_now(stop)
 
     process.AddCommand(sitk.sitkIterationEvent, on_iteration)
     try:
         try:
-            with interrupt.deferred():
+            with interrupt.deferred(), abortable():
                 out = execute()
         finally:
             process.RemoveAllCommands()

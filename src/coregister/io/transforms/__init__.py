@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coregister._files import OVERWRITE_FIX, refuse_existing
 from coregister.errors import ConfigError, UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.transforms import Transform
@@ -162,8 +163,13 @@ def read_itk(path: str | os.PathLike[str]) -> Transform:
 
     :func:`coregister.transforms.read_transform`: the files checked against
     their types before SimpleITK reads them, displacement fields read as
-    :class:`~coregister.transforms.DisplacementField`.
+    :class:`~coregister.transforms.DisplacementField`; a displacement-field
+    image (``.nii.gz``, ``.nrrd``, ``.mha``) by :func:`~coregister.io.transforms._field.read_field_image`.
     """
+    if Path(path).name.lower().endswith(_FIELD_SUFFIXES):
+        from coregister.io.transforms._field import read_field_image
+
+        return read_field_image(path)
     return _read_itk_or_json(path)
 
 
@@ -254,6 +260,7 @@ def write_transform(
     format: str | None = None,
     reference: ImageLike | None = None,
     moving: ImageLike | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``transform`` (fixed -> moving) for another tool; the files written come back.
 
@@ -271,6 +278,10 @@ def write_transform(
         reference (the grid transformix resamples onto), ``ants`` and
         ``slicer`` the reference to sample a B-spline as a field, ``dicom``
         both, read from DICOM (the registration object references them).
+    overwrite : bool
+        Replace files that exist. Otherwise an existing one (any file of an
+        ANTs or elastix chain) is refused before anything is written
+        (:class:`~coregister.errors.OutputExistsError`), as :func:`coregister.write` does.
 
     Returns
     -------
@@ -282,6 +293,8 @@ def write_transform(
     fmt = format.lower() if format is not None else writing_format(target)
     if fmt not in TRANSFORM_FORMATS:
         raise ConfigError(f"format={format!r} is not a transform format coregister knows; use one of {', '.join(TRANSFORM_FORMATS)}")
+    if fmt not in ("elastix", "ants"):  # one file, named by path; the chains check each of theirs
+        refuse_existing(target, overwrite=overwrite, fix=OVERWRITE_FIX)
     if fmt in ("itk", "json"):
         return [transform.save(target)]
     if fmt == "fsl":
@@ -292,12 +305,13 @@ def write_transform(
     if fmt == "elastix":
         from coregister.io.transforms.elastix import write_elastix
 
-        return write_elastix(transform, target, reference=_image(reference, "reference (fixed)", fmt, "reference"))
+        return write_elastix(transform, target, reference=_image(reference, "reference (fixed)", fmt, "reference"),
+                             overwrite=overwrite)
     if fmt == "ants":
         from coregister.io.transforms.ants import write_ants
 
         grid = None if reference is None else _image(reference, "reference", fmt, "reference")
-        written = write_ants(transform, target, reference=grid)
+        written = write_ants(transform, target, reference=grid, overwrite=overwrite)
         return [Path(p) for p in written.forward]
     if fmt == "slicer":
         from coregister.io.transforms.slicer import write_slicer

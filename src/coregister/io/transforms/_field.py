@@ -16,6 +16,8 @@ readers and writers of this package work on its samples and grid as
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,18 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from coregister.errors import GeometryError
+from coregister.errors import GeometryError, UnreadableInputError
 from coregister.image import SpatialImage
+from coregister.io._guard import check_path, guarded, within_memory
+from coregister.io._text import one_line
+from coregister.io.itk import check_header_claims
 from coregister.transforms import DisplacementField, Transform, sampled_field
 
 __all__ = [
     "FieldParts",
     "displacement_field",
     "field_parts",
+    "read_field_image",
     "sample_displacements",
     "write_field_image",
 ]
@@ -144,10 +150,66 @@ def sample_displacements(transform: Transform, grid: FieldParts | Any) -> np.nda
     return sampled_field(transform, grid).vectors
 
 
+@guarded("displacement field")
+def read_field_image(path: str | os.PathLike[str]) -> DisplacementField:
+    """Read a displacement field stored as an ITK vector image (ANTs ``*Warp.nii.gz``, Slicer ``.nrrd``/``.mha``).
+
+    The vectors are taken as they are stored, world (LPS) millimetres, which
+    is what ITK, ANTs and 3D Slicer write whatever the container's own
+    convention. Before a voxel is read, the header is checked as the image
+    readers check theirs (:func:`~coregister.io.itk.check_header_claims`):
+    a field the file cannot hold, or one that would need more than the
+    allowed memory once held as float64, is refused. SimpleITK's own
+    messages are logged, not printed.
+
+    Raises
+    ------
+    UnreadableInputError
+        Not a field (components per pixel other than its dimension), a
+        header claiming more than the file holds, a file SimpleITK cannot read.
+    MemoryLimitError
+        The field would need more than the allowed memory.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> u = np.zeros((2, 3, 4, 3)); u[..., 0] = 1.5
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x1Warp.nii.gz"
+    >>> _ = displacement_field(u, origin=[0, 0, 0], spacing=[1, 1, 1]).save(path)
+    >>> read_field_image(path).transform_points([[1.0, 1.0, 0.5]]).tolist()
+    [[2.5, 1.0, 0.5]]
+    """
+    from coregister._stderr import captured_stderr
+
+    path = check_path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with captured_stderr(f"reading {path}"):
+            reader.ReadImageInformation()
+        components, dimension = int(reader.GetNumberOfComponents()), int(reader.GetDimension())
+        if components != dimension:
+            raise UnreadableInputError(
+                f"{str(path)!r} is an image with {components} component(s) per pixel, not a {dimension}D "
+                "displacement field (one world component per axis); read images with coregister.read"
+            )
+        stored = check_header_claims(reader, path, what="displacement field")
+        values = math.prod(int(n) for n in reader.GetSize()) * components
+        within_memory(stored + 2 * 8 * values, path, f"a {dimension}D field of {values // components} vectors, "
+                      "read and held as float64")
+        with captured_stderr(f"reading {path}"):
+            image = reader.Execute()
+    except RuntimeError as exc:
+        raise UnreadableInputError(f"SimpleITK cannot read {str(path)!r}: {one_line(exc)}") from exc
+    return DisplacementField.from_sitk_image(sitk.Cast(image, sitk.sitkVectorFloat64))
+
+
 def write_field_image(parts: FieldParts, path: Path) -> Path:
     """Write a field as an ITK vector image (a 5D NIfTI ``(x, y, z, 1, 3)`` with intent vector for ``.nii.gz``), atomically."""
     from coregister._files import atomic_path
+    from coregister._stderr import captured_stderr
 
-    with atomic_path(path) as tmp:  # the temporary name keeps the suffix, which picks ITK's writer
-        sitk.WriteImage(parts.to_sitk_image(), str(tmp))
+    image = parts.to_sitk_image()
+    with atomic_path(path) as tmp, captured_stderr(f"writing {path}"):  # the temporary name keeps the suffix (ITK's writer)
+        sitk.WriteImage(image, str(tmp))
     return path

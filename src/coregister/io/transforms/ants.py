@@ -39,16 +39,18 @@ from typing import cast
 
 import numpy as np
 
+from coregister._files import OVERWRITE_FIX, refuse_existing
 from coregister.errors import UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
 from coregister.io.transforms._field import (
     FieldParts,
     displacement_field,
     field_parts,
+    read_field_image,
     sample_displacements,
     write_field_image,
 )
-from coregister.transforms import Affine, Composite, LinearTransform, Transform, read_field_image, read_transform
+from coregister.transforms import Affine, Composite, LinearTransform, Transform, read_transform
 
 __all__ = ["AntsFiles", "parse_ants_argument", "read_ants", "write_ants"]
 
@@ -147,6 +149,7 @@ def write_ants(
     *,
     reference: SpatialImage | None = None,
     inverse_warp: bool = False,
+    overwrite: bool = False,
 ) -> AntsFiles:
     """Write ``transform`` (fixed -> moving) as ANTs files named as ``antsRegistration`` names them.
 
@@ -166,6 +169,9 @@ def write_ants(
         Also write ``<n>InverseWarp.nii.gz`` beside each field (numerical
         inverse on the field's grid; for a field that is not invertible
         there the result is approximate, as ANTs' own).
+    overwrite : bool
+        Replace files that exist; otherwise any of them is refused
+        (:class:`~coregister.errors.OutputExistsError`) before a file is written.
     """
     path = Path(path)
     flat = transform.flattened() if isinstance(transform, Composite) else transform
@@ -176,17 +182,11 @@ def write_ants(
             f"{str(path)!r} names one file but the transform has {len(members)} parts (linear and non-linear); "
             "give a prefix such as 'out/ants_' instead"
         )
-    files: list[Path] = []
-    forward: list[str] = []
-    inverse: list[str] = []
+    # every file named (and every field sampled) first: an existing one is refused before anything is written
+    planned: list[tuple[Transform, Path, FieldParts | None, Path | None]] = []
     for index, member in enumerate(members):
         if isinstance(member, LinearTransform):
-            target = Path(prefix + (single or f"{index}GenericAffine.mat"))
-            # an AffineTransform, as antsRegistration writes it (other readers, NiTransforms among them, expect one)
-            Affine(member.matrix, member.translation, member.center).save(target)
-            files.append(target)
-            forward.append(str(target))
-            inverse.append(f"[{target},1]")
+            planned.append((member, Path(prefix + (single or f"{index}GenericAffine.mat")), None, None))
             continue
         parts = field_parts(member)
         if parts is None:
@@ -198,11 +198,28 @@ def write_ants(
             parts = FieldParts(sample_displacements(member, reference), np.array(reference.origin),
                                np.array(reference.spacing), np.array(reference.direction))  # fmt: skip
         target = Path(prefix + (single or f"{index}Warp.nii.gz"))
+        inverse_target = target.with_name(target.name.replace("Warp.nii.gz", "InverseWarp.nii.gz")) if inverse_warp else None
+        planned.append((member, target, parts, inverse_target))
+    for _, target, _, inverse_target in planned:
+        for name in (target, inverse_target):
+            if name is not None:
+                refuse_existing(name, overwrite=overwrite, fix=OVERWRITE_FIX)
+    files: list[Path] = []
+    forward: list[str] = []
+    inverse: list[str] = []
+    for member, target, parts, inverse_target in planned:
+        if parts is None:
+            assert isinstance(member, LinearTransform)
+            # an AffineTransform, as antsRegistration writes it (other readers, NiTransforms among them, expect one)
+            Affine(member.matrix, member.translation, member.center).save(target)
+            files.append(target)
+            forward.append(str(target))
+            inverse.append(f"[{target},1]")
+            continue
         write_field_image(parts, target)
         files.append(target)
         forward.append(str(target))
-        if inverse_warp:
-            inverse_target = target.with_name(target.name.replace("Warp.nii.gz", "InverseWarp.nii.gz"))
+        if inverse_target is not None:
             write_field_image(invert_field(parts), inverse_target)
             files.append(inverse_target)
             inverse.append(str(inverse_target))

@@ -51,7 +51,7 @@ import SimpleITK as sitk
 
 from coregister.errors import UnreadableInputError, UnsupportedFormatError
 from coregister.image import SpatialImage
-from coregister.io.transforms._field import FieldParts, field_parts, write_field_image
+from coregister.io.transforms._field import FieldParts, field_parts, read_field_image, write_field_image
 from coregister.transforms import (
     Affine,
     BSpline,
@@ -62,7 +62,6 @@ from coregister.transforms import (
     Transform,
     Translation,
     from_sitk,
-    read_field_image,
 )
 
 __all__ = ["ParameterMap", "parse_parameter_text", "read_elastix", "write_elastix"]
@@ -383,7 +382,9 @@ def chain_paths(path: Path, count: int) -> list[Path]:
     return [path.with_name(f"{stem}.{k}{path.suffix or '.txt'}") for k in range(count)]
 
 
-def write_elastix(transform: Transform, path: str | os.PathLike[str], *, reference: SpatialImage) -> list[Path]:
+def write_elastix(
+    transform: Transform, path: str | os.PathLike[str], *, reference: SpatialImage, overwrite: bool = False
+) -> list[Path]:
     """Write ``transform`` (fixed -> moving) as elastix transform parameter files, atomically.
 
     Parameters
@@ -399,6 +400,9 @@ def write_elastix(transform: Transform, path: str | os.PathLike[str], *, referen
     reference : SpatialImage
         The fixed image: its grid goes into ``Size``/``Spacing``/``Origin``/
         ``Direction``, where transformix resamples.
+    overwrite : bool
+        Replace files that exist; otherwise any of them is refused
+        (:class:`~coregister.errors.OutputExistsError`) before a file is written.
 
     Returns
     -------
@@ -406,7 +410,7 @@ def write_elastix(transform: Transform, path: str | os.PathLike[str], *, referen
         The parameter files, the first applied first; the last is the one
         transformix takes (field images are written beside them).
     """
-    from coregister._files import atomic_path
+    from coregister._files import OVERWRITE_FIX, atomic_path, refuse_existing
 
     members: Sequence[Transform] = transform.transforms if isinstance(transform, Composite) else (transform,)
     if reference.ndim != transform.ndim:
@@ -414,9 +418,13 @@ def write_elastix(transform: Transform, path: str | os.PathLike[str], *, referen
     ordered = list(members)[::-1]  # elastix file 0 is applied first: our last member
     paths = chain_paths(Path(path), len(ordered))
     header = _header(reference, transform.ndim)
-    for k, (member, target) in enumerate(zip(ordered, paths, strict=True)):
-        field_path = target.with_name(target.stem + ".field.nii.gz")
-        entries, parts = _member_entries(member, field_path)
+    # every file named first: an existing one is refused before anything is written
+    planned = [(target, target.with_name(target.stem + ".field.nii.gz"), member) for member, target in zip(ordered, paths, strict=True)]
+    entries_and_parts = [_member_entries(member, field_path) for _, field_path, member in planned]
+    for (target, field_path, _), (_, parts) in zip(planned, entries_and_parts, strict=True):
+        for name in (target, field_path) if parts is not None else (target,):
+            refuse_existing(name, overwrite=overwrite, fix=OVERWRITE_FIX)
+    for k, ((target, field_path, _), (entries, parts)) in enumerate(zip(planned, entries_and_parts, strict=True)):
         body: ParameterMap = {
             **entries,
             "NumberOfParameters": [len(entries.get("TransformParameters", []))],
@@ -428,7 +436,7 @@ def write_elastix(transform: Transform, path: str | os.PathLike[str], *, referen
         }
         if parts is not None:
             write_field_image(parts, field_path)
-        with atomic_path(target) as tmp:
+        with atomic_path(target, overwrite=overwrite) as tmp:
             tmp.write_text(_text(body))
     return paths
 

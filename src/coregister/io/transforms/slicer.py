@@ -35,10 +35,11 @@ from coregister.image import SpatialImage
 from coregister.io.transforms._field import (
     FieldParts,
     field_parts,
+    read_field_image,
     sample_displacements,
     write_field_image,
 )
-from coregister.transforms import Affine, Transform, linear_members, read_field_image, read_transform
+from coregister.transforms import Affine, Transform, linear_members, read_transform
 
 __all__ = ["FIELD_SUFFIXES", "from_slicer_matrix", "read_slicer", "to_slicer_matrix", "write_slicer"]
 
