@@ -26,7 +26,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage, SecondaryCaptureImageSto
 
 import coregister as cr
 from coregister.cli import main
-from coregister.errors import ConfigError, GeometryError, OutputExistsError, UnsupportedFormatError
+from coregister.errors import ConfigError, DiskFullError, GeometryError, OutputExistsError, UnsupportedFormatError
 from coregister.io.dicom import read_dicom
 from coregister.io.dicom_write import derived_series_options, write_dicom
 
@@ -297,8 +297,10 @@ def test_failure_while_writing_leaves_nothing(
         save_as(self, filename, *args, **kwargs)
 
     monkeypatch.setattr(pydicom.Dataset, "save_as", failing_save_as)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match="no space left on the device") as raised:
         write_dicom(sources["ct_feet_first_series"], tmp_path / "series")
+    # the file named as the user would have seen it, not inside the temporary folder
+    assert f"'{tmp_path / 'series' / 'IM'}" in str(raised.value) and ".part" not in str(raised.value)
     assert len(written) == 2 and list(tmp_path.iterdir()) == []
 
 

@@ -586,8 +586,10 @@ def write_dicom(
         digest=digest,
     )
     parent = folder.parent if str(folder.parent) else Path(".")
-    with part_folder(parent, folder.name) as stage:  # removed on any failure or interrupt; swept if killed
-        staged = stage / "series"
+    # removed on any failure or interrupt, swept if killed; the series is staged under the folder's own name, so a
+    # write that runs out of room names the file as it would have been (folder/IM000003.dcm)
+    with part_folder(parent, folder.name, stands_for=parent) as stage:
+        staged = stage / folder.name
         staged.mkdir()
         for k in range(stored.shape[0]):
             ds = _slice_dataset(series, encoding, k, origin=origin, spacing=spacing, direction=direction)
