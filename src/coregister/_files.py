@@ -325,20 +325,16 @@ def ensure_room(path: Path, size: int) -> None:
     """
     limit = _file_size_limit()
     if limit is not None and size > limit:
-        error = DiskFullError(
+        raise DiskFullError(
             f"cannot write {str(path)!r}: it needs about {size:,} bytes, more than this process's file-size limit of "
-            f"{limit:,} bytes (ulimit -f); raise the limit (ulimit -f unlimited) or write a smaller file"
+            f"{limit:,} bytes (ulimit -f); raise the limit (ulimit -f unlimited) or write a smaller file", errno.EFBIG
         )
-        error.errno = errno.EFBIG
-        raise error
     free = _free_bytes(path.parent)
     if free is not None and size > free:
-        error = DiskFullError(
+        raise DiskFullError(
             f"cannot write {str(path)!r}: it needs about {size:,} bytes and the device that holds {str(path.parent)!r} "
-            f"has {free:,} bytes free; free some space there or choose another output folder"
+            f"has {free:,} bytes free; free some space there or choose another output folder", errno.ENOSPC
         )
-        error.errno = errno.ENOSPC
-        raise error
 
 
 def out_of_room(exc: BaseException, stage: Path, stands_for: Path) -> DiskFullError | None:
@@ -371,9 +367,7 @@ def out_of_room(exc: BaseException, stage: Path, stands_for: Path) -> DiskFullEr
         text = str(exc).replace(str(stage) + os.sep, inside).replace(str(stage), str(stands_for))
         if text == str(exc):
             return None
-        again = DiskFullError(text)
-        again.errno = exc.errno
-        return again
+        return DiskFullError(text, exc.errno)
     if isinstance(exc, CoregisterError) or not isinstance(exc, Exception):
         return None
     code = exc.errno if isinstance(exc, OSError) and exc.errno in _NO_ROOM else None
@@ -410,9 +404,7 @@ def out_of_room(exc: BaseException, stage: Path, stands_for: Path) -> DiskFullEr
         shown = f" ({free:,} bytes free)" if free is not None else ""
         text = (f"cannot write {str(where)!r}: no space left on the device that holds {str(folder)!r}{shown} {done}; "
                 "free some space there or choose another output folder")
-    error = DiskFullError(text)
-    error.errno = code
-    return error
+    return DiskFullError(text, code)
 
 
 def refuse_existing(path: str | os.PathLike[str], *, overwrite: bool, fix: str = OVERWRITE_FIX) -> None:

@@ -98,7 +98,21 @@ class DiskFullError(UnwritableOutputError):
     The message names the output, how much of it had been written and the
     free space or the limit; ``errno`` is the system's code for the cause.
     Nothing is left behind: the half-written file is removed.
+
+    Examples
+    --------
+    >>> import errno
+    >>> error = DiskFullError("cannot write 'out.nii': no space left", errno.ENOSPC)
+    >>> error.errno == errno.ENOSPC, str(error)
+    (True, "cannot write 'out.nii': no space left")
     """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)  # the message alone: OSError(code, message) would print "[Errno 28] ..." first
+        self.errno = code
+
+    def __reduce__(self) -> tuple[type[DiskFullError], tuple[str, int | None]]:
+        return type(self), (str(self), self.errno)  # from a batch worker's process with its code
 
 
 class RegistrationFailed(CoregisterError, RuntimeError):
