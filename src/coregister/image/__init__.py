@@ -210,6 +210,18 @@ class SpatialImage:
         """
         return self.index_to_world([[(n - 1) / 2.0 for n in self.size]])[0]
 
+    @property
+    def world_corners(self) -> np.ndarray:
+        """World coordinates of the ``2**ndim`` corners of the image's extent (the outer edges of its pixels).
+
+        Examples
+        --------
+        >>> SpatialImage(np.zeros((3, 5)), origin=(10.0, 0.0), spacing=(2.0, 1.0)).world_corners.tolist()
+        [[9.0, -0.5], [9.0, 2.5], [19.0, -0.5], [19.0, 2.5]]
+        """
+        edges = np.meshgrid(*[[-0.5, n - 0.5] for n in self.size], indexing="ij")
+        return self.index_to_world(np.array(edges).reshape(self.ndim, -1).T)
+
     def index_to_world(self, indices: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
         """Map continuous indices ``(x, y[, z])`` to world points.
 

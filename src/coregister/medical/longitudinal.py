@@ -218,8 +218,8 @@ def _grid(fixed: SpatialImage, moving: SpatialImage, half: np.ndarray) -> Spatia
 
 
 def _consistency(forward: np.ndarray, backward_inverse: np.ndarray, fixed: SpatialImage) -> float:
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in fixed.size], indexing="ij")).reshape(fixed.ndim, -1).T
-    points = np.hstack([fixed.index_to_world(corners), np.ones((len(corners), 1))])
+    corners = fixed.world_corners
+    points = np.hstack([corners, np.ones((len(corners), 1))])
     gap = (points @ forward.T - points @ backward_inverse.T)[:, : fixed.ndim]
     return float(np.max(np.linalg.norm(gap, axis=1)))
 

@@ -196,9 +196,7 @@ def _deshear(
     u, _, vt = np.linalg.svd(direction)
     rotation = u @ vt
     spacing = np.asarray(image.spacing, dtype=float)
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in image.size], indexing="ij")).reshape(image.ndim, -1).T
-    world = image.index_to_world(corners)
-    local = world @ rotation  # coordinates along the new grid's axes
+    local = image.world_corners @ rotation  # coordinates along the new grid's axes
     low, high = local.min(axis=0), local.max(axis=0)
     size = np.maximum(1, np.ceil((high - low) / spacing - 1e-9)).astype(int)
     origin = rotation @ (low + 0.5 * spacing)
@@ -216,20 +214,15 @@ def _deshear(
     return grid.replace(array=np.where(inside, values, 0).astype(np.float32)), np.asarray(inside, dtype=bool)
 
 
-def _extent(image: SpatialImage) -> np.ndarray:
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in image.size], indexing="ij")).reshape(image.ndim, -1).T
-    return image.index_to_world(corners)
-
-
 def _physical_overlap_note(fixed: SpatialImage, moving: SpatialImage, initial: Transform | None) -> str | None:
     """A note when the images' world boxes do not meet (through ``initial``: fixed points -> moving space)."""
-    fixed_box = _extent(fixed)
+    fixed_box = fixed.world_corners
     if initial is not None:
         try:
             fixed_box = initial.transform_points(fixed_box)
         except (CoregisterError, ValueError):
             return None
-    moving_box = _extent(moving)
+    moving_box = moving.world_corners
     low = np.maximum(fixed_box.min(axis=0), moving_box.min(axis=0))
     high = np.minimum(fixed_box.max(axis=0), moving_box.max(axis=0))
     if np.all(high > low):

@@ -400,8 +400,7 @@ def _projective_findings(transform: Homography, fixed: SpatialImage) -> list[str
     >>> print(_projective_findings(Homography([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-0.02, 0.0, 1.0]]), image)[0])
     the projective map's horizon crosses the fixed image (w from -1.39 to 1.01 over its corners): part of it goes to infinity
     """
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in fixed.size], indexing="ij")).reshape(fixed.ndim, -1).T
-    world = fixed.index_to_world(corners)
+    world = fixed.world_corners
     matrix = np.asarray(transform.matrix, dtype=float)
     w = np.c_[world, np.ones(len(world))] @ matrix[-1]
     if w.min() <= 0 < w.max():
