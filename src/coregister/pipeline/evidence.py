@@ -313,10 +313,11 @@ def probe(
     deformable part: no SimpleITK model holds it). Otherwise, in world units
     and probe voxels (the coarse grid's mean voxel size): ``polished`` and
     ``ends`` (the polished answer, where each perturbed start ended), ``moved`` (how far polishing moves the answer),
-    ``restart_distances`` (how far each
-    perturbed start ends from the polished answer) and ``restart_gains``
-    (how much better, as a fraction of the polished answer's metric, each
-    ends: positive = better).
+    ``metric`` (the polished answer's Mattes MI on the probe's grid) and
+    ``restart_distances`` (how far each perturbed start ends from the
+    polished answer). How much better each end is, the perturbed starts'
+    grid being coarser than the polish's, is measured by
+    :func:`coregister.pipeline.attempt.judge` at the answer's resolution.
     """
     model = _model_of(transform)
     if model is None:
@@ -348,7 +349,6 @@ def probe(
     except (CoregisterError, RuntimeError) as exc:  # a start that leaves no overlap: no evidence either way
         logger.info("probe failed: %s", exc)
         return None
-    scale = abs(value) if value else 1.0
     return {
         "probe_voxel": voxel,
         "polished": polished,
@@ -356,7 +356,4 @@ def probe(
         "moved": _distance(transform, polished, points) / voxel,
         "metric": value,
         "restart_distances": [_distance(polished, t, points) / voxel for t, _ in ends],
-        # Mattes MI is minimised (negative): lower is better
-        # on the restarts' own grid, which is not the answer's: judge() remeasures them
-        "restart_gains": [(value - v) / scale for _, v in ends],
     }
