@@ -64,6 +64,7 @@ from coregister.engines.base import LevelHistory
 from coregister.engines.sitk.levels import LevelPlan
 from coregister.engines.sitk.observer import abortable, stop_now
 from coregister.engines.sitk.pyramid import Pyramid
+from coregister.engines.sitk.threads import default_threads
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.transforms import DisplacementField, LinearTransform, Transform
 
@@ -305,7 +306,10 @@ def _demons_level(
         report(len(values) - 1, value)  # type: ignore[operator]
 
     try:
-        out = _observed(flt, lambda: flt.Execute(fixed, moving, initial), on_iteration, flt.StopRegistration)
+        # the filter's own thread count does not reach the smoothing and warping filters it runs inside: they take
+        # the process default, which the engine holds at the metric's count (one by default) for the linear stages
+        with default_threads(threads):
+            out = _observed(flt, lambda: flt.Execute(fixed, moving, initial), on_iteration, flt.StopRegistration)
     except RuntimeError as exc:
         raise RegistrationFailed(f"SimpleITK's demons failed: {str(exc).strip().splitlines()[-1]}") from exc
     return _cast_vector(out), f"{flt.GetElapsedIterations()} demons iterations (fixed schedule)"

@@ -30,16 +30,29 @@ _THREADS_STATE = {"active": 0, "previous": 0}
 def default_threads(threads: int | None) -> Iterator[None]:
     """SimpleITK's process-wide default thread count set to ``threads`` for the duration (None: left alone).
 
-    Nested or concurrent uses restore the original default when the last one
-    ends; concurrent registrations asking for different counts share the last
-    count set.
+    A use nested in another (the demons of a displacement-field stage inside
+    a registration that keeps its metrics on one thread) puts back the count
+    it found when it ends; the original default returns when the last use
+    ends. Concurrent registrations asking for different counts share the
+    last count set.
+
+    Examples
+    --------
+    >>> before = all_threads()
+    >>> with default_threads(1):
+    ...     with default_threads(2):
+    ...         inner = all_threads()
+    ...     outer = all_threads()
+    >>> inner, outer, all_threads() == before
+    (2, 1, True)
     """
     if threads is None:
         yield
         return
     with _THREADS_LOCK:
+        found = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
         if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["previous"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            _THREADS_STATE["previous"] = found
         _THREADS_STATE["active"] += 1
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
@@ -47,5 +60,5 @@ def default_threads(threads: int | None) -> Iterator[None]:
     finally:
         with _THREADS_LOCK:
             _THREADS_STATE["active"] -= 1
-            if _THREADS_STATE["active"] == 0:
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_THREADS_STATE["previous"])
+            restored = _THREADS_STATE["previous"] if _THREADS_STATE["active"] == 0 else found
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(restored)
