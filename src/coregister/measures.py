@@ -398,6 +398,23 @@ def jacobian_determinant(transform: Transform, grid: SpatialImage, *, max_points
         # d u / d index along x, y[, z] (array axes reversed); an axis of one pixel has no derivative
         gradients = [np.gradient(displacement, axis=a) if displacement.shape[a] > 1 else np.zeros_like(displacement)
                      for a in range(ndim - 1, -1, -1)]
-        jac = np.stack(gradients, axis=-1) @ world_from_index + np.eye(ndim)  # [..., component, index axis]
-        det[start:stop] = np.linalg.det(jac)[start - low: start - low + stop - start]
+        # [..., component, world axis]: the index derivatives through world_from_index, column by column (most
+        # grids are axis-aligned: one product per column), plus the identity
+        jac = np.empty((*displacement.shape, ndim))
+        for w in range(ndim):
+            terms = [gradients[a] * world_from_index[a, w] for a in range(ndim) if world_from_index[a, w] != 0.0]
+            jac[..., w] = sum(terms[1:], terms[0])  # an invertible matrix has no zero column
+            jac[..., w, w] += 1.0
+        det[start:stop] = _determinant(jac[start - low: start - low + stop - start])
     return sampled.replace(array=det, mask=None, nodata=None)
+
+
+def _determinant(m: np.ndarray) -> np.ndarray:
+    """Determinants of a stack of 2 x 2 or 3 x 3 matrices by cofactors (LAPACK's batched LU is several times slower)."""
+    if m.shape[-1] == 2:
+        return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
+    if m.shape[-1] == 3:
+        return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+                - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+                + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
+    return np.asarray(np.linalg.det(m))
