@@ -12,6 +12,9 @@ Cases (``--cases``, comma-separated):
   ``G`` at 1 mm, carried back through each answer onto the 1 mm atlas,
   nearest neighbour), and the Jacobian determinant of the answer at every
   voxel of the fixed (2 mm) grid: minimum, folding fraction (share <= 0).
+  ``--warps SEED:MM,...`` adds the same case under other deformations
+  (``known-s5-9mm``: seed 5, up to 9 mm), so that a schedule is judged on
+  more than the one warp it was tuned on.
 * ``colin``: Colin27 (``ch2.nii.gz``) to MNI152 at 1 mm. Scored: head-mask
   Dice (each image above 10 % of its 99th percentile, holes filled, carried
   by nearest neighbour) and the Jacobian on the full 1 mm grid.
@@ -23,7 +26,10 @@ Cases (``--cases``, comma-separated):
 * ``ants-check`` (point 3): ours ``syn`` on the ``known`` case writes its
   outputs as ``coregister register`` does (``warp.nii.gz`` + ``affine.mat``,
   and ``transform.h5``); ANTsPy's ``apply_transforms`` resamples the moving
-  image with them and the difference to ``coregister.apply`` is reported.
+  image with them and the difference to ``coregister.apply`` is reported,
+  beside a control that leaves the warp out (``affine.mat`` alone), which
+  must differ: both resamplers are ITK's, so agreement to the last bit is
+  possible, and the control shows that the comparison can see a difference.
 
 Methods, each registration in **its own process** (peers in their own
 virtual environments, ``~/.cache/coregister-peers/*/bin/python``, from
@@ -66,6 +72,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -200,12 +207,18 @@ DEFAULT_METHODS = ("ours-syn", "ours-bspline", "ants-syn", "ants-quick", "elasti
                    *(f"ours-{p}-{b}" for p in ("bspline", "syn") for b in ("as-is", "distance", "smooth")))
 
 
+def _kind(case: str) -> str:
+    """``known`` for every known-deformation case (``known-s5-9mm``), else the case itself."""
+    return "known" if case.startswith("known") else case
+
+
 def run_method(name: str, runner_dir: Path, fixed: Path, moving: Path, case: str, outdir: Path, timeout_s: float) -> dict | None:
     runner, python, variants = METHODS[name]
-    if case not in variants:
+    if _kind(case) not in variants:
         return None
     outdir.mkdir(parents=True, exist_ok=True)
-    command = [str(python), str(runner_dir / f"run_{runner}.py"), str(fixed), str(moving), variants[case], str(outdir)]
+    command = [str(python), str(runner_dir / f"run_{runner}.py"), str(fixed), str(moving), variants[_kind(case)],
+               str(outdir)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     try:
         # in the method's own folder: transformix writes its deformationField.nii into the working directory
@@ -251,34 +264,37 @@ def _label_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(2.0 * both[sizes > 0] / sizes[sizes > 0]))
 
 
-def make_cases(folder: Path, cases: list[str]) -> dict:
+def make_cases(folder: Path, cases: list[str], warps: Sequence[tuple[int, float]] = ()) -> dict:
     out: dict = {}
     mni = cr.read(ANTSPY / "mni.nii.gz")
     if {"known", "masks", "ants-check"} & set(cases):
         atlas = cr.read(ANTSPY / "mnia.nii.gz")
-        warp = synthetic.random_bspline(mni, 13, mesh_mm=40.0, max_displacement_mm=6.0)
         fixed = _shrunk(mni)
-        moving = _shrunk(synthetic.resample_through(mni, warp))
         cr.write(fixed, folder / "known_fixed.nii.gz")
-        cr.write(moving, folder / "known_moving.nii.gz")
         points = synthetic.head_points(fixed, step=2)
-        # G inverted point by point on its field sampled at 1 mm (vectorised; linear interpolation of the 40 mm
-        # spline there is exact to about 0.002 mm)
-        dense = sampled_field(warp, mni)
-        out["known"] = {
-            "fixed": folder / "known_fixed.nii.gz", "moving": folder / "known_moving.nii.gz", "grid": fixed,
-            "points": points, "truth": dense.inverse_points(points), "atlas": atlas,
-            "moving_atlas": cr.apply(warp, atlas, reference=atlas, interpolation="nearest"),
-        }
+        for seed, mm in [(13, 6.0), *[w for w in warps if w != (13, 6.0)]]:
+            name = "known" if (seed, mm) == (13, 6.0) else f"known-s{seed}-{mm:g}mm"
+            warp = synthetic.random_bspline(mni, seed, mesh_mm=40.0, max_displacement_mm=mm)
+            cr.write(_shrunk(synthetic.resample_through(mni, warp)), folder / f"{name}_moving.nii.gz")
+            # G inverted point by point on its field sampled at 1 mm (vectorised; linear interpolation of the
+            # 40 mm spline there is exact to about 0.002 mm)
+            field = sampled_field(warp, mni)
+            out[name] = {
+                "fixed": folder / "known_fixed.nii.gz", "moving": folder / f"{name}_moving.nii.gz", "grid": fixed,
+                "points": points, "truth": field.inverse_points(points), "atlas": atlas,
+                "moving_atlas": cr.apply(warp, atlas, reference=atlas, interpolation="nearest"),
+            }
+            if name == "known":  # the first: the masks case moves by the same deformation
+                known_warp, known_field = warp, field
         if "masks" in cases:
             brain = fixed.replace(array=(cr.apply(cr.Translation([0, 0, 0]), atlas, reference=fixed,
                                                   interpolation="nearest").array > 0).astype(np.uint8))
-            moved = cr.apply(warp, brain, reference=brain, interpolation="nearest")
+            moved = cr.apply(known_warp, brain, reference=brain, interpolation="nearest")
             cr.write(brain, folder / "mask_fixed.nii.gz")
             cr.write(moved, folder / "mask_moving.nii.gz")
             inside = brain.index_to_world(np.argwhere(np.asarray(brain.array) > 0)[::3, ::-1].astype(float))
             out["masks"] = {"fixed": folder / "mask_fixed.nii.gz", "moving": folder / "mask_moving.nii.gz",
-                            "grid": brain, "points": inside, "truth": dense.inverse_points(inside), "mask": brain,
+                            "grid": brain, "points": inside, "truth": known_field.inverse_points(inside), "mask": brain,
                             "moving_mask": moved}
     if "colin" in cases:
         out["colin"] = {"fixed": ANTSPY / "mni.nii.gz", "moving": ANTSPY / "ch2.nii.gz", "grid": mni,
@@ -287,6 +303,7 @@ def make_cases(folder: Path, cases: list[str]) -> dict:
 
 
 def score(case: str, data: dict, transform: cr.Transform) -> dict:
+    case = _kind(case)
     grid = data["grid"]
     det = jacobian_determinant(transform, grid).array  # every voxel of the fixed grid
     figures = {"min_jacobian": float(det.min()), "folding_fraction": float(np.mean(det <= 0))}
@@ -326,7 +343,9 @@ def ants_check(folder: Path, data: dict, timeout_s: float) -> dict:
         a = ants.apply_transforms(fixed, moving, [{str(out / 'warp.nii.gz')!r}, {str(out / 'affine.mat')!r}],
                                   interpolator="linear")
         b = ants.apply_transforms(fixed, moving, [{str(out / 'transform.h5')!r}], interpolator="linear")
+        c = ants.apply_transforms(fixed, moving, [{str(out / 'affine.mat')!r}], interpolator="linear")
         ants.image_write(a, {str(out / 'ants_pair.nii.gz')!r}); ants.image_write(b, {str(out / 'ants_h5.nii.gz')!r})
+        ants.image_write(c, {str(out / 'control_affine_only.nii.gz')!r})
         """
     )
     subprocess.run([str(PEERS / "ants" / "bin" / "python"), "-c", script], check=True, timeout=timeout_s,
@@ -334,7 +353,8 @@ def ants_check(folder: Path, data: dict, timeout_s: float) -> dict:
     head = _head(fixed)
     scale = float(np.percentile(np.asarray(fixed.array)[head], 99))
     figures = {}
-    for name in ("ants_pair", "ants_h5"):
+    # the control leaves the warp out: it must differ by about the warp's effect, or the comparison sees nothing
+    for name in ("ants_pair", "ants_h5", "control_affine_only"):
         theirs = np.asarray(cr.read(out / f"{name}.nii.gz").array, dtype=np.float64)
         diff = np.abs(theirs - np.asarray(ours.array, dtype=np.float64))[head]
         figures[name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
@@ -344,11 +364,10 @@ def ants_check(folder: Path, data: dict, timeout_s: float) -> dict:
 
 def table(results: list[dict], load: list[float]) -> str:
     lines = [f"load average during the run: {', '.join(f'{v:.1f}' for v in load)} (2 cores)", ""]
-    for case in ("known", "colin", "masks"):
+    for case in dict.fromkeys(r["case"] for r in results):
         rows = [r for r in results if r["case"] == case]
-        if not rows:
-            continue
-        quality = {"known": ("error_mm", "label_dice"), "colin": ("head_dice",), "masks": ("error_mm", "mask_dice")}[case]
+        quality = {"known": ("error_mm", "label_dice"), "colin": ("head_dice",),
+                   "masks": ("error_mm", "mask_dice")}[_kind(case)]
         lines += [f"### {case}", "", "| method | reg s | CPU s | peak RSS MB | " + " | ".join(quality)
                   + " | min Jacobian | folding fraction |", "|---|---:|---:|---:|" + "---:|" * (len(quality) + 2)]
         for r in rows:
@@ -366,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="known,colin,masks,ants-check")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"any of {', '.join(METHODS)}")
+    parser.add_argument("--warps", default="", help="more known-deformation cases, SEED:MM,... (e.g. 5:9,7:3)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per registration")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     parser.add_argument("--json", type=Path, help="write every measurement here")
@@ -378,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         for runner, body in RUNNERS.items():
             (folder / f"run_{runner}.py").write_text(_COMMON + body)
-        data = make_cases(folder, cases)
-        for case in [c for c in cases if c in data and c != "ants-check"]:
+        warps = [(int(seed), float(mm)) for seed, _, mm in (w.partition(":") for w in args.warps.split(",") if w)]
+        data = make_cases(folder, cases, warps)
+        order = [c for c in cases if c != "ants-check"]
+        for case in sorted(data, key=lambda c: order.index(_kind(c)) if _kind(c) in order else len(order)):
+            if _kind(case) not in order:
+                continue
             for method in methods:
                 started = time.perf_counter()
                 measured = run_method(method, folder, data[case]["fixed"], data[case]["moving"], case,

