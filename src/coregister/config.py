@@ -176,6 +176,9 @@ class Stage:
     #: displacement-field stages, automatic levels: the finest level's voxel is at least this size (world units;
     #: None: the image's own)
     finest_spacing_mm: float | None = None
+    #: displacement-field stages: iterations of one more level on the image's own voxels where
+    #: ``finest_spacing_mm`` stopped the levels above them (0: none)
+    full_resolution_iterations: int = 0
 
     def replace(self, **changes: Any) -> Stage:
         """A copy with some fields replaced."""

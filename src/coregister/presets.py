@@ -226,8 +226,8 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     moving image resampled through the affine answer and histogram-matched
     to the fixed one, each update composed (first order, as ANTs' greedy SyN), the whole field smoothed
     by a Gaussian of 1.5 voxels after every iteration; three levels of 8, 4
-    and 2 mm (volumes finer than 2 mm stop at 2 mm; precise: down to the
-    image's own voxels, with more iterations); a fold guard at a Jacobian
+    and 2 mm, and five iterations on the image's own voxels where they are
+    finer (precise: every level down to them, with more iterations); a fold guard at a Jacobian
     determinant of 0.05. ``metric="ncc"`` (ANTS neighbourhood correlation)
     or ``metric="mattes"`` replace the demons by SimpleITK's
     ``ImageRegistrationMethod`` on a ``DisplacementFieldTransform`` (the
@@ -261,6 +261,10 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
         update_sigma_voxels=0.0,
         min_jacobian=0.05,
         finest_spacing_mm=None if (precise or ndim == 2) else 2.0,
+        # Colin27 -> MNI152 at 1 mm: head Dice 0.9753 stopping at 2 mm, 0.9761 with five iterations at 1 mm (ANTsPy
+        # SyN 0.9761), in twice the time (8 -> 15 s; elastix 47 s, ANTsPy 84 s). Known 6 and 9 mm warps of the 1 mm
+        # head: 0.339/0.467 mm -> 0.312/0.426 mm (3 iterations 0.319, 10 0.300 at 18 s)
+        full_resolution_iterations=5,
         smoothing_voxels=0.0,
         histogram_bins=32,
     )

@@ -86,8 +86,25 @@ def _coarsest_factor(stage: Stage, image: sitk.Image) -> int | None:
     return _finest_factor(stage, image) * 2 ** (len(stage.iterations_per_level) - 1)
 
 
-def _own_iterations(stage: Stage, n_levels: int) -> tuple[int, ...]:
+def _full_resolution(stage: Stage, image: sitk.Image) -> bool:
+    """A field stage adds a level on the image's own voxels below the ones ``finest_spacing_mm`` allowed."""
+    return stage.model is TransformModel.SYN and stage.full_resolution_iterations > 0 and _finest_factor(stage, image) > 1
+
+
+def _stage_levels(stage: Stage, image: sitk.Image) -> tuple[LevelPlan, ...]:
+    levels = plan_levels(image.GetSize(), image.GetSpacing(), shrink_factors=stage.shrink_factors,
+                         smoothing_sigmas_mm=stage.smoothing_sigmas_mm, finest_factor=_finest_factor(stage, image),
+                         coarsest_factor=_coarsest_factor(stage, image), smoothing_voxels=stage.smoothing_voxels)
+    if _full_resolution(stage, image):
+        levels = (*levels, LevelPlan((1,) * image.GetDimension(), 0.0))
+    return levels
+
+
+def _own_iterations(stage: Stage, n_levels: int, image: sitk.Image) -> tuple[int, ...]:
     """A field stage on a small image gets fewer levels than its schedule names: it keeps the finest ones' counts."""
+    if _full_resolution(stage, image):
+        return (*_own_iterations(stage.replace(full_resolution_iterations=0), n_levels - 1, image),
+                int(stage.full_resolution_iterations))
     given = stage.iterations_per_level
     if stage.model is TransformModel.SYN and given is not None and len(given) > n_levels:
         return tuple(int(v) for v in given[-n_levels:])
@@ -234,12 +251,7 @@ class SitkEngine:
         }
 
         # ---------------------------------------------------------------- initialisation
-        plans = [
-            plan_levels(fixed_img.GetSize(), fixed_img.GetSpacing(), shrink_factors=s.shrink_factors,
-                        smoothing_sigmas_mm=s.smoothing_sigmas_mm, finest_factor=_finest_factor(s, fixed_img),
-                        coarsest_factor=_coarsest_factor(s, fixed_img), smoothing_voxels=s.smoothing_voxels)
-            for s in stages
-        ]
+        plans = [_stage_levels(s, fixed_img) for s in stages]
         parts: list[sitk.Transform] = []  # applied last first: [initial, stage0, stage1, ...]
         user_initial: Transform | None = initial
         if initial is not None:
@@ -281,7 +293,7 @@ class SitkEngine:
                     name = _stage_name(stage, index, stages)
                     moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
                     done = run_field_stage(
-                        fixed_pyr, moving_img, moving_initial, stage, levels, _own_iterations(stage, len(levels)),
+                        fixed_pyr, moving_img, moving_initial, stage, levels, _own_iterations(stage, len(levels), fixed_img),
                         name=name, threads=pyramid_threads, metric_threads=threads, fixed_mask=fixed_pyr.mask,
                         progress=progress, linear_value=compose([from_sitk(t) for t in parts]) if parts else None,
                     )
