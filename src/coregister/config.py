@@ -177,7 +177,7 @@ class Stage:
     #: None: the image's own)
     finest_spacing_mm: float | None = None
     #: displacement-field stages: iterations of one more level on the image's own voxels where
-    #: ``finest_spacing_mm`` stopped the levels above them (0: none)
+    #: ``finest_spacing_mm`` stopped the levels above them and the image has at most 2^24 voxels (0: none)
     full_resolution_iterations: int = 0
 
     def replace(self, **changes: Any) -> Stage:

@@ -86,9 +86,16 @@ def _coarsest_factor(stage: Stage, image: sitk.Image) -> int | None:
     return _finest_factor(stage, image) * 2 ** (len(stage.iterations_per_level) - 1)
 
 
+#: the most voxels a field stage's extra full-resolution level runs on: ITK's demons hold about 160 bytes per voxel
+#: of their level (Colin27 -> MNI152, 7.2 million voxels: 1.8 GB at the peak with the level, 0.63 GB without), so a
+#: 0.5-0.7 mm CT of 100 million voxels would need 16 GB for five iterations
+FULL_RESOLUTION_MAX_VOXELS = 1 << 24
+
+
 def _full_resolution(stage: Stage, image: sitk.Image) -> bool:
     """A field stage adds a level on the image's own voxels below the ones ``finest_spacing_mm`` allowed."""
-    return stage.model is TransformModel.SYN and stage.full_resolution_iterations > 0 and _finest_factor(stage, image) > 1
+    return (stage.model is TransformModel.SYN and stage.full_resolution_iterations > 0
+            and _finest_factor(stage, image) > 1 and math.prod(image.GetSize()) <= FULL_RESOLUTION_MAX_VOXELS)
 
 
 def _stage_levels(stage: Stage, image: sitk.Image) -> tuple[LevelPlan, ...]:
