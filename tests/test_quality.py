@@ -233,6 +233,10 @@ def test_repeats_of_the_fixed_image_decide_ties(pair, gains, verdict):
         (0.73, 0.148, "failed"),  # stopped after two iterations: under a probe voxel away, 15 % more information
         (1.06, 0.079, "uncertain"),  # a start 50 mm off: a voxel away, more than estimators disagree by
         (1.5, -0.05, "uncertain"),  # the coarse grid prefers another alignment, the fine one this answer
+        (0.85, -0.059, "uncertain"),  # CT onto a 5 mm-slice MR, 14.8 mm off: most of a voxel, nothing clearer
+        (0.66, 0.022, "uncertain"),  # the same pair from another start, 15.8 mm off
+        (0.45, 0.02, "passed"),  # right answers of the corpus polish by at most 0.42 probe voxels
+        (1.5, 0.004, "uncertain"),  # more than a voxel away to a tie: the pair does not pin the alignment down
     ],
 )
 def test_polishing_evidence(pair, moved, gain, verdict):

@@ -340,7 +340,7 @@ def _evidence_findings(
     gain = float(probe.get("polish_gain", math.inf))
     figures.update(polish_gain=gain)
     where = (f"polishing it on a {voxel:.3g}-unit grid moves it by {moved * voxel:.3g} units ({moved:.2g} voxels of "
-             f"that grid) to an alignment that shares {gain:.1%} more information")
+             f"that grid) to an alignment that shares {abs(gain):.1%} {'less' if gain < 0 else 'more'} information")
     if gain > MIN_POLISH_GAIN and math.isfinite(gain) and moved > MIN_POLISH_MOVE:
         # even under a probe voxel: a right answer is an optimum, and no alignment near it shares that much more
         findings.append(f"the answer is not at an optimum of mutual information: {where}; it may have stopped "
