@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     angles = result.transform.to_dict()["decomposition"]["angles_deg"]
     before, after = result.metrics["before"], result.metrics["after"]
-    print(f"engine {result.engine}, {result.time_s:.2f} s, quality check {'passed' if result.passed else 'FAILED'}")
+    print(f"engine {result.engine}, {result.time_s:.2f} s, quality check {result.quality.verdict.value}")
+    for reason in result.quality.failures:  # this pair's 5 mm slices leave the check uncertain: it says why
+        print(f"  {reason}")
     print(f"mutual information {before['mi']:.3f} -> {after['mi']:.3f} nats; rotation {np.round(angles, 2).tolist()} degrees")
     print("wrote " + ", ".join(str(o) for o in outputs))
     return 0 if result.passed else 3
