@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import SimpleITK as sitk
 
@@ -23,18 +24,22 @@ def all_threads() -> int:
 
 
 _THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"active": 0, "previous": 0}
+#: the counts asked for by the uses now open, oldest first, each under a token of its own; and the default found
+#: when the first one opened
+_THREADS_STATE: dict[str, Any] = {"open": [], "original": 0}
 
 
 @contextlib.contextmanager
 def default_threads(threads: int | None) -> Iterator[None]:
     """SimpleITK's process-wide default thread count set to ``threads`` for the duration (None: left alone).
 
-    A use nested in another (the demons of a displacement-field stage inside
-    a registration that keeps its metrics on one thread) puts back the count
-    it found when it ends; the original default returns when the last use
-    ends. Concurrent registrations asking for different counts share the
-    last count set.
+    When a use ends, the default becomes the count of the newest use still
+    open, or the original default when none is. So a use nested in another
+    (the demons of a displacement-field stage inside a registration that
+    keeps its metrics on one thread) gives the outer one its count back, and
+    a registration that ends while another runs in the next thread leaves
+    that one's count, not the count it found when it started. Concurrent
+    registrations asking for different counts share the newest count set.
 
     Examples
     --------
@@ -45,20 +50,25 @@ def default_threads(threads: int | None) -> Iterator[None]:
     ...     outer = all_threads()
     >>> inner, outer, all_threads() == before
     (2, 1, True)
+    >>> a, b = default_threads(1), default_threads(3)  # two registrations in two threads: a ends first
+    >>> _ = a.__enter__(); _ = b.__enter__(); _ = a.__exit__(None, None, None); all_threads()
+    3
+    >>> _ = b.__exit__(None, None, None); all_threads() == before
+    True
     """
     if threads is None:
         yield
         return
+    token = object()
     with _THREADS_LOCK:
-        found = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-        if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["previous"] = found
-        _THREADS_STATE["active"] += 1
+        if not _THREADS_STATE["open"]:
+            _THREADS_STATE["original"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        _THREADS_STATE["open"].append((token, int(threads)))
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
         yield
     finally:
         with _THREADS_LOCK:
-            _THREADS_STATE["active"] -= 1
-            restored = _THREADS_STATE["previous"] if _THREADS_STATE["active"] == 0 else found
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(restored)
+            still = [(t, n) for t, n in _THREADS_STATE["open"] if t is not token]
+            _THREADS_STATE["open"] = still
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(still[-1][1] if still else _THREADS_STATE["original"])
