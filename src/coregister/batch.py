@@ -401,9 +401,14 @@ def _earlier(folder: Path, key: str) -> PairOutcome | None:
 
 def run_pair(
     job: PairJob, out_dir: str | os.PathLike[str], *, report: bool = False, seed: int = 0, threads: int | None = 1,
-    overwrite: bool = False,
+    overwrite: bool = False, pyramid_threads: int | None = None,
 ) -> PairOutcome:
     """Read, register and write one pair (runs in a Dask worker; safe to call directly).
+
+    ``threads`` is :func:`coregister.register`'s: N threads everywhere, or
+    None for its bit-identical default (the metrics on one thread), in which
+    case the pyramids and the outputs' resampling use ``pyramid_threads``
+    (None: all cores).
 
     The job checks and writes its own outputs (:meth:`PairJob.check_outputs`,
     :meth:`PairJob.write_outputs`). Errors become a :class:`PairOutcome` with
@@ -436,14 +441,20 @@ def run_pair(
             masks["fixed_mask"] = cr.read(job.fixed_mask).array > 0
         if job.moving_mask is not None:
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
-        result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads, **masks)
+        from coregister.engines.sitk.threads import default_threads
+
+        # with threads None the engine builds its pyramids on the process default and keeps its metrics on one
+        with default_threads(pyramid_threads if threads is None else None):
+            result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads,
+                                 **masks)
         if _earlier(folder, key) is not None:  # another worker finished this pair meanwhile: keep its outputs
             kept = _earlier(folder, key)
             assert kept is not None
             return dataclasses.replace(kept, name=name, fixed=fixed_name, moving=moving_name,
                                        wall_s=time.perf_counter() - start)
         provenance = {"batch": {"fingerprint": key, "fixed": fixed_name, "moving": moving_name}}
-        outputs = job.write_outputs(Path(out_dir), result, fixed, moving, report=report, threads=threads,
+        outputs = job.write_outputs(Path(out_dir), result, fixed, moving, report=report,
+                                    threads=threads if threads is not None else pyramid_threads,
                                     overwrite=overwrite or ours, provenance=provenance)
     except (CoregisterError, OSError, ValueError, RuntimeError, MemoryError) as exc:
         logger.error("pair %s failed: %s", job.name, exc)
@@ -526,8 +537,12 @@ def run_batch(
     workers : int, optional
         Local cluster only: number of workers (default: the CPU count, at most the number of pairs).
     threads_per_registration : int, optional
-        ITK threads inside each registration (default: CPU count / workers,
-        at least 1, so that workers do not oversubscribe the cores).
+        ITK threads inside each registration, metrics included (faster, but
+        ITK's parallel sums then vary in the last bits from run to run).
+        Default: the metrics on one thread, so that every pair's answer is
+        bit-identical run after run, and the pyramids and resampling on CPU
+        count / workers threads (at least 1: workers do not oversubscribe
+        the cores).
     processes : bool
         Local cluster only: workers in separate processes (default) or threads.
     report : bool
@@ -577,9 +592,10 @@ def run_batch(
         client = Client(scheduler)
     try:
         n_workers = n_workers or max(1, len(client.scheduler_info().get("workers", {})))
-        threads = threads_per_registration or max(1, cores // n_workers)
+        threads = threads_per_registration
+        each = max(1, cores // n_workers)
         futures = client.map(run_pair, jobs, out_dir=str(out), report=report, seed=seed, threads=threads,
-                             overwrite=overwrite, pure=False)
+                             pyramid_threads=each, overwrite=overwrite, pure=False)
         index = {future.key: i for i, future in enumerate(futures)}
         outcomes: list[PairOutcome | None] = [None] * len(jobs)
         for done, future in enumerate(as_completed(futures), start=1):
@@ -600,6 +616,7 @@ def run_batch(
             cluster.close()
     wall = time.perf_counter() - start
     final = tuple(o for o in outcomes if o is not None)
-    meta = {"wall_s": wall, "scheduler": address, "workers": n_workers, "threads_per_registration": threads, "seed": seed}
+    meta = {"wall_s": wall, "scheduler": address, "workers": n_workers, "threads_per_registration": threads,
+            "pyramid_threads": threads or each, "seed": seed}
     csv_path, json_path = _summary_files(final, out, meta)
     return BatchSummary(final, wall, csv_path, json_path, address)
