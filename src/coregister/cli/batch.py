@@ -42,7 +42,8 @@ _EXAMPLE = (
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster (default: the CPU count, at most one per pair).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ITK threads per registration (default: CPU count / workers).")
+              help="ITK threads per registration, metrics included (faster, not bit-identical). Default: metrics "
+                   "on one thread, pyramids and resampling on CPU count / workers.")
 @click.option("--preset", type=click.Choice(preset_names()), default="rigid", show_default=True,
               help="Preset for rows whose 'preset' cell is empty.")
 @click.option("--metric", type=click.Choice(metric_choices()), default=None,
