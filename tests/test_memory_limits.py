@@ -173,3 +173,21 @@ def test_the_command_line_refuses_or_fits(data, tmp_path: Path, capsys: pytest.C
         assert (tmp_path / "b" / "registered.png").is_file()
     finally:
         os.environ.pop("COREGISTER_MAX_MEMORY", None)
+
+
+def test_a_displacement_field_stage_counts_in_the_estimate(data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """syn's demons hold 160 bytes per voxel of their finest level: a limit the affine fits, syn does not."""
+    from coregister import presets
+    from coregister.engines.sitk.engine import field_level_voxels
+    from coregister.pipeline.memory import FIELD_BYTES_PER_VOXEL
+
+    fixed, moving = cr.read(data(FIXED)), cr.read(data(MOVING))
+    voxels = field_level_voxels(presets.syn(ndim=2).stages[-1], fixed.size, fixed.spacing)
+    assert voxels == 221 * 257  # 2D: every pixel
+    linear, field = estimate_peak(fixed, moving), estimate_peak(fixed, moving, field_voxels=voxels)
+    assert field.working - linear.working == pytest.approx(voxels * FIELD_BYTES_PER_VOXEL)
+    monkeypatch.setenv("COREGISTER_MAX_MEMORY", str(int((linear.peak + field.peak) / 2)))
+    affine = cr.register(fixed, moving, preset="affine").transform  # fits: the pair's known shift
+    np.testing.assert_allclose(affine.transform_points([[120.0, 130.0]])[0], [133.0, 147.0], atol=0.5)
+    with pytest.raises(MemoryLimitError, match="registering 221 x 257 onto 221 x 257 pixels needs"):
+        cr.register(fixed, moving, preset="syn")

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 FIXED_BYTES_PER_VOXEL = 4 + 4 + 2 * 4 * 1.15 + 1 + 8 + 4 + 4
 #: bytes a run adds per voxel of the moving image: grey and SimpleITK copies, the pyramid, a mask byte
 MOVING_BYTES_PER_VOXEL = 4 + 4 + 2 * 4 * 1.15 + 1
+#: bytes a displacement-field stage (``syn``) adds per voxel of the finest level it runs on: ITK's demons hold the
+#: field, its update, the warped image and their smoothing buffers in float64 vectors (Colin27 -> MNI152 at 1 mm:
+#: 1.77 GB at the peak with a 1 mm level, 0.63 GB without: 160 bytes per voxel of the 7.2 million)
+FIELD_BYTES_PER_VOXEL = 160
 #: the largest block a grid is coarsened by to fit (per axis)
 MAX_FACTOR = 8
 
@@ -70,12 +74,17 @@ def _voxels(image: SpatialImage) -> int:
     return math.prod(image.shape)
 
 
-def estimate_peak(fixed: SpatialImage, moving: SpatialImage, *, factor: int = 1) -> MemoryEstimate:
+def estimate_peak(
+    fixed: SpatialImage, moving: SpatialImage, *, factor: int = 1, field_voxels: float = 0.0
+) -> MemoryEstimate:
     """The estimated peak of registering ``moving`` onto ``fixed`` (grids coarsened by ``factor`` per axis).
 
     The output (``moving`` resampled onto the full fixed grid) is counted at
     full size whatever the factor: a coarser registration still writes a
-    full-size result.
+    full-size result. ``field_voxels`` is the finest level of a
+    displacement-field stage at full resolution
+    (:func:`~coregister.engines.sitk.engine.field_level_voxels`), counted at
+    :data:`FIELD_BYTES_PER_VOXEL`.
 
     Examples
     --------
@@ -85,11 +94,14 @@ def estimate_peak(fixed: SpatialImage, moving: SpatialImage, *, factor: int = 1)
     >>> from coregister._memory import format_bytes
     >>> format_bytes(estimate.inputs), format_bytes(estimate.working)  # two 16.8 MB volumes of uint8
     ('33.6 MB', '879 MB')
+    >>> format_bytes(estimate_peak(image, image, field_voxels=image.array.size).working)  # syn at full resolution
+    '3.56 GB'
     """
     shrink = float(factor) ** fixed.ndim
     n_fixed, n_moving = _voxels(fixed), _voxels(moving)
     output = n_fixed * 12  # the resampled moving image in float64 and its cast
     working = (n_fixed * (FIXED_BYTES_PER_VOXEL - 12)) / shrink + (n_moving * MOVING_BYTES_PER_VOXEL) / shrink + output
+    working += float(field_voxels) * FIELD_BYTES_PER_VOXEL / shrink
     inputs = float(np.asarray(fixed.array).nbytes + np.asarray(moving.array).nbytes)
     return MemoryEstimate(inputs=inputs, working=float(working), allowed=float(max_memory()))
 
@@ -125,7 +137,7 @@ def coarsened(image: SpatialImage, factor: int) -> SpatialImage:
 
 
 def fit_to_memory(
-    fixed: SpatialImage, moving: SpatialImage, masks: tuple[Any, Any], *, allow_coarser: bool
+    fixed: SpatialImage, moving: SpatialImage, masks: tuple[Any, Any], *, allow_coarser: bool, field_voxels: float = 0.0
 ) -> tuple[SpatialImage, SpatialImage, tuple[Any, Any], str | None]:
     """The pair to register within the allowed memory: as given, coarsened (when allowed), or a refusal.
 
@@ -138,7 +150,7 @@ def fit_to_memory(
         The estimate exceeds the allowed memory and coarsening is not allowed
         (or no factor up to 8 fits); the message gives both figures.
     """
-    estimate = estimate_peak(fixed, moving)
+    estimate = estimate_peak(fixed, moving, field_voxels=field_voxels)
     if estimate.fits:
         return fixed, moving, masks, None
     unit = "pixels" if fixed.ndim == 2 else "voxels"
@@ -149,7 +161,7 @@ def fit_to_memory(
             "work on a coarser grid (fit_memory=True, --fit-memory)"
         )
     for factor in range(2, MAX_FACTOR + 1):
-        smaller = estimate_peak(fixed, moving, factor=factor)
+        smaller = estimate_peak(fixed, moving, factor=factor, field_voxels=field_voxels)
         if smaller.fits:
             break
     else:

@@ -29,6 +29,7 @@ from coregister.image.kinds import as_spatial_image
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
+from coregister.engines.sitk.engine import field_level_voxels
 from coregister.pipeline.memory import fit_to_memory
 from coregister.pipeline.result import Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
@@ -266,8 +267,9 @@ def _register(
     if initial_transform is not None and initial_transform.ndim != fixed.ndim:
         raise GeometryError(f"initial_transform is {initial_transform.ndim}D but the images are {fixed.ndim}D")
     config = _resolved(preset, metric, config, precise, fixed.ndim, seed, threads)
+    field_voxels = max((field_level_voxels(s, fixed.size, fixed.spacing) for s in config.stages), default=0)
     fixed, moving, (fixed_mask, moving_mask), memory_note = fit_to_memory(
-        fixed, moving, (fixed_mask, moving_mask), allow_coarser=fit_memory
+        fixed, moving, (fixed_mask, moving_mask), allow_coarser=fit_memory, field_voxels=field_voxels
     )
     pair = prepare(fixed, moving, fixed_mask, moving_mask, initial_transform)
     notes = ([memory_note] if memory_note else []) + list(pair.notes)

@@ -71,10 +71,14 @@ def _runs_own_levels(stage: Stage) -> bool:
 
 def _finest_factor(stage: Stage, image: sitk.Image) -> int:
     """The stage's finest automatic shrink factor; a field stage's finest level has voxels of ``finest_spacing_mm`` or more."""
+    return _finest_factor_of(stage, image.GetSpacing())
+
+
+def _finest_factor_of(stage: Stage, spacing: Sequence[float]) -> int:
     if stage.finest_spacing_mm is None:
         return stage.finest_factor
     factor = 1
-    while factor * 2 * min(image.GetSpacing()) <= float(stage.finest_spacing_mm) + 1e-9:
+    while factor * 2 * min(spacing) <= float(stage.finest_spacing_mm) + 1e-9:
         factor *= 2
     return max(stage.finest_factor, factor)
 
@@ -94,8 +98,38 @@ FULL_RESOLUTION_MAX_VOXELS = 1 << 24
 
 def _full_resolution(stage: Stage, image: sitk.Image) -> bool:
     """A field stage adds a level on the image's own voxels below the ones ``finest_spacing_mm`` allowed."""
+    return _full_resolution_of(stage, image.GetSize(), image.GetSpacing())
+
+
+def _full_resolution_of(stage: Stage, size: Sequence[int], spacing: Sequence[float]) -> bool:
     return (stage.model is TransformModel.SYN and stage.full_resolution_iterations > 0
-            and _finest_factor(stage, image) > 1 and math.prod(image.GetSize()) <= FULL_RESOLUTION_MAX_VOXELS)
+            and _finest_factor_of(stage, spacing) > 1 and math.prod(size) <= FULL_RESOLUTION_MAX_VOXELS)
+
+
+def field_level_voxels(stage: Stage, size: Sequence[int], spacing: Sequence[float]) -> int:
+    """Voxels of the finest level a displacement-field stage runs on (0 for other stages): what its memory grows with.
+
+    Parameters
+    ----------
+    stage : Stage
+    size, spacing : sequences
+        The fixed image's, in ITK order ``(x, y[, z])``.
+
+    Examples
+    --------
+    >>> from coregister import presets
+    >>> syn = presets.syn().stages[-1]
+    >>> field_level_voxels(syn, (182, 218, 182), (1.0, 1.0, 1.0))  # a 1 mm head: five iterations at 1 mm
+    7221032
+    >>> field_level_voxels(syn, (512, 512, 400), (0.7, 0.7, 0.7))  # 105 million voxels: the 1.4 mm level
+    13107200
+    >>> field_level_voxels(presets.rigid().stages[0], (182, 218, 182), (1.0, 1.0, 1.0))
+    0
+    """
+    if stage.model is not TransformModel.SYN:
+        return 0
+    factor = 1 if _full_resolution_of(stage, size, spacing) else _finest_factor_of(stage, spacing)
+    return math.prod(n // f for n, f in zip(size, axis_factors(factor, size, spacing), strict=True))
 
 
 def _stage_levels(stage: Stage, image: sitk.Image) -> tuple[LevelPlan, ...]:
