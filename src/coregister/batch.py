@@ -441,10 +441,10 @@ def run_pair(
             masks["fixed_mask"] = cr.read(job.fixed_mask).array > 0
         if job.moving_mask is not None:
             masks["moving_mask"] = cr.read(job.moving_mask).array > 0
-        from coregister.engines.sitk.threads import default_threads
+        from coregister.pipeline import pyramid_threads as pyramids_on
 
         # with threads None the engine builds its pyramids on the process default and keeps its metrics on one
-        with default_threads(pyramid_threads if threads is None else None):
+        with pyramids_on(pyramid_threads if threads is None else None):
             result = cr.register(fixed, moving, preset=job.preset, metric=job.metric, seed=seed, threads=threads,
                                  **masks)
         if _earlier(folder, key) is not None:  # another worker finished this pair meanwhile: keep its outputs

@@ -27,10 +27,10 @@ Modules, in the order a registration passes through them:
 
 from __future__ import annotations
 
-from coregister.pipeline.register import register, run_auto, verify
+from coregister.pipeline.register import pyramid_threads, register, run_auto, verify
 from coregister.pipeline.result import Attempt, QualityReport, Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
 from coregister.pipeline.series import register_series
 
-__all__ = ["Attempt", "QualityReport", "Result", "Start", "Verdict", "configure", "register", "register_series", "route",
-           "run_auto", "verify"]
+__all__ = ["Attempt", "QualityReport", "Result", "Start", "Verdict", "configure", "pyramid_threads", "register",
+           "register_series", "route", "run_auto", "verify"]

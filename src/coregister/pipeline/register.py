@@ -13,6 +13,7 @@ quality verdict (:mod:`~coregister.pipeline.attempt`), and return one typed
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import math
 import time
@@ -23,19 +24,20 @@ import SimpleITK as sitk
 
 from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, Stage
 from coregister.engines._common import refuse_series
+from coregister.engines.sitk.engine import field_level_voxels
+from coregister.engines.sitk.threads import default_threads
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.image.kinds import as_spatial_image
 from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
-from coregister.engines.sitk.engine import field_level_voxels
 from coregister.pipeline.memory import fit_to_memory
 from coregister.pipeline.result import Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
 
-__all__ = ["register", "run_auto", "verify"]
+__all__ = ["pyramid_threads", "register", "run_auto", "verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,24 @@ def _resolved(
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads={threads}: give a positive number of threads, or None for all cores")
     return config.replace(seed=int(seed), threads=config.threads if threads is None else int(threads))
+
+
+def pyramid_threads(threads: int | None) -> contextlib.AbstractContextManager[None]:
+    """Registrations run inside build their pyramids and resample on ``threads`` threads (None: left alone).
+
+    With :func:`register`'s default ``threads=None`` the metrics stay on one
+    thread, so the answers are the same bit for bit: the batch runner gives
+    each worker its share of the cores this way.
+
+    Examples
+    --------
+    >>> import SimpleITK as sitk
+    >>> with pyramid_threads(1):
+    ...     inside = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    >>> inside
+    1
+    """
+    return default_threads(threads)
 
 
 def register(
