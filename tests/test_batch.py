@@ -103,7 +103,8 @@ def test_batch_answers_are_those_of_register_bit_for_bit(data, tmp_path: Path) -
 
     paths = []
     for name in ("mni", "ch2"):
-        image = cr.SpatialImage.from_sitk(sitk.BinShrink(cr.read(data(f"medical/antspy/{name}.nii.gz")).to_sitk(), [3] * 3))
+        full = cr.read(data(f"medical/antspy/{name}.nii.gz"))
+        image = cr.SpatialImage.from_sitk(sitk.BinShrink(full.to_sitk(), [3] * 3))
         paths.append(cr.write(image, tmp_path / f"{name}_3mm.nii.gz"))
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"fixed,moving,name,preset\n{paths[0]},{paths[1]},colin,affine\n")

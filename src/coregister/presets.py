@@ -224,13 +224,13 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     The deformable stage (:mod:`coregister.engines.sitk.field`) is greedy and
     diffeomorphic: ITK's diffeomorphic demons with symmetric forces on the
     moving image resampled through the affine answer and histogram-matched
-    to the fixed one, each update composed (first order, as ANTs' greedy SyN), the whole field smoothed
-    by a Gaussian of 1.5 voxels after every iteration; three levels of 8, 4
-    and 2 mm, and five iterations on the image's own voxels where they are
-    finer and number at most 2^24 (a 1 mm head: 7.2 million; the level
-    takes 160 bytes per voxel) (precise: every level down to them, with
-    more iterations); a fold guard at a Jacobian
-    determinant of 0.05. ``metric="ncc"`` (ANTS neighbourhood correlation)
+    to the fixed one, each update composed to first order (as ANTs' greedy
+    SyN composes its steps), the whole field smoothed by a Gaussian of 1.5
+    voxels after every iteration; three levels of 8, 4 and 2 mm, and five
+    iterations on the image's own voxels where they are finer and number
+    at most 2^24 (a 1 mm head: 7.2 million; the level takes 160 bytes per
+    voxel) (precise: every level down to them, with more iterations); a
+    fold guard at a Jacobian determinant of 0.05. ``metric="ncc"`` (ANTS neighbourhood correlation)
     or ``metric="mattes"`` replace the demons by SimpleITK's
     ``ImageRegistrationMethod`` on a ``DisplacementFieldTransform`` (the
     metrics ANTs' SyN uses; slower). The answer is ``Composite((affine,

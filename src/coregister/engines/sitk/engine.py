@@ -69,12 +69,8 @@ def _runs_own_levels(stage: Stage) -> bool:
     return stage.model in _OWN_LOOP
 
 
-def _finest_factor(stage: Stage, image: sitk.Image) -> int:
+def _finest_factor(stage: Stage, spacing: Sequence[float]) -> int:
     """The stage's finest automatic shrink factor; a field stage's finest level has voxels of ``finest_spacing_mm`` or more."""
-    return _finest_factor_of(stage, image.GetSpacing())
-
-
-def _finest_factor_of(stage: Stage, spacing: Sequence[float]) -> int:
     if stage.finest_spacing_mm is None:
         return stage.finest_factor
     factor = 1
@@ -83,11 +79,11 @@ def _finest_factor_of(stage: Stage, spacing: Sequence[float]) -> int:
     return max(stage.finest_factor, factor)
 
 
-def _coarsest_factor(stage: Stage, image: sitk.Image) -> int | None:
+def _coarsest_factor(stage: Stage, spacing: Sequence[float]) -> int | None:
     """A field stage with a per-level schedule spans that many levels up from its finest; others keep their own bound."""
     if stage.model is not TransformModel.SYN or stage.iterations_per_level is None or stage.coarsest_factor is not None:
         return stage.coarsest_factor
-    return _finest_factor(stage, image) * 2 ** (len(stage.iterations_per_level) - 1)
+    return _finest_factor(stage, spacing) * 2 ** (len(stage.iterations_per_level) - 1)
 
 
 #: the most voxels a field stage's extra full-resolution level runs on: ITK's demons hold about 160 bytes per voxel
@@ -96,14 +92,10 @@ def _coarsest_factor(stage: Stage, image: sitk.Image) -> int | None:
 FULL_RESOLUTION_MAX_VOXELS = 1 << 24
 
 
-def _full_resolution(stage: Stage, image: sitk.Image) -> bool:
+def _full_resolution(stage: Stage, size: Sequence[int], spacing: Sequence[float]) -> bool:
     """A field stage adds a level on the image's own voxels below the ones ``finest_spacing_mm`` allowed."""
-    return _full_resolution_of(stage, image.GetSize(), image.GetSpacing())
-
-
-def _full_resolution_of(stage: Stage, size: Sequence[int], spacing: Sequence[float]) -> bool:
     return (stage.model is TransformModel.SYN and stage.full_resolution_iterations > 0
-            and _finest_factor_of(stage, spacing) > 1 and math.prod(size) <= FULL_RESOLUTION_MAX_VOXELS)
+            and _finest_factor(stage, spacing) > 1 and math.prod(size) <= FULL_RESOLUTION_MAX_VOXELS)
 
 
 def field_level_voxels(stage: Stage, size: Sequence[int], spacing: Sequence[float]) -> int:
@@ -128,28 +120,30 @@ def field_level_voxels(stage: Stage, size: Sequence[int], spacing: Sequence[floa
     """
     if stage.model is not TransformModel.SYN:
         return 0
-    factor = 1 if _full_resolution_of(stage, size, spacing) else _finest_factor_of(stage, spacing)
+    factor = 1 if _full_resolution(stage, size, spacing) else _finest_factor(stage, spacing)
     return math.prod(n // f for n, f in zip(size, axis_factors(factor, size, spacing), strict=True))
 
 
 def _stage_levels(stage: Stage, image: sitk.Image) -> tuple[LevelPlan, ...]:
-    levels = plan_levels(image.GetSize(), image.GetSpacing(), shrink_factors=stage.shrink_factors,
-                         smoothing_sigmas_mm=stage.smoothing_sigmas_mm, finest_factor=_finest_factor(stage, image),
-                         coarsest_factor=_coarsest_factor(stage, image), smoothing_voxels=stage.smoothing_voxels)
-    if _full_resolution(stage, image):
+    size, spacing = image.GetSize(), image.GetSpacing()
+    levels = plan_levels(size, spacing, shrink_factors=stage.shrink_factors,
+                         smoothing_sigmas_mm=stage.smoothing_sigmas_mm, finest_factor=_finest_factor(stage, spacing),
+                         coarsest_factor=_coarsest_factor(stage, spacing), smoothing_voxels=stage.smoothing_voxels)
+    if _full_resolution(stage, size, spacing):
         levels = (*levels, LevelPlan((1,) * image.GetDimension(), 0.0))
     return levels
 
 
 def _own_iterations(stage: Stage, n_levels: int, image: sitk.Image) -> tuple[int, ...]:
-    """A field stage on a small image gets fewer levels than its schedule names: it keeps the finest ones' counts."""
-    if _full_resolution(stage, image):
-        return (*_own_iterations(stage.replace(full_resolution_iterations=0), n_levels - 1, image),
-                int(stage.full_resolution_iterations))
+    """A field stage's iterations per level: on a small image, fewer levels than its schedule names keep the finest
+    ones' counts; its full-resolution level (:func:`_stage_levels`) comes last."""
+    full = _full_resolution(stage, image.GetSize(), image.GetSpacing())
+    extra = (int(stage.full_resolution_iterations),) if full else ()
+    scheduled = n_levels - len(extra)
     given = stage.iterations_per_level
-    if stage.model is TransformModel.SYN and given is not None and len(given) > n_levels:
-        return tuple(int(v) for v in given[-n_levels:])
-    return iterations_per_level(stage, n_levels)
+    if stage.model is TransformModel.SYN and given is not None and len(given) > scheduled:
+        return (*(int(v) for v in given[-scheduled:]), *extra)
+    return (*iterations_per_level(stage, scheduled), *extra)
 
 
 def _stage_name(stage: Stage, index: int, stages: Sequence[Stage]) -> str:
@@ -334,8 +328,9 @@ class SitkEngine:
                     name = _stage_name(stage, index, stages)
                     moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
                     done = run_field_stage(
-                        fixed_pyr, moving_img, moving_initial, stage, levels, _own_iterations(stage, len(levels), fixed_img),
-                        name=name, threads=pyramid_threads, metric_threads=threads, fixed_mask=fixed_pyr.mask,
+                        fixed_pyr, moving_img, moving_initial, stage, levels,
+                        _own_iterations(stage, len(levels), fixed_img), name=name, threads=pyramid_threads,
+                        metric_threads=threads, fixed_mask=fixed_pyr.mask,
                         progress=progress, linear_value=compose([from_sitk(t) for t in parts]) if parts else None,
                     )
                     parts.append(done.field.to_sitk())

@@ -19,7 +19,8 @@ Two machineries, both SimpleITK's, picked by the stage's metric:
   steps (at half a voxel, scaling and squaring moved the mean error by at
   most 0.002 mm on five known warps and took 1.7 times as long per
   iteration; the smoothed total field and the fold guard keep the map
-  invertible); the update is smoothed by a Gaussian of ``update_sigma_voxels`` (fluid) and the whole field by one of
+  invertible); the update is smoothed by a Gaussian of
+  ``update_sigma_voxels`` (fluid) and the whole field by one of
   ``field_sigma_voxels`` (elastic). The demons force compares intensities,
   so the moving image is first histogram-matched to the fixed one
   (``HistogramMatchingImageFilter``): the monomodal path, and the fast one
@@ -43,8 +44,8 @@ and states its residual.
 Levels are the engine's (:func:`~coregister.engines.sitk.levels.plan_levels`):
 bin-averaged, shrink factors per axis from the spacing, the finest level
 no finer than ``Stage.finest_spacing_mm``, then, where that stopped above
-the image's own voxels, ``Stage.full_resolution_iterations`` on them. Every voxel takes part (no
-sampling); the demons run on all threads and are deterministic (every
+the image's own voxels, ``Stage.full_resolution_iterations`` on them.
+Every voxel takes part (no sampling); the demons run on all threads and are deterministic (every
 voxel's update is its own; the global sums ITK keeps only report the
 metric, and its early stop on the RMS change is off), the ITK metrics on
 the configured threads (one by default, for the same reason as the linear
