@@ -45,7 +45,14 @@ from coregister.engines.sitk.field import run_field_stage
 from coregister.engines.sitk.levels import LevelPlan, axis_factors, iterations_per_level, normalised, plan_levels
 from coregister.engines.sitk.method import level_method, level_spacing, new_transform, quantise, set_center, set_metric
 from coregister.engines.sitk.observer import abortable, stop_now
-from coregister.engines.sitk.pyramid import Pyramid, level_inputs, prefetching, to_sitk_float, to_sitk_mask
+from coregister.engines.sitk.pyramid import (
+    Pyramid,
+    level_inputs,
+    prefetching,
+    resolution_floor,
+    to_sitk_float,
+    to_sitk_mask,
+)
 from coregister.engines.sitk.threads import all_threads, default_threads
 from coregister.errors import ConfigError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
@@ -274,8 +281,10 @@ class SitkEngine:
                             if note)
         fixed_img = to_sitk_float(fixed)
         moving_img = to_sitk_float(moving)
-        fixed_pyr = Pyramid(fixed_img, to_sitk_mask(fixed_mask, fixed_img, "fixed mask"), pyramid_threads)
-        moving_pyr = Pyramid(moving_img, to_sitk_mask(moving_mask, moving_img, "moving mask"), pyramid_threads)
+        fixed_pyr = Pyramid(fixed_img, to_sitk_mask(fixed_mask, fixed_img, "fixed mask"), pyramid_threads,
+                            floor_sigma_mm=resolution_floor(fixed_img, moving_img))
+        moving_pyr = Pyramid(moving_img, to_sitk_mask(moving_mask, moving_img, "moving mask"), pyramid_threads,
+                             floor_sigma_mm=resolution_floor(moving_img, fixed_img))
 
         history: list[LevelHistory] = []
         hit_cap = False

@@ -17,6 +17,13 @@
   with the strongest gradient: flat regions add nothing to the metric's
   gradient, so the same number of points pins the optimum down better
   (:func:`level_inputs`).
+* **Pairs of different resolution.** Where one image's voxels are
+  :data:`RESOLUTION_MISMATCH` or more times longer along an axis of the
+  other (a thick-slice scan against an isotropic one), the finer image is
+  smoothed along that axis to the coarser one's resolution at every level
+  (:func:`resolution_floor`), and points are drawn from the whole region,
+  not its edges: the finer image's sharpest edges are the ones the coarser
+  image cannot show.
 """
 
 from __future__ import annotations
@@ -40,12 +47,58 @@ from coregister.engines.sitk.threads import all_threads
 from coregister.errors import GeometryError
 from coregister.image import SpatialImage
 
-__all__ = ["LevelInputs", "Pyramid", "level_inputs", "prefetching", "to_sitk_float", "to_sitk_mask"]
+__all__ = [
+    "RESOLUTION_MISMATCH",
+    "LevelInputs",
+    "Pyramid",
+    "level_inputs",
+    "prefetching",
+    "resolution_floor",
+    "to_sitk_float",
+    "to_sitk_mask",
+]
 
 logger = logging.getLogger(__name__)
 
 # the edge mask is found on a grid of at most this many voxels
 _EDGE_GRID_MAX_VOXELS = 1_500_000
+#: an image whose voxels are this many times longer than the other's along one of its axes has a coarser resolution
+#: there, and the finer image is smoothed to it (:func:`resolution_floor`)
+RESOLUTION_MISMATCH = 1.5
+
+
+def resolution_floor(image: sitk.Image, other: sitk.Image) -> tuple[float, ...] | None:
+    """Per-axis Gaussian sigma (world units, ITK axis order) that brings ``image`` to ``other``'s resolution.
+
+    A voxel of width ``w`` along a direction averages like a box of variance
+    ``w^2 / 12``; along each axis of ``image`` the widths of ``other``'s voxel
+    add up as ``sum_j (u . v_j)^2 w_j^2`` over its axes ``v_j``. Where
+    ``other`` is :data:`RESOLUTION_MISMATCH` or more times coarser, the sigma
+    is the square root of the variance it has more; elsewhere 0. None when
+    no axis is that much coarser. Thick slices against isotropic voxels (a
+    1 x 1 x 15 mm scan onto a 1 x 1 x 5 mm one, 3 mm onto 1 mm slices, 9 mm
+    onto 3 mm, under rigid and affine motion, 18 cases): the error over
+    the tolerance went from a median of 2.5 and a worst of 7.9 to 1.0 and
+    3.6 with this and points drawn everywhere (benchmarks/validate.py).
+
+    Examples
+    --------
+    >>> fine = sitk.Image([8, 8, 8], sitk.sitkFloat32); fine.SetSpacing([1.0, 1.0, 5.0])
+    >>> thick = sitk.Image([8, 8, 4], sitk.sitkFloat32); thick.SetSpacing([1.0, 1.0, 15.0])
+    >>> [round(s, 3) for s in resolution_floor(fine, thick)]  # sqrt((15^2 - 5^2) / 12) along z
+    [0.0, 0.0, 4.082]
+    >>> resolution_floor(thick, fine) is None
+    True
+    """
+    dim = image.GetDimension()
+    own = np.asarray(image.GetDirection(), float).reshape(dim, dim)
+    theirs = np.asarray(other.GetDirection(), float).reshape(dim, dim) * np.asarray(other.GetSpacing(), float)
+    widths = np.sqrt(((own.T @ theirs) ** 2).sum(axis=1))  # other's voxel width along each axis of image
+    spacing = np.asarray(image.GetSpacing(), float)
+    coarser = widths >= RESOLUTION_MISMATCH * spacing
+    if not coarser.any():
+        return None
+    return tuple(float(v) for v in np.where(coarser, np.sqrt(np.maximum(widths**2 - spacing**2, 0.0) / 12.0), 0.0))
 
 
 def to_sitk_float(image: SpatialImage) -> sitk.Image:
@@ -97,10 +150,15 @@ class Pyramid:
     only read).
     """
 
-    def __init__(self, image: sitk.Image, mask: sitk.Image | None, threads: int | None) -> None:
+    def __init__(
+        self, image: sitk.Image, mask: sitk.Image | None, threads: int | None, *,
+        floor_sigma_mm: Sequence[float] | None = None,
+    ) -> None:
         self.image = image
         self.mask = mask
         self.threads = threads
+        #: extra smoothing per axis (world units) at every level: the other image's resolution (resolution_floor)
+        self.floor_sigma_mm = tuple(floor_sigma_mm) if floor_sigma_mm is not None else None
         self._lock = threading.Lock()
         self._items: dict[tuple[Any, ...], concurrent.futures.Future[Any]] = {}
         self._done(("shrunk", (1,) * image.GetDimension()), image)
@@ -147,7 +205,9 @@ class Pyramid:
     def level(self, plan: LevelPlan) -> sitk.Image:
         def build() -> sitk.Image:
             image = self.shrunk(plan.factors)
-            return _smooth(image, plan.sigma_mm, self.threads) if plan.sigma_mm > 0 else image
+            floor = self.floor_sigma_mm or (0.0,) * image.GetDimension()
+            sigmas = [math.hypot(plan.sigma_mm, f) for f in floor]
+            return _smooth(image, sigmas, self.threads) if max(sigmas) > 0 else image
 
         return self._once(("level", plan.factors, plan.sigma_mm), build)
 
@@ -193,8 +253,8 @@ class Pyramid:
         return self._once(("mask", tuple(factors)), build)
 
 
-def _smooth(image: sitk.Image, sigma_mm: float, threads: int | None) -> sitk.Image:
-    """Gaussian smoothing with standard deviation ``sigma_mm`` in world units.
+def _smooth(image: sitk.Image, sigma_mm: Sequence[float], threads: int | None) -> sitk.Image:
+    """Gaussian smoothing with standard deviation ``sigma_mm`` per axis (ITK order) in world units.
 
     Below 0.8 voxel (the default half voxel), a 3-tap kernel ``[w, 1 - 2w, w]``
     with ``2 w = sigma²`` has exactly the Gaussian's variance and is applied
@@ -205,7 +265,7 @@ def _smooth(image: sitk.Image, sigma_mm: float, threads: int | None) -> sitk.Ima
     filtered whole, so the result does not depend on the thread count.
     Larger sigmas use ITK's sampled Gaussian kernel.
     """
-    sigma_px = [sigma_mm / s for s in image.GetSpacing()]
+    sigma_px = [sigma / s for sigma, s in zip(sigma_mm, image.GetSpacing(), strict=True)]
     if max(sigma_px) <= 0.8:
         values = sitk.GetArrayFromImage(image)
         workers = max(1, int(threads) if threads is not None else all_threads())
@@ -221,7 +281,7 @@ def _smooth(image: sitk.Image, sigma_mm: float, threads: int | None) -> sitk.Ima
     flt = sitk.DiscreteGaussianImageFilter()
     if threads is not None:
         flt.SetNumberOfThreads(threads)
-    flt.SetVariance(float(sigma_mm) ** 2)
+    flt.SetVariance([float(sigma) ** 2 for sigma in sigma_mm])
     flt.SetUseImageSpacing(True)
     flt.SetMaximumError(0.01)
     flt.SetMaximumKernelWidth(64)
@@ -308,7 +368,8 @@ def level_inputs(
     )
     wanted = samples_wanted(stage, n_region, final=final)
     sample_mask = region
-    if wanted < n_region and stage.edge_sampling_fraction is not None:
+    matched = fixed_pyr.floor_sigma_mm is not None or moving_pyr.floor_sigma_mm is not None
+    if wanted < n_region and stage.edge_sampling_fraction is not None and not matched:
         fraction = max(stage.edge_sampling_fraction, wanted / n_region)
         if fraction < 1.0:
             sample_mask, volume_fraction = fixed_pyr.edge_mask(plan.factors, fraction)
