@@ -238,12 +238,34 @@ def make_cases(folder: Path, kinds: list[str], seeds: list[int], *, noise: float
     return fixed, fixed_path, cases
 
 
+def make_corpus_cases(folder: Path, classes: list[str], seeds: list[int]):
+    """The 3D classes of the validation corpus (``benchmarks/corpus.py``), each case with its own fixed image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import corpus
+
+    cases = []
+    for name in classes:
+        kind, volume = name.removeprefix("3d-").split("/")
+        for seed in seeds:
+            case = corpus.case_3d(kind, volume, seed)
+            stem = f"{kind}_{volume}_{seed}"
+            fixed_path, moving_path = folder / f"fixed_{volume}.nii", folder / f"moving_{stem}.nii"
+            if not fixed_path.exists():
+                cr.write(case.fixed, fixed_path)
+            cr.write(case.moving, moving_path)
+            cases.append({"kind": case.options["preset"], "cls": name, "seed": seed, "fixed": fixed_path,
+                          "moving": moving_path, "truth": case.truth, "points": case.points,
+                          "tolerance": case.tolerance})
+    return cases
+
+
 def run_method(name: str, runner_dir: Path, fixed_path: Path, case: dict, timeout_s: float) -> dict | None:
     runner, python, kinds = METHODS[name]
     if case["kind"] not in kinds:
         return None
     script = runner_dir / f"run_{runner}.py"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    fixed_path = case.get("fixed", fixed_path)
     command = [str(python), str(script), str(fixed_path), str(case["moving"]), kinds[case["kind"]], str(case["seed"])]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
@@ -310,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.01, help="noise sigma, fraction of the 99.5th percentile")
     parser.add_argument("--bias", type=float, default=0.02, help="bias-field coefficient sigma")
     parser.add_argument("--remap", default="t2", help="'t2' or 'none'")
+    parser.add_argument("--corpus", help="3D classes of the validation corpus instead of the MNI cases, e.g. "
+                        "3d-aniso/vhp-mr,3d-multi/mni, or 'all' (odd seeds rigid, even affine; see corpus.py)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per registration")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     parser.add_argument("--json", type=Path, help="write every measurement here")
@@ -328,26 +352,35 @@ def main(argv: list[str] | None = None) -> int:
         for runner, body in RUNNERS.items():
             (folder / f"run_{runner}.py").write_text(_COMMON + body)
         remap = None if args.remap == "none" else args.remap
-        fixed, fixed_path, cases = make_cases(folder, kinds, seeds, noise=args.noise, bias=args.bias, remap=remap)
-        head = synthetic.head_points(fixed, step=4)
+        if args.corpus:
+            names = [f"3d-{k}/{v}" for k in ("mono", "multi", "partial", "aniso") for v in
+                     ("mni", "colin27", "kmeans-t1", "vhp-mr")] if args.corpus == "all" else args.corpus.split(",")
+            cases, fixed_path, head = make_corpus_cases(folder, names, seeds), None, None
+        else:
+            fixed, fixed_path, cases = make_cases(folder, kinds, seeds, noise=args.noise, bias=args.bias, remap=remap)
+            head = synthetic.head_points(fixed, step=4)
         for case in cases:
             for name in methods:
                 started = time.perf_counter()
                 out = run_method(name, folder, fixed_path, case, args.timeout)
                 if out is None:
                     continue
-                row = {"method": name, "kind": case["kind"], "seed": case["seed"], **out}
+                row = {"method": name, "kind": case.get("cls", case["kind"]), "seed": case["seed"], **out}
                 if "matrix" in out:
                     estimate = cr.Affine.from_homogeneous(np.array(out["matrix"]))
-                    row["error_mm"] = synthetic.mean_displacement_error(estimate, case["truth"], head)
+                    row["error_mm"] = synthetic.mean_displacement_error(
+                        estimate, case["truth"], case.get("points", head))
                     row.pop("matrix")
                 results.append(row)
                 status = f"error {row['error_mm']:.4f} mm, reg {row['reg_s']:.2f} s" if "error_mm" in row else row["failed"]
-                print(f"{case['kind']} seed {case['seed']} {name}: {status} "
+                print(f"{row['kind']} seed {case['seed']} {name}: {status} "
                       f"(process {time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+    if args.corpus:
+        kinds = list(dict.fromkeys(c["cls"] for c in cases))
     header = (
-        f"MNI152 1 mm, {len(seeds)} cases per kind, remap={args.remap}, bias={args.bias}, noise={args.noise}; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+        (f"corpus {args.corpus}, {len(seeds)} seeds per class (odd rigid, even affine); " if args.corpus else
+         f"MNI152 1 mm, {len(seeds)} cases per kind, remap={args.remap}, bias={args.bias}, noise={args.noise}; ")
+        + f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
     )
     table = header + "\n\n" + report(results, methods, kinds)
     print(table)
