@@ -291,9 +291,44 @@ def run_engine(
     initial: Transform | None,
     progress: ProgressCallback | None,
 ) -> EngineOutput:
-    """Run engine ``name`` on the pair (the answer maps fixed-space points to moving space)."""
-    return get_engine(name).run(pair.fixed, pair.moving, config, initial=initial, fixed_mask=pair.fixed_mask,
-                                moving_mask=pair.moving_mask, progress=progress)
+    """Run engine ``name`` on the pair (the answer maps fixed-space points to moving space).
+
+    A 3D linear registration whose moving volume covers at most
+    :data:`SMALLER_FIELD` of the fixed one's runs the other way round and
+    returns the inverse: the metric's points are drawn over the smaller field
+    of view, where both images have data. Drawn over the larger one, the
+    share of points that land outside the other image changes with the
+    transform and pulls the optimum along the cut (moving volumes cropped to
+    55-75 % of their slices, 20 cases: worst error 4.6 mm, 0.03-0.19 mm the
+    other way round).
+    """
+    engine = get_engine(name)
+    if _sample_over_moving(name, pair, config):
+        output = engine.run(pair.moving, pair.fixed, config, initial=initial.inverse() if initial is not None else None,
+                            fixed_mask=pair.moving_mask, moving_mask=pair.fixed_mask, progress=progress)
+        share = _volume(pair.moving) / _volume(pair.fixed)
+        logger.info("registered the other way round: the moving image's field of view is %.0f %% of the fixed one's",
+                    100 * share)
+        extras = {**output.extras, "sampled_over": "moving", "moving_field_share": share}
+        return dataclasses.replace(output, transform=output.transform.inverse(), extras=extras)
+    return engine.run(pair.fixed, pair.moving, config, initial=initial, fixed_mask=pair.fixed_mask,
+                      moving_mask=pair.moving_mask, progress=progress)
+
+
+#: a moving volume that covers at most this share of the fixed one's is registered the other way round
+SMALLER_FIELD = 0.8
+_INVERTIBLE = (TransformModel.TRANSLATION, TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE)
+
+
+def _volume(image: SpatialImage) -> float:
+    return float(math.prod(image.shape) * math.prod(image.spacing))
+
+
+def _sample_over_moving(name: EngineName, pair: Pair, config: RegistrationConfig) -> bool:
+    """Whether the SimpleITK engine should draw its points over the moving image (see :func:`run_engine`)."""
+    return (EngineName.parse(name) is EngineName.SITK and pair.fixed.ndim == 3 == pair.moving.ndim
+            and all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)
+            and _volume(pair.moving) <= SMALLER_FIELD * _volume(pair.fixed))
 
 
 def _gain(pair: Pair, other: Transform, mi_after: float, threads: int | None) -> float:
