@@ -64,7 +64,7 @@ def test_thick_slices_onto_thin_ones_within_tolerance(seed: int) -> None:
 def test_a_partial_field_of_view_is_registered_over_its_own_voxels() -> None:
     """A moving head cropped to 55-75 % of its slices: drawn over the whole fixed head, the points that fall
     outside the crop change with the transform and pulled this affine 4.6 mm along the cut (and it passed);
-    drawn over the moving image (the registration run the other way round and inverted), 0.12 mm."""
+    finished over the moving image (the last stage run again the other way round, inverted), 0.12 mm."""
     require_data(corpus.VOLUMES["mni"])
     case = corpus.case_3d("partial", "mni", 10)
     result = cr.register(case.fixed, case.moving, **case.options, seed=10)
