@@ -67,8 +67,11 @@ def test_a_partial_field_of_view_is_registered_over_its_own_voxels() -> None:
     finished over the moving image (the last stage run again the other way round, inverted), 0.12 mm."""
     require_data(corpus.VOLUMES["mni"])
     case = corpus.case_3d("partial", "mni", 10)
-    result = cr.register(case.fixed, case.moving, **case.options, seed=10)
+    stages: list[str] = []
+    result = cr.register(case.fixed, case.moving, **case.options, seed=10,
+                         progress=lambda stage, level, iteration, metric: stages.append(stage))
     assert result.extras["sampled_over"] == "moving"
+    assert list(dict.fromkeys(stages)) == ["rigid", "affine", "affine, other way round"]  # the finish says so
     assert 0.55 <= result.extras["moving_field_share"] <= 0.75
     assert case.error(result.transform) <= case.tolerance
     assert result.passed

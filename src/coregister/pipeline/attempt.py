@@ -316,8 +316,13 @@ def run_engine(
                         moving_mask=pair.moving_mask, progress=progress)
     if not _sample_over_moving(name, pair, config):
         return output
+    def finishing(stage: str, level: int, iteration: int, metric: float) -> None:
+        assert progress is not None
+        progress(f"{stage}, other way round", level, iteration, metric)  # a second pass, not the first one again
+
     finish = engine.run(pair.moving, pair.fixed, config.replace(stages=config.stages[-1:]), initial=output.transform.inverse(),
-                        fixed_mask=pair.moving_mask, moving_mask=pair.fixed_mask, progress=progress)
+                        fixed_mask=pair.moving_mask, moving_mask=pair.fixed_mask,
+                        progress=finishing if progress is not None else None)
     share = _volume(pair.moving) / _volume(pair.fixed)
     logger.info("finished the other way round: the moving image's field of view is %.0f %% of the fixed one's",
                 100 * share)
