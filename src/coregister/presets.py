@@ -230,8 +230,8 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     iterations on the image's own voxels where they are finer and number
     at most 2^24 (a 1 mm head: 7.2 million; the level takes 160 bytes per
     voxel) (precise: every level down to them, with more iterations); a
-    fold guard at a Jacobian determinant of 0.05. ``metric="ncc"`` (ANTS neighbourhood correlation)
-    or ``metric="mattes"`` replace the demons by SimpleITK's
+    fold guard at a Jacobian determinant of 0.05. ``metric="ncc"`` (ANTS
+    neighbourhood correlation) or ``metric="mattes"`` replace the demons by SimpleITK's
     ``ImageRegistrationMethod`` on a ``DisplacementFieldTransform`` (the
     metrics ANTs' SyN uses; slower). The answer is ``Composite((affine,
     field))``, the field applied first; ``result.transform.inverse()`` is

@@ -45,9 +45,10 @@ Levels are the engine's (:func:`~coregister.engines.sitk.levels.plan_levels`):
 bin-averaged, shrink factors per axis from the spacing, the finest level
 no finer than ``Stage.finest_spacing_mm``, then, where that stopped above
 the image's own voxels, ``Stage.full_resolution_iterations`` on them.
-Every voxel takes part (no sampling); the demons run on all threads and are deterministic (every
-voxel's update is its own; the global sums ITK keeps only report the
-metric, and its early stop on the RMS change is off), the ITK metrics on
+Every voxel takes part (no sampling); the demons run on all threads and
+are deterministic (every voxel's update is its own; the global sums ITK
+keeps only report the metric, and its early stop on the RMS change is
+off), the ITK metrics on
 the configured threads (one by default, for the same reason as the linear
 stages).
 """
