@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     angles = result.transform.to_dict()["decomposition"]["angles_deg"]
     before, after = result.metrics["before"], result.metrics["after"]
     print(f"engine {result.engine}, {result.time_s:.2f} s, quality check {result.quality.verdict.value}")
-    for reason in result.quality.failures:  # this pair's 5 mm slices leave the check uncertain: it says why
+    for reason in result.quality.failures:  # where the check cannot vouch for an answer, it says why
         print(f"  {reason}")
+    for note in result.warnings:  # here: the first answer, on edge points, was run again on points everywhere
+        print(f"  note: {note}")
     print(f"mutual information {before['mi']:.3f} -> {after['mi']:.3f} nats; rotation {np.round(angles, 2).tolist()} degrees")
     print("wrote " + ", ".join(str(o) for o in outputs))
     return 0 if result.passed else 3

@@ -29,11 +29,21 @@ from coregister.engines.sitk.threads import default_threads
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.image.kinds import as_spatial_image
-from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine
+from coregister.pipeline.attempt import (
+    VERDICT_RANK,
+    Judged,
+    Pair,
+    before_metrics,
+    judge,
+    more_information,
+    prepare,
+    run_engine,
+    settle_everywhere,
+)
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
 from coregister.pipeline.memory import fit_to_memory
-from coregister.pipeline.result import Result, Start, Verdict
+from coregister.pipeline.result import Result, Start
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
 
@@ -327,17 +337,25 @@ def _register(
                     fallbacks = (f"the answer from the {start.method} start was not kept ({'; '.join(judged.quality.failures)}); "
                                  "the registration from the image centres was",)
                     judged, start = retry, None
+            settled = settle_everywhere(engine, pair, config, judged, before, progress=progress)
+            if settled is not None:
+                attempts = (*attempts, settled.record)
+                if VERDICT_RANK[settled.quality.verdict] > VERDICT_RANK[judged.quality.verdict] or (
+                        settled.quality.verdict is judged.quality.verdict and more_information(settled, judged)):
+                    fallbacks = (*fallbacks, f"the answer settled on the fixed image's edges was not kept "
+                                 f"({'; '.join(judged.quality.failures)}); its last stage again on points drawn "
+                                 "everywhere was")
+                    judged = settled
     elapsed = time.perf_counter() - started
     return _result(judged, before, pair, config, elapsed, start=start, attempts=attempts,
                    warnings=(*notes, *fallbacks))
 
 
-_RANK = {Verdict.PASSED: 2, Verdict.UNCERTAIN: 1, Verdict.FAILED: 0}
 
 
 def _better(a: Judged, b: Judged) -> bool:
     """Whether answer ``a`` is judged better than ``b``: a better verdict, else a higher |NCC| after."""
-    rank_a, rank_b = _RANK[a.quality.verdict], _RANK[b.quality.verdict]
+    rank_a, rank_b = VERDICT_RANK[a.quality.verdict], VERDICT_RANK[b.quality.verdict]
     if rank_a != rank_b:
         return rank_a > rank_b
     ncc_a, ncc_b = abs(a.record.ncc), abs(b.record.ncc)

@@ -165,6 +165,7 @@ class _LevelRun:
     history: LevelHistory
     hit_cap: bool
     final_metric: float
+    on_edges: bool = False
 
 
 class SitkEngine:
@@ -370,6 +371,7 @@ class SitkEngine:
                     history.append(run.history)
                     hit_cap = hit_cap or run.hit_cap
                     final_metric = run.final_metric
+                    extras["points_on_edges"] = run.on_edges  # the last level's: where the answer was settled
                     quantise(tx)
                 if stage.model is TransformModel.BSPLINE and stage.min_jacobian is not None:
                     tx, scale = self._fold_guard(tx, fixed_img, float(stage.min_jacobian))
@@ -616,4 +618,4 @@ class SitkEngine:
             samples=drawn,
             valid_samples=valid,
         )
-        return _LevelRun(history, hit_cap, float(method.GetMetricValue()))
+        return _LevelRun(history, hit_cap, float(method.GetMetricValue()), inputs.on_edges)
