@@ -27,6 +27,7 @@ import numpy as np
 
 from coregister.config import EngineName, Initialisation, Metric, Optimizer, RegistrationConfig, Stage, TransformModel
 from coregister.engines import get_engine
+from coregister.engines.sitk.levels import axis_factors
 from coregister.errors import CoregisterError
 from coregister.image import SpatialImage
 from coregister.measures import mutual_information, ncc, pair_figures, resampled_pair, ssim
@@ -295,6 +296,32 @@ def _distance(a: Transform, b: Transform, points: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(a.transform_points(points) - b.transform_points(points), axis=1)))
 
 
+def probe_grid(fixed: SpatialImage) -> tuple[int, float]:
+    """The probe's shrink factor and the mean size (geometric) of its grid's voxels, in world units.
+
+    The factor brings the fixed image to about ``2^16`` voxels; the engine
+    shrinks coarse axes less (:func:`~coregister.engines.sitk.levels.axis_factors`),
+    so the probe's voxel is measured on the grid it gets: on 0.5 x 0.5 x 5 mm
+    slices a factor of 6 gives 3 x 3 x 5 mm voxels (3.56 mm), which six times
+    the mean spacing made 12 mm, and "half a probe voxel" 6 mm.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mr = SpatialImage(np.zeros((47, 512, 512), np.uint8), origin=(0, 0, 0), spacing=(0.5, 0.5, 5.0))
+    >>> factor, voxel = probe_grid(mr)
+    >>> factor, round(voxel, 2)
+    (6, 3.56)
+    >>> factor, voxel = probe_grid(SpatialImage(np.zeros((64, 64, 64), np.uint8), origin=(0, 0, 0), spacing=(2, 2, 2)))
+    >>> factor, round(voxel, 6)
+    (2, 4.0)
+    """
+    d = fixed.ndim
+    factor = max(1, int(math.ceil((math.prod(fixed.shape) / _PROBE_POINTS[d]) ** (1.0 / d) - 1e-9)))
+    level_spacing = [f * s for f, s in zip(axis_factors(factor, fixed.size, fixed.spacing), fixed.spacing, strict=True)]
+    return factor, float(np.prod(level_spacing) ** (1.0 / d))
+
+
 def probe(
     fixed: SpatialImage,
     moving: SpatialImage,
@@ -323,8 +350,7 @@ def probe(
     if model is None:
         return None
     d = fixed.ndim
-    factor = max(1, int(math.ceil((math.prod(fixed.shape) / _PROBE_POINTS[d]) ** (1.0 / d) - 1e-9)))
-    voxel = factor * float(np.mean(fixed.spacing))
+    factor, voxel = probe_grid(fixed)
     engine = get_engine(EngineName.SITK)
 
     def config(shrink: int, samples: int) -> RegistrationConfig:
