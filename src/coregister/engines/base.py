@@ -74,6 +74,11 @@ class EngineOutput:
     extras : mapping
         Engine-specific figures for ``result.json`` (inlier count, reprojection
         error, ECC coefficient, threads...): shown, never read back by callers.
+    points_on_edges : bool
+        Whether the finest level's metric points were drawn from the fixed
+        image's strongest edges only (the SimpleITK engine's
+        ``edge_sampling_fraction``): the pipeline refines such an answer
+        on points drawn everywhere when the check cannot confirm it.
     """
 
     transform: Transform
@@ -84,6 +89,7 @@ class EngineOutput:
     converged: bool = True
     final_metric: float = float("nan")
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    points_on_edges: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "history", tuple(self.history))

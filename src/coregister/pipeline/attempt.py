@@ -333,8 +333,8 @@ def run_engine(
         output, transform=finish.transform.inverse(), history=(*output.history, *finish.history),
         warnings=tuple(dict.fromkeys((*output.warnings, *notes))), converged=finish.converged,
         hit_iteration_cap=output.hit_iteration_cap or finish.hit_iteration_cap, final_metric=finish.final_metric,
-        extras={**output.extras, "sampled_over": "moving", "moving_field_share": share,
-                "points_on_edges": finish.extras.get("points_on_edges", False)},
+        extras={**output.extras, "sampled_over": "moving", "moving_field_share": share},
+        points_on_edges=finish.points_on_edges,
     )
 
 
@@ -376,7 +376,7 @@ def settle_everywhere(
     """
     stage = config.stages[-1]
     if (EngineName.parse(name) is not EngineName.SITK or judged.quality.passed or pair.fixed.ndim != 3
-            or not judged.output.extras.get("points_on_edges")
+            or not judged.output.points_on_edges
             or not all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)):
         return None
     more = {key: EVERYWHERE_POINTS * getattr(stage, key) for key in ("max_samples", "coarse_max_samples")

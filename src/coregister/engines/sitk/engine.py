@@ -289,6 +289,7 @@ class SitkEngine:
 
         history: list[LevelHistory] = []
         hit_cap = False
+        on_edges = False
         final_metric = float("nan")
         extras: dict[str, Any] = {
             "threads": threads,
@@ -371,7 +372,7 @@ class SitkEngine:
                     history.append(run.history)
                     hit_cap = hit_cap or run.hit_cap
                     final_metric = run.final_metric
-                    extras["points_on_edges"] = run.on_edges  # the last level's: where the answer was settled
+                    on_edges = run.on_edges  # the last level's: where the answer was settled
                     quantise(tx)
                 if stage.model is TransformModel.BSPLINE and stage.min_jacobian is not None:
                     tx, scale = self._fold_guard(tx, fixed_img, float(stage.min_jacobian))
@@ -391,6 +392,7 @@ class SitkEngine:
             hit_iteration_cap=hit_cap,
             final_metric=final_metric,
             extras=extras,
+            points_on_edges=on_edges,
         )
 
     # ------------------------------------------------------------------ helpers
