@@ -344,6 +344,9 @@ SMALLER_FIELD = 0.8
 #: an unconfirmed 3D answer settled on the fixed image's edges runs its last stage again on this many times the points,
 #: drawn everywhere (:func:`settle_everywhere`)
 EVERYWHERE_POINTS = 3
+#: ... and at most this many per level (what the precise preset draws: three times as many made its refinement of the
+#: phantom's CT onto MR take minutes)
+EVERYWHERE_MAX_POINTS = 200_000
 
 
 def settle_everywhere(
@@ -363,13 +366,14 @@ def settle_everywhere(
     ANTsPy's -0.4885), and the check could not confirm it. So an answer the
     check does not pass, settled on edge points by a linear 3D stage, is
     not returned as it is: from it the last stage runs again, every level,
-    on :data:`EVERYWHERE_POINTS` times the points drawn over the whole
-    fixed image (fewer points drawn everywhere leave the 2 mm and 0.5 mm
-    runs of that pair 2.8 mm apart; three times as many, 1.0-1.2 mm) and
-    judged again. Its verdict is no better than the first answer's: from a
-    start the check could not confirm, a local refinement shows an optimum,
-    not that it is the right one (the phantom's CT moved by 5 degrees and 8
-    mm: refined answers 8-22 mm off passed). Which of the two is kept is
+    on :data:`EVERYWHERE_POINTS` times the points (at most
+    :data:`EVERYWHERE_MAX_POINTS`) drawn over the whole fixed image, and is
+    judged again (as many points drawn everywhere left the 2 mm and 0.5 mm
+    in-plane runs of that pair 2.8 mm apart; three times as many, 1.0-1.2
+    mm). Its verdict is no better than the first answer's: from a start the
+    check could not confirm, a local refinement shows an optimum, not that
+    it is the right one (the phantom's CT moved by 5 degrees and 8 mm:
+    refined answers 8-22 mm off passed). Which of the two is kept is
     decided by the information they share on the metrics grid
     (:func:`more_information`). Answers the check passes run once, as
     before.
@@ -379,8 +383,8 @@ def settle_everywhere(
             or not judged.output.points_on_edges
             or not all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)):
         return None
-    more = {key: EVERYWHERE_POINTS * getattr(stage, key) for key in ("max_samples", "coarse_max_samples")
-            if getattr(stage, key) is not None}
+    more = {key: max(getattr(stage, key), min(EVERYWHERE_POINTS * getattr(stage, key), EVERYWHERE_MAX_POINTS))
+            for key in ("max_samples", "coarse_max_samples") if getattr(stage, key) is not None}
     again = config.replace(stages=(stage.replace(edge_sampling_fraction=None, **more),))
     relabelled: ProgressCallback | None = None
     if progress is not None:
