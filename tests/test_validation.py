@@ -77,6 +77,22 @@ def test_a_partial_field_of_view_is_registered_over_its_own_voxels() -> None:
     assert result.passed
 
 
+
+def test_a_failed_answer_settled_on_edge_points_is_refined_everywhere_and_left_uncertain() -> None:
+    """Colin27 under a plain affine warp (seed 10): the points on the fixed head's strongest edges led the descent
+    12 mm off, and the check failed it. The last stage again from there, on three times the points drawn
+    everywhere, ends within tolerance; a refinement from an answer the check did not pass is at best uncertain."""
+    require_data(corpus.VOLUMES["colin27"])
+    case = corpus.case_3d("mono", "colin27", 10)
+    stages: list[str] = []
+    result = cr.register(case.fixed, case.moving, **case.options,
+                         progress=lambda stage, level, iteration, metric: stages.append(stage))
+    assert [a.quality.verdict.value for a in result.attempts] == ["failed", "uncertain"]
+    assert stages[-1] == "affine, points everywhere"
+    assert case.error(result.transform) <= case.tolerance
+    assert result.verdict.value == "uncertain"
+    assert "a local refinement shows an optimum" in result.quality.failures[-1]
+
 def _broken(cls: str, seed: int = 1) -> corpus.Case:
     return next(c for c in corpus.broken_cases(seed) if c.cls == cls)
 
