@@ -8,6 +8,8 @@ this quick) warped by a seeded rigid transform.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ import SimpleITK as sitk
 
 import coregister as cr
 from coregister.qc import synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from ct_to_mr import in_plane_coarse  # noqa: E402  the example's own --small resampling
 
 BRAINWEB = "medical/itk_brainweb_2d/"
 
@@ -34,12 +39,6 @@ def slices(data) -> tuple[cr.SpatialImage, cr.SpatialImage]:
     fixed = cr.read(data(BRAINWEB + "BrainT1SliceBorder20.png"))
     moving = cr.read(data(BRAINWEB + "BrainProtonDensitySliceR10X13Y17.png"))
     return fixed, moving
-
-
-def _in_plane_2mm(image: cr.SpatialImage) -> cr.SpatialImage:
-    """``image`` bin-averaged to about 2 mm in-plane, its slices kept."""
-    factors = [max(1, round(2.0 / s)) for s in image.spacing[:2]] + [1]
-    return cr.SpatialImage.from_sitk(sitk.BinShrink(sitk.Cast(image.to_sitk(), sitk.sitkFloat32), factors))
 
 
 def _parameters(result: cr.Result) -> np.ndarray:
@@ -71,7 +70,7 @@ def test_default_runs_are_bit_identical_on_a_flat_multimodal_optimum(data):
     # (here at 2 mm in-plane, as examples/ct_to_mr.py --small runs it: an answer settled on edge points and the last
     # stage again on points drawn everywhere, both deterministic)
     phantom = "medical/mri_dir_phantom/"
-    mr, ct = (_in_plane_2mm(cr.read(data(phantom + name))) for name in ("MR_T2_every2nd", "CT_every8th"))
+    mr, ct = (in_plane_coarse(cr.read(data(phantom + name)), 2.0) for name in ("MR_T2_every2nd", "CT_every8th"))
     first, second = (cr.register(mr, ct, preset="rigid") for _ in range(2))
     assert len(first.attempts) == 2
     assert np.array_equal(_parameters(first), _parameters(second))

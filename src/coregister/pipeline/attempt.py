@@ -374,15 +374,15 @@ def settle_everywhere(
     pass, a local refinement shows an optimum, not that it is the right one
     (the phantom's CT moved by 5 degrees and 8 mm: refined answers 8-22 mm
     off passed). The better verdict is kept, and between two alike the one
-    that shares more information on the metrics grid
-    (:func:`more_information`): a Colin27 case that ended 12 mm off and
+    that shares more information on the metrics grid (``register``'s
+    ``_better``): a Colin27 case that ended 12 mm off and
     failed is refined to 0.04 mm, uncertain. Answers the check passes run
     once, as before.
     """
     stage = config.stages[-1]
     if (EngineName.parse(name) is not EngineName.SITK or judged.quality.passed or pair.fixed.ndim != 3
             or not judged.output.points_on_edges
-            or not all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)):
+            or not _all_linear(config)):
         return None
     more = {key: max(getattr(stage, key), min(EVERYWHERE_POINTS * getattr(stage, key), EVERYWHERE_MAX_POINTS))
             for key in ("max_samples", "coarse_max_samples") if getattr(stage, key) is not None}
@@ -410,13 +410,16 @@ def settle_everywhere(
     return dataclasses.replace(settled, quality=quality, record=dataclasses.replace(settled.record, quality=quality))
 
 
-#: verdicts from worst to best
-VERDICT_RANK = {Verdict.FAILED: 0, Verdict.UNCERTAIN: 1, Verdict.PASSED: 2}
 _INVERTIBLE = (TransformModel.TRANSLATION, TransformModel.RIGID, TransformModel.SIMILARITY, TransformModel.AFFINE)
 
 
 _SWAPPED = {"fixed": "moving", "moving": "fixed", "Fixed": "Moving", "Moving": "Fixed"}
 _SWAP_WORDS = re.compile(r"\b(fixed|moving|Fixed|Moving)\b")
+
+
+def _all_linear(config: RegistrationConfig) -> bool:
+    """Whether every stage estimates an invertible linear model (translation up to affine)."""
+    return all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)
 
 
 def _volume(image: SpatialImage) -> float:
@@ -431,14 +434,8 @@ def _within_field(inner: SpatialImage, outer: SpatialImage) -> bool:
 def _sample_over_moving(name: EngineName, pair: Pair, config: RegistrationConfig) -> bool:
     """Whether the SimpleITK engine should draw its points over the moving image (see :func:`run_engine`)."""
     return (EngineName.parse(name) is EngineName.SITK and pair.fixed.ndim == 3 == pair.moving.ndim
-            and all(TransformModel.parse(s.model) in _INVERTIBLE for s in config.stages)
+            and _all_linear(config)
             and _volume(pair.moving) <= SMALLER_FIELD * _volume(pair.fixed) and _within_field(pair.moving, pair.fixed))
-
-
-def more_information(a: Judged, b: Judged) -> bool:
-    """Whether answer ``a`` shares more information than ``b`` on the metrics grid (mutual information after)."""
-    mi_a, mi_b = float(a.after.get("mi", math.nan)), float(b.after.get("mi", math.nan))
-    return bool(mi_a > mi_b) if math.isfinite(mi_a) and math.isfinite(mi_b) else math.isfinite(mi_a)
 
 
 def _gain(pair: Pair, other: Transform, mi_after: float, threads: int | None) -> float:

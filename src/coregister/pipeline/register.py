@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import SimpleITK as sitk
 
@@ -29,21 +29,11 @@ from coregister.engines.sitk.threads import default_threads
 from coregister.errors import ConfigError, GeometryError
 from coregister.image import SpatialImage
 from coregister.image.kinds import as_spatial_image
-from coregister.pipeline.attempt import (
-    VERDICT_RANK,
-    Judged,
-    Pair,
-    before_metrics,
-    judge,
-    more_information,
-    prepare,
-    run_engine,
-    settle_everywhere,
-)
+from coregister.pipeline.attempt import Judged, Pair, before_metrics, judge, prepare, run_engine, settle_everywhere
 from coregister.pipeline.fallback import run_chain
 from coregister.pipeline.initialise import find_start
 from coregister.pipeline.memory import fit_to_memory
-from coregister.pipeline.result import Result, Start
+from coregister.pipeline.result import Result, Start, Verdict
 from coregister.pipeline.routing import configure, route
 from coregister.transforms import Transform
 
@@ -340,8 +330,7 @@ def _register(
             settled = settle_everywhere(engine, pair, config, judged, before, progress=progress)
             if settled is not None:
                 attempts = (*attempts, settled.record)
-                if VERDICT_RANK[settled.quality.verdict] > VERDICT_RANK[judged.quality.verdict] or (
-                        settled.quality.verdict is judged.quality.verdict and more_information(settled, judged)):
+                if _better(settled, judged, tie="mi"):
                     fallbacks = (*fallbacks, f"the answer settled on the fixed image's edges was not kept "
                                  f"({'; '.join(judged.quality.failures)}); its last stage again on points drawn "
                                  "everywhere was")
@@ -351,15 +340,24 @@ def _register(
                    warnings=(*notes, *fallbacks))
 
 
+_RANK = {Verdict.PASSED: 2, Verdict.UNCERTAIN: 1, Verdict.FAILED: 0}
 
 
-def _better(a: Judged, b: Judged) -> bool:
-    """Whether answer ``a`` is judged better than ``b``: a better verdict, else a higher |NCC| after."""
-    rank_a, rank_b = VERDICT_RANK[a.quality.verdict], VERDICT_RANK[b.quality.verdict]
+def _better(a: Judged, b: Judged, *, tie: Literal["ncc", "mi"] = "ncc") -> bool:
+    """Whether answer ``a`` is judged better than ``b``: a better verdict, else a higher figure after.
+
+    ``tie="ncc"``: the larger |NCC| (answers from different starts or
+    engines); ``tie="mi"``: the larger mutual information on the metrics
+    grid (an answer and its refinement, on a pair NCC may not suit).
+    """
+    rank_a, rank_b = _RANK[a.quality.verdict], _RANK[b.quality.verdict]
     if rank_a != rank_b:
         return rank_a > rank_b
-    ncc_a, ncc_b = abs(a.record.ncc), abs(b.record.ncc)
-    return bool(ncc_a > ncc_b) if math.isfinite(ncc_a) and math.isfinite(ncc_b) else math.isfinite(ncc_a)
+    if tie == "mi":
+        fig_a, fig_b = float(a.after.get("mi", math.nan)), float(b.after.get("mi", math.nan))
+    else:
+        fig_a, fig_b = abs(a.record.ncc), abs(b.record.ncc)
+    return bool(fig_a > fig_b) if math.isfinite(fig_a) and math.isfinite(fig_b) else math.isfinite(fig_a)
 
 
 def _run_one(
