@@ -194,9 +194,11 @@ def deformable_members(transform: Transform) -> list[BSpline | DisplacementField
 def jacobian_figures(transform: Transform, reference: SpatialImage) -> dict[str, float]:
     """Jacobian determinant figures of the deformable members of ``transform`` on ``reference``'s full grid.
 
-    Every voxel of the grid is computed (slab by slab); a member acting
-    after a linear map is judged on its own (the linear part's determinant
-    is a constant, checked through its scales and reflection).
+    Every voxel of the grid is computed (slab by slab); consecutive
+    deformable members (the composed splines of an injective B-spline
+    stage) are judged together, as one map; a member acting after a linear
+    map is judged on its own (the linear part's determinant is a constant,
+    checked through its scales and reflection).
 
     Returns
     -------
@@ -222,12 +224,25 @@ def jacobian_figures(transform: Transform, reference: SpatialImage) -> dict[str,
     if not members:
         return {}
     lows, highs, folded = [], [], []
-    for member in members:
+    for member in _deformable_runs(transform):
         det = jacobian_determinant(member, reference).array
         lows.append(float(det.min()))
         highs.append(float(det.max()))
         folded.append(float(np.count_nonzero(det <= 0)) / det.size)
     return {"min_jacobian": min(lows), "max_jacobian": max(highs), "folding_fraction": max(folded)}
+
+
+def _deformable_runs(transform: Transform) -> list[Transform]:
+    """The deformable members of ``transform``, each run of consecutive ones as one composite (judged as a whole)."""
+    if not isinstance(transform, Composite):
+        return deformable_members(transform)  # type: ignore[return-value]
+    runs: list[list[Transform]] = [[]]
+    for member in transform.transforms:
+        if isinstance(member, BSpline | DisplacementField):
+            runs[-1].append(member)
+        elif runs[-1]:
+            runs.append([])
+    return [run[0] if len(run) == 1 else Composite(tuple(run)) for run in runs if run]
 
 
 def jacobian_determinant_range(transform: BSpline | DisplacementField, reference: SpatialImage) -> tuple[float, float]:

@@ -1,8 +1,18 @@
-"""The multi-level B-spline stage's tools: a control-point mesh refined level by level, and a fold guard.
+"""The multi-level B-spline stage's tools: an injectivity bound, a mesh refined level by level, and a fold guard.
 
 SimpleITK exposes no bending-energy or Jacobian penalty for its
-registration method, so the B-spline is kept regular the way elastix's and
-ITK's multi-level B-spline registrations do it: the stage starts on a mesh
+registration method (no access to the metric's derivative from Python), so
+the spline is kept from folding by a hard constraint instead: with
+``Stage.injective`` (the ``bspline`` preset), L-BFGS-B keeps every
+coefficient within :func:`injective_bound`, Choi & Lee's sufficient
+condition for a positive Jacobian everywhere, and where a level's spline
+reaches the bound, the next level starts a fresh bounded spline composed on
+it (:func:`extended` keeps the first one defined wherever the second may
+carry a point): Rueckert et al.'s diffeomorphic B-splines (MICCAI 2006).
+Composed maps that each cannot fold cannot fold together.
+
+It is also kept regular the way elastix's and ITK's multi-level B-spline
+registrations do it: the stage can start on a mesh
 ``2^r`` times coarser than ``Stage.bspline_mesh_mm`` (``r`` =
 ``Stage.bspline_refinements``), where only large, smooth displacements can
 be expressed, and the mesh is refined by two between the last ``r`` levels
@@ -13,12 +23,14 @@ the level's bin-averaged pair): SimpleITK's built-in refinement
 (``SetInitialTransformAsBSpline`` with ``scaleFactors``) needs ITK's own
 pyramid, and ITK's L-BFGS-B there refuses a mesh that grows between levels.
 
-The **fold guard** (:func:`scale_to_min_jacobian`) then checks the answer's
-Jacobian determinant on the fixed grid (reduced to at most two million
+The **fold guard** (:func:`scale_to_min_jacobian`) then checks the last
+spline's Jacobian determinant on the fixed grid (reduced to at most two million
 points: a cubic spline is smooth between its control points) and, where it
 falls below ``Stage.min_jacobian``, scales the spline back towards the
-identity (the largest factor, found by bisection, that keeps it above): the
-answer never folds, and a warning says by how much it was held back.
+identity (the largest factor, found by bisection, that keeps it above): a
+bounded spline's determinant is positive but may come close to zero, and a
+stage without the bound relies on the guard alone; a warning says by how
+much the spline was held back.
 """
 
 from __future__ import annotations
@@ -33,12 +45,47 @@ from coregister.errors import RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.transforms import BSpline
 
-__all__ = ["coarse_mesh", "refined", "refinement_factors", "scale_to_min_jacobian"]
+__all__ = ["coarse_mesh", "extended", "injective_bound", "refined", "refinement_factors", "scale_to_min_jacobian"]
 
 logger = logging.getLogger(__name__)
 
 #: the fold guard looks at the Jacobian on the fixed grid reduced to at most this many points
 _GUARD_MAX_POINTS = 2_000_000
+#: Choi & Lee (2000): a uniform cubic B-spline whose control points each move by less than the mesh spacing
+#: divided by K (K = 2.046 in 2D, 2.479 in 3D; per axis, on the mesh's own axes) has a positive Jacobian everywhere.
+#: Rounded up: the bound stays strictly inside the condition.
+_CHOI_LEE_K = {2: 2.05, 3: 2.48}
+
+
+def injective_bound(tx: sitk.BSplineTransform) -> float:
+    """The largest coefficient (world units) that keeps a cubic B-spline injective, by Choi & Lee's condition.
+
+    The condition bounds each control point's displacement along each of the
+    mesh's axes by its spacing over ``K`` (``K`` = 2.046 in 2D, 2.479 in 3D):
+    then the Jacobian determinant is positive everywhere, whatever else the
+    coefficients are, so a spline optimised within ``[-b, b]`` cannot fold
+    (Rueckert et al. 2006, "Diffeomorphic registration using B-splines").
+    L-BFGS-B takes one bound for all coefficients, so ``b`` is the smallest
+    axis's: spacing / ``K``. On a mesh whose axes are not the world's (an
+    oblique direction), a world component bounded by ``b / sqrt(d)`` keeps
+    every mesh-axis component within ``b``.
+
+    Examples
+    --------
+    >>> image = sitk.Image([100, 80, 60], sitk.sitkFloat32)
+    >>> tx = sitk.BSplineTransformInitializer(image, [4, 4, 3], 3)  # cells of about 25 x 20 x 20 mm
+    >>> round(min(tx.GetCoefficientImages()[0].GetSpacing()), 4), round(injective_bound(tx), 4)  # 20.0625 / 2.48
+    (20.0625, 8.0897)
+    """
+    if tx.GetOrder() != 3:
+        raise RegistrationFailed(f"the injectivity bound is for cubic B-splines; this one is of order {tx.GetOrder()}")
+    ndim = tx.GetDimension()
+    spacing = min(float(min(image.GetSpacing())) for image in tx.GetCoefficientImages())
+    bound = spacing / _CHOI_LEE_K[ndim]
+    direction = np.abs(np.array(tx.GetTransformDomainDirection()).reshape(ndim, ndim))
+    if not np.allclose(np.sort(direction, axis=1)[:, :-1], 0.0, atol=1e-9):  # not a signed permutation
+        bound /= np.sqrt(ndim)
+    return float(bound)
 
 
 def refinement_factors(n_levels: int, refinements: int) -> list[int]:
@@ -57,6 +104,50 @@ def coarse_mesh(image: sitk.Image, mesh_mm: float, doublings: int) -> list[int]:
     """Mesh cells per axis of the stage's first level: the final ``mesh_mm`` mesh halved ``doublings`` times."""
     extent = [n * s for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
     return [max(1, int(round(e / (mesh_mm * 2**doublings)))) for e in extent]
+
+
+def extended(tx: sitk.BSplineTransform, cells: int) -> sitk.BSplineTransform:
+    """The same cubic B-spline over a domain ``cells`` mesh cells larger on every side (the new points repeat the edge).
+
+    ITK's ``BSplineTransform`` is the identity outside its domain, so a
+    spline composed after another (an injective stage's next round) may
+    carry points to where the one before stops and the composed map jumps.
+    The displacement at a point depends on the four nearest control points
+    per axis; the added ones lie beyond the old outer points, so inside the
+    old domain nothing changes, and beyond it the spline continues with the
+    edge's values, within the same bound (it stays injective).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = sitk.Image([50, 40], sitk.sitkFloat32)
+    >>> tx = sitk.BSplineTransformInitializer(image, [3, 2], 3)
+    >>> tx.SetParameters(tuple(np.random.default_rng(0).uniform(-4, 4, tx.GetNumberOfParameters())))
+    >>> wide = extended(tx, 2)
+    >>> list(wide.GetTransformDomainMeshSize())
+    [7, 6]
+    >>> points = np.random.default_rng(1).uniform([0, 0], [49, 39], (200, 2))
+    >>> bool(max(np.abs(np.subtract(tx.TransformPoint(p), wide.TransformPoint(p))).max() for p in points) < 1e-9)
+    True
+    >>> wide.TransformPoint((-20.0, 10.0)) != (-20.0, 10.0)  # defined beyond the old domain
+    True
+    """
+    if cells <= 0:
+        return tx
+    ndim = tx.GetDimension()
+    planes = [np.pad(sitk.GetArrayFromImage(image).astype(np.float64), cells, mode="edge")
+              for image in tx.GetCoefficientImages()]
+    first = tx.GetCoefficientImages()[0]
+    spacing = np.array(first.GetSpacing())
+    direction = np.array(tx.GetTransformDomainDirection()).reshape(ndim, ndim)
+    out = sitk.BSplineTransform(ndim, 3)
+    out.SetTransformDomainOrigin(tuple((np.array(tx.GetTransformDomainOrigin()) - direction @ (cells * spacing)).tolist()))
+    out.SetTransformDomainDirection(tx.GetTransformDomainDirection())
+    out.SetTransformDomainPhysicalDimensions(
+        tuple((np.array(tx.GetTransformDomainPhysicalDimensions()) + 2 * cells * spacing).tolist()))
+    out.SetTransformDomainMeshSize([int(m) + 2 * cells for m in tx.GetTransformDomainMeshSize()])
+    out.SetParameters(tuple(np.concatenate([p.ravel() for p in planes]).tolist()))
+    return out
 
 
 #: the two-scale relation of the uniform cubic B-spline: beta(t) = sum_j w_j beta(2 t - j), j = -2..2

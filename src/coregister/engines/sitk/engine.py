@@ -40,12 +40,20 @@ from coregister.config import (
 )
 from coregister.engines._common import refuse_series
 from coregister.engines.base import EngineOutput, LevelHistory
-from coregister.engines.sitk.bspline import coarse_mesh, refined, refinement_factors, scale_to_min_jacobian
+from coregister.engines.sitk.bspline import (
+    coarse_mesh,
+    extended,
+    injective_bound,
+    refined,
+    refinement_factors,
+    scale_to_min_jacobian,
+)
 from coregister.engines.sitk.field import run_field_stage
 from coregister.engines.sitk.levels import LevelPlan, axis_factors, iterations_per_level, normalised, plan_levels
 from coregister.engines.sitk.method import level_method, level_spacing, new_transform, quantise, set_center, set_metric
 from coregister.engines.sitk.observer import abortable, stop_now
 from coregister.engines.sitk.pyramid import (
+    LevelInputs,
     Pyramid,
     level_inputs,
     prefetching,
@@ -69,6 +77,52 @@ _ROTATION_CANDIDATES = 3
 
 #: models whose stage runs its own levels (engines.sitk.field), not the loop below
 _OWN_LOOP = (TransformModel.SYN,)
+
+
+#: a coefficient at this share of its injectivity bound counts as having reached it
+_SATURATED = 0.95
+
+
+def _saturated(tx: sitk.Transform) -> bool:
+    """Whether a B-spline's largest coefficient has reached its injectivity bound."""
+    values = np.abs(np.asarray(tx.GetParameters()))
+    return bool(values.size and values.max() >= _SATURATED * injective_bound(sitk.BSplineTransform(tx)))
+
+
+def _prewarped(inputs: LevelInputs, transform: sitk.Transform, reach_mm: float) -> LevelInputs:
+    """``inputs`` with the moving level resampled through ``transform`` onto the fixed level grown by ``reach_mm``.
+
+    ITK's metrics cannot take a B-spline among the moving-initial
+    transforms (they need its Jacobian with respect to position, which
+    ``BSplineTransform`` does not implement), and a sampled displacement
+    field in its place made the level 2.4 times slower (Colin27 -> MNI152):
+    the composed splines are applied to the moving level once, linearly
+    interpolated, onto the fixed level's grid grown by ``reach_mm`` (where
+    the spline being optimised may carry a point). A moving mask
+    (resampled, nearest) keeps the points that fall outside the moving
+    image out of the metric, as they were.
+    """
+    grid = inputs.fixed
+    ndim = grid.GetDimension()
+    spacing = np.array(grid.GetSpacing())
+    pad = np.ceil(reach_mm / spacing).astype(int) + 1
+    origin = np.array(grid.GetOrigin()) - np.array(grid.GetDirection()).reshape(ndim, ndim) @ (pad * spacing)
+    size = [int(n) + 2 * int(p) for n, p in zip(grid.GetSize(), pad, strict=True)]
+    reference = sitk.Image(size, sitk.sitkUInt8)
+    reference.SetOrigin(tuple(origin.tolist()))
+    reference.SetSpacing(grid.GetSpacing())
+    reference.SetDirection(grid.GetDirection())
+    # the splines evaluated once per point (ITK's B-spline transform is the slow part), then two cheap resamplings
+    field = sitk.DisplacementFieldTransform(sitk.TransformToDisplacementField(
+        transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(), reference.GetSpacing(),
+        reference.GetDirection()))
+    moving = sitk.Resample(inputs.moving, reference, field, sitk.sitkLinear, 0.0, inputs.moving.GetPixelID())
+    inside = inputs.moving_mask
+    if inside is None:
+        inside = sitk.Image(inputs.moving.GetSize(), sitk.sitkUInt8) + 1
+        inside.CopyInformation(inputs.moving)
+    mask = sitk.Resample(inside, reference, field, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return dataclasses.replace(inputs, moving=moving, moving_mask=mask)
 
 
 def _runs_own_levels(stage: Stage) -> bool:
@@ -362,23 +416,30 @@ class SitkEngine:
                 name = _stage_name(stage, index, stages)
                 moving_initial = sitk.CompositeTransform(list(parts)) if parts else None
                 iterations = iterations_per_level(stage, len(levels))
+                injective = stage.model is TransformModel.BSPLINE and stage.injective
+                through: tuple[sitk.Transform, float] | None = None  # the splines frozen so far, composed
                 for level, plan in enumerate(levels):
-                    if stage.model is TransformModel.BSPLINE and level > 0 and mesh_factors[level] > mesh_factors[level - 1]:
+                    doubles = stage.model is TransformModel.BSPLINE and level > 0 and mesh_factors[level] > mesh_factors[level - 1]
+                    if injective and level > 0 and (doubles or _saturated(tx)):
+                        # the spline reached its bound (it wanted to move further) or the mesh is refined: a fresh
+                        # bounded spline on this level's mesh, composed on it; each cannot fold, so neither can
+                        # their composition (engines.sitk.bspline.injective_bound)
+                        logger.info("%s level %d: a fresh B-spline is composed on the last one", name, level)
+                        tx, through = self._composed(tx, parts, fixed_img, stage, mesh_factors, level, len(levels) - level)
+                    elif doubles:
                         tx = refined(tx)
                     run = self._run_level(
                         tx, stage, name, index, level, plan, levels, iterations[level], fixed_pyr, moving_pyr,
-                        moving_initial, config, threads, progress, coarse_virtual=coarse_virtual,
+                        moving_initial, config, threads, progress, coarse_virtual=coarse_virtual, through=through,
                     )
                     history.append(run.history)
                     hit_cap = hit_cap or run.hit_cap
                     final_metric = run.final_metric
                     on_edges = run.on_edges  # the last level's: where the answer was settled
                     quantise(tx)
-                if stage.model is TransformModel.BSPLINE and stage.min_jacobian is not None:
-                    tx, scale = self._fold_guard(tx, fixed_img, float(stage.min_jacobian))
-                    if scale < 1.0:
-                        warnings.append(f"{name}: the B-spline's Jacobian determinant fell below {stage.min_jacobian:g}; "
-                                        f"the fold guard scaled it by {scale:.3g}")
+                if stage.model is TransformModel.BSPLINE:
+                    tx, warned = self._fold_guard(tx, fixed_img, stage, name)
+                    warnings.extend(warned)
                 parts.append(tx)
 
         stage_parts = [from_sitk(t) for t in parts[1 if user_initial is not None else 0:]]
@@ -397,11 +458,41 @@ class SitkEngine:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _fold_guard(tx: sitk.Transform, fixed: sitk.Image, floor: float) -> tuple[sitk.Transform, float]:
-        """The B-spline scaled back until its Jacobian determinant stays above ``floor`` (engines.sitk.bspline)."""
+    def _composed(
+        tx: sitk.Transform, parts: list[sitk.Transform], fixed: sitk.Image, stage: Stage, mesh_factors: Sequence[int],
+        level: int, later: int,
+    ) -> tuple[sitk.BSplineTransform, tuple[sitk.Transform, float]]:
+        """Freeze ``tx`` into ``parts`` and start a fresh spline on ``level``'s mesh.
+
+        Returns the fresh spline and what the levels from here register it
+        through: ``parts`` composed, and how far (world units) the ``later``
+        splines (the fresh one included) may carry a point: each moves one
+        by at most its bound, and meshes only get finer, so this level's
+        bound is the largest. ``tx`` is extended (exactly) that far beyond
+        its domain, where ITK would take it for the identity. A bounded
+        spline has a positive Jacobian everywhere: the fold guard's floor is
+        checked on the last one (and the quality check judges the
+        composition on the full grid).
+        """
+        doublings = (mesh_factors[-1] // mesh_factors[level]).bit_length() - 1
+        fresh = sitk.BSplineTransformInitializer(fixed, coarse_mesh(fixed, stage.bspline_mesh_mm, doublings), 3)
+        reach = later * injective_bound(fresh)
+        spline = sitk.BSplineTransform(tx)
+        cells = int(math.ceil(reach / min(spline.GetCoefficientImages()[0].GetSpacing())))
+        parts.append(extended(spline, cells))
+        return fresh, (sitk.CompositeTransform(list(parts)), reach)
+
+    @staticmethod
+    def _fold_guard(tx: sitk.Transform, fixed: sitk.Image, stage: Stage, name: str) -> tuple[sitk.Transform, list[str]]:
+        """The B-spline scaled back until its Jacobian determinant stays above the stage's floor (engines.sitk.bspline)."""
+        if stage.min_jacobian is None:
+            return tx, []
         spline = from_sitk(tx)
-        guarded, scale = scale_to_min_jacobian(spline, fixed, floor)  # type: ignore[arg-type]
-        return (guarded.to_sitk() if scale < 1.0 else tx), scale
+        guarded, scale = scale_to_min_jacobian(spline, fixed, float(stage.min_jacobian))  # type: ignore[arg-type]
+        if scale == 1.0:
+            return tx, []
+        return guarded.to_sitk(), [f"{name}: the B-spline's Jacobian determinant fell below {stage.min_jacobian:g}; "
+                                   f"the fold guard scaled it by {scale:.3g}"]
 
     def _initialise(
         self,
@@ -540,9 +631,13 @@ class SitkEngine:
         progress: ProgressCallback | None,
         *,
         coarse_virtual: bool,
+        through: tuple[sitk.Transform, float] | None = None,
     ) -> _LevelRun:
         final = level == len(levels) - 1
         inputs = level_inputs(stage, plan, fixed_pyr, moving_pyr, final=final)
+        if through is not None:  # an injective stage's composed round: the moving level resampled through the rest
+            inputs = _prewarped(inputs, *through)
+            moving_initial = None
         fixed, moving, n_region, wanted = inputs.fixed, inputs.moving, inputs.n_region, inputs.wanted
         method = level_method(
             tx, stage, inputs, stage_index=stage_index, level=level, iterations=iterations, final=final,

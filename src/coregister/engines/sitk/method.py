@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from coregister.config import Metric, Optimizer, Stage, TransformModel
+from coregister.engines.sitk.bspline import injective_bound
 from coregister.engines.sitk.pyramid import LevelInputs
 from coregister.errors import ConfigError
 
@@ -92,7 +93,7 @@ def level_spacing(image: sitk.Image) -> float:
 
 def _set_optimizer(
     method: sitk.ImageRegistrationMethod, stage: Stage, iterations: int, spacing_mm: float, step_voxels: float,
-    final: bool,
+    final: bool, bound: float | None = None,
 ) -> None:
     opt = stage.optimizer
     if opt is Optimizer.REGULAR_STEP:
@@ -118,12 +119,14 @@ def _set_optimizer(
         )
         method.SetOptimizerScalesFromPhysicalShift()
     elif opt is Optimizer.LBFGSB:
+        bounds = {} if bound is None else {"lowerBound": -float(bound), "upperBound": float(bound)}
         method.SetOptimizerAsLBFGSB(
             gradientConvergenceTolerance=1e-5,
             numberOfIterations=int(iterations),
             maximumNumberOfCorrections=5,
             maximumNumberOfFunctionEvaluations=max(4 * int(iterations), 100),
             costFunctionConvergenceFactor=1e7,
+            **bounds,
         )
     else:
         raise ConfigError(
@@ -193,7 +196,13 @@ def level_method(
         step_voxels = 1.0 if stage_index == 0 else _STAGE_STEP
     else:
         step_voxels = _LATER_STEP
-    _set_optimizer(method, stage, iterations, spacing_mm, step_voxels, final)
+    bound = None
+    if stage.injective and isinstance(tx, sitk.BSplineTransform):
+        if stage.optimizer is not Optimizer.LBFGSB:
+            raise ConfigError(f"an injective B-spline stage bounds its coefficients, which only lbfgsb can; not "
+                              f"{stage.optimizer.value!r} (set optimizer='lbfgsb' or injective=False)")
+        bound = injective_bound(tx)
+    _set_optimizer(method, stage, iterations, spacing_mm, step_voxels, final, bound)
     if moving_initial is not None:
         method.SetMovingInitialTransform(moving_initial)
     method.SetInitialTransform(tx, inPlace=True)
