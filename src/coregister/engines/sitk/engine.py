@@ -96,9 +96,13 @@ def _prewarped(inputs: LevelInputs, transform: sitk.Transform, reach_mm: float) 
     transforms (they need its Jacobian with respect to position, which
     ``BSplineTransform`` does not implement), and a sampled displacement
     field in its place made the level 2.4 times slower (Colin27 -> MNI152):
-    the composed splines are applied to the moving level once, linearly
-    interpolated, onto the fixed level's grid grown by ``reach_mm`` (where
-    the spline being optimised may carry a point). A moving mask
+    the composed splines are applied to the moving level once, onto the
+    fixed level's grid grown by ``reach_mm`` (where the spline being
+    optimised may carry a point), by cubic B-spline interpolation (linear
+    interpolation blurs the image unevenly, and the spline chases that
+    pattern: a known 9 mm warp of a 2 mm head settled 0.515 mm off through
+    a linear prewarp, 0.438 mm through a cubic one, and 0.460 mm when the
+    first spline went on within its bound instead). A moving mask
     (resampled, nearest) keeps the points that fall outside the moving
     image out of the metric, as they were.
     """
@@ -116,7 +120,7 @@ def _prewarped(inputs: LevelInputs, transform: sitk.Transform, reach_mm: float) 
     field = sitk.DisplacementFieldTransform(sitk.TransformToDisplacementField(
         transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(), reference.GetSpacing(),
         reference.GetDirection()))
-    moving = sitk.Resample(inputs.moving, reference, field, sitk.sitkLinear, 0.0, inputs.moving.GetPixelID())
+    moving = sitk.Resample(inputs.moving, reference, field, sitk.sitkBSpline, 0.0, inputs.moving.GetPixelID())
     inside = inputs.moving_mask
     if inside is None:
         inside = sitk.Image(inputs.moving.GetSize(), sitk.sitkUInt8) + 1
