@@ -222,3 +222,10 @@ def test_an_injective_bspline_cannot_fold_where_a_free_one_does():
         # the first spline reached its bound, the second was composed on it; together they align the pair
         assert len(deformable_members(result.transform)) == 2
         assert result.metrics["after"]["ncc"] > 0.92 > 0.85 > result.metrics["before"]["ncc"]
+
+
+def test_an_injective_bspline_needs_a_bounded_optimiser():
+    fixed, moving, config = _fold_pair(0)
+    stage = config.stages[0].replace(optimizer=Optimizer.REGULAR_STEP)
+    with pytest.raises(cr.ConfigError, match="only lbfgsb can.*injective=False"):
+        cr.register(fixed, moving, config=config.replace(stages=(stage,)))
