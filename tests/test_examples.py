@@ -129,3 +129,20 @@ def test_example_georeferencing(monkeypatch: pytest.MonkeyPatch, data, tmp_path:
     base = cr.read(data("geospatial/rasterio_landsat7/RGB.byte.tif"))
     assert written.crs == base.crs and written.shape == cr.read(tmp_path / "crop.png").shape
     assert cr.read(tmp_path / "crop.png").crs is None
+
+
+def test_the_readme_ct_to_mr_call_converges(data) -> None:
+    """Issue 12.6: the README's CT-onto-MR call at full resolution ends converged, not at its iteration cap.
+
+    Its first run, on the MR's edge points, is one the check cannot confirm;
+    the stage runs again on points drawn everywhere, from that answer, and
+    the answer kept is that run's: whether it converged is its own.
+    """
+    phantom = "medical/mri_dir_phantom/"
+    mr, ct = cr.read(data(phantom + "MR_T2_every2nd")), cr.read(data(phantom + "CT_every8th"))
+    result = cr.register(mr, ct, preset="rigid", metric="mattes")
+    assert result.quality.verdict.value == "uncertain"
+    assert len(result.attempts) == 2 and "points drawn everywhere was" in " ".join(result.warnings)
+    assert result.quality.measures["hit_iteration_cap"] is False, [h.stop_reason for h in result.history]
+    assert not any("iteration cap" in w for w in result.warnings)
+    assert "Maximum number of iterations" not in result.history[-1].stop_reason

@@ -396,8 +396,10 @@ def settle_everywhere(
     logger.info("the answer settled on edge points is %s: its last stage again on points drawn everywhere",
                 judged.quality.verdict.value)
     output = run_engine(name, pair, again, initial=judged.output.transform, progress=relabelled)
-    output = dataclasses.replace(output, history=(*judged.output.history, *output.history),
-                                 hit_iteration_cap=judged.output.hit_iteration_cap or output.hit_iteration_cap)
+    # the history holds both runs; whether the answer converged is the refinement's own (it ran every level of the
+    # stage again from the first answer: the README's CT onto MR stopped at its cap of 200 on edge points, and its
+    # refinement converged in 90)
+    output = dataclasses.replace(output, history=(*judged.output.history, *output.history))
     settled = judge(pair, output, before, config, began)
     if not settled.quality.passed:
         return settled

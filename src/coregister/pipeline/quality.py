@@ -512,7 +512,9 @@ def check(
         What the registration optimised; it picks the figure that must not
         get worse (``mi`` for Mattes/MI, ``|ncc|`` for NCC and ECC, ``mse``).
     hit_iteration_cap : bool
-        Whether any optimiser level stopped at its iteration cap.
+        Whether an optimiser level of the run that produced the answer
+        stopped at its iteration cap (a refinement's own levels, not those
+        of the answer it started from).
     scale_range : (float, float)
         Acceptable scales of the linear part.
     max_shear : float
