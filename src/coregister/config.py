@@ -169,9 +169,10 @@ class Stage:
     #: deformable stages: smallest Jacobian determinant the answer may reach on the fixed grid; a B-spline (or
     #: field) whose determinant falls below it is scaled back towards the identity until it does not (None: no guard)
     min_jacobian: float | None = None
-    #: B-spline stages: bound every coefficient by Choi & Lee's injectivity condition (the mesh spacing over 2.48
-    #: in 3D, 2.05 in 2D) and optimise a fresh spline on each level, composed on the ones before (Rueckert et al.
-    #: 2006): the map cannot fold, and the levels together can still move further than one bounded spline
+    #: B-spline stages (L-BFGS-B): bound every coefficient by Choi & Lee's injectivity condition (the mesh spacing
+    #: over 2.48 in 3D, 2.05 in 2D), and where a level's spline ends at the bound (or the mesh is refined), optimise
+    #: a fresh one on the next level, composed on it (Rueckert et al. 2006): the map cannot fold, and the levels
+    #: together can move further than one bounded spline; ``min_jacobian`` is then checked on the composition
     injective: bool = False
     #: displacement-field stages: Gaussian sigma (voxels of the level) applied to each update (fluid-like)
     update_sigma_voxels: float = 0.0

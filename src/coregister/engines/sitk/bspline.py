@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from coregister.errors import RegistrationFailed
 from coregister.image import SpatialImage
-from coregister.transforms import BSpline
+from coregister.transforms import BSpline, Composite, Transform
 
 __all__ = ["coarse_mesh", "extended", "injective_bound", "refined", "refinement_factors", "scale_to_min_jacobian"]
 
@@ -57,7 +58,7 @@ _GUARD_MAX_POINTS = 2_000_000
 _CHOI_LEE_K = {2: 2.05, 3: 2.48}
 
 
-def injective_bound(tx: sitk.BSplineTransform) -> float:
+def injective_bound(tx: sitk.BSplineTransform, *, along_mesh: bool = False) -> float:
     """The largest coefficient (world units) that keeps a cubic B-spline injective, by Choi & Lee's condition.
 
     The condition bounds each control point's displacement along each of the
@@ -66,9 +67,12 @@ def injective_bound(tx: sitk.BSplineTransform) -> float:
     coefficients are, so a spline optimised within ``[-b, b]`` cannot fold
     (Rueckert et al. 2006, "Diffeomorphic registration using B-splines").
     L-BFGS-B takes one bound for all coefficients, so ``b`` is the smallest
-    axis's: spacing / ``K``. On a mesh whose axes are not the world's (an
-    oblique direction), a world component bounded by ``b / sqrt(d)`` keeps
-    every mesh-axis component within ``b``.
+    axis's: spacing / ``K``. The coefficients are world components: on a
+    mesh whose axes are not the world's (an oblique direction ``D``), a
+    mesh-axis component is at most the largest column sum of ``|D|`` times
+    the largest world component, so the world bound is ``b`` divided by it
+    (1 for an axis-aligned mesh). ``along_mesh=True`` gives ``b`` itself:
+    how far the spline can move a point along each mesh axis.
 
     Examples
     --------
@@ -76,16 +80,20 @@ def injective_bound(tx: sitk.BSplineTransform) -> float:
     >>> tx = sitk.BSplineTransformInitializer(image, [4, 4, 3], 3)  # cells of about 25 x 20 x 20 mm
     >>> round(min(tx.GetCoefficientImages()[0].GetSpacing()), 4), round(injective_bound(tx), 4)  # 20.0625 / 2.48
     (20.0625, 8.0897)
+    >>> image.SetDirection((0.8, -0.6, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 1.0))  # 37 degrees about z
+    >>> tx = sitk.BSplineTransformInitializer(image, [4, 4, 3], 3)
+    >>> round(injective_bound(tx), 4), round(injective_bound(tx, along_mesh=True), 4)  # 8.0897 / 1.4
+    (5.7784, 8.0897)
     """
     if tx.GetOrder() != 3:
         raise RegistrationFailed(f"the injectivity bound is for cubic B-splines; this one is of order {tx.GetOrder()}")
     ndim = tx.GetDimension()
     spacing = min(float(min(image.GetSpacing())) for image in tx.GetCoefficientImages())
     bound = spacing / _CHOI_LEE_K[ndim]
+    if along_mesh:
+        return float(bound)
     direction = np.abs(np.array(tx.GetTransformDomainDirection()).reshape(ndim, ndim))
-    if not np.allclose(np.sort(direction, axis=1)[:, :-1], 0.0, atol=1e-9):  # not a signed permutation
-        bound /= np.sqrt(ndim)
-    return float(bound)
+    return float(bound / direction.sum(axis=0).max())
 
 
 def refinement_factors(n_levels: int, refinements: int) -> list[int]:
@@ -218,14 +226,21 @@ def _grid(image: sitk.Image) -> SpatialImage:
                         direction=np.array(image.GetDirection()).reshape(image.GetDimension(), -1))
 
 
-def _min_jacobian(spline: BSpline, grid: SpatialImage) -> float:
+def _min_jacobian(spline: BSpline, grid: SpatialImage, after: Sequence[Transform] = ()) -> float:
     from coregister.measures import jacobian_determinant
 
-    return float(jacobian_determinant(spline, grid, max_points=_GUARD_MAX_POINTS).array.min())
+    mapping = Composite((*after, spline)) if after else spline
+    return float(jacobian_determinant(mapping, grid, max_points=_GUARD_MAX_POINTS).array.min())
 
 
-def scale_to_min_jacobian(spline: BSpline, fixed: sitk.Image, floor: float, *, steps: int = 10) -> tuple[BSpline, float]:
+def scale_to_min_jacobian(
+    spline: BSpline, fixed: sitk.Image, floor: float, *, steps: int = 10, after: Sequence[Transform] = (),
+) -> tuple[BSpline, float]:
     """The fold guard: ``spline`` scaled by the largest ``s <= 1`` (bisection) whose Jacobian stays at or above ``floor``.
+
+    With ``after`` (transforms applied after the spline: splines composed
+    before it), the determinant is that of the composition; only
+    ``spline`` is scaled.
 
     Examples
     --------
@@ -238,12 +253,12 @@ def scale_to_min_jacobian(spline: BSpline, fixed: sitk.Image, floor: float, *, s
     (True, True)
     """
     grid = _grid(fixed)
-    if _min_jacobian(spline, grid) >= floor:
+    if _min_jacobian(spline, grid, after) >= floor:
         return spline, 1.0
     low, high = 0.0, 1.0
     for _ in range(steps):
         middle = 0.5 * (low + high)
-        if _min_jacobian(_scaled(spline, middle), grid) >= floor:
+        if _min_jacobian(_scaled(spline, middle), grid, after) >= floor:
             low = middle
         else:
             high = middle

@@ -422,6 +422,7 @@ class SitkEngine:
                 iterations = iterations_per_level(stage, len(levels))
                 injective = stage.model is TransformModel.BSPLINE and stage.injective
                 through: tuple[sitk.Transform, float] | None = None  # the splines frozen so far, composed
+                frozen: list[sitk.BSplineTransform] = []
                 for level, plan in enumerate(levels):
                     doubles = stage.model is TransformModel.BSPLINE and level > 0 and mesh_factors[level] > mesh_factors[level - 1]
                     if injective and level > 0 and (doubles or _saturated(tx)):
@@ -429,7 +430,11 @@ class SitkEngine:
                         # bounded spline on this level's mesh, composed on it; each cannot fold, so neither can
                         # their composition (engines.sitk.bspline.injective_bound)
                         logger.info("%s level %d: a fresh B-spline is composed on the last one", name, level)
-                        tx, through = self._composed(tx, parts, fixed_img, stage, mesh_factors, level, len(levels) - level)
+                        tx, warned = self._fold_guard(tx, fixed_img, stage, name)  # each spline alone, then all
+                        warnings.extend(warned)
+                        frozen.append(sitk.BSplineTransform(tx))
+                        tx, through = self._composed(frozen[-1], parts, fixed_img, stage, mesh_factors, level,
+                                                     len(levels) - level)
                     elif doubles:
                         tx = refined(tx)
                     run = self._run_level(
@@ -442,7 +447,7 @@ class SitkEngine:
                     on_edges = run.on_edges  # the last level's: where the answer was settled
                     quantise(tx)
                 if stage.model is TransformModel.BSPLINE:
-                    tx, warned = self._fold_guard(tx, fixed_img, stage, name)
+                    tx, warned = self._fold_guard(tx, fixed_img, stage, name, after=parts[len(parts) - len(frozen):])
                     warnings.extend(warned)
                 parts.append(tx)
 
@@ -463,7 +468,7 @@ class SitkEngine:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _composed(
-        tx: sitk.Transform, parts: list[sitk.Transform], fixed: sitk.Image, stage: Stage, mesh_factors: Sequence[int],
+        tx: sitk.BSplineTransform, parts: list[sitk.Transform], fixed: sitk.Image, stage: Stage, mesh_factors: Sequence[int],
         level: int, later: int,
     ) -> tuple[sitk.BSplineTransform, tuple[sitk.Transform, float]]:
         """Freeze ``tx`` into ``parts`` and start a fresh spline on ``level``'s mesh.
@@ -480,19 +485,26 @@ class SitkEngine:
         """
         doublings = (mesh_factors[-1] // mesh_factors[level]).bit_length() - 1
         fresh = sitk.BSplineTransformInitializer(fixed, coarse_mesh(fixed, stage.bspline_mesh_mm, doublings), 3)
-        reach = later * injective_bound(fresh)
-        spline = sitk.BSplineTransform(tx)
+        reach = later * injective_bound(fresh, along_mesh=True)
+        spline = tx
         cells = int(math.ceil(reach / min(spline.GetCoefficientImages()[0].GetSpacing())))
         parts.append(extended(spline, cells))
         return fresh, (sitk.CompositeTransform(list(parts)), reach)
 
     @staticmethod
-    def _fold_guard(tx: sitk.Transform, fixed: sitk.Image, stage: Stage, name: str) -> tuple[sitk.Transform, list[str]]:
-        """The B-spline scaled back until its Jacobian determinant stays above the stage's floor (engines.sitk.bspline)."""
+    def _fold_guard(
+        tx: sitk.Transform, fixed: sitk.Image, stage: Stage, name: str, *, after: Sequence[sitk.Transform] = (),
+    ) -> tuple[sitk.Transform, list[str]]:
+        """The B-spline scaled back until its Jacobian determinant stays above the stage's floor (engines.sitk.bspline).
+
+        ``after``: the splines frozen before it (applied after it); the floor
+        is then checked on their composition, the last spline alone scaled.
+        """
         if stage.min_jacobian is None:
             return tx, []
         spline = from_sitk(tx)
-        guarded, scale = scale_to_min_jacobian(spline, fixed, float(stage.min_jacobian))  # type: ignore[arg-type]
+        guarded, scale = scale_to_min_jacobian(spline, fixed, float(stage.min_jacobian),  # type: ignore[arg-type]
+                                               after=[from_sitk(t) for t in after])
         if scale == 1.0:
             return tx, []
         return guarded.to_sitk(), [f"{name}: the B-spline's Jacobian determinant fell below {stage.min_jacobian:g}; "

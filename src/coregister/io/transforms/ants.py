@@ -143,6 +143,29 @@ def _prefix_and_single(path: Path) -> tuple[str, str | None]:
     return str(path), None
 
 
+def _sampled_runs(members: list[Transform]) -> list[Transform]:
+    """``members`` with each run of consecutive B-splines (and other unsampled warps) as one composite.
+
+    ANTs takes a warp for zero displacement off its field's grid; sampled
+    one by one on the fixed grid, the second of two composed splines
+    (an injective B-spline stage's) would be looked up where the first
+    carried a point off that grid, and the chain would jump at the border.
+    Sampled together, the run is one field of their composition.
+    """
+    out: list[Transform] = []
+    run: list[Transform] = []
+    for member in [*members, None]:
+        if member is not None and not isinstance(member, LinearTransform) and field_parts(member) is None:
+            run.append(member)
+            continue
+        if run:
+            out.append(run[0] if len(run) == 1 else Composite(tuple(run)))
+            run = []
+        if member is not None:
+            out.append(member)
+    return out
+
+
 def write_ants(
     transform: Transform,
     path: str | os.PathLike[str],
@@ -175,7 +198,7 @@ def write_ants(
     """
     path = Path(path)
     flat = transform.flattened() if isinstance(transform, Composite) else transform
-    members = list(flat.transforms) if isinstance(flat, Composite) else [flat]
+    members = _sampled_runs(list(flat.transforms) if isinstance(flat, Composite) else [flat])
     prefix, single = _prefix_and_single(path)
     if single is not None and len(members) > 1:
         raise UnsupportedFormatError(
