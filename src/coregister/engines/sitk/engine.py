@@ -652,7 +652,9 @@ class SitkEngine:
         final = level == len(levels) - 1
         inputs = level_inputs(stage, plan, fixed_pyr, moving_pyr, final=final)
         if through is not None:  # an injective stage's composed round: the moving level resampled through the rest
-            inputs = _prewarped(inputs, *through)
+            # deterministic whatever the thread count (each voxel its own): on the pyramid's threads
+            with default_threads(config.threads if config.threads is not None else all_threads()):
+                inputs = _prewarped(inputs, *through)
             moving_initial = None
         fixed, moving, n_region, wanted = inputs.fixed, inputs.moving, inputs.n_region, inputs.wanted
         method = level_method(
