@@ -220,11 +220,11 @@ def jacobian_figures(transform: Transform, reference: SpatialImage) -> dict[str,
     """
     from coregister.measures import jacobian_determinant
 
-    members = deformable_members(transform)
-    if not members:
+    runs = _deformable_runs(transform)
+    if not runs:
         return {}
     lows, highs, folded = [], [], []
-    for member in _deformable_runs(transform):
+    for member in runs:
         det = jacobian_determinant(member, reference).array
         lows.append(float(det.min()))
         highs.append(float(det.max()))

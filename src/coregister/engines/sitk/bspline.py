@@ -143,10 +143,9 @@ def extended(tx: sitk.BSplineTransform, cells: int) -> sitk.BSplineTransform:
     if cells <= 0:
         return tx
     ndim = tx.GetDimension()
-    planes = [np.pad(sitk.GetArrayFromImage(image).astype(np.float64), cells, mode="edge")
-              for image in tx.GetCoefficientImages()]
-    first = tx.GetCoefficientImages()[0]
-    spacing = np.array(first.GetSpacing())
+    images = tx.GetCoefficientImages()
+    planes = [np.pad(sitk.GetArrayFromImage(image).astype(np.float64), cells, mode="edge") for image in images]
+    spacing = np.array(images[0].GetSpacing())
     direction = np.array(tx.GetTransformDomainDirection()).reshape(ndim, ndim)
     out = sitk.BSplineTransform(ndim, 3)
     out.SetTransformDomainOrigin(tuple((np.array(tx.GetTransformDomainOrigin()) - direction @ (cells * spacing)).tolist()))

@@ -129,6 +129,11 @@ def _prewarped(inputs: LevelInputs, transform: sitk.Transform, reach_mm: float) 
     return dataclasses.replace(inputs, moving=moving, moving_mask=mask)
 
 
+def _pyramid_threads(config: RegistrationConfig) -> int:
+    """Threads of the work whose answer does not depend on them (pyramid, resampling): the config's, else all."""
+    return config.threads if config.threads is not None else all_threads()
+
+
 def _runs_own_levels(stage: Stage) -> bool:
     """A displacement field: :func:`~coregister.engines.sitk.field.run_field_stage` runs its levels."""
     return stage.model in _OWN_LOOP
@@ -300,7 +305,7 @@ class SitkEngine:
         -------
         EngineOutput
         """
-        pyramid_threads = config.threads if config.threads is not None else all_threads()
+        pyramid_threads = _pyramid_threads(config)
         with default_threads(config.threads if config.threads is not None else 1):
             return self._run(fixed, moving, config, initial=initial, fixed_mask=fixed_mask, moving_mask=moving_mask,
                              progress=progress, pyramid_threads=pyramid_threads)
@@ -422,7 +427,7 @@ class SitkEngine:
                 iterations = iterations_per_level(stage, len(levels))
                 injective = stage.model is TransformModel.BSPLINE and stage.injective
                 through: tuple[sitk.Transform, float] | None = None  # the splines frozen so far, composed
-                frozen: list[sitk.BSplineTransform] = []
+                frozen: list[sitk.Transform] = []  # ... as they stand in ``parts`` (extended)
                 for level, plan in enumerate(levels):
                     doubles = stage.model is TransformModel.BSPLINE and level > 0 and mesh_factors[level] > mesh_factors[level - 1]
                     if injective and level > 0 and (doubles or _saturated(tx)):
@@ -432,9 +437,9 @@ class SitkEngine:
                         logger.info("%s level %d: a fresh B-spline is composed on the last one", name, level)
                         tx, warned = self._fold_guard(tx, fixed_img, stage, name)  # each spline alone, then all
                         warnings.extend(warned)
-                        frozen.append(sitk.BSplineTransform(tx))
-                        tx, through = self._composed(frozen[-1], parts, fixed_img, stage, mesh_factors, level,
-                                                     len(levels) - level)
+                        tx, through = self._composed(sitk.BSplineTransform(tx), parts, fixed_img, stage, mesh_factors,
+                                                     level, len(levels) - level)
+                        frozen.append(parts[-1])
                     elif doubles:
                         tx = refined(tx)
                     run = self._run_level(
@@ -447,7 +452,7 @@ class SitkEngine:
                     on_edges = run.on_edges  # the last level's: where the answer was settled
                     quantise(tx)
                 if stage.model is TransformModel.BSPLINE:
-                    tx, warned = self._fold_guard(tx, fixed_img, stage, name, after=parts[len(parts) - len(frozen):])
+                    tx, warned = self._fold_guard(tx, fixed_img, stage, name, after=frozen)
                     warnings.extend(warned)
                 parts.append(tx)
 
@@ -478,17 +483,13 @@ class SitkEngine:
         splines (the fresh one included) may carry a point: each moves one
         by at most its bound, and meshes only get finer, so this level's
         bound is the largest. ``tx`` is extended (exactly) that far beyond
-        its domain, where ITK would take it for the identity. A bounded
-        spline has a positive Jacobian everywhere: the fold guard's floor is
-        checked on the last one (and the quality check judges the
-        composition on the full grid).
+        its domain, where ITK would take it for the identity.
         """
         doublings = (mesh_factors[-1] // mesh_factors[level]).bit_length() - 1
         fresh = sitk.BSplineTransformInitializer(fixed, coarse_mesh(fixed, stage.bspline_mesh_mm, doublings), 3)
         reach = later * injective_bound(fresh, along_mesh=True)
-        spline = tx
-        cells = int(math.ceil(reach / min(spline.GetCoefficientImages()[0].GetSpacing())))
-        parts.append(extended(spline, cells))
+        cells = int(math.ceil(reach / min(tx.GetCoefficientImages()[0].GetSpacing())))
+        parts.append(extended(tx, cells))
         return fresh, (sitk.CompositeTransform(list(parts)), reach)
 
     @staticmethod
@@ -653,7 +654,7 @@ class SitkEngine:
         inputs = level_inputs(stage, plan, fixed_pyr, moving_pyr, final=final)
         if through is not None:  # an injective stage's composed round: the moving level resampled through the rest
             # deterministic whatever the thread count (each voxel its own): on the pyramid's threads
-            with default_threads(config.threads if config.threads is not None else all_threads()):
+            with default_threads(_pyramid_threads(config)):
                 inputs = _prewarped(inputs, *through)
             moving_initial = None
         fixed, moving, n_region, wanted = inputs.fixed, inputs.moving, inputs.n_region, inputs.wanted
