@@ -163,6 +163,29 @@ def test_bspline_inverse_points_round_trip(ndim: int) -> None:
     np.testing.assert_allclose(cr.transform_points(ours, moved, inverse=True), points, atol=1e-5)
 
 
+def _outward(kind: str) -> Transform:
+    """A 2D warp over [0, 100] x [0, 80] mm that pushes everything 3 mm towards -x, out of its domain at its x = 0 edge."""
+    if kind == "bspline":
+        coefficients = np.zeros((2, 11, 13))  # 10 mm mesh, one control point beyond the domain on each side
+        coefficients[0] = -3.0
+        return BSpline(coefficients, grid_origin=(-10.0, -10.0), grid_spacing=(10.0, 10.0))
+    vectors = np.zeros((81, 101, 2))
+    vectors[..., 0] = -3.0
+    return cr.DisplacementField(cr.SpatialImage(vectors, origin=(0.0, 0.0), spacing=(1.0, 1.0)))
+
+
+@pytest.mark.parametrize("kind", ["bspline", "field"])
+def test_inverse_points_finds_the_preimage_inside_the_domain(kind: str) -> None:
+    """A point carried out of the warp's domain has two preimages (the warp is the identity outside): the inside one."""
+    warp = _outward(kind)
+    inside = np.array([[0.5, 40.0], [2.0, 10.0], [1.0, 79.0], [50.0, 40.0]])
+    moved = warp.transform_points(inside)
+    assert np.all(moved[:3, 0] < -0.9)  # out of the domain: the identity there maps each of them to itself too
+    np.testing.assert_allclose(warp.inverse_points(moved), inside, atol=1e-5)
+    # a point no inside point reaches keeps the identity's preimage, itself
+    np.testing.assert_allclose(warp.inverse_points([[-20.0, 40.0]]), [[-20.0, 40.0]], atol=1e-9)
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_composition_order(ndim: int) -> None:
     """``a @ b`` applies ``b`` first; ``Composite((a, b))`` too (last member first, as ITK)."""

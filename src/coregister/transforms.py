@@ -577,20 +577,50 @@ class _Warp(Transform):
     def displacement(self, points: Any) -> np.ndarray:
         """Displacement ``u(x)`` at fixed-space points."""
 
+    @abstractmethod
+    def _domain_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Continuous grid indices of ``points`` and the lowest and highest index where ``u`` is defined."""
+
+    @abstractmethod
+    def _domain_to_world(self, index: np.ndarray) -> np.ndarray:
+        """World points of continuous grid indices (the inverse of :meth:`_domain_index`'s first answer)."""
+
+    def _inside(self, points: np.ndarray) -> np.ndarray:
+        index, low, high = self._domain_index(points)
+        return np.all((index >= low) & (index <= high), axis=1)
+
     def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
-        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``."""
+        """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``.
+
+        The warp is the identity outside its domain (ITK's convention), so a
+        point that it carries out of the domain has two preimages: the one it
+        came from, inside, and itself. The iteration started at ``y`` finds
+        the second; where it does, it is started again from the domain's
+        nearest point, and a preimage found inside the domain is the answer.
+        """
         y, single = _points(points, self.ndim)
         x = self._solve(y, y.copy(), tolerance=tolerance, max_iterations=max_iterations)
+        outside = np.flatnonzero(~self._inside(x)) if x.size else np.zeros(0, dtype=int)
+        if outside.size:
+            index, low, high = self._domain_index(y[outside])
+            start = self._domain_to_world(np.clip(index, low + 1e-6, high - 1e-6))
+            found = self._solve(y[outside], start, tolerance=tolerance, max_iterations=max_iterations)
+            residual = np.max(np.abs(found + self.displacement(found) - y[outside]), axis=1)
+            keep = self._inside(found) & (residual <= 100.0 * tolerance)
+            x[outside[keep]] = found[keep]
         return x[0] if single else x
 
     def _solve(self, y: np.ndarray, x: np.ndarray, *, tolerance: float, max_iterations: int) -> np.ndarray:
-        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x``."""
+        """``x`` with ``x + u(x) = y``, by fixed-point iteration from the estimate ``x`` (each point until it settles)."""
+        x = x.copy()
+        active = np.arange(len(x))
         for _ in range(max_iterations):
-            x_new = y - self.displacement(x)
-            step = np.max(np.abs(x_new - x)) if x.size else 0.0
-            x = x_new
-            if step < tolerance:
+            if not active.size:
                 break
+            x_new = y[active] - self.displacement(x[active])
+            moving = np.max(np.abs(x_new - x[active]), axis=1) >= tolerance
+            x[active] = x_new
+            active = active[moving]
         return x
 
 
@@ -664,6 +694,16 @@ class BSpline(_Warp):
         """Displacement ``u(x)`` at fixed-space points."""
         arr, _ = _points(points, self.ndim)
         return self.transform_points(arr) - arr
+
+    def _domain_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # ITK's spline is defined where every control point it needs exists: (order - 1) / 2 grid cells in from
+        # the outer ones (order 3: from the second control point to the last but one)
+        index = (points - self.grid_origin) @ np.linalg.inv(self.grid_direction @ np.diag(self.grid_spacing)).T
+        margin = (self.order - 1) / 2.0
+        return index, np.full(self.ndim, margin), np.asarray(self.coefficients.shape[1:][::-1], float) - 1.0 - margin
+
+    def _domain_to_world(self, index: np.ndarray) -> np.ndarray:
+        return index @ (self.grid_direction @ np.diag(self.grid_spacing)).T + self.grid_origin
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -807,6 +847,14 @@ class DisplacementField(_Warp):
         arr, single = _points(points, self.ndim)
         out = arr + self.displacement(arr)
         return out[0] if single else out
+
+    def _domain_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        size = np.asarray(self.field.size, dtype=float)
+        index = self.field.world_to_index(points) if points.size else np.zeros((0, self.ndim))
+        return index, np.full(self.ndim, -0.5), size - 0.5 - 1e-9  # where displacement() reads the grid
+
+    def _domain_to_world(self, index: np.ndarray) -> np.ndarray:
+        return self.field.index_to_world(index)
 
     def inverse(self) -> DisplacementField:
         """The inverse field on the same grid (SimpleITK's ``InvertDisplacementField``), with its residual stated.
