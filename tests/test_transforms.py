@@ -163,6 +163,25 @@ def test_bspline_inverse_points_round_trip(ndim: int) -> None:
     np.testing.assert_allclose(cr.transform_points(ours, moved, inverse=True), points, atol=1e-5)
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_bspline_maps_points_as_itk_does_on_an_oblique_grid_and_beyond_it(ndim: int) -> None:
+    """The spline is evaluated all at once (SciPy); ITK's TransformPoint, point by point, is the reference."""
+    rng = np.random.default_rng(ndim)
+    shape = (7, 8, 9)[:ndim]
+    angles = [0.3] if ndim == 2 else [0.2, -0.35, 0.5]
+    spline = BSpline(rng.normal(0.0, 3.0, (ndim, *shape)), grid_origin=rng.normal(0.0, 5.0, ndim),
+                     grid_spacing=rng.uniform(5.0, 15.0, ndim), grid_direction=cr.transforms.rotation_matrix(angles))
+    low, high = 1.0, np.array(shape[::-1]) - 2.0  # ITK's valid region: the second to the last but one control point
+    index = rng.uniform(-1.0, np.array(shape[::-1]) + 1.0, (4000, ndim))  # over the grid and a cell beyond
+    index = index[np.all((np.abs(index - low) > 1e-6) & (np.abs(index - high) > 1e-6), axis=1)]  # rounding decides
+    points = index @ (spline.grid_direction @ np.diag(spline.grid_spacing)).T + spline.grid_origin
+    ours = spline.transform_points(points)
+    itk = _sitk_map(spline.to_sitk(), points)
+    np.testing.assert_allclose(ours, itk, atol=1e-9, rtol=0)
+    outside = np.any((index < low) | (index > high), axis=1)
+    assert 0.2 < outside.mean() < 0.95 and np.array_equal(ours[outside], points[outside])  # the identity there
+
+
 def _outward(kind: str) -> Transform:
     """A 2D warp over [0, 100] x [0, 80] mm that pushes everything 3 mm towards -x, out of its domain at its x = 0 edge."""
     if kind == "bspline":
