@@ -45,10 +45,7 @@ Levels are the engine's (:func:`~coregister.engines.sitk.levels.plan_levels`):
 bin-averaged, shrink factors per axis from the spacing, the finest level
 no finer than ``Stage.finest_spacing_mm``, then, where that stopped above
 the image's own voxels, ``Stage.full_resolution_iterations`` on them.
-The demons run on the box around what either image holds (plus a margin;
-:func:`_content_box`): outside it both images are their background, where
-the demons force is zero, and the field there is the one at the box's
-nearest face. Every voxel of the box takes part (no sampling); the demons run on all threads and
+Every voxel takes part (no sampling); the demons run on all threads and
 are deterministic (every voxel's update is its own; the global sums ITK
 keeps only report the metric, and its early stop on the RMS change is
 off), the ITK metrics on
@@ -72,7 +69,7 @@ from coregister.config import Metric, ProgressCallback, Stage
 from coregister.engines.base import LevelHistory
 from coregister.engines.sitk.levels import LevelPlan
 from coregister.engines.sitk.observer import abortable, stop_now
-from coregister.engines.sitk.pyramid import Pyramid, crop_to_mask
+from coregister.engines.sitk.pyramid import Pyramid
 from coregister.engines.sitk.threads import default_threads
 from coregister.errors import ConfigError, RegistrationFailed
 from coregister.transforms import DisplacementField, LinearTransform, Transform
@@ -88,10 +85,6 @@ _MATCH_POINTS = 15
 _MAX_STEP_VOXELS = 0.5
 #: the moving image resampled through a linear map that is not a coregister LinearTransform (a user's start)
 _PREWARP_INTERPOLATOR = sitk.sitkBSpline
-#: the demons' box: a voxel holds something where it differs from the image's background by more than this share of
-#: the 99th percentile of that difference (on the coarsest level, bin-averaged); the box reaches this far beyond
-_FOREGROUND_SHARE = 0.05
-_BOX_MARGIN_MM = 8.0
 #: ANTS neighbourhood correlation: default radius in voxels (ANTs' SyN default: 4 at 1 mm; 2 on 2 mm levels)
 _CC_RADIUS = 2
 
@@ -263,17 +256,15 @@ def run_field_stage(
     history: list[LevelHistory] = []
     field: sitk.Image | None = None
     final_metric = float("nan")
-    box = None if moving_pyr is None else _content_box(fixed.level(levels[0]), moving_pyr.level(levels[0]), start)
     for level, (plan, count) in enumerate(zip(levels, iterations, strict=True)):
-        fixed_level = fixed.level(plan) if box is None else crop_to_mask(fixed.level(plan), box)
+        fixed_level = fixed.level(plan)
         started = time.perf_counter()
         values: list[float] = []
         initial = _onto(field, fixed_level, threads)
         if field is None and start is not None:
             initial = _field_of(start.to_sitk(), fixed_level)
         if moving_pyr is not None:
-            moving_level = moving_pyr.level(plan) if box is None else crop_to_mask(moving_pyr.level(plan), box)
-            field, stop = _demons_level(fixed_level, moving_level, initial, stage, count, threads, values,
+            field, stop = _demons_level(fixed_level, moving_pyr.level(plan), initial, stage, count, threads, values,
                                         lambda i, v, lv=level: progress(name, lv, i, v) if progress else None)
         else:
             field, stop = _metric_level(fixed_level, moving, initial, linear, stage, metric, count, metric_threads,
@@ -286,10 +277,9 @@ def run_field_stage(
                                     smoothing_sigma_mm=float(plan.sigma_mm), metric_values=tuple(values),
                                     stop_reason=stop))
     assert field is not None
+    field = _onto(field, grid, threads)
     if start is not None:
         field = _without_linear(field, start)
-    # beyond the demons' box (background in both images), the field at the box's nearest face
-    field = _onto(field, grid, threads)
     result = DisplacementField.from_sitk_image(field)
     if stage.min_jacobian is not None:
         result, scale = scale_to_min_jacobian(result, float(stage.min_jacobian))
@@ -297,47 +287,6 @@ def run_field_stage(
             warnings.append(f"{name}: the field's Jacobian determinant fell below {stage.min_jacobian:g}; the fold guard "
                             f"scaled it by {scale:.3g}")
     return FieldStage(result, tuple(history), final_metric, tuple(warnings))
-
-
-def _content_box(fixed: sitk.Image, moving: sitk.Image, start: LinearTransform | None) -> sitk.Image | None:
-    """Where the demons need to run: the coarse fixed voxels near anything either image holds (None: everywhere).
-
-    The demons force at a voxel where both images are flat and equal is
-    zero, so a voxel far from what either image holds takes no part but
-    its cost, a third or more of a head's grid. ``fixed`` and ``moving``
-    are the stage's coarsest level on the same grid (the moving image as it
-    lies, without ``start``); the box holds the voxels whose distance from
-    the image's background exceeds :data:`_FOREGROUND_SHARE` of its 99th
-    percentile in
-    either image, and in the moving image carried back through ``start``
-    (where the demons look it up), :data:`_BOX_MARGIN_MM` beyond; an
-    image's background is the median of its border voxels (a CT's air at
-    -1000 as much as an MR's zero). Outside the box both images hold their
-    background: the demons' answer there would be the field the smoothing
-    spreads from the box, and here it is the field at the box's nearest
-    face (:func:`run_field_stage`). An image that is its background
-    everywhere gives no box.
-    """
-    def background(values: np.ndarray) -> float:  # what most of the border holds
-        return float(np.median(np.concatenate([np.take(values, [0, -1], axis=a).ravel() for a in range(values.ndim)])))
-
-    images = [sitk.GetArrayViewFromImage(fixed), sitk.GetArrayViewFromImage(moving)]
-    if start is not None:
-        images.append(sitk.GetArrayFromImage(sitk.Resample(moving, fixed, start.to_sitk(), sitk.sitkLinear,
-                                                           background(images[1]), sitk.sitkFloat32)))
-    held = np.zeros(images[0].shape, dtype=bool)
-    for values in images:
-        distance = np.abs(values - background(values))
-        scale = float(np.percentile(distance, 99))
-        if scale <= 0:
-            return None
-        held |= distance > _FOREGROUND_SHARE * scale
-    if held.all():
-        return None
-    mask = sitk.GetImageFromArray(held.astype(np.uint8))
-    mask.CopyInformation(fixed)
-    radius = [max(1, int(np.ceil(_BOX_MARGIN_MM / s))) for s in fixed.GetSpacing()]
-    return sitk.BinaryDilate(mask, radius)
 
 
 def _demons_level(

@@ -51,7 +51,6 @@ __all__ = [
     "RESOLUTION_MISMATCH",
     "LevelInputs",
     "Pyramid",
-    "crop_to_mask",
     "level_inputs",
     "prefetching",
     "resolution_floor",
@@ -237,7 +236,7 @@ class Pyramid:
         """The level image cut to the bounding box of ``mask`` (any grid; world geometry kept)."""
         # keyed by the mask's identity: the masks come from this pyramid's caches, which keep them alive
         key = ("crop", plan.factors, plan.sigma_mm, id(mask))
-        return self._once(key, lambda: crop_to_mask(self.level(plan), mask))
+        return self._once(key, lambda: _crop_to_mask(self.level(plan), mask))
 
     def level_mask(self, factors: tuple[int, ...]) -> sitk.Image | None:
         """The mask on a level's grid: a coarse voxel is in when most of the fine voxels it covers are."""
@@ -307,7 +306,7 @@ def _correlate_in_slabs(
     return out
 
 
-def crop_to_mask(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
+def _crop_to_mask(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
     """``image`` restricted to the box (plus one voxel) that holds every voxel of ``mask``; the whole image if none."""
     values = sitk.GetArrayViewFromImage(mask)
     inside = np.argwhere(values > 0)
