@@ -182,27 +182,36 @@ def test_bspline_maps_points_as_itk_does_on_an_oblique_grid_and_beyond_it(ndim: 
     assert 0.2 < outside.mean() < 0.95 and np.array_equal(ours[outside], points[outside])  # the identity there
 
 
-def _outward(kind: str) -> Transform:
-    """A 2D warp over [0, 100] x [0, 80] mm that pushes everything 3 mm towards -x, out of its domain at its x = 0 edge."""
+def _outward(kind: str, push: np.ndarray, direction: np.ndarray) -> Transform:
+    """A 2D warp over the grid's [0, 100] x [0, 80] mm (axes along ``direction``'s columns) moving everything by ``push``."""
     if kind == "bspline":
         coefficients = np.zeros((2, 11, 13))  # 10 mm mesh, one control point beyond the domain on each side
-        coefficients[0] = -3.0
-        return BSpline(coefficients, grid_origin=(-10.0, -10.0), grid_spacing=(10.0, 10.0))
-    vectors = np.zeros((81, 101, 2))
-    vectors[..., 0] = -3.0
-    return cr.DisplacementField(cr.SpatialImage(vectors, origin=(0.0, 0.0), spacing=(1.0, 1.0)))
+        coefficients[0], coefficients[1] = push
+        return BSpline(coefficients, grid_origin=direction @ [-10.0, -10.0], grid_spacing=(10.0, 10.0),
+                       grid_direction=direction)
+    vectors = np.broadcast_to(push, (81, 101, 2)).copy()
+    return cr.DisplacementField(cr.SpatialImage(vectors, origin=(0.0, 0.0), spacing=(1.0, 1.0), direction=direction))
 
 
 @pytest.mark.parametrize("kind", ["bspline", "field"])
-def test_inverse_points_finds_the_preimage_inside_the_domain(kind: str) -> None:
+@pytest.mark.parametrize("angle", [0.0, 0.5])
+@pytest.mark.parametrize("face", ["low x", "high y"])
+def test_inverse_points_finds_the_preimage_inside_the_domain(kind: str, angle: float, face: str) -> None:
     """A point carried out of the warp's domain has two preimages (the warp is the identity outside): the inside one."""
-    warp = _outward(kind)
-    inside = np.array([[0.5, 40.0], [2.0, 10.0], [1.0, 79.0], [50.0, 40.0]])
+    direction = cr.transforms.rotation_matrix(angle)
+    if face == "low x":  # grid coordinates (mm along the grid's axes) near the face, and the push across it
+        local, push = np.array([[0.5, 40.0], [2.0, 10.0], [1.0, 79.0], [50.0, 40.0]]), np.array([-3.0, 0.0])
+    else:
+        local, push = np.array([[40.0, 79.5], [10.0, 78.0], [99.0, 79.0], [50.0, 40.0]]), np.array([0.0, 3.0])
+    warp = _outward(kind, direction @ push, direction)
+    inside = local @ direction.T
     moved = warp.transform_points(inside)
-    assert np.all(moved[:3, 0] < -0.9)  # out of the domain: the identity there maps each of them to itself too
+    beyond = (moved @ direction)[:3]  # in grid coordinates: past the face, where the identity maps each to itself
+    assert np.all(beyond[:, 0] < -0.9) if face == "low x" else np.all(beyond[:, 1] > 80.9)
     np.testing.assert_allclose(warp.inverse_points(moved), inside, atol=1e-5)
     # a point no inside point reaches keeps the identity's preimage, itself
-    np.testing.assert_allclose(warp.inverse_points([[-20.0, 40.0]]), [[-20.0, 40.0]], atol=1e-9)
+    far = (np.array([[-20.0, 40.0]]) if face == "low x" else np.array([[40.0, 100.0]])) @ direction.T
+    np.testing.assert_allclose(warp.inverse_points(far), far, atol=1e-9)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
