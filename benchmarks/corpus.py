@@ -14,6 +14,9 @@ options ``coregister.register`` gets. Classes (see :func:`classes`):
   slices (``partial``); the same, resampled to slices three times thicker
   (``aniso``). Odd seeds are rigid cases (preset ``rigid``), even seeds affine
   (preset ``affine``).
+* ``3d-deform/<volume>``: the same four volumes at 2 mm voxels or coarser,
+  under a known smooth warp (a cubic B-spline on a 40 mm mesh, up to 3, 6
+  or 9 mm), 1 % noise, preset ``syn``; tolerance a third of a voxel.
 * ``ct-mr/phantom``: the MRI-DIR porcine phantom's CT onto its T2 MR, the CT
   moved by a seeded rigid map from a reference alignment (the best-scoring
   answer found, see :func:`_phantom`); the truth is that reference composed
@@ -23,7 +26,8 @@ options ``coregister.register`` gets. Classes (see :func:`classes`):
   similarities, affines and perspective views (a camera turned 10-45 degrees
   out of the image plane); odd seeds give the moving image's valid region as
   mask, even seeds no mask.
-* ``broken/...``: runs built to end wrong (a far starting transform, unrelated
+* ``broken/...``: runs built to end wrong (``syn``'s demons on a T2-like
+  remap, a far starting transform, unrelated
   images, a mask on background, a periodic texture, an optimiser stopped
   early, a metric that cannot handle the contrast): the quality check should
   not pass their wrong answers.
@@ -50,7 +54,7 @@ from scipy import ndimage
 import coregister as cr
 from coregister.image import SpatialImage
 from coregister.qc import synthetic
-from coregister.transforms import Affine, Homography, Rigid, Transform, rotation_matrix
+from coregister.transforms import Affine, Homography, Rigid, Transform, rotation_matrix, sampled_field
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COREGISTER_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -159,6 +163,39 @@ def case_3d(kind: str, name: str, seed: int) -> Case:
     factor = 1.0 if kind in ("mono", "multi") else 2.0
     return Case(f"3d-{kind}/{name}", seed, fixed, moving, truth, _head(name), 0.1 * factor * _voxel(fixed), "mm",
                 {"preset": model})
+
+
+#: the deformable class's grids: voxels of at least this size (bin-averaged; a 1 mm head registers with ``syn`` in
+#: 15 s, at 2 mm in 3 s)
+DEFORM_VOXEL_MM = 2.0
+#: the deformable class's tolerance, in voxels of the fixed grid: a third of a voxel, mean over the head
+DEFORM_TOLERANCE_VOXELS = 1.0 / 3.0
+
+
+@functools.cache
+def _coarse(name: str) -> SpatialImage:
+    image = volume(name)
+    factors = [max(1, int(round(DEFORM_VOXEL_MM / s))) for s in image.spacing]
+    return SpatialImage.from_sitk(sitk.BinShrink(sitk_volume(image), factors)) if max(factors) > 1 else image
+
+
+@functools.cache
+def case_deform(name: str, seed: int) -> Case:
+    """A 3D case of class ``3d-deform/<name>``: the volume (2 mm voxels at least) under a known smooth warp, ``syn``.
+
+    The warp is a cubic B-spline on a 40 mm mesh with random coefficients,
+    up to 3, 6 or 9 mm (drawn per seed), and the truth is the warp itself:
+    the moving image is the fixed one resampled through the warp's inverse
+    (a field on the fixed grid, inverted by ITK), with 1 % noise.
+    """
+    fixed = _coarse(name)
+    rng = np.random.default_rng(20_000 + seed)
+    truth = synthetic.random_bspline(fixed, 100 + seed, mesh_mm=40.0, max_displacement_mm=float(rng.choice([3.0, 6.0, 9.0])))
+    moving = synthetic.warp(fixed, truth, inverse=sampled_field(truth, fixed).inverse())
+    moving = synthetic.degrade(moving, seed, noise=0.01, bias=0.0, remap=None)
+    step = max(1, int(round((math.prod(fixed.shape) / 40_000) ** (1 / 3))))
+    return Case(f"3d-deform/{name}", seed, fixed, moving, truth, synthetic.head_points(fixed, step=step),
+                DEFORM_TOLERANCE_VOXELS * _voxel(fixed), "mm", {"preset": "syn"})
 
 
 @functools.cache
@@ -307,6 +344,11 @@ def case_2d(kind: str, name: str, seed: int) -> Case:
 def broken_cases(seed: int) -> Iterator[Case]:
     """Runs built to go wrong; the check should not pass a wrong answer from any of them."""
     rng = np.random.default_rng(30_000 + seed)
+    # the syn preset's demons (intensity differences) on a contrast they cannot map: a T2-like remap and a bias field
+    base = case_deform(["mni", "kmeans-t1", "vhp-mr", "colin27"][(seed - 1) % 4], seed)
+    yield dataclasses.replace(base, cls="broken/demons-on-multimodal",
+                              moving=synthetic.degrade(base.moving, seed, noise=0.01, bias=0.05, remap="t2"),
+                              broken="the demons (mean squares) on a non-monotonic contrast")
     # a far starting transform (3D): 35-60 degrees and 40 mm off the truth
     base = case_3d("multi", "kmeans-t1", 2 * seed + 1)
     far = Rigid.from_angles(np.deg2rad(rng.uniform(35, 60, 3) * rng.choice([-1, 1], 3)), translation=rng.uniform(-40, 40, 3),
@@ -367,6 +409,8 @@ def classes(seeds: int = 10, *, photos_seeds: int = 4, quick: bool = False) -> d
         for name in volumes:
             out[f"3d-{kind}/{name}"] = functools.partial(
                 lambda k, n: [case_3d(k, n, s) for s in range(1, seeds + 1)], kind, name)
+    for name in volumes:
+        out[f"3d-deform/{name}"] = functools.partial(lambda n: [case_deform(n, s) for s in range(1, seeds + 1)], name)
     if not quick:
         out["ct-mr/phantom"] = lambda: [case_ct_mr(s) for s in range(1, seeds + 1)]
     photos = ["camera", "brick", "moon-hdr"] if quick else list(PHOTOS)

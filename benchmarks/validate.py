@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 shown = f"{row['error']:.4g} {row['unit']} {row['verdict']}" if "error" in row else row["refused"][:80]
                 print(f"{case.name}: {shown} ({row['time_s']:.2f} s)", file=sys.stderr, flush=True)
-                if args.with_elastix and case.fixed.ndim == 3 and case.broken is None:
+                if (args.with_elastix and case.fixed.ndim == 3 and case.broken is None
+                        and case.options.get("preset") in ("rigid", "affine")):  # elastix's rigid/affine maps
                     peer = run_elastix(case, Path(tmp))
                     peer_rows.append(peer)
                     if "error" in peer:

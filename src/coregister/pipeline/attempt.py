@@ -28,7 +28,7 @@ from coregister.image import SpatialImage
 from coregister.pipeline.evidence import chance, coverage, figures, overlay, probe, repeats
 from coregister.pipeline.quality import check
 from coregister.pipeline.result import Attempt, QualityReport, Verdict
-from coregister.transforms import Transform, Translation
+from coregister.transforms import BSpline, Composite, DisplacementField, Transform, Translation
 
 __all__ = ["Judged", "Pair", "attempt", "before_metrics", "failed_attempt", "is_engine_failure", "judge", "judged_metric",
            "prepare", "run_engine"]
@@ -457,6 +457,16 @@ def _gain(pair: Pair, other: Transform, mi_after: float, threads: int | None) ->
     return (mi - mi_after) / abs(mi_after) if mi_after and math.isfinite(mi_after) and math.isfinite(mi) else 0.0
 
 
+def _linear_part(transform: Transform) -> Transform | None:
+    """A deformable answer without its deformable members (None for an answer that has none, or nothing else)."""
+    if not isinstance(transform, Composite):
+        return None
+    kept = tuple(m for m in transform.transforms if not isinstance(m, BSpline | DisplacementField))
+    if not kept or len(kept) == len(transform.transforms):
+        return None
+    return kept[0] if len(kept) == 1 else Composite(kept)
+
+
 def judge(
     pair: Pair, output: EngineOutput, before: Mapping[str, float], config: RegistrationConfig, started: float,
 ) -> Judged:
@@ -486,9 +496,16 @@ def judge(
         repeated = [{"shift": float(np.linalg.norm(s)),
                      "gain": _gain(pair, transform @ Translation(s), after["mi"], config.threads)}
                     for s in repeats(over, count=REPEAT_SHIFTS[pair.fixed.ndim])]
+    linear = _linear_part(transform)
+    linear_only = None
+    if linear is not None and over is not None and after["overlap"] > 0:
+        try:
+            linear_only = figures(overlay(pair.view, pair.moving, linear, mask=pair.view_mask, threads=config.threads))
+        except (CoregisterError, RuntimeError) as exc:
+            logger.info("the answer's linear part could not be measured: %s", exc)
     quality = check(pair.fixed, pair.moving, transform, before, after,
                     metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
-                    chance=shared, coverage=local, probe=probed, repeats=repeated)
+                    chance=shared, coverage=local, probe=probed, repeats=repeated, linear_only=linear_only)
     if not output.converged:
         reason = "the engine did not converge at its finest level" + (f" ({output.history[-1].stop_reason})"
                                                                         if output.history else "")

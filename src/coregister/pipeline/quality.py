@@ -24,6 +24,14 @@ It looks at what a registration returned and says whether to trust it:
   slab), is zero or negative somewhere; the measures carry the smallest and
   largest determinant and the folding fraction (the share of voxels at or
   below zero);
+* a deformable answer shares **less than its own linear part**: the judged
+  figure (mutual information for the demons and the Mattes stages) through
+  the whole answer is worse than through its linear members alone, by more
+  than the tolerance: the deformation undid what the linear stages found
+  (the ``syn`` demons compare intensities; on a pair whose contrast they
+  cannot map, a T2-like remap, they end several millimetres off while the
+  information through the whole answer still rises above the unregistered
+  pair's);
 * an optimiser level **stopped at its iteration cap** (a warning only: the
   answer may still be good, but it did not converge by its own criterion).
 
@@ -494,6 +502,7 @@ def check(
     coverage: Mapping[str, Any] | None = None,
     probe: Mapping[str, Any] | None = None,
     repeats: Sequence[Mapping[str, float]] | None = None,
+    linear_only: Mapping[str, float] | None = None,
 ) -> QualityReport:
     """Judge a registration's answer.
 
@@ -547,6 +556,10 @@ def check(
         (:func:`coregister.pipeline.evidence.repeats`): ``shift`` (its length,
         world units) and ``gain`` (how much more mutual information the pair
         shares through it, a fraction).
+    linear_only : mapping, optional
+        For a deformable answer: the figures (as ``after``) through its linear
+        members alone; the judged figure must not be worse through the whole
+        answer.
 
     Returns
     -------
@@ -590,6 +603,15 @@ def check(
                 findings.append(f"{label} got worse: {b:.4g} before, {a:.4g} after")
         elif not math.isfinite(a):
             findings.append(f"{key} after registration is {a}: the images do not overlap through this transform")
+        if linear_only is not None and key in linear_only and math.isfinite(a):
+            lin = abs(float(linear_only[key])) if key == "ncc" else float(linear_only[key])
+            figures["linear_only"] = lin
+            if math.isfinite(lin) and (a < lin - tolerance * abs(lin) if higher_is_better else a > lin + tolerance * abs(lin)):
+                label = "|ncc|" if key == "ncc" else key
+                hint = ("; the demons compare intensities: for contrasts that differ, register with metric='mattes'"
+                        if any(isinstance(m, DisplacementField) for m in deformable_members(transform)) else "")
+                findings.append(f"the deformation made {label} worse than its linear part alone: {lin:.4g} through the "
+                                f"linear part, {a:.4g} through the whole answer{hint}")
     findings.extend(_absolute_findings(
         fixed, moving, transform, Metric.parse(metric) if metric is not None else Metric.MATTES, chance, mask,
         figures, min_information=min_information, min_ncc=min_ncc,
