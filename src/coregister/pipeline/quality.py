@@ -608,7 +608,7 @@ def check(
             figures["linear_only"] = lin
             if math.isfinite(lin) and (a < lin - tolerance * abs(lin) if higher_is_better else a > lin + tolerance * abs(lin)):
                 label = "|ncc|" if key == "ncc" else key
-                hint = ("; the demons compare intensities: for contrasts that differ, register with metric='mattes'"
+                hint = ("; the demons compare intensities: the two images need the same contrast"
                         if any(isinstance(m, DisplacementField) for m in deformable_members(transform)) else "")
                 findings.append(f"the deformation made {label} worse than its linear part alone: {lin:.4g} through the "
                                 f"linear part, {a:.4g} through the whole answer{hint}")
