@@ -585,9 +585,13 @@ class _Warp(Transform):
     def _domain_to_world(self, index: np.ndarray) -> np.ndarray:
         """World points of continuous grid indices (the inverse of :meth:`_domain_index`'s first answer)."""
 
-    def _inside(self, points: np.ndarray) -> np.ndarray:
-        index, low, high = self._domain_index(points)
+    @staticmethod
+    def _within(index: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Which rows of ``index`` lie within ``[low, high]`` on every axis."""
         return np.all((index >= low) & (index <= high), axis=1)
+
+    def _inside(self, points: np.ndarray) -> np.ndarray:
+        return self._within(*self._domain_index(points))
 
     def inverse_points(self, points: Any, *, tolerance: float = 1e-6, max_iterations: int = 100) -> np.ndarray:
         """Map moving-space points back to fixed space by fixed-point iteration ``x = y - u(x)``.
@@ -713,7 +717,7 @@ class BSpline(_Warp):
 
         arr, single = _points(points, self.ndim)
         index, low, high = self._domain_index(arr)
-        inside = np.all((index >= low) & (index <= high), axis=1)
+        inside = self._within(index, low, high)
         coords = index[inside][:, ::-1].T  # array order (z, y[, x])
         out = arr.copy()
         for c in range(self.ndim):
@@ -864,10 +868,10 @@ class DisplacementField(_Warp):
 
         arr, single = _points(points, self.ndim)
         size = np.asarray(self.field.size, dtype=float)
-        index = self.field.world_to_index(arr) if arr.size else np.zeros((0, self.ndim))
+        index, low, high = self._domain_index(arr)
         # ITK: inside the buffer (up to half a voxel beyond the outer centres) linear, its neighbours clamped into
         # the grid (the same as clamping the point's index); beyond that, no displacement
-        inside = np.all((index >= -0.5) & (index < size - 0.5), axis=1)
+        inside = self._within(index, low, high)
         clipped = np.clip(index[inside], 0.0, size - 1.0)[:, ::-1].T  # array order (z, y[, x])
         out = np.zeros_like(arr)
         for c in range(self.ndim):
@@ -882,7 +886,8 @@ class DisplacementField(_Warp):
     def _domain_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         size = np.asarray(self.field.size, dtype=float)
         index = self.field.world_to_index(points) if points.size else np.zeros((0, self.ndim))
-        return index, np.full(self.ndim, -0.5), size - 0.5 - 1e-9  # where displacement() reads the grid
+        # from half a voxel before the first centre to just short of half a voxel beyond the last (ITK's buffer)
+        return index, np.full(self.ndim, -0.5), np.nextafter(size - 0.5, -np.inf)
 
     def _domain_to_world(self, index: np.ndarray) -> np.ndarray:
         return self.field.index_to_world(index)

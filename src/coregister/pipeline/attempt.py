@@ -26,9 +26,9 @@ from coregister.engines._common import grey_pair, valid_pixels
 from coregister.errors import CoregisterError, GeometryError, RegistrationFailed
 from coregister.image import SpatialImage
 from coregister.pipeline.evidence import chance, coverage, figures, overlay, probe, repeats
-from coregister.pipeline.quality import check
+from coregister.pipeline.quality import check, deformable_members
 from coregister.pipeline.result import Attempt, QualityReport, Verdict
-from coregister.transforms import BSpline, Composite, DisplacementField, Transform, Translation
+from coregister.transforms import Composite, Transform, Translation, linear_members
 
 __all__ = ["Judged", "Pair", "attempt", "before_metrics", "failed_attempt", "is_engine_failure", "judge", "judged_metric",
            "prepare", "run_engine"]
@@ -449,22 +449,26 @@ def _gain(pair: Pair, other: Transform, mi_after: float, threads: int | None) ->
     only an alignment that is better at the answer's own resolution shows
     that the answer stopped short of its optimum or chose one of several.
     """
-    try:
-        mi = figures(overlay(pair.view, pair.moving, other, mask=pair.view_mask, threads=threads))["mi"]
-    except (CoregisterError, RuntimeError) as exc:
-        logger.info("polished answer could not be measured: %s", exc)
-        return 0.0
+    measured = _figures_through(pair, other, threads, "polished answer")
+    mi = measured["mi"] if measured is not None else float("nan")
     return (mi - mi_after) / abs(mi_after) if mi_after and math.isfinite(mi_after) and math.isfinite(mi) else 0.0
+
+
+def _figures_through(pair: Pair, transform: Transform, threads: int | None, what: str) -> dict[str, float] | None:
+    """The pair's figures on the metrics grid through ``transform``; None (logged) where it cannot be resampled."""
+    try:
+        return figures(overlay(pair.view, pair.moving, transform, mask=pair.view_mask, threads=threads))
+    except (CoregisterError, RuntimeError) as exc:
+        logger.info("%s could not be measured: %s", what, exc)
+        return None
 
 
 def _linear_part(transform: Transform) -> Transform | None:
     """A deformable answer without its deformable members (None for an answer that has none, or nothing else)."""
-    if not isinstance(transform, Composite):
+    linear = linear_members(transform)
+    if not linear or not deformable_members(transform):
         return None
-    kept = tuple(m for m in transform.transforms if not isinstance(m, BSpline | DisplacementField))
-    if not kept or len(kept) == len(transform.transforms):
-        return None
-    return kept[0] if len(kept) == 1 else Composite(kept)
+    return linear[0] if len(linear) == 1 else Composite(linear)
 
 
 def judge(
@@ -499,10 +503,7 @@ def judge(
     linear = _linear_part(transform)
     linear_only = None
     if linear is not None and over is not None and after["overlap"] > 0:
-        try:
-            linear_only = figures(overlay(pair.view, pair.moving, linear, mask=pair.view_mask, threads=config.threads))
-        except (CoregisterError, RuntimeError) as exc:
-            logger.info("the answer's linear part could not be measured: %s", exc)
+        linear_only = _figures_through(pair, linear, config.threads, "the answer's linear part")
     quality = check(pair.fixed, pair.moving, transform, before, after,
                     metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
                     chance=shared, coverage=local, probe=probed, repeats=repeated, linear_only=linear_only)

@@ -596,9 +596,12 @@ def check(
         if key == "ncc":
             b, a = abs(b), abs(a)
         figures.update(measure=key, before=b, after=a)
+
+        def worse(than: float) -> bool:  # ``a`` worse than ``than`` by more than the tolerance
+            return a < than - tolerance * abs(than) if higher_is_better else a > than + tolerance * abs(than)
+
         if math.isfinite(b) and math.isfinite(a):
-            worse = a < b - tolerance * abs(b) if higher_is_better else a > b + tolerance * abs(b)
-            if worse:
+            if worse(b):
                 label = "|ncc|" if key == "ncc" else key
                 findings.append(f"{label} got worse: {b:.4g} before, {a:.4g} after")
         elif not math.isfinite(a):
@@ -606,7 +609,7 @@ def check(
         if linear_only is not None and key in linear_only and math.isfinite(a):
             lin = abs(float(linear_only[key])) if key == "ncc" else float(linear_only[key])
             figures["linear_only"] = lin
-            if math.isfinite(lin) and (a < lin - tolerance * abs(lin) if higher_is_better else a > lin + tolerance * abs(lin)):
+            if math.isfinite(lin) and worse(lin):
                 label = "|ncc|" if key == "ncc" else key
                 hint = ("; the demons compare intensities: the two images need the same contrast"
                         if any(isinstance(m, DisplacementField) for m in deformable_members(transform)) else "")
