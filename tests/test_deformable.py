@@ -37,9 +37,10 @@ ANTSPY = "medical/antspy/"
 BRAINWEB = "medical/itk_brainweb_2d/"
 LABELS = 116
 #: ``syn`` with the ITK field metrics on the BrainWeb slices: NCC after, and its gain over the affine alone (measured
-#: 0.9907 and 0.0035 with ncc, 0.9860 and 2e-5 with mattes)
-FIELD_METRIC_NCC = {"ncc": 0.985, "mattes": 0.98}
-FIELD_METRIC_GAIN = {"ncc": 0.002, "mattes": 0.0}
+#: 0.9975 and 0.0104 with ncc, 0.9937 and 0.0082 with mattes; before the optimiser had its scales, 0.9904 and 0.0033,
+#: 0.98558 and 2e-5: the mattes field stood still)
+FIELD_METRIC_NCC = {"ncc": 0.993, "mattes": 0.99}
+FIELD_METRIC_GAIN = {"ncc": 0.006, "mattes": 0.006}
 
 
 def _shrunk(image: cr.SpatialImage, factor: int = 2) -> cr.SpatialImage:
@@ -180,12 +181,12 @@ def test_brainweb_bsplined_slice_with_the_itk_field_metrics(data, metric):
     # the same measure for both answers: NCC over the fixed grid where the resampled moving image has data
     after = compare(fixed, moving, result.transform)["ncc"]
     affine_only = compare(fixed, moving, linear)["ncc"]
-    # measured: ncc 0.9907 against the affine's 0.9872; mattes 0.98601 against 0.98599 (its field barely moves:
-    # minimum Jacobian 0.9998), so for mattes only "better than the affine" is asserted
     assert after > FIELD_METRIC_NCC[metric], (after, affine_only)
     assert after > affine_only + FIELD_METRIC_GAIN[metric], (after, affine_only)
     assert result.metrics["after"]["ncc"] > result.metrics["before"]["ncc"]
-    assert result.quality.measures["min_jacobian"] > 0 and result.quality.measures["folding_fraction"] == 0.0
+    # regular without the fold guard's help (measured 0.755 and 0.899; it would have scaled the field to 0.05)
+    assert result.quality.measures["min_jacobian"] > 0.5 and result.quality.measures["folding_fraction"] == 0.0
+    assert not any("fold guard" in w for w in result.warnings), result.warnings
 
 
 def _fold_pair(seed: int) -> tuple[cr.SpatialImage, cr.SpatialImage, RegistrationConfig]:

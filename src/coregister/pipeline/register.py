@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import SimpleITK as sitk
 
+from coregister import presets
 from coregister.config import EngineName, Initialisation, Metric, ProgressCallback, RegistrationConfig, Stage
 from coregister.engines._common import refuse_series
 from coregister.engines.sitk.engine import field_level_voxels
@@ -57,8 +58,7 @@ def _resolved(
     elif not isinstance(config, RegistrationConfig):
         raise ConfigError(f"config is a {type(config).__name__}; give a coregister.config.RegistrationConfig")
     elif metric is not None:
-        chosen = Metric.parse(metric)
-        config = config.replace(stages=tuple(s.replace(metric=chosen) for s in config.stages))
+        config = presets.with_metric(config, metric)
     if threads is not None and int(threads) < 1:
         raise ConfigError(f"threads={threads}: give a positive number of threads, or None for all cores")
     return config.replace(seed=int(seed), threads=config.threads if threads is None else int(threads))

@@ -100,8 +100,7 @@ def configure(
                           "(--initialisation, initialisation=), not both: a starting transform needs no search")
     config = presets.get(preset, precise=precise, ndim=ndim)
     if metric is not None:
-        chosen = Metric.parse(metric)
-        config = config.replace(stages=tuple(s.replace(metric=chosen) for s in config.stages))
+        config = presets.with_metric(config, metric)
     if initialisation is not None:
         config = config.replace(initialisation=Initialisation.parse(initialisation))
     if iterations is not None:
