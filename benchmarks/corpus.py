@@ -199,6 +199,21 @@ def case_deform(name: str, seed: int) -> Case:
 
 
 @functools.cache
+def case_deform_multi(name: str, seed: int) -> Case:
+    """Class ``3d-deform-multi/<name>``: :func:`case_deform`'s pair with a T2-like remap and a bias field, ``syn`` on Mattes.
+
+    The demons (``syn``'s default) cannot map this contrast (the broken
+    class ``broken/demons-on-multimodal`` runs them on the same pairs);
+    mutual information is what a user chooses across contrasts, as with
+    ANTs' SyN.
+    """
+    base = case_deform(name, seed)
+    moving = synthetic.degrade(base.moving, seed, noise=0.01, bias=0.05, remap="t2")
+    return dataclasses.replace(base, cls=f"3d-deform-multi/{name}", moving=moving,
+                               options={**base.options, "metric": "mattes"})
+
+
+@functools.cache
 def _phantom() -> tuple[SpatialImage, SpatialImage, Transform]:
     """The phantom's MR (fixed), CT (moving) and a reference CT -> MR alignment.
 
@@ -345,9 +360,8 @@ def broken_cases(seed: int) -> Iterator[Case]:
     """Runs built to go wrong; the check should not pass a wrong answer from any of them."""
     rng = np.random.default_rng(30_000 + seed)
     # the syn preset's demons (intensity differences) on a contrast they cannot map: a T2-like remap and a bias field
-    base = case_deform(["mni", "kmeans-t1", "vhp-mr", "colin27"][(seed - 1) % 4], seed)
-    yield dataclasses.replace(base, cls="broken/demons-on-multimodal",
-                              moving=synthetic.degrade(base.moving, seed, noise=0.01, bias=0.05, remap="t2"),
+    base = case_deform_multi(["mni", "kmeans-t1", "vhp-mr", "colin27"][(seed - 1) % 4], seed)
+    yield dataclasses.replace(base, cls="broken/demons-on-multimodal", options={"preset": "syn"},
                               broken="the demons (mean squares) on a non-monotonic contrast")
     # a far starting transform (3D): 35-60 degrees and 40 mm off the truth
     base = case_3d("multi", "kmeans-t1", 2 * seed + 1)
@@ -411,6 +425,10 @@ def classes(seeds: int = 10, *, photos_seeds: int = 4, quick: bool = False) -> d
                 lambda k, n: [case_3d(k, n, s) for s in range(1, seeds + 1)], kind, name)
     for name in volumes:
         out[f"3d-deform/{name}"] = functools.partial(lambda n: [case_deform(n, s) for s in range(1, seeds + 1)], name)
+    if not quick:
+        for name in volumes:
+            out[f"3d-deform-multi/{name}"] = functools.partial(
+                lambda n: [case_deform_multi(n, s) for s in range(1, seeds + 1)], name)
     if not quick:
         out["ct-mr/phantom"] = lambda: [case_ct_mr(s) for s in range(1, seeds + 1)]
     photos = ["camera", "brick", "moon-hdr"] if quick else list(PHOTOS)
