@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import math
 import operator
@@ -1135,17 +1136,9 @@ def _merge_linear_runs(
 ) -> Transform:
     """A chain with each run of consecutive linear members replaced by ``merge(run)``; one transform if one is left."""
     merged: list[Transform] = []
-    run: list[LinearTransform] = []
-    for t in members:
-        if isinstance(t, LinearTransform):
-            run.append(t)
-            continue
-        if run:
-            merged.append(merge(run))
-            run = []
-        merged.append(t)
-    if run:
-        merged.append(merge(run))
+    for linear, group in itertools.groupby(members, lambda t: isinstance(t, LinearTransform)):
+        run = list(group)
+        merged.extend([merge([t for t in run if isinstance(t, LinearTransform)])] if linear else run)
     return merged[0] if len(merged) == 1 else Composite(tuple(merged))
 
 

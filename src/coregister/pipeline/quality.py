@@ -45,6 +45,7 @@ Transforms map fixed-space points to moving space.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -244,13 +245,9 @@ def _deformable_runs(transform: Transform) -> list[Transform]:
     """The deformable members of ``transform``, each run of consecutive ones as one composite (judged as a whole)."""
     if not isinstance(transform, Composite):
         return deformable_members(transform)  # type: ignore[return-value]
-    runs: list[list[Transform]] = [[]]
-    for member in transform.transforms:
-        if isinstance(member, BSpline | DisplacementField):
-            runs[-1].append(member)
-        elif runs[-1]:
-            runs.append([])
-    return [run[0] if len(run) == 1 else Composite(tuple(run)) for run in runs if run]
+    runs = (tuple(run) for warp, run in itertools.groupby(transform.transforms,
+                                                          lambda m: isinstance(m, BSpline | DisplacementField)) if warp)
+    return [run[0] if len(run) == 1 else Composite(run) for run in runs]
 
 
 def jacobian_determinant_range(transform: BSpline | DisplacementField, reference: SpatialImage) -> tuple[float, float]:

@@ -29,6 +29,7 @@ iterative inversion (``InvertDisplacementFieldImageFilter``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -153,16 +154,11 @@ def _sampled_runs(members: list[Transform]) -> list[Transform]:
     Sampled together, the run is one field of their composition.
     """
     out: list[Transform] = []
-    run: list[Transform] = []
-    for member in [*members, None]:
-        if member is not None and not isinstance(member, LinearTransform) and field_parts(member) is None:
-            run.append(member)
-            continue
-        if run:
-            out.append(run[0] if len(run) == 1 else Composite(tuple(run)))
-            run = []
-        if member is not None:
-            out.append(member)
+    for unsampled, group in itertools.groupby(
+        members, lambda m: not isinstance(m, LinearTransform) and field_parts(m) is None
+    ):
+        run = tuple(group)
+        out.extend([run[0] if len(run) == 1 else Composite(run)] if unsampled else run)
     return out
 
 
