@@ -18,6 +18,12 @@ Cases (``--cases``, comma-separated):
 * ``colin``: Colin27 (``ch2.nii.gz``) to MNI152 at 1 mm. Scored: head-mask
   Dice (each image above 10 % of its 99th percentile, holes filled, carried
   by nearest neighbour) and the Jacobian on the full 1 mm grid.
+* ``multi``: the ``known`` case's moving image with a T2-like remap (dark
+  and bright swapped, with a ripple), a smooth bias field and 1 % noise
+  (``synthetic.degrade``, seed 13): deformable registration across
+  contrasts. Ours ``syn`` on Mattes (``metric="mattes"``: the demons
+  compare intensities) and ``bspline``; ANTsPy's SyN and SyNQuick and
+  elastix use mutual information by default. Scored as ``known``.
 * ``masks``: issue 13's point 6, binary masks (an organ segmentation):
   the brain mask of ``mnia.nii.gz`` (labels > 0) at 2 mm and the same mask
   warped by ``G`` (nearest neighbour). Scored: mean displacement error over
@@ -112,8 +118,11 @@ RUNNERS = {
         import coregister as cr
         import coregister.pipeline, coregister.engines.sitk, coregister.measures  # the library, as `import ants`
         from coregister import presets
+        variant, _, metric = variant.partition("@")
         preset, _, binary = variant.partition(":")
         config = presets.get(preset)
+        if metric:
+            config = presets.with_metric(config, metric)
         if binary:
             config = config.replace(binary_inputs=binary)
         t = time.perf_counter(); fixed = cr.read(fixed_path); moving = cr.read(moving_path); read_s = time.perf_counter() - t
@@ -193,12 +202,14 @@ RUNNERS = {
 
 #: method -> (runner, interpreter, variant per case)
 METHODS = {
-    "ours-syn": ("ours", Path(sys.executable), {"known": "syn", "colin": "syn"}),
-    "ours-bspline": ("ours", Path(sys.executable), {"known": "bspline", "colin": "bspline"}),
-    "ants-syn": ("ants", PEERS / "ants" / "bin" / "python", {"known": "SyN", "colin": "SyN"}),
+    "ours-syn": ("ours", Path(sys.executable), {"known": "syn", "colin": "syn", "multi": "syn@mattes"}),
+    "ours-bspline": ("ours", Path(sys.executable), {"known": "bspline", "colin": "bspline", "multi": "bspline"}),
+    "ants-syn": ("ants", PEERS / "ants" / "bin" / "python", {"known": "SyN", "colin": "SyN", "multi": "SyN"}),
     "ants-quick": ("ants", PEERS / "ants" / "bin" / "python",
-                   {"known": "antsRegistrationSyNQuick[s]", "colin": "antsRegistrationSyNQuick[s]"}),
-    "elastix": ("elastix", PEERS / "elastix" / "bin" / "python", {"known": "default", "colin": "default"}),
+                   {"known": "antsRegistrationSyNQuick[s]", "colin": "antsRegistrationSyNQuick[s]",
+                    "multi": "antsRegistrationSyNQuick[s]"}),
+    "elastix": ("elastix", PEERS / "elastix" / "bin" / "python",
+                {"known": "default", "colin": "default", "multi": "default"}),
     "sitk-script": ("sitk", PEERS / "elastix" / "bin" / "python", {"masks": "affine+bspline"}),
     **{f"ours-{p}-{b}": ("ours", Path(sys.executable), {"masks": f"{p}:{b}"})
        for p in ("bspline", "syn") for b in ("as-is", "distance", "smooth")},
@@ -208,17 +219,17 @@ DEFAULT_METHODS = ("ours-syn", "ours-bspline", "ants-syn", "ants-quick", "elasti
 
 
 def _kind(case: str) -> str:
-    """``known`` for every known-deformation case (``known-s5-9mm``), else the case itself."""
-    return "known" if case.startswith("known") else case
+    """``known`` for every known-deformation case (``known-s5-9mm``, ``multi``), else the case itself."""
+    return "known" if case.startswith("known") or case == "multi" else case
 
 
 def run_method(name: str, runner_dir: Path, fixed: Path, moving: Path, case: str, outdir: Path, timeout_s: float) -> dict | None:
     runner, python, variants = METHODS[name]
-    if _kind(case) not in variants:
+    key = case if case in variants else _kind(case)
+    if key not in variants:
         return None
     outdir.mkdir(parents=True, exist_ok=True)
-    command = [str(python), str(runner_dir / f"run_{runner}.py"), str(fixed), str(moving), variants[_kind(case)],
-               str(outdir)]
+    command = [str(python), str(runner_dir / f"run_{runner}.py"), str(fixed), str(moving), variants[key], str(outdir)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     try:
         # in the method's own folder: transformix writes its deformationField.nii into the working directory
@@ -267,7 +278,7 @@ def _label_dice(a: np.ndarray, b: np.ndarray) -> float:
 def make_cases(folder: Path, cases: list[str], warps: Sequence[tuple[int, float]] = ()) -> dict:
     out: dict = {}
     mni = cr.read(ANTSPY / "mni.nii.gz")
-    if {"known", "masks", "ants-check"} & set(cases):
+    if {"known", "masks", "ants-check", "multi"} & set(cases):
         atlas = cr.read(ANTSPY / "mnia.nii.gz")
         fixed = _shrunk(mni)
         cr.write(fixed, folder / "known_fixed.nii.gz")
@@ -284,8 +295,12 @@ def make_cases(folder: Path, cases: list[str], warps: Sequence[tuple[int, float]
                 "points": points, "truth": field.inverse_points(points), "atlas": atlas,
                 "moving_atlas": cr.apply(warp, atlas, reference=atlas, interpolation="nearest"),
             }
-            if name == "known":  # the first: the masks case moves by the same deformation
+            if name == "known":  # the first: the masks and multi cases move by the same deformation
                 known_warp, known_field = warp, field
+        if "multi" in cases:
+            moving = synthetic.degrade(cr.read(folder / "known_moving.nii.gz"), 13, noise=0.01, bias=0.05, remap="t2")
+            cr.write(moving, folder / "multi_moving.nii.gz")
+            out["multi"] = {**out["known"], "moving": folder / "multi_moving.nii.gz"}
         if "masks" in cases:
             brain = fixed.replace(array=(cr.apply(cr.Translation([0, 0, 0]), atlas, reference=fixed,
                                                   interpolation="nearest").array > 0).astype(np.uint8))
@@ -401,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         warps = [(int(seed), float(mm)) for seed, _, mm in (w.partition(":") for w in args.warps.split(",") if w)]
         data = make_cases(folder, cases, warps)
         order = [c for c in cases if c != "ants-check"]
-        for case in sorted(data, key=lambda c: order.index(_kind(c)) if _kind(c) in order else len(order)):
-            if _kind(case) not in order:
+        asked = {c: c if c in order else _kind(c) for c in data}  # "multi" by name, "known-s5-9mm" as "known"
+        for case in sorted(data, key=lambda c: order.index(asked[c]) if asked[c] in order else len(order)):
+            if asked[case] not in order:
                 continue
             for method in methods:
                 started = time.perf_counter()
