@@ -37,10 +37,10 @@ ANTSPY = "medical/antspy/"
 BRAINWEB = "medical/itk_brainweb_2d/"
 LABELS = 116
 #: ``syn`` with the ITK field metrics on the BrainWeb slices: NCC after, and its gain over the affine alone (measured
-#: 0.9975 and 0.0104 with ncc, 0.9937 and 0.0082 with mattes; before the optimiser had its scales, 0.9904 and 0.0033,
+#: 0.9966 and 0.0095 with ncc, 0.9918 and 0.0062 with mattes; before the optimiser had its scales, 0.9904 and 0.0033,
 #: 0.98558 and 2e-5: the mattes field stood still)
 FIELD_METRIC_NCC = {"ncc": 0.993, "mattes": 0.99}
-FIELD_METRIC_GAIN = {"ncc": 0.006, "mattes": 0.006}
+FIELD_METRIC_GAIN = {"ncc": 0.006, "mattes": 0.004}
 
 
 def _shrunk(image: cr.SpatialImage, factor: int = 2) -> cr.SpatialImage:
@@ -184,7 +184,8 @@ def test_brainweb_bsplined_slice_with_the_itk_field_metrics(data, metric):
     assert after > FIELD_METRIC_NCC[metric], (after, affine_only)
     assert after > affine_only + FIELD_METRIC_GAIN[metric], (after, affine_only)
     assert result.metrics["after"]["ncc"] > result.metrics["before"]["ncc"]
-    # regular without the fold guard's help (measured 0.755 and 0.899; it would have scaled the field to 0.05)
+    # regular without the fold guard's help (measured 0.89 and 0.91; without total-field smoothing it scaled the
+    # ncc field to 0.05)
     assert result.quality.measures["min_jacobian"] > 0.5 and result.quality.measures["folding_fraction"] == 0.0
     assert not any("fold guard" in w for w in result.warnings), result.warnings
 
