@@ -150,7 +150,8 @@ def registration_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--metric",
             type=click.Choice(metric_choices(), case_sensitive=False),
             default=None,
-            help="Similarity metric (default: the preset's; mattes = Mattes mutual information).",
+            help="Similarity metric (default: the preset's; mattes = Mattes mutual information; with --preset syn, "
+                 "ncc or mattes replace the demons, which need one contrast in both images).",
         ),
         click.option(
             "--precise",

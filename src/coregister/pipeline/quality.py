@@ -608,7 +608,8 @@ def check(
             figures["linear_only"] = lin
             if math.isfinite(lin) and worse(lin):
                 label = "|ncc|" if key == "ncc" else key
-                hint = ("; the demons compare intensities: the two images need the same contrast"
+                hint = ("; syn's demons compare intensities and need the same contrast in both images: across "
+                        "contrasts use metric='mattes' (--metric mattes)"
                         if any(isinstance(m, DisplacementField) for m in deformable_members(transform)) else "")
                 findings.append(f"the deformation made {label} worse than its linear part alone: {lin:.4g} through the "
                                 f"linear part, {a:.4g} through the whole answer{hint}")
