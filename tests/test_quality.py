@@ -271,3 +271,19 @@ def test_polishing_evidence(pair, moved, gain, verdict):
     probe = {"probe_voxel": 4.0, "moved": moved, "polish_gain": gain, "restart_distances": [], "restart_gains": []}
     report = check(fixed, moving, truth, before, after, probe=probe)
     assert report.verdict.value == verdict, report
+
+
+@pytest.mark.parametrize("demons", [True, False])
+def test_a_deformation_worse_than_its_linear_part_fails_and_names_the_fix_only_for_the_demons(pair, demons):
+    """The truth's figures stand for the linear part; a field that moves every point 3 px off it is the whole answer."""
+    fixed, moving = pair
+    truth = cr.Translation([13.0, 17.0])
+    field = cr.DisplacementField(cr.SpatialImage(np.full((*fixed.shape, 2), 3.0), origin=fixed.origin,
+                                                 spacing=fixed.spacing))
+    answer = cr.Composite((truth, field))
+    before = compare(fixed, moving, cr.Translation([0.0, 0.0]))
+    report = check(fixed, moving, answer, before, compare(fixed, moving, answer), metric="mattes",
+                   linear_only=compare(fixed, moving, truth), demons=demons)
+    assert not report.passed
+    (finding,) = [f for f in report.failures if "worse than its linear part alone" in f]
+    assert ("metric='mattes'" in finding) is demons, finding

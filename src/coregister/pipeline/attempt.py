@@ -506,7 +506,9 @@ def judge(
         linear_only = _figures_through(pair, linear, config.threads, "the answer's linear part")
     quality = check(pair.fixed, pair.moving, transform, before, after,
                     metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
-                    chance=shared, coverage=local, probe=probed, repeats=repeated, linear_only=linear_only)
+                    chance=shared, coverage=local, probe=probed, repeats=repeated, linear_only=linear_only,
+                    demons=any(TransformModel.parse(s.model) is TransformModel.SYN and Metric.parse(s.metric) is Metric.MSE
+                               for s in config.stages))
     if not output.converged:
         reason = "the engine did not converge at its finest level" + (f" ({output.history[-1].stop_reason})"
                                                                         if output.history else "")

@@ -500,6 +500,7 @@ def check(
     probe: Mapping[str, Any] | None = None,
     repeats: Sequence[Mapping[str, float]] | None = None,
     linear_only: Mapping[str, float] | None = None,
+    demons: bool = False,
 ) -> QualityReport:
     """Judge a registration's answer.
 
@@ -557,6 +558,10 @@ def check(
         For a deformable answer: the figures (as ``after``) through its linear
         members alone; the judged figure must not be worse through the whole
         answer.
+    demons : bool
+        The deformation came from the demons (``syn`` on mean squares), which
+        compare intensities: a deformation worse than its linear part then
+        names the metric to use across contrasts.
 
     Returns
     -------
@@ -609,8 +614,7 @@ def check(
             if math.isfinite(lin) and worse(lin):
                 label = "|ncc|" if key == "ncc" else key
                 hint = ("; syn's demons compare intensities and need the same contrast in both images: across "
-                        "contrasts use metric='mattes' (--metric mattes)"
-                        if any(isinstance(m, DisplacementField) for m in deformable_members(transform)) else "")
+                        "contrasts use metric='mattes' (--metric mattes)" if demons else "")
                 findings.append(f"the deformation made {label} worse than its linear part alone: {lin:.4g} through the "
                                 f"linear part, {a:.4g} through the whole answer{hint}")
     findings.extend(_absolute_findings(
