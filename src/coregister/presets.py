@@ -251,7 +251,7 @@ def syn(*, precise: bool = False, ndim: int = 3) -> RegistrationConfig:
     neighbourhood correlation) or ``metric="mattes"`` replace the demons by SimpleITK's
     ``ImageRegistrationMethod`` on a ``DisplacementFieldTransform`` (the
     metrics ANTs' SyN uses, with its smoothing and schedule:
-    :func:`with_metric`; slower). The answer is ``Composite((affine,
+    :func:`with_metric`). The answer is ``Composite((affine,
     field))``, the field applied first; ``result.transform.inverse()`` is
     the field's numerical inverse (its residual stated) then the affine's.
     A pair of binary masks is registered as their signed distance maps.
