@@ -189,6 +189,17 @@ class Stage:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def runs_demons(self) -> bool:
+        """A displacement-field stage on mean squares: ITK's demons, which compare intensities.
+
+        Examples
+        --------
+        >>> Stage(model="syn", metric="mse").runs_demons, Stage(model="syn", metric="mattes").runs_demons
+        (True, False)
+        """
+        return TransformModel.parse(self.model) is TransformModel.SYN and Metric.parse(self.metric) is Metric.MSE
+
 
 @dataclasses.dataclass(frozen=True)
 class RegistrationConfig:

@@ -374,8 +374,7 @@ def with_metric(config: RegistrationConfig, metric: Metric | str) -> Registratio
     chosen = Metric.parse(metric)
 
     def moved(stage: Stage) -> Stage:
-        leaves_demons = stage.model is TransformModel.SYN and Metric.parse(stage.metric) is Metric.MSE
-        if leaves_demons and chosen is not Metric.MSE:
+        if stage.runs_demons and chosen is not Metric.MSE:
             return stage.replace(metric=chosen, **SYN_METRIC_STAGE)
         return stage.replace(metric=chosen)
 

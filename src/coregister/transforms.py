@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -1138,7 +1138,7 @@ def _merge_linear_runs(
     merged: list[Transform] = []
     for linear, group in itertools.groupby(members, lambda t: isinstance(t, LinearTransform)):
         run = list(group)
-        merged.extend([merge([t for t in run if isinstance(t, LinearTransform)])] if linear else run)
+        merged.extend([merge(cast("list[LinearTransform]", run))] if linear else run)
     return merged[0] if len(merged) == 1 else Composite(tuple(merged))
 
 

@@ -277,7 +277,7 @@ def judged_metric(engine: str, config: RegistrationConfig) -> Metric:
     if not config.stages:
         return Metric.MATTES
     last = config.stages[-1]
-    if TransformModel.parse(last.model) is TransformModel.SYN and Metric.parse(last.metric) is Metric.MSE:
+    if last.runs_demons:
         # the demons compare the moving image histogram-matched to the fixed one; the raw images' mean squares
         # say little when their scales differ (T1 heads of 0-133 and 0-8364), mutual information is unmoved by it
         return Metric.MATTES
@@ -507,8 +507,7 @@ def judge(
     quality = check(pair.fixed, pair.moving, transform, before, after,
                     metric=judged_metric(output.engine, config), hit_iteration_cap=output.hit_iteration_cap,
                     chance=shared, coverage=local, probe=probed, repeats=repeated, linear_only=linear_only,
-                    demons=any(TransformModel.parse(s.model) is TransformModel.SYN and Metric.parse(s.metric) is Metric.MSE
-                               for s in config.stages))
+                    demons=any(s.runs_demons for s in config.stages))
     if not output.converged:
         reason = "the engine did not converge at its finest level" + (f" ({output.history[-1].stop_reason})"
                                                                         if output.history else "")

@@ -598,13 +598,13 @@ def check(
         if key == "ncc":
             b, a = abs(b), abs(a)
         figures.update(measure=key, before=b, after=a)
+        label = "|ncc|" if key == "ncc" else key
 
         def worse(than: float) -> bool:  # ``a`` worse than ``than`` by more than the tolerance
             return a < than - tolerance * abs(than) if higher_is_better else a > than + tolerance * abs(than)
 
         if math.isfinite(b) and math.isfinite(a):
             if worse(b):
-                label = "|ncc|" if key == "ncc" else key
                 findings.append(f"{label} got worse: {b:.4g} before, {a:.4g} after")
         elif not math.isfinite(a):
             findings.append(f"{key} after registration is {a}: the images do not overlap through this transform")
@@ -612,7 +612,6 @@ def check(
             lin = abs(float(linear_only[key])) if key == "ncc" else float(linear_only[key])
             figures["linear_only"] = lin
             if math.isfinite(lin) and worse(lin):
-                label = "|ncc|" if key == "ncc" else key
                 hint = ("; syn's demons compare intensities and need the same contrast in both images: across "
                         "contrasts use metric='mattes' (--metric mattes)" if demons else "")
                 findings.append(f"the deformation made {label} worse than its linear part alone: {lin:.4g} through the "
